@@ -1,0 +1,3 @@
+module github.com/pika-go/pika
+
+go 1.26
