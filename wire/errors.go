@@ -35,6 +35,8 @@ var (
 	ErrTooManyEntries = errors.New("wire: too many field table entries")
 	// ErrUnknownFieldType: a field value type octet this package does not know.
 	ErrUnknownFieldType = errors.New("wire: unknown field value type")
+	// ErrDuplicateKey: a field table on the wire names the same key twice.
+	ErrDuplicateKey = errors.New("wire: duplicate field table key")
 	// ErrUnsupportedValue: a Go value in a Table or Array that has no AMQP
 	// field type, or that cannot be represented without loss.
 	ErrUnsupportedValue = errors.New("wire: unsupported field value")
