@@ -363,19 +363,22 @@ func (r *reader) table(what string) Table {
 	if r.err != nil {
 		return nil
 	}
-	d := tableDecoder{r: r}
+	// The decoder works on a copy of the cursor, so that the recursion does
+	// not make r escape to the heap, and hands it back at the end.
+	d := tableDecoder{r: *r}
 	t := d.table()
-	if r.err != nil {
+	if d.r.err != nil {
 		d.annotate(what)
-		return nil
+		t = nil
 	}
+	*r = d.r
 	return t
 }
 
 // tableDecoder decodes nested tables and arrays from a reader, collecting
 // the key path of a failure as the recursion unwinds.
 type tableDecoder struct {
-	r    *reader
+	r    reader
 	path []pathSeg // innermost first; only set on error
 }
 
@@ -394,16 +397,17 @@ func (d *tableDecoder) annotate(what string) {
 // enter bounds the reader to the next length-prefixed region and returns
 // the previous bound, or ok false on error.
 func (d *tableDecoder) enter(what string) (saved []byte, ok bool) {
-	r := d.r
+	r := &d.r
 	if r.depth >= MaxTableDepth {
 		r.fail(ErrTableTooDeep, "tables and arrays nest deeper than "+strconv.Itoa(MaxTableDepth)+" levels")
 		return nil, false
 	}
 	lenOff := r.off
-	n := r.long(what + " length")
-	if r.err != nil {
+	if len(r.b)-r.off < 4 {
+		r.fail(ErrTruncated, what+" length")
 		return nil, false
 	}
+	n := r.long("")
 	if uint64(n) > uint64(len(r.b)-r.off) {
 		r.err = &Error{Err: ErrTruncated, Offset: lenOff, Detail: what + " length " + strconv.FormatUint(uint64(n), 10) + " exceeds the " + strconv.Itoa(len(r.b)-r.off) + " bytes remaining"}
 		return nil, false
@@ -425,7 +429,7 @@ func (d *tableDecoder) table() Table {
 		return nil
 	}
 	defer d.leave(saved)
-	r := d.r
+	r := &d.r
 	var t Table
 	for r.off < len(r.b) {
 		if len(t) == MaxTableEntries {
@@ -461,7 +465,7 @@ func (d *tableDecoder) array() []any {
 		return nil
 	}
 	defer d.leave(saved)
-	r := d.r
+	r := &d.r
 	a := []any{}
 	for r.off < len(r.b) {
 		if len(a) == MaxTableEntries {
@@ -480,7 +484,7 @@ func (d *tableDecoder) array() []any {
 
 // value decodes one field value: a type octet and the value it announces.
 func (d *tableDecoder) value() any {
-	r := d.r
+	r := &d.r
 	typOff := r.off
 	typ := r.octet("field value type")
 	if r.err != nil {
