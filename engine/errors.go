@@ -1,0 +1,185 @@
+package engine
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/pika-go/pika/wire"
+)
+
+// Sentinel errors of the engine. Errors that carry an AMQP reply code are
+// [*Error] values instead; these name conditions that have no reply code.
+var (
+	// ErrClosed is returned by calls made after the connection has closed.
+	ErrClosed = errors.New("pika: connection closed")
+	// ErrChannelClosed is returned by calls on a channel that is closed or
+	// closing.
+	ErrChannelClosed = errors.New("pika: channel closed")
+	// ErrNotOpen is returned by calls that need an open connection while the
+	// handshake is still running.
+	ErrNotOpen = errors.New("pika: connection not open yet")
+	// ErrNoFreeChannel is returned by OpenChannel when every channel id up
+	// to the negotiated channel_max is in use.
+	ErrNoFreeChannel = errors.New("pika: no free channel id (channel_max reached)")
+	// ErrAuthentication is the error of a handshake the server refused
+	// because of the credentials (ACCESS_REFUSED during the handshake, or the
+	// socket closed right after start-ok without the
+	// authentication_failure_close capability).
+	ErrAuthentication = errors.New("pika: authentication failed")
+	// ErrVhostRefused is the error of a connection.open the server refused:
+	// the virtual host does not exist or the user may not access it.
+	ErrVhostRefused = errors.New("pika: virtual host refused")
+	// ErrHandshakeClosed is the error of a server that closed the connection
+	// during the handshake for a reason other than authentication or vhost.
+	ErrHandshakeClosed = errors.New("pika: server closed the connection during the handshake")
+	// ErrHandshakeTimeout is the error of a handshake that did not complete
+	// within Config.HandshakeTimeout.
+	ErrHandshakeTimeout = errors.New("pika: handshake timed out")
+	// ErrNoMechanism is the error of a handshake where the server offers none
+	// of the configured SASL mechanisms.
+	ErrNoMechanism = errors.New("pika: no common SASL mechanism")
+	// ErrHeartbeatTimeout is the error of a connection whose peer sent
+	// nothing for two heartbeat intervals.
+	ErrHeartbeatTimeout = errors.New("pika: heartbeat timeout (peer sent nothing for two intervals)")
+	// ErrProtocolVersion is the error of a server that answered the protocol
+	// header with a header of its own: it does not speak AMQP 0-9-1.
+	ErrProtocolVersion = errors.New("pika: server rejected protocol version AMQP 0-9-1")
+	// ErrNotSynchronous is returned by Call for a method that expects no
+	// reply (or has no-wait set): use Send.
+	ErrNotSynchronous = errors.New("pika: method expects no reply; use Send")
+	// ErrNotClientMethod is returned for a method that the client may not
+	// send.
+	ErrNotClientMethod = errors.New("pika: method may not be sent by a client")
+	// ErrBadChannel is returned for calls on a channel id that is not open.
+	ErrBadChannel = errors.New("pika: no such channel")
+	// ErrUnknownTag is returned by Ack, Nack and Reject for a delivery tag
+	// that the channel has not delivered or has already settled.
+	ErrUnknownTag = errors.New("pika: unknown delivery tag")
+)
+
+// Error is an AMQP error with a reply code: a connection.close or
+// channel.close sent by the server, or one the client sent because the server
+// broke the protocol.
+//
+// errors.Is(err, target) is true when target is an *Error with the same Code
+// and an empty Text (the reply-code sentinels of package pika are such
+// values), and when target is ErrClosed for a connection error or
+// ErrChannelClosed for a channel error.
+type Error struct {
+	Code     wire.ReplyCode // the reply code, e.g. 404 NOT_FOUND
+	Text     string         // the reply text
+	Method   wire.MethodID  // the method that caused it, when the peer said (0 otherwise)
+	Server   bool           // true when the server sent the close; false when the client did
+	Conn     bool           // true when the whole connection closed; false for one channel
+	Channel  uint16         // the channel that closed (0 for a connection error)
+	internal error          // a wire error behind a client-sent protocol error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("pika: ")
+	if e.Conn {
+		b.WriteString("connection")
+	} else {
+		b.WriteString("channel ")
+		b.WriteString(strconv.Itoa(int(e.Channel)))
+	}
+	if e.Server {
+		b.WriteString(" closed by server: ")
+	} else {
+		b.WriteString(" closed by client: ")
+	}
+	b.WriteString(strconv.Itoa(int(e.Code)))
+	b.WriteByte(' ')
+	// RabbitMQ's texts start with the code's name already.
+	if !strings.HasPrefix(e.Text, e.Code.String()) {
+		b.WriteString(e.Code.String())
+		if e.Text != "" {
+			b.WriteString(" - ")
+		}
+	}
+	b.WriteString(e.Text)
+	if e.Method != 0 {
+		b.WriteString(" (in ")
+		b.WriteString(e.Method.String())
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// Unwrap returns the wire error behind a protocol error the client detected,
+// or nil.
+func (e *Error) Unwrap() error { return e.internal }
+
+// Is reports whether target matches e: a reply-code sentinel (an *Error with
+// only Code set) with the same code, ErrClosed for connection errors, or
+// ErrChannelClosed for channel errors.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrClosed:
+		return e.Conn
+	case ErrChannelClosed:
+		return !e.Conn
+	}
+	t, ok := target.(*Error)
+	return ok && t.Text == "" && t.Code == e.Code && !t.Conn && !t.Server && t.Channel == 0
+}
+
+// Temporary reports whether the error is of a kind that a retry could get
+// past: soft (channel-level) errors other than access and precondition
+// failures, and connection errors the broker raises when it shuts down or is
+// out of resources.
+func (e *Error) Temporary() bool {
+	switch e.Code {
+	case wire.ReplyConnectionForced, wire.ReplyResourceError, wire.ReplyResourceLocked, wire.ReplyInternalError:
+		return true
+	}
+	return false
+}
+
+// protocolError builds the *Error the client sends when the server breaks
+// the protocol.
+func protocolError(code wire.ReplyCode, text string, cause error) *Error {
+	return &Error{Code: code, Text: text, Conn: true, internal: cause}
+}
+
+// replyCodeFor maps a wire decoding error to the reply code the client closes
+// the connection with.
+func replyCodeFor(err error) wire.ReplyCode {
+	switch {
+	case errors.Is(err, wire.ErrFrameTooLarge), errors.Is(err, wire.ErrBadFrameEnd),
+		errors.Is(err, wire.ErrUnknownFrameType), errors.Is(err, wire.ErrBodyTooLarge):
+		return wire.ReplyFrameError
+	case errors.Is(err, wire.ErrUnknownMethod):
+		return wire.ReplyCommandInvalid
+	}
+	return wire.ReplySyntaxError
+}
+
+// handshakeError is a handshake failure: one of the handshake sentinels, a
+// detail, and the server's close when there was one. errors.Is matches the
+// sentinel; errors.As finds the *Error.
+type handshakeError struct {
+	err    error
+	detail string
+	cause  error
+}
+
+func (e *handshakeError) Error() string {
+	s := e.err.Error()
+	if e.detail != "" {
+		s += ": " + e.detail
+	}
+	if e.cause != nil {
+		s += ": " + e.cause.Error()
+	}
+	return s
+}
+
+func (e *handshakeError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.err}
+	}
+	return []error{e.err, e.cause}
+}
