@@ -9,13 +9,13 @@ import (
 type connState uint8
 
 const (
-	stateNew       connState = iota // before Start
-	stateStart                      // header sent, awaiting connection.start
-	stateSecure                     // start-ok sent, awaiting secure or tune
-	stateOpening                    // tune-ok and open sent, awaiting open-ok
-	stateOpen                       // ready
-	stateClosing                    // client sent connection.close, awaiting close-ok
-	stateClosed                     // done; EventClosed emitted
+	stateNew     connState = iota // before Start
+	stateStart                    // header sent, awaiting connection.start
+	stateSecure                   // start-ok sent, awaiting secure or tune
+	stateOpening                  // tune-ok and open sent, awaiting open-ok
+	stateOpen                     // ready
+	stateClosing                  // client sent connection.close, awaiting close-ok
+	stateClosed                   // done; EventClosed emitted
 )
 
 // bodyPrealloc caps the body buffer allocated up front from a content
