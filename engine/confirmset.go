@@ -45,6 +45,18 @@ func (s *ConfirmSet[T]) Add(v T) uint64 {
 	return tag
 }
 
+// FirstUnsettled returns the lowest unsettled tag, or Next() when every tag
+// is settled.
+func (s *ConfirmSet[T]) FirstUnsettled() uint64 {
+	next := s.Next()
+	for i, e := range s.buf[s.head:] {
+		if !e.settled {
+			return s.base + uint64(i)
+		}
+	}
+	return next
+}
+
 // Len returns the number of unsettled tags.
 func (s *ConfirmSet[T]) Len() int { return s.open }
 

@@ -62,10 +62,10 @@ var (
 // channel.close sent by the server, or one the client sent because the server
 // broke the protocol.
 //
-// errors.Is(err, target) is true when target is an *Error with the same Code
-// and an empty Text (the reply-code sentinels of package pika are such
-// values), and when target is ErrClosed for a connection error or
-// ErrChannelClosed for a channel error.
+// errors.Is(err, target) is true when target is the ReplyCodeError of the
+// same code (package pika declares them: ErrNotFound, ...), and when target
+// is ErrClosed for a connection error or ErrChannelClosed for a channel
+// error.
 type Error struct {
 	Code     wire.ReplyCode // the reply code, e.g. 404 NOT_FOUND
 	Text     string         // the reply text
@@ -112,9 +112,8 @@ func (e *Error) Error() string {
 // or nil.
 func (e *Error) Unwrap() error { return e.internal }
 
-// Is reports whether target matches e: a reply-code sentinel (an *Error with
-// only Code set) with the same code, ErrClosed for connection errors, or
-// ErrChannelClosed for channel errors.
+// Is reports whether target matches e: the ReplyCodeError of e's code,
+// ErrClosed for connection errors, or ErrChannelClosed for channel errors.
 func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrClosed:
@@ -122,8 +121,19 @@ func (e *Error) Is(target error) bool {
 	case ErrChannelClosed:
 		return !e.Conn
 	}
-	t, ok := target.(*Error)
-	return ok && t.Text == "" && t.Code == e.Code && !t.Conn && !t.Server && t.Channel == 0
+	if t, ok := target.(ReplyCodeError); ok {
+		return wire.ReplyCode(t) == e.Code
+	}
+	return false
+}
+
+// ReplyCodeError is a sentinel that matches, under errors.Is, every *Error
+// with the same reply code: errors.Is(err, ReplyCodeError(404)) asks "was
+// this a NOT_FOUND?". Package pika declares one per reply code.
+type ReplyCodeError wire.ReplyCode
+
+func (e ReplyCodeError) Error() string {
+	return "pika: " + strconv.Itoa(int(e)) + " " + wire.ReplyCode(e).String()
 }
 
 // Temporary reports whether the error is of a kind that a retry could get
