@@ -142,7 +142,7 @@ func TestCheckProtocolHeader(t *testing.T) {
 }
 
 // testStream is three frames of different sizes.
-func testStream(t *testing.T) ([]byte, []Frame) {
+func testStream(t testing.TB) ([]byte, []Frame) {
 	t.Helper()
 	var b []byte
 	b, err := AppendMethodFrame(b, 1, &BasicDeliver{ConsumerTag: "c", DeliveryTag: 1, Exchange: "e", RoutingKey: "r"})
