@@ -57,6 +57,15 @@ func (s *ConfirmSet[T]) FirstUnsettled() uint64 {
 	return next
 }
 
+// Each calls fn for every unsettled tag in order until fn returns false.
+func (s *ConfirmSet[T]) Each(fn func(tag uint64, v T) bool) {
+	for i, e := range s.buf[s.head:] {
+		if !e.settled && !fn(s.base+uint64(i), e.v) {
+			return
+		}
+	}
+}
+
 // Len returns the number of unsettled tags.
 func (s *ConfirmSet[T]) Len() int { return s.open }
 
