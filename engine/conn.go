@@ -55,6 +55,7 @@ type Conn struct {
 	sendActivity      bool
 	handshakeDeadline time.Time
 	headerSeen        int // protocol-header bytes seen at the start of the stream
+	trace             func(wire.Frame)
 
 	// reused decoding targets for the delivery path
 	deliver wire.BasicDeliver
@@ -89,6 +90,11 @@ func (c *Conn) Start(now time.Time) {
 	}
 	c.out = append(c.out, wire.ProtocolHeader...)
 }
+
+// SetTrace makes the engine call fn with every inbound frame before it
+// handles it (for logging). The frame's payload is valid only during the
+// call. fn runs inside Receive and must not call the engine.
+func (c *Conn) SetTrace(fn func(f wire.Frame)) { c.trace = fn }
 
 // IsOpen reports whether the handshake has completed and the connection has
 // not started closing.
@@ -211,6 +217,9 @@ func (c *Conn) Receive(data []byte) error {
 			break
 		}
 		off += n
+		if c.trace != nil {
+			c.trace(f)
+		}
 		c.handleFrame(f)
 	}
 	if c.state == stateClosed {
