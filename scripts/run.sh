@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# run.sh is the project's main job: it makes sure a RabbitMQ broker answers
+# (scripts/ensure-rabbitmq.sh starts or installs a local one when needed) and
+# then runs examples/hello, which publishes one message through the broker at
+# PIKA_TEST_URL (default amqp://guest:guest@127.0.0.1:5672/) and consumes it
+# back. Arguments are passed to the example.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v go >/dev/null 2>&1; then
+	echo "run.sh: go is not installed or not in PATH; install Go 1.26 or newer from https://go.dev/dl/" >&2
+	exit 1
+fi
+
+bash scripts/ensure-rabbitmq.sh
+exec go run ./examples/hello "$@"

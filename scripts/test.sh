@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# test.sh is the project's test command (CI runs it through .ci/run).
+#
+# Steps, in order:
+#   1. go toolchain present
+#   2. RabbitMQ answers (scripts/ensure-rabbitmq.sh starts/installs it locally)
+#   3. gofmt: no file needs formatting (testdata excluded)
+#   4. go vet ./...
+#   5. generated code is current: go generate ./... changes nothing
+#   6. go test -race -count=1 ./...   (extra arguments to this script are
+#      passed to this go test invocation, e.g. -run TestDial -v)
+#   7. every fuzz target for PIKA_FUZZTIME (default 5s), one per invocation
+#   8. bench/ module (separate go.mod): go vet and go test, when present
+#
+# A failing step does not stop the later ones (so one run shows every
+# problem); the script exits non-zero if any step failed. Integration tests
+# use PIKA_TEST_URL (default amqp://guest:guest@127.0.0.1:5672/); with CI=true
+# a missing broker fails them instead of skipping them.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+fuzztime=${PIKA_FUZZTIME:-5s}
+start=$SECONDS
+failed=()
+passed=0
+
+section() { printf '\n=== %s\n' "$*"; }
+ok() {
+	passed=$((passed + 1))
+	printf -- '--- ok: %s\n' "$1"
+}
+fail() {
+	failed+=("$1")
+	printf -- '--- FAIL: %s\n' "$1"
+}
+
+# step runs "$@" as the step named $1; the command's failure is recorded,
+# not fatal.
+step() {
+	local step_name=$1
+	shift
+	section "$step_name"
+	if "$@"; then ok "$step_name"; else fail "$step_name"; fi
+}
+
+in_git() { git rev-parse --is-inside-work-tree >/dev/null 2>&1; }
+
+# go_files lists the module's .go files outside testdata directories:
+# tracked and untracked-but-not-ignored files in a git work tree, every file
+# otherwise.
+go_files() {
+	if in_git; then
+		git ls-files -co --exclude-standard -- '*.go'
+	else
+		find . -name '*.go' -not -path './.git/*'
+	fi | grep -Ev '(^|/)testdata/' | while IFS= read -r f; do
+		[[ -f $f ]] && printf '%s\n' "$f"
+	done
+	return 0
+}
+
+check_gofmt() {
+	local files bad
+	files=$(go_files)
+	if [[ -z $files ]]; then
+		echo "no .go files"
+		return 0
+	fi
+	bad=$(printf '%s\n' "$files" | xargs gofmt -l) || {
+		echo "gofmt could not parse some files (see above)"
+		return 1
+	}
+	if [[ -n $bad ]]; then
+		echo "these files need gofmt -w:"
+		printf '  %s\n' $bad
+		return 1
+	fi
+	echo "$(printf '%s\n' "$files" | wc -l | tr -d ' ') files formatted"
+}
+
+# snapshot prints "hash path" for every file that differs from HEAD or is
+# untracked, so a change made by go generate shows up even in a work tree
+# that already has uncommitted edits. In a clean checkout (CI) it is empty
+# before generation, which makes this check the same as git diff --exit-code.
+snapshot() {
+	{
+		git diff --name-only HEAD -- 2>/dev/null || git ls-files
+		git ls-files -o --exclude-standard
+	} | sort -u | while IFS= read -r f; do
+		if [[ -f $f ]]; then
+			printf '%s %s\n' "$(git hash-object -- "$f")" "$f"
+		else
+			printf 'deleted %s\n' "$f"
+		fi
+	done
+}
+
+check_generate() {
+	if ! in_git; then
+		echo "not a git work tree: running go generate without a drift check"
+		go generate ./...
+		return
+	fi
+	local before after drifted
+	before=$(snapshot)
+	go generate ./... || return 1
+	after=$(snapshot)
+	drifted=$(diff <(printf '%s\n' "$before") <(printf '%s\n' "$after") |
+		sed -n 's/^[<>] [^ ]* //p' | sort -u)
+	if [[ -n $drifted ]]; then
+		echo "go generate changed files: the generated code in the tree is stale."
+		echo "Commit the regenerated files:"
+		printf '  %s\n' $drifted
+		git --no-pager diff --stat -- $drifted || true
+		return 1
+	fi
+	echo "generated files are current"
+}
+
+run_tests() {
+	go test -race -count=1 "$@" ./...
+}
+
+# run_fuzz runs every Fuzz target of the module for $fuzztime each.
+run_fuzz() {
+	local list line pkg name rc=0 n=0
+	local -a names=()
+	list=$(go test -list '^Fuzz' ./... 2>&1) || {
+		printf '%s\n' "$list"
+		echo "could not list fuzz targets"
+		return 1
+	}
+	while IFS= read -r line; do
+		if [[ $line == Fuzz* ]]; then
+			names+=("$line")
+		elif [[ $line =~ ^ok[[:space:]]+([^[:space:]]+) ]]; then
+			pkg=${BASH_REMATCH[1]}
+			for name in "${names[@]}"; do
+				n=$((n + 1))
+				echo "fuzz $pkg $name ($fuzztime)"
+				go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg" || {
+					echo "FAIL: $name in $pkg (a failing input is saved under the package's testdata/fuzz/$name/; commit it as a regression case after the fix)"
+					rc=1
+				}
+			done
+			names=()
+		fi
+	done <<<"$list"
+	((n > 0)) || echo "no fuzz targets yet"
+	return $rc
+}
+
+run_bench_module() {
+	(cd bench && go vet ./... && go test -count=1 ./...)
+}
+
+section "go toolchain"
+if ! command -v go >/dev/null 2>&1; then
+	echo "go is not installed or not in PATH. Install Go 1.26 or newer from https://go.dev/dl/"
+	echo "and make sure 'go version' works, then run this again."
+	echo
+	echo "test.sh: FAIL (no go toolchain)"
+	exit 1
+fi
+go version
+ok "go toolchain"
+
+step "RabbitMQ (scripts/ensure-rabbitmq.sh)" bash scripts/ensure-rabbitmq.sh
+step "gofmt" check_gofmt
+step "go vet" go vet ./...
+step "go generate drift" check_generate
+step "go test -race" run_tests "$@"
+step "fuzz (${fuzztime} each)" run_fuzz
+if [[ -f bench/go.mod ]]; then
+	step "bench module" run_bench_module
+else
+	section "bench module"
+	echo "bench/go.mod not present yet: skipped"
+fi
+
+elapsed=$((SECONDS - start))
+echo
+if ((${#failed[@]} > 0)); then
+	printf 'test.sh: FAIL after %ds: %d step(s) failed:' "$elapsed" "${#failed[@]}"
+	printf ' [%s]' "${failed[@]}"
+	printf '; %d passed\n' "$passed"
+	exit 1
+fi
+printf 'test.sh: PASS after %ds: all %d steps passed\n' "$elapsed" "$passed"
