@@ -229,24 +229,27 @@ func (fr *FrameReader) ReadFrame() (Frame, error) {
 	}
 }
 
-// makeRoom makes sure there is space after fr.end for the rest of the
-// frame at fr.start (or its header), moving the unread bytes to the front
-// of the buffer and growing it only as far as that frame needs.
+// makeRoom makes sure there is space after fr.end to read into. It moves
+// the unread bytes to the front of the buffer when the frame they start
+// would not fit behind them, and grows the buffer only when it is full of
+// one incomplete frame: by doubling, so that a peer that announces a large
+// frame and then sends nothing costs no more memory than it sent, and
+// never beyond the frame size limit.
 func (fr *FrameReader) makeRoom() {
 	pending := fr.end - fr.start
 	need := frameHeaderSize + 1
-	if pending >= frameHeaderSize {
-		size := binary.BigEndian.Uint32(fr.buf[fr.start+3:])
-		need = frameHeaderSize + int(size) + 1 // checked against maxSize by ParseFrame
+	if pending >= frameHeaderSize && fr.buf[fr.start] != 'A' {
+		// ParseFrame has checked the size against the limit.
+		need = frameHeaderSize + int(binary.BigEndian.Uint32(fr.buf[fr.start+3:])) + 1
 	}
-	if fr.start > 0 && (len(fr.buf)-fr.start < need || fr.end == len(fr.buf)) {
+	if fr.start > 0 && len(fr.buf)-fr.start < need {
 		copy(fr.buf, fr.buf[fr.start:fr.end])
 		fr.start, fr.end = 0, pending
 	}
-	if len(fr.buf)-fr.start >= need && fr.end < len(fr.buf) {
+	if fr.end < len(fr.buf) {
 		return
 	}
-	size := max(need, 2*len(fr.buf), FrameMinSize)
+	size := max(2*len(fr.buf), FrameMinSize)
 	size = min(size, max(int(fr.maxSize), need))
 	nb := make([]byte, size)
 	copy(nb, fr.buf[fr.start:fr.end])

@@ -246,6 +246,26 @@ func TestFrameReaderBufferBound(t *testing.T) {
 	}
 }
 
+func TestFrameReaderGrowsWithData(t *testing.T) {
+	// A header announcing a 100000-byte frame, then only 10 bytes: the
+	// buffer is sized by what arrived, not by what was announced.
+	stream := append([]byte{3, 0, 1, 0, 1, 0x86, 0xa0}, make([]byte, 10)...)
+	fr := NewFrameReader(bytes.NewReader(stream), 0)
+	if _, err := fr.ReadFrame(); err != io.ErrUnexpectedEOF {
+		t.Fatalf("err = %v, want io.ErrUnexpectedEOF", err)
+	}
+	if len(fr.buf) > FrameMinSize {
+		t.Fatalf("buffer grew to %d bytes for 17 bytes of input", len(fr.buf))
+	}
+	// The whole frame is read once it arrives.
+	full := frameBytes(3, 1, make([]byte, 100000))
+	fr = NewFrameReader(iotest.HalfReader(bytes.NewReader(full)), 0)
+	f, err := fr.ReadFrame()
+	if err != nil || len(f.Payload) != 100000 {
+		t.Fatalf("%d payload bytes, %v", len(f.Payload), err)
+	}
+}
+
 func TestFrameReaderErrors(t *testing.T) {
 	t.Run("unexpected EOF", func(t *testing.T) {
 		stream, _ := testStream(t)
