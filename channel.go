@@ -1,0 +1,249 @@
+package pika
+
+import (
+	"context"
+
+	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/wire"
+)
+
+// Channel is an AMQP channel: the unit on which queues and exchanges are
+// declared, messages published and consumed. It is safe for concurrent use
+// by many goroutines: concurrent calls each get their own reply (the channel
+// sends one synchronous request at a time and queues the others in order),
+// and the frames of one published message are never interleaved with
+// another's.
+//
+// A channel closes when the application calls Close, when the broker closes
+// it because of an error (a *Error with Conn false, after which the
+// connection and its other channels go on), or when its connection closes.
+type Channel struct {
+	conn *Conn
+	id   uint16
+
+	// All below are guarded by conn.mu.
+	err       error         // why the channel closed; nil while open
+	done      chan struct{} // closed when the channel has closed
+	consumers map[string]*Consumer
+	confirm   bool
+	confirms  engine.ConfirmSet[*Confirmation]
+	flushes   []flushWaiter
+	lastRet   *Return       // a return waiting for its confirmation
+	paused    chan struct{} // non-nil while the broker's channel.flow stopped publishing
+	notify    chanNotifier
+}
+
+// Channel opens a new channel. ctx bounds the wait for the broker's
+// channel.open-ok; if it ends first, Channel returns ctx.Err() and the
+// channel, once the broker opens it, is closed again.
+func (c *Conn) Channel(ctx context.Context) (*Channel, error) {
+	w := newWaiter()
+	c.mu.Lock()
+	id, req, err := c.eng.OpenChannel()
+	if err != nil {
+		c.mu.Unlock()
+		return nil, c.callErr(err, nil)
+	}
+	ch := &Channel{conn: c, id: id, done: make(chan struct{}), consumers: make(map[string]*Consumer)}
+	c.chans[id] = ch
+	c.waiters[req] = w
+	w.late = func(engine.Event) {
+		// Opened after the caller gave up: close it again.
+		if r, err := c.eng.CloseChannel(id); err == nil {
+			c.waiters[r] = newWaiter()
+		}
+	}
+	c.afterLocked()
+	c.mu.Unlock()
+	if _, err := w.wait(ctx, c); err != nil {
+		return nil, c.lockedCallErr(err, ch)
+	}
+	return ch, nil
+}
+
+// lockedCallErr is callErr taking the lock.
+func (c *Conn) lockedCallErr(err error, ch *Channel) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.callErr(err, ch)
+}
+
+// ID returns the channel number.
+func (ch *Channel) ID() uint16 { return ch.id }
+
+// Done returns a channel closed when this channel has closed; Err then says
+// why.
+func (ch *Channel) Done() <-chan struct{} { return ch.done }
+
+// Err returns nil while the channel is open or after a Close the
+// application asked for, and why it closed otherwise: the broker's *Error,
+// or the connection's close cause.
+func (ch *Channel) Err() error {
+	select {
+	case <-ch.done:
+	default:
+		return nil
+	}
+	ch.conn.mu.Lock()
+	defer ch.conn.mu.Unlock()
+	if ch.err == ErrChannelClosed {
+		return nil
+	}
+	return ch.err
+}
+
+// IsClosed reports whether the channel has closed.
+func (ch *Channel) IsClosed() bool {
+	select {
+	case <-ch.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close closes the channel (channel.close / close-ok). ctx bounds the wait
+// for the broker's close-ok; if it ends first, Close returns ctx.Err() and
+// the close completes in the background. Consumers on the channel end and
+// outstanding confirmations resolve with ErrOutcomeUnknown. Closing a closed
+// channel returns nil.
+func (ch *Channel) Close(ctx context.Context) error {
+	c := ch.conn
+	w := newWaiter()
+	c.mu.Lock()
+	if ch.err != nil {
+		c.mu.Unlock()
+		return nil
+	}
+	id, err := c.eng.CloseChannel(ch.id)
+	if err != nil {
+		c.mu.Unlock()
+		return nil // already closing or the connection is gone
+	}
+	c.waiters[id] = w
+	c.afterLocked()
+	c.mu.Unlock()
+	if _, err := w.wait(ctx, c); err != nil && ctx.Err() != nil {
+		return err
+	}
+	select {
+	case <-ch.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// call sends a synchronous method and waits for its reply. If ctx ends
+// first, call returns ctx.Err(); the request stays queued or on the wire and
+// its reply is absorbed when it comes, so the channel stays consistent.
+func (ch *Channel) call(ctx context.Context, m wire.Method) (engine.Event, error) {
+	return ch.callLate(ctx, m, nil)
+}
+
+// callLate is call with a function to run (under the connection's lock) if
+// the reply arrives after the caller gave up.
+func (ch *Channel) callLate(ctx context.Context, m wire.Method, late func(engine.Event)) (engine.Event, error) {
+	c := ch.conn
+	if err := ctx.Err(); err != nil {
+		return engine.Event{}, err
+	}
+	w := newWaiter()
+	w.late = late
+	c.mu.Lock()
+	id, err := c.eng.Call(ch.id, m)
+	if err != nil {
+		err = c.callErr(err, ch)
+		c.mu.Unlock()
+		return engine.Event{}, err
+	}
+	c.waiters[id] = w
+	c.afterLocked()
+	c.mu.Unlock()
+	ev, err := w.wait(ctx, c)
+	if err != nil && ctx.Err() == nil {
+		err = c.lockedCallErr(err, ch)
+	}
+	return ev, err
+}
+
+// send sends an asynchronous method (or a no-wait variant).
+func (ch *Channel) send(m wire.Method) error {
+	c := ch.conn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.eng.Send(ch.id, m); err != nil {
+		return c.callErr(err, ch)
+	}
+	c.afterLocked()
+	return nil
+}
+
+// dispatchLocked handles a channel-level engine event. It never blocks.
+func (ch *Channel) dispatchLocked(ev engine.Event) {
+	switch ev.Kind {
+	case engine.EventDelivery:
+		if cons := ch.consumers[ev.Message.ConsumerTag]; cons != nil {
+			cons.pushLocked(ch.newDelivery(&ev.Message))
+			return
+		}
+		fallthrough
+	case engine.EventOrphanDelivery:
+		// A delivery for a consumer nobody here knows. Rejecting it could
+		// close the channel (a no-ack consumer's tags are not ackable), so
+		// it is reported and left for the broker to requeue when the
+		// channel closes.
+		if l := ch.conn.log; l != nil {
+			l.Warn("pika: delivery for unknown consumer", "channel", ch.id,
+				"consumer_tag", ev.Message.ConsumerTag, "delivery_tag", ev.Message.DeliveryTag)
+		}
+		ch.notify.orphan(ev.Message.ConsumerTag, ev.Message.DeliveryTag)
+	case engine.EventReturn:
+		ret := newReturn(&ev.Message)
+		if ch.confirm {
+			ch.matchReturnLocked(ret)
+		}
+		ch.notify.returned(ret)
+	case engine.EventConfirm:
+		ch.confirmLocked(ev.Tag, ev.Multiple, ev.Ack)
+	case engine.EventCancel:
+		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
+			delete(ch.consumers, ev.ConsumerTag)
+			cons.endLocked(ErrConsumerCancelled)
+		}
+		ch.notify.cancelled(ev.ConsumerTag)
+	case engine.EventFlow:
+		if !ev.Active && ch.paused == nil {
+			ch.paused = make(chan struct{})
+		} else if ev.Active && ch.paused != nil {
+			close(ch.paused)
+			ch.paused = nil
+		}
+		ch.notify.flow(ev.Active)
+	}
+}
+
+// closedLocked ends the channel's client-side state.
+func (ch *Channel) closedLocked(err error) {
+	if ch.err != nil {
+		return
+	}
+	if err == nil {
+		err = ErrChannelClosed
+	}
+	ch.err = err
+	for tag, cons := range ch.consumers {
+		delete(ch.consumers, tag)
+		cons.endLocked(err)
+	}
+	ch.failConfirmsLocked(err)
+	if ch.paused != nil {
+		close(ch.paused)
+		ch.paused = nil
+	}
+	close(ch.done)
+	if err == ErrChannelClosed {
+		err = nil
+	}
+	ch.notify.closed(err)
+}

@@ -1,0 +1,125 @@
+package pika
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/pika-go/pika/engine"
+)
+
+// Config configures a connection. The zero value is usable: it connects to
+// amqp://guest:guest@localhost:5672/ with the defaults stated on each field.
+// ParseURL fills a Config from an AMQP URI; fields can be adjusted after.
+type Config struct {
+	// Addr is the broker's host:port. Default "localhost:5672" (5671 when
+	// TLS is set).
+	Addr string
+	// Username and Password are the credentials for PLAIN (and AMQPLAIN).
+	// Default guest/guest.
+	Username, Password string
+	// Vhost is the virtual host. Default "/".
+	Vhost string
+	// Mechanisms lists SASL mechanisms in order of preference; the first one
+	// the server offers is used. Default: PLAIN with Username and Password.
+	// Use ExternalAuth with a TLS client certificate for EXTERNAL.
+	Mechanisms []Mechanism
+
+	// Heartbeat is the heartbeat interval to ask for. 0 accepts the server's
+	// proposal (60 s by default on RabbitMQ); NoHeartbeat disables
+	// heartbeats; a positive value gets the smaller of it and the server's.
+	Heartbeat time.Duration
+	// FrameMax is the largest frame size to ask for. Default 128 KiB.
+	FrameMax uint32
+	// ChannelMax is the highest channel number to ask for. Default 2047.
+	ChannelMax uint16
+	// ConnectionName is shown in the broker's management UI and rabbitmqctl
+	// list_connections. Default: none.
+	ConnectionName string
+	// ClientProperties are extra entries for the client properties sent to
+	// the broker. Default: none.
+	ClientProperties Table
+	// MaxBodySize is the largest message body accepted from the broker; a
+	// larger one ends the connection with FRAME_ERROR. Default 128 MiB.
+	MaxBodySize uint64
+
+	// DialTimeout bounds establishing the transport (TCP and TLS). Default
+	// 30 s. The ctx passed to Dial bounds it too.
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds the AMQP handshake after the transport is up.
+	// Default 10 s.
+	HandshakeTimeout time.Duration
+	// TLS, when set, makes the connection use TLS with this configuration
+	// (amqps). Its ServerName defaults to the host of Addr.
+	TLS *tls.Config
+	// Dial, when set, establishes the transport instead of a TCP dial: any
+	// net.Conn works (a unix socket, a proxy, an in-memory pipe). When TLS
+	// is also set, the TLS handshake runs over the returned connection.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// Logger receives the connection's log records; at Debug level every
+	// frame in and out, decoded. Default: no logging.
+	Logger *slog.Logger
+
+	// BlockedTimeout, when positive, closes a connection that the broker
+	// has kept blocked (resource alarm) for longer than this, with
+	// ErrBlockedTimeout. Default 0: wait as long as it takes.
+	BlockedTimeout time.Duration
+	// CloseTimeout bounds the wait for the broker's close-ok in Close when
+	// the ctx passed to Close has no deadline. Default 5 s.
+	CloseTimeout time.Duration
+	// WriteBufferLimit is how many bytes may wait for the socket before
+	// Publish blocks (honouring its ctx) until the writer catches up.
+	// Default 1 MiB.
+	WriteBufferLimit int
+}
+
+// NoHeartbeat, as Config.Heartbeat, asks the broker for no heartbeats.
+const NoHeartbeat = engine.NoHeartbeat
+
+// Defaults for zero Config fields that the engine does not default itself.
+const (
+	DefaultDialTimeout      = 30 * time.Second
+	DefaultCloseTimeout     = 5 * time.Second
+	DefaultWriteBufferLimit = 1 << 20
+)
+
+// withDefaults returns a copy of c with defaults applied.
+func (c Config) withDefaults() Config {
+	if c.Addr == "" {
+		if c.TLS != nil {
+			c.Addr = "localhost:5671"
+		} else {
+			c.Addr = "localhost:5672"
+		}
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.WriteBufferLimit <= 0 {
+		c.WriteBufferLimit = DefaultWriteBufferLimit
+	}
+	return c
+}
+
+// engineConfig maps c to the engine's configuration.
+func (c *Config) engineConfig() engine.Config {
+	return engine.Config{
+		Mechanisms:       c.Mechanisms,
+		Username:         c.Username,
+		Password:         c.Password,
+		Vhost:            c.Vhost,
+		ChannelMax:       c.ChannelMax,
+		FrameMax:         c.FrameMax,
+		Heartbeat:        c.Heartbeat,
+		HandshakeTimeout: c.HandshakeTimeout,
+		MaxBodySize:      c.MaxBodySize,
+		ConnectionName:   c.ConnectionName,
+		ClientProperties: c.ClientProperties,
+	}
+}

@@ -1,0 +1,232 @@
+package pika
+
+import (
+	"context"
+	"sync"
+)
+
+// mailbox runs notification callbacks in order on a goroutine of its own,
+// started when there is something to run and gone when there is not. Posting
+// never blocks, so the connection's goroutines can post while holding the
+// connection's lock; a slow callback delays only later callbacks of the
+// same mailbox.
+type mailbox struct {
+	mu      sync.Mutex
+	queue   []func()
+	running bool
+	idle    chan struct{} // closed when the runner goroutine exits; nil while none runs
+}
+
+func (m *mailbox) post(f func()) {
+	m.mu.Lock()
+	m.queue = append(m.queue, f)
+	if !m.running {
+		m.running = true
+		m.idle = make(chan struct{})
+		go m.run(m.idle)
+	}
+	m.mu.Unlock()
+}
+
+func (m *mailbox) run(idle chan struct{}) {
+	defer close(idle)
+	for {
+		m.mu.Lock()
+		if len(m.queue) == 0 {
+			m.running = false
+			m.queue = nil
+			m.mu.Unlock()
+			return
+		}
+		f := m.queue[0]
+		m.queue[0] = nil
+		m.queue = m.queue[1:]
+		m.mu.Unlock()
+		f()
+	}
+}
+
+// wait waits until the mailbox has run everything posted so far, or ctx
+// ends.
+func (m *mailbox) wait(ctx context.Context) {
+	m.mu.Lock()
+	idle := m.idle
+	m.mu.Unlock()
+	if idle == nil {
+		return
+	}
+	select {
+	case <-idle:
+	case <-ctx.Done():
+	}
+}
+
+// notifier holds a connection's notification callbacks (guarded by the
+// connection's lock) and the mailbox that runs them.
+type notifier struct {
+	box     mailbox
+	onClose []func(error)
+	onBlock []func(blocked bool, reason string)
+}
+
+func (n *notifier) closed(err error) {
+	for _, f := range n.onClose {
+		n.box.post(func() { f(err) })
+	}
+}
+
+func (n *notifier) blocked(b bool, reason string) {
+	for _, f := range n.onBlock {
+		n.box.post(func() { f(b, reason) })
+	}
+}
+
+// wait waits for callbacks already posted, bounded by a second: callbacks
+// are application code and may not return.
+func (n *notifier) wait() {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultCloseTimeout)
+	defer cancel()
+	n.box.wait(ctx)
+}
+
+// OnClose registers f to be called once when the connection closes, with nil
+// after a Close the application asked for and the cause otherwise. f runs on
+// a goroutine of the library's, never while the library holds a lock; it may
+// call the Conn. Registering after the close calls f at once (on that
+// goroutine).
+func (c *Conn) OnClose(f func(err error)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.eng.IsClosed() {
+		err := c.err
+		c.notify.box.post(func() { f(err) })
+		return
+	}
+	c.notify.onClose = append(c.notify.onClose, f)
+}
+
+// OnBlocked registers f to be called when the broker blocks the connection
+// (blocked true, with the broker's reason, e.g. "low on memory") and when it
+// unblocks it. Calls come in order, on a goroutine of the library's.
+func (c *Conn) OnBlocked(f func(blocked bool, reason string)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.notify.onBlock = append(c.notify.onBlock, f)
+}
+
+// Confirm is a publisher confirmation as seen by Channel.OnConfirm.
+type Confirm struct {
+	Tag      uint64 // the delivery tag, or the highest one with Multiple
+	Multiple bool   // every outstanding tag up to Tag
+	Ack      bool   // true: accepted; false: refused (basic.nack)
+}
+
+// chanNotifier holds a channel's notification callbacks (guarded by the
+// connection's lock) and the mailbox that runs them.
+type chanNotifier struct {
+	box       mailbox
+	onClose   []func(error)
+	onReturn  []func(*Return)
+	onConfirm []func(Confirm)
+	onCancel  []func(string)
+	onFlow    []func(bool)
+	onOrphan  []func(string, uint64)
+}
+
+func (n *chanNotifier) closed(err error) {
+	for _, f := range n.onClose {
+		n.box.post(func() { f(err) })
+	}
+}
+
+func (n *chanNotifier) returned(r *Return) {
+	for _, f := range n.onReturn {
+		n.box.post(func() { f(r) })
+	}
+}
+
+func (n *chanNotifier) confirmed(tag uint64, multiple, ack bool) {
+	for _, f := range n.onConfirm {
+		n.box.post(func() { f(Confirm{Tag: tag, Multiple: multiple, Ack: ack}) })
+	}
+}
+
+func (n *chanNotifier) cancelled(tag string) {
+	for _, f := range n.onCancel {
+		n.box.post(func() { f(tag) })
+	}
+}
+
+func (n *chanNotifier) flow(active bool) {
+	for _, f := range n.onFlow {
+		n.box.post(func() { f(active) })
+	}
+}
+
+func (n *chanNotifier) orphan(tag string, deliveryTag uint64) {
+	for _, f := range n.onOrphan {
+		n.box.post(func() { f(tag, deliveryTag) })
+	}
+}
+
+// OnClose registers f to be called once when the channel closes: nil after
+// Close, the cause otherwise (a *Error from the broker, or the connection's
+// close cause). f runs on a goroutine of the library's.
+func (ch *Channel) OnClose(f func(err error)) {
+	c := ch.conn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ch.err != nil {
+		err := ch.err
+		if err == ErrChannelClosed {
+			err = nil
+		}
+		ch.notify.box.post(func() { f(err) })
+		return
+	}
+	ch.notify.onClose = append(ch.notify.onClose, f)
+}
+
+// OnReturn registers f to be called with every message the broker returns
+// on this channel (mandatory and unroutable). Calls come in order, on a
+// goroutine of the library's; a slow f delays only this channel's
+// notifications.
+func (ch *Channel) OnReturn(f func(*Return)) {
+	ch.conn.mu.Lock()
+	defer ch.conn.mu.Unlock()
+	ch.notify.onReturn = append(ch.notify.onReturn, f)
+}
+
+// OnConfirm registers f to be called with every confirmation (basic.ack or
+// basic.nack) the broker sends on this channel in confirm mode, in order.
+func (ch *Channel) OnConfirm(f func(Confirm)) {
+	ch.conn.mu.Lock()
+	defer ch.conn.mu.Unlock()
+	ch.notify.onConfirm = append(ch.notify.onConfirm, f)
+}
+
+// OnCancel registers f to be called with the tag of every consumer the
+// broker cancels on this channel (queue deleted, node down).
+func (ch *Channel) OnCancel(f func(consumerTag string)) {
+	ch.conn.mu.Lock()
+	defer ch.conn.mu.Unlock()
+	ch.notify.onCancel = append(ch.notify.onCancel, f)
+}
+
+// OnFlow registers f to be called when the broker pauses (false) or resumes
+// (true) publishing on this channel with channel.flow. Publish waits by
+// itself while paused.
+func (ch *Channel) OnFlow(f func(active bool)) {
+	ch.conn.mu.Lock()
+	defer ch.conn.mu.Unlock()
+	ch.notify.onFlow = append(ch.notify.onFlow, f)
+}
+
+// OnOrphanDelivery registers f to be called for a delivery whose consumer
+// tag no consumer on this channel has (it stays unacknowledged until the
+// channel closes and the broker requeues it).
+func (ch *Channel) OnOrphanDelivery(f func(consumerTag string, deliveryTag uint64)) {
+	ch.conn.mu.Lock()
+	defer ch.conn.mu.Unlock()
+	ch.notify.onOrphan = append(ch.notify.onOrphan, f)
+}

@@ -1,0 +1,314 @@
+package pika
+
+import (
+	"context"
+
+	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/wire"
+)
+
+// Message is a message to publish: its properties (content type, headers,
+// delivery mode, ...), its body, and the mandatory flag.
+type Message struct {
+	Properties
+	// Body is the message body. Publish copies it before returning.
+	Body []byte
+	// Mandatory asks the broker to return the message (see
+	// Channel.NotifyReturn, and ErrReturned in confirm mode) when no queue
+	// matches its routing key, instead of dropping it.
+	Mandatory bool
+}
+
+// Delivery modes for Properties.DeliveryMode.
+const (
+	Transient  uint8 = 1 // the broker may keep the message in memory only
+	Persistent uint8 = 2 // the broker writes the message to disk (durable queues)
+)
+
+// Publish publishes msg to exchange with routingKey. It returns once the
+// message is queued for the socket (it does not wait for the broker); many
+// goroutines publishing at once share write calls. Publish waits, honouring
+// ctx, while the broker blocks the connection (resource alarm), while the
+// broker's channel.flow has paused the channel, and while more than
+// Config.WriteBufferLimit bytes wait for the socket. If ctx ends during such
+// a wait the message is not sent.
+//
+// In confirm mode the message gets the next delivery tag; use
+// PublishWithConfirm to wait for its confirmation, or WaitConfirms for all
+// of them.
+func (ch *Channel) Publish(ctx context.Context, exchange, routingKey string, msg Message) error {
+	_, err := ch.publish(ctx, exchange, routingKey, &msg, false)
+	return err
+}
+
+// PublishWithConfirm publishes msg like Publish on a channel in confirm mode
+// (see ConfirmSelect) and returns its Confirmation, to wait on or ignore.
+// It fails with ErrNotConfirmMode on other channels.
+func (ch *Channel) PublishWithConfirm(ctx context.Context, exchange, routingKey string, msg Message) (*Confirmation, error) {
+	return ch.publish(ctx, exchange, routingKey, &msg, true)
+}
+
+func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg *Message, wantConfirm bool) (*Confirmation, error) {
+	c := ch.conn
+	c.mu.Lock()
+	for {
+		if ch.err != nil {
+			err := ch.err
+			c.mu.Unlock()
+			return nil, err
+		}
+		var wait chan struct{}
+		switch {
+		case c.blocked:
+			wait = c.unblocked
+		case ch.paused != nil:
+			wait = ch.paused
+		case c.eng.OutgoingLen() >= c.cfg.WriteBufferLimit:
+			if c.space == nil {
+				c.space = make(chan struct{})
+			}
+			wait = c.space
+		}
+		if wait == nil {
+			break
+		}
+		c.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		c.mu.Lock()
+	}
+	if wantConfirm && !ch.confirm {
+		c.mu.Unlock()
+		return nil, ErrNotConfirmMode
+	}
+	tag, err := c.eng.Publish(ch.id, exchange, routingKey, msg.Mandatory, false, &msg.Properties, msg.Body)
+	if err != nil {
+		err = c.callErr(err, ch)
+		c.mu.Unlock()
+		return nil, err
+	}
+	var conf *Confirmation
+	if ch.confirm {
+		if wantConfirm {
+			conf = &Confirmation{Tag: tag, done: make(chan struct{})}
+			if msg.Mandatory {
+				conf.exchange, conf.routingKey, conf.mandatory = exchange, routingKey, true
+			}
+		}
+		ch.confirms.Add(conf)
+	}
+	c.afterLocked()
+	c.mu.Unlock()
+	return conf, nil
+}
+
+// ConfirmSelect puts the channel in confirm mode: the broker confirms
+// (basic.ack) or refuses (basic.nack) every message published from now on.
+// If ctx ends before the broker's answer, ConfirmSelect returns ctx.Err();
+// the channel still enters confirm mode.
+func (ch *Channel) ConfirmSelect(ctx context.Context) error {
+	c := ch.conn
+	c.mu.Lock()
+	if ch.err == nil && !ch.confirm {
+		ch.confirm = true
+		ch.confirms.Reset(1)
+	}
+	c.mu.Unlock()
+	_, err := ch.call(ctx, &wire.ConfirmSelect{})
+	return err
+}
+
+// Confirmation is the broker's verdict on one message published in confirm
+// mode. It is safe for concurrent use.
+type Confirmation struct {
+	// Tag is the message's delivery tag on its channel.
+	Tag  uint64
+	done chan struct{}
+	err  error
+
+	exchange, routingKey string
+	mandatory, returned  bool
+}
+
+// Done returns a channel closed once the outcome is known.
+func (f *Confirmation) Done() <-chan struct{} { return f.done }
+
+// Err returns the outcome after Done is closed: nil when the broker accepted
+// the message, ErrNacked when it refused it, a *ReturnedError (ErrReturned)
+// for a mandatory message it could not route, and ErrOutcomeUnknown when the
+// channel closed first.
+func (f *Confirmation) Err() error {
+	select {
+	case <-f.done:
+		return f.err
+	default:
+		return nil
+	}
+}
+
+// Wait waits for the outcome (see Err) or the end of ctx, which only ends
+// the wait.
+func (f *Confirmation) Wait(ctx context.Context) error {
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (f *Confirmation) resolve(err error) {
+	if f.returned {
+		return // resolved with ErrReturned already
+	}
+	f.err = err
+	close(f.done)
+}
+
+// WaitConfirms waits until every message published on the channel before the
+// call has its outcome, and returns ErrNacked if any of them was refused
+// (returned and unknown outcomes do not count: see PublishWithConfirm for
+// per-message outcomes). ctx ends only the wait.
+func (ch *Channel) WaitConfirms(ctx context.Context) error {
+	c := ch.conn
+	c.mu.Lock()
+	if !ch.confirm {
+		c.mu.Unlock()
+		return ErrNotConfirmMode
+	}
+	upTo := ch.confirms.Next() - 1
+	if ch.confirms.FirstUnsettled() > upTo {
+		c.mu.Unlock()
+		return nil
+	}
+	fw := flushWaiter{upTo: upTo, done: make(chan struct{}), nacked: new(bool)}
+	ch.flushes = append(ch.flushes, fw)
+	err := ch.err
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-fw.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ch.err != nil && ch.confirms.Len() > 0 {
+		return &outcomeError{cause: ch.err}
+	}
+	if *fw.nacked {
+		return ErrNacked
+	}
+	return nil
+}
+
+type flushWaiter struct {
+	upTo   uint64
+	done   chan struct{}
+	nacked *bool
+}
+
+// confirmLocked settles tags after an EventConfirm.
+func (ch *Channel) confirmLocked(tag uint64, multiple, ack bool) {
+	var err error
+	if !ack {
+		err = ErrNacked
+		for _, fw := range ch.flushes {
+			if tag <= fw.upTo || multiple {
+				*fw.nacked = true
+			}
+		}
+	}
+	ch.confirms.Settle(tag, multiple, func(_ uint64, f *Confirmation) {
+		if f != nil {
+			f.resolve(err)
+		}
+	})
+	ch.notify.confirmed(tag, multiple, ack)
+	ch.releaseFlushesLocked()
+}
+
+// releaseFlushesLocked wakes WaitConfirms callers whose messages are all
+// settled.
+func (ch *Channel) releaseFlushesLocked() {
+	if len(ch.flushes) == 0 {
+		return
+	}
+	first := ch.confirms.FirstUnsettled()
+	k := 0
+	for _, fw := range ch.flushes {
+		if first > fw.upTo {
+			close(fw.done)
+		} else {
+			ch.flushes[k] = fw
+			k++
+		}
+	}
+	clear(ch.flushes[k:])
+	ch.flushes = ch.flushes[:k]
+}
+
+// matchReturnLocked attaches a returned message to the earliest outstanding
+// mandatory publish with the same exchange and routing key: the broker sends
+// basic.return before the basic.ack of the same message, and in publish
+// order.
+func (ch *Channel) matchReturnLocked(ret *Return) {
+	var match *Confirmation
+	ch.confirms.Each(func(_ uint64, f *Confirmation) bool {
+		if f != nil && f.mandatory && !f.returned && f.exchange == ret.Exchange && f.routingKey == ret.RoutingKey {
+			match = f
+			return false
+		}
+		return true
+	})
+	if match != nil {
+		match.returned = true
+		match.err = &ReturnedError{Return: ret}
+		close(match.done)
+	}
+}
+
+// failConfirmsLocked resolves every outstanding confirmation with
+// ErrOutcomeUnknown after the channel closed with cause.
+func (ch *Channel) failConfirmsLocked(cause error) {
+	if cause == ErrChannelClosed {
+		cause = nil
+	}
+	oe := &outcomeError{cause: cause}
+	ch.confirms.SettleAll(func(_ uint64, f *Confirmation) {
+		if f != nil {
+			f.resolve(oe)
+		}
+	})
+	for _, fw := range ch.flushes {
+		close(fw.done)
+	}
+	ch.flushes = nil
+}
+
+// Return is a message the broker returned: a mandatory message it could not
+// route.
+type Return struct {
+	ReplyCode  ReplyCode // e.g. 312 NO_ROUTE
+	ReplyText  string
+	Exchange   string
+	RoutingKey string
+	Properties
+	Body []byte
+}
+
+func newReturn(m *engine.Message) *Return {
+	return &Return{
+		ReplyCode:  m.ReplyCode,
+		ReplyText:  m.ReplyText,
+		Exchange:   m.Exchange,
+		RoutingKey: m.RoutingKey,
+		Properties: m.Properties,
+		Body:       m.Body,
+	}
+}
