@@ -544,7 +544,7 @@ func (c *Conn) callErr(err error, ch *Channel) error {
 type waiter struct {
 	done      chan struct{}
 	ev        engine.Event
-	abandoned bool                   // the caller's ctx ended first
+	abandoned bool                  // the caller's ctx ended first
 	late      func(ev engine.Event) // run (under c.mu) when an abandoned request's reply arrives
 }
 
