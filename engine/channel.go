@@ -555,8 +555,10 @@ func (c *Conn) handleBody(ch *channel, f wire.Frame) {
 func (c *Conn) completeContent(ch *channel) {
 	a := ch.content
 	ch.content = assembling{}
-	if a.kind == 0 || ch.state == chClosing {
-		return // content of a method discarded while closing
+	if a.kind == 0 || ch.state == chClosing && a.kind != EventGetOk {
+		// Content of a method discarded while closing. A get-ok still
+		// answers its request: the close went out after it.
+		return
 	}
 	if a.msg.Body == nil {
 		a.msg.Body = []byte{}
