@@ -81,14 +81,36 @@ func (c *Conn) OpenChannel() (uint16, RequestID, error) {
 	if int(id) < len(c.chans) && c.chans[id] != nil || id == 0 || id > max {
 		return 0, 0, ErrNoFreeChannel
 	}
+	req, err := c.openChannel(id)
+	return id, req, err
+}
+
+// OpenChannelID opens channel id, like OpenChannel but with the id chosen by
+// the caller (a driver restoring channels after reconnecting keeps their
+// numbers). It fails with ErrBadChannel when id is 0, above the negotiated
+// channel_max, or in use.
+func (c *Conn) OpenChannelID(id uint16) (RequestID, error) {
+	if c.state != stateOpen {
+		return 0, c.notOpenErr()
+	}
+	max := c.tune.ChannelMax
+	if max == 0 {
+		max = 65535
+	}
+	if id == 0 || id > max || int(id) < len(c.chans) && c.chans[id] != nil {
+		return 0, ErrBadChannel
+	}
+	return c.openChannel(id)
+}
+
+func (c *Conn) openChannel(id uint16) (RequestID, error) {
 	for int(id) >= len(c.chans) {
 		c.chans = append(c.chans, nil)
 	}
 	ch := &channel{id: id, state: chOpening}
 	c.chans[id] = ch
 	c.nextID = id + 1
-	req, err := c.request(ch, &wire.ChannelOpen{})
-	return id, req, err
+	return c.request(ch, &wire.ChannelOpen{})
 }
 
 // CloseChannel queues channel.close (reply code 200) behind anything already
