@@ -184,7 +184,7 @@ func (e *encoder) table(t Table, depth int) *encodeError {
 		return nil
 	}
 	// Small tables sort their keys in a stack array.
-	var small [16]string
+	var small [32]string
 	keys := small[:0]
 	for k := range t {
 		keys = append(keys, k)
