@@ -27,35 +27,55 @@ type Channel struct {
 	consumers map[string]*Consumer
 	confirm   bool
 	confirms  engine.ConfirmSet[*Confirmation]
-	flushes   []flushWaiter
-	lastRet   *Return       // a return waiting for its confirmation
+	flushes   []*flushWaiter
 	paused    chan struct{} // non-nil while the broker's channel.flow stopped publishing
 	notify    chanNotifier
+
+	// Recovery: what to restore, and the offsets that keep tags increasing
+	// across connections (client tag = broker tag + base).
+	qos       *wire.BasicQos // the last per-consumer basic.qos
+	qosGlobal *wire.BasicQos // the last global basic.qos
+	tx        bool           // tx.select was called
+	tagBase   uint64         // delivery tags: broker tag + tagBase
+	lastTag   uint64         // the highest client delivery tag handed out
+	pubBase   uint64         // publish tags: engine tag + pubBase
+	republish []*Confirmation
 }
 
 // Channel opens a new channel. ctx bounds the wait for the broker's
 // channel.open-ok; if it ends first, Channel returns ctx.Err() and the
 // channel, once the broker opens it, is closed again.
 func (c *Conn) Channel(ctx context.Context) (*Channel, error) {
-	w := newWaiter()
-	c.mu.Lock()
+	if err := c.lockReady(ctx); err != nil {
+		return nil, err
+	}
+	l := c.l
 	id, req, err := c.eng.OpenChannel()
 	if err != nil {
 		c.mu.Unlock()
-		return nil, c.callErr(err, nil)
+		return nil, c.lockedCallErr(err, nil)
 	}
 	ch := &Channel{conn: c, id: id, done: make(chan struct{}), consumers: make(map[string]*Consumer)}
 	c.chans[id] = ch
-	c.waiters[req] = w
+	w := newWaiter()
+	l.waiters[req] = w
 	w.late = func(engine.Event) {
 		// Opened after the caller gave up: close it again.
-		if r, err := c.eng.CloseChannel(id); err == nil {
-			c.waiters[r] = newWaiter()
+		if r, err := l.eng.CloseChannel(id); err == nil {
+			w2 := newWaiter()
+			w2.abandoned = true
+			l.waiters[r] = w2
 		}
 	}
-	c.afterLocked()
+	c.afterLocked(l)
 	c.mu.Unlock()
 	if _, err := w.wait(ctx, c); err != nil {
+		c.mu.Lock()
+		if ctx.Err() != nil && c.chans[id] == ch {
+			delete(c.chans, id)
+			ch.closedLocked(ErrChannelClosed)
+		}
+		c.mu.Unlock()
 		return nil, c.lockedCallErr(err, ch)
 	}
 	return ch, nil
@@ -109,8 +129,15 @@ func (ch *Channel) IsClosed() bool {
 // channel returns nil.
 func (ch *Channel) Close(ctx context.Context) error {
 	c := ch.conn
-	w := newWaiter()
-	c.mu.Lock()
+	if err := c.lockReady(ctx); err != nil {
+		c.mu.Lock()
+		if c.chans[ch.id] == ch {
+			delete(c.chans, ch.id)
+		}
+		ch.closedLocked(ErrChannelClosed)
+		c.mu.Unlock()
+		return nil
+	}
 	if ch.err != nil {
 		c.mu.Unlock()
 		return nil
@@ -120,8 +147,9 @@ func (ch *Channel) Close(ctx context.Context) error {
 		c.mu.Unlock()
 		return nil // already closing or the connection is gone
 	}
-	c.waiters[id] = w
-	c.afterLocked()
+	w := newWaiter()
+	c.l.waiters[id] = w
+	c.afterLocked(c.l)
 	c.mu.Unlock()
 	if _, err := w.wait(ctx, c); err != nil && ctx.Err() != nil {
 		return err
@@ -148,17 +176,24 @@ func (ch *Channel) callLate(ctx context.Context, m wire.Method, late func(engine
 	if err := ctx.Err(); err != nil {
 		return engine.Event{}, err
 	}
-	w := newWaiter()
-	w.late = late
-	c.mu.Lock()
+	if err := c.lockReady(ctx); err != nil {
+		return engine.Event{}, err
+	}
+	if ch.err != nil {
+		err := ch.err
+		c.mu.Unlock()
+		return engine.Event{}, err
+	}
 	id, err := c.eng.Call(ch.id, m)
 	if err != nil {
 		err = c.callErr(err, ch)
 		c.mu.Unlock()
 		return engine.Event{}, err
 	}
-	c.waiters[id] = w
-	c.afterLocked()
+	w := newWaiter()
+	w.late = late
+	c.l.waiters[id] = w
+	c.afterLocked(c.l)
 	c.mu.Unlock()
 	ev, err := w.wait(ctx, c)
 	if err != nil && ctx.Err() == nil {
@@ -167,15 +202,25 @@ func (ch *Channel) callLate(ctx context.Context, m wire.Method, late func(engine
 	return ev, err
 }
 
-// send sends an asynchronous method (or a no-wait variant).
-func (ch *Channel) send(m wire.Method) error {
+// send sends an asynchronous method (or a no-wait variant), waiting for a
+// recovery in progress without bound; see sendCtx.
+func (ch *Channel) send(m wire.Method) error { return ch.sendCtx(context.Background(), m) }
+
+// sendCtx sends an asynchronous method (or a no-wait variant), waiting for a
+// recovery in progress as long as ctx allows.
+func (ch *Channel) sendCtx(ctx context.Context, m wire.Method) error {
 	c := ch.conn
-	c.mu.Lock()
+	if err := c.lockReady(ctx); err != nil {
+		return err
+	}
 	defer c.mu.Unlock()
+	if ch.err != nil {
+		return ch.err
+	}
 	if err := c.eng.Send(ch.id, m); err != nil {
 		return c.callErr(err, ch)
 	}
-	c.afterLocked()
+	c.afterLocked(c.l)
 	return nil
 }
 
@@ -205,7 +250,7 @@ func (ch *Channel) dispatchLocked(ev engine.Event) {
 		}
 		ch.notify.returned(ret)
 	case engine.EventConfirm:
-		ch.confirmLocked(ev.Tag, ev.Multiple, ev.Ack)
+		ch.confirmLocked(ev.Tag+ch.pubBase, ev.Multiple, ev.Ack)
 	case engine.EventCancel:
 		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
 			delete(ch.consumers, ev.ConsumerTag)
@@ -246,4 +291,93 @@ func (ch *Channel) closedLocked(err error) {
 		err = nil
 	}
 	ch.notify.closed(err)
+}
+
+// suspendLocked prepares the channel for a lost connection: outstanding
+// confirmations resolve with ErrOutcomeUnknown (or wait for republishing),
+// delivery tags handed out so far become stale, and buffered deliveries of
+// manual-ack consumers are dropped (the broker delivers them again).
+func (ch *Channel) suspendLocked(cause error) {
+	ch.tagBase = ch.lastTag
+	if ch.conn.cfg.RepublishUnconfirmed {
+		ch.confirms.SettleAll(func(_ uint64, f *Confirmation) {
+			if f != nil && f.msg != nil {
+				ch.republish = append(ch.republish, f)
+			} else if f != nil {
+				f.resolve(&outcomeError{cause: cause})
+			}
+		})
+		for _, fw := range ch.flushes {
+			fw.lost = &outcomeError{cause: cause}
+		}
+	} else {
+		ch.failConfirmsLocked(cause)
+	}
+	ch.pubBase = ch.confirms.Next() - 1
+	ch.releaseFlushesLocked()
+	if ch.paused != nil {
+		close(ch.paused)
+		ch.paused = nil
+	}
+	for _, cons := range ch.consumers {
+		if !cons.autoAck {
+			cons.dropLocked()
+		}
+	}
+}
+
+// restoreMethods lists what recovery sends to restore the channel: a
+// placeholder for channel.open first, then its QoS and modes.
+func (ch *Channel) restoreMethods() []wire.Method {
+	ms := []wire.Method{&wire.ChannelOpen{}}
+	if ch.qosGlobal != nil {
+		ms = append(ms, ch.qosGlobal)
+	}
+	if ch.qos != nil {
+		ms = append(ms, ch.qos)
+	}
+	if ch.confirm {
+		ms = append(ms, &wire.ConfirmSelect{})
+	}
+	if ch.tx {
+		ms = append(ms, &wire.TxSelect{})
+	}
+	return ms
+}
+
+// republishLocked publishes the messages kept for republishing again, in
+// order, and returns how many.
+func (ch *Channel) republishLocked() int {
+	n := 0
+	for _, f := range ch.republish {
+		m := f.msg
+		if _, err := ch.conn.eng.Publish(ch.id, f.exchange, f.routingKey, m.Mandatory, false, &m.Properties, m.Body); err != nil {
+			f.resolve(&outcomeError{cause: err})
+			continue
+		}
+		f.Tag = ch.confirms.Add(f)
+		n++
+	}
+	clear(ch.republish)
+	ch.republish = ch.republish[:0]
+	return n
+}
+
+// recordQos remembers a basic.qos for recovery.
+func (ch *Channel) recordQos(m *wire.BasicQos) {
+	cp := *m
+	ch.conn.mu.Lock()
+	if m.Global {
+		ch.qosGlobal = &cp
+	} else {
+		ch.qos = &cp
+	}
+	ch.conn.mu.Unlock()
+}
+
+// recordTx remembers tx.select for recovery.
+func (ch *Channel) recordTx() {
+	ch.conn.mu.Lock()
+	ch.tx = true
+	ch.conn.mu.Unlock()
 }

@@ -15,8 +15,16 @@ import (
 // ParseURL fills a Config from an AMQP URI; fields can be adjusted after.
 type Config struct {
 	// Addr is the broker's host:port. Default "localhost:5672" (5671 when
-	// TLS is set).
+	// TLS is set). Ignored when Addrs is set.
 	Addr string
+	// Addrs lists several brokers' host:port (a cluster). Every connection
+	// attempt, the first one included, tries them in order (see
+	// ShuffleAddrs) and each host name's every address, until one accepts.
+	// Default: just Addr.
+	Addrs []string
+	// ShuffleAddrs makes each attempt try Addrs in a random order, to
+	// spread clients over a cluster. Default false: in order.
+	ShuffleAddrs bool
 	// Username and Password are the credentials for PLAIN (and AMQPLAIN).
 	// Default guest/guest.
 	Username, Password string
@@ -70,6 +78,30 @@ type Config struct {
 	// CloseTimeout bounds the wait for the broker's close-ok in Close when
 	// the ctx passed to Close has no deadline. Default 5 s.
 	CloseTimeout time.Duration
+	// DisableRecovery turns automatic recovery off: a lost connection then
+	// closes the Conn for good. Default false: a connection lost without
+	// the application asking (network error, heartbeat timeout, broker
+	// shutdown) is re-established with its channels, their QoS, confirm and
+	// tx modes, the exchanges, queues and bindings declared through it, and
+	// its consumers.
+	DisableRecovery bool
+	// Reconnect decides the delay before each reconnection attempt and when
+	// to give up. Default: DefaultBackoff (exponential from 100 ms to 30 s
+	// with jitter, forever).
+	Reconnect ReconnectStrategy
+	// FailWhileRecovering makes calls made while the connection recovers
+	// fail at once with ErrRecovering. Default false: they wait, bounded by
+	// their ctx, until recovery completes or gives up.
+	FailWhileRecovering bool
+	// RepublishUnconfirmed makes recovery publish again, on the recovered
+	// channel and in their original order, the messages whose confirmation
+	// was outstanding when the connection was lost; their Confirmations
+	// then resolve with the new outcome instead of ErrOutcomeUnknown. This
+	// gives at-least-once delivery: the broker may have received a message
+	// before the loss, and consumers then see it twice. It costs a copy of
+	// every message body until its confirmation. Default false.
+	RepublishUnconfirmed bool
+
 	// WriteBufferLimit is how many bytes may wait for the socket before
 	// Publish blocks (honouring its ctx) until the writer catches up.
 	// Default 1 MiB.
@@ -103,6 +135,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteBufferLimit <= 0 {
 		c.WriteBufferLimit = DefaultWriteBufferLimit
+	}
+	if c.Reconnect == nil {
+		c.Reconnect = DefaultBackoff
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = engine.DefaultHandshakeTimeout
 	}
 	return c
 }

@@ -2,7 +2,6 @@ package pika
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,37 +10,42 @@ import (
 	"time"
 
 	"github.com/pika-go/pika/engine"
-	"github.com/pika-go/pika/wire"
 )
 
-// readBufferSize is the size of the reader goroutine's buffer.
-const readBufferSize = 128 << 10
+type connState uint8
+
+const (
+	connOpen       connState = iota // the link is open and restored
+	connRecovering                  // the link was lost; recovery is running
+	connClosed                      // final
+)
 
 // Conn is a connection to a RabbitMQ broker. It is safe for concurrent use by
 // many goroutines.
 //
-// Three goroutines serve a Conn: a reader that feeds the socket's bytes to
-// the protocol engine and hands results to waiting callers, a writer that
-// sends everything queued since its last write in one write call, and a
-// timer for heartbeats. None of them runs application code, and none ever
-// waits for the application: notifications are delivered through buffers
-// and goroutines of their own, so a caller that never reads them cannot
-// stall the connection.
+// A Conn drives a protocol engine over a network connection with goroutines
+// of its own (see the package documentation). None of them runs application
+// code, and none ever waits for the application: notifications are delivered
+// through buffers and goroutines of their own, so a caller that never reads
+// them cannot stall the connection.
+//
+// Unless Config.DisableRecovery is set, a Conn survives the loss of its
+// network connection: it reconnects, reopens its channels and restores what
+// they declared and consumed (see Recovery in the package documentation).
+// The Conn, its Channels and Consumers stay valid throughout.
 type Conn struct {
 	cfg Config
-	nc  net.Conn
 	log *slog.Logger
 
-	mu      sync.Mutex
-	eng     *engine.Conn
-	waiters map[engine.RequestID]*waiter
-	chans   map[uint16]*Channel
+	mu    sync.Mutex
+	l     *link          // the current link
+	eng   *engine.Conn   // l.eng
+	state connState      // guarded by mu
+	ready chan struct{}  // closed when state is connOpen again; nil when open
+	chans map[uint16]*Channel
+	topo  topology
 
-	writerIdle bool          // the writer waits for wake
-	wake       chan struct{} // cap 1: output is ready
-	space      chan struct{} // closed when the write buffer drains; nil when nobody waits
-	rearm      chan struct{} // cap 1: the engine's deadline moved earlier
-	armed      time.Time     // the deadline the timer goroutine sleeps towards
+	space chan struct{} // closed when the write buffer drains; nil when nobody waits
 
 	blocked       bool
 	blockedReason string
@@ -51,10 +55,13 @@ type Conn struct {
 	readPaused bool          // a consumer's buffer is full: the reader waits
 	resume     chan struct{} // closed to let the reader go on
 
-	opened chan struct{} // closed on EventOpen
-	done   chan struct{} // closed on EventClosed
-	err    error         // the close cause, set before done closes
-	wg     sync.WaitGroup
+	closing       bool               // the application called Close
+	stopRecovery  context.CancelFunc // cancels a running recovery
+	recoveryCount int
+
+	done chan struct{} // closed when the connection is finally closed
+	err  error         // the final close cause, set before done closes
+	wg   sync.WaitGroup
 
 	notify notifier
 }
@@ -70,252 +77,60 @@ func Dial(ctx context.Context, rawURL string) (*Conn, error) {
 	return DialConfig(ctx, cfg)
 }
 
-// DialConfig connects with cfg and completes the AMQP handshake. ctx bounds
-// the whole of it, as do cfg.DialTimeout (transport) and
-// cfg.HandshakeTimeout (AMQP handshake). Errors wrap ErrAuthentication,
-// ErrVhostRefused, ErrHandshakeClosed or ErrHandshakeTimeout when the broker
-// refused the connection, and the dial error otherwise.
+// DialConfig connects with cfg and completes the AMQP handshake, trying the
+// configured addresses in turn. ctx bounds the whole of it, as do
+// cfg.DialTimeout (each transport) and cfg.HandshakeTimeout (each AMQP
+// handshake). Errors wrap ErrAuthentication, ErrVhostRefused,
+// ErrHandshakeClosed or ErrHandshakeTimeout when the broker refused the
+// connection, and the dial error otherwise.
 func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 	cfg = cfg.withDefaults()
-	nc, err := dialTransport(ctx, &cfg)
+	c := &Conn{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		chans: make(map[uint16]*Channel),
+		done:  make(chan struct{}),
+	}
+	l, err := c.dialLink(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c := newConn(cfg, nc)
-	c.start()
-	select {
-	case <-c.opened:
-		return c, nil
-	case <-c.done:
-		c.wg.Wait()
-		return nil, c.err
-	case <-ctx.Done():
-		c.abort(ctx.Err())
-		c.wg.Wait()
-		return nil, fmt.Errorf("pika: handshake with %s: %w", cfg.Addr, ctx.Err())
-	}
-}
-
-// dialTransport opens the TCP (or custom) connection and runs TLS over it.
-func dialTransport(ctx context.Context, cfg *Config) (net.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	defer cancel()
-	var nc net.Conn
-	var err error
-	if cfg.Dial != nil {
-		nc, err = cfg.Dial(dctx, "tcp", cfg.Addr)
-	} else {
-		var d net.Dialer
-		nc, err = d.DialContext(dctx, "tcp", cfg.Addr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pika: dial %s: %w", cfg.Addr, err)
-	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	if cfg.TLS != nil {
-		tcfg := cfg.TLS.Clone()
-		if tcfg.ServerName == "" {
-			host, _, _ := net.SplitHostPort(cfg.Addr)
-			tcfg.ServerName = host
-		}
-		tlsConn := tls.Client(nc, tcfg)
-		if err := tlsConn.HandshakeContext(dctx); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("pika: TLS handshake with %s: %w", cfg.Addr, err)
-		}
-		nc = tlsConn
-	}
-	return nc, nil
-}
-
-func newConn(cfg Config, nc net.Conn) *Conn {
-	c := &Conn{
-		cfg:     cfg,
-		nc:      nc,
-		log:     cfg.Logger,
-		eng:     engine.New(cfg.engineConfig()),
-		waiters: make(map[engine.RequestID]*waiter),
-		chans:   make(map[uint16]*Channel),
-		wake:    make(chan struct{}, 1),
-		rearm:   make(chan struct{}, 1),
-		opened:  make(chan struct{}),
-		done:    make(chan struct{}),
-	}
-	if c.log != nil && c.log.Enabled(context.Background(), slog.LevelDebug) {
-		c.eng.SetTrace(func(f wire.Frame) { c.log.Debug("amqp frame", frameAttrs("recv", f)...) })
-	}
-	return c
-}
-
-// start starts the engine and the three goroutines.
-func (c *Conn) start() {
 	c.mu.Lock()
-	c.eng.Start(time.Now())
-	c.afterLocked()
+	c.l, c.eng = l, l.eng
+	if l.eng.IsClosed() {
+		// Lost between open and now: report it as a failed dial.
+		c.mu.Unlock()
+		l.wg.Wait()
+		return nil, l.err
+	}
 	c.mu.Unlock()
-	c.wg.Add(3)
-	go c.readLoop()
-	go c.writeLoop()
-	go c.timerLoop()
+	return c, nil
 }
 
-// afterLocked runs after every call into the engine, with c.mu held: it
-// dispatches the engine's events, wakes the writer when there is output and
-// moves the timer when the deadline moved earlier.
-func (c *Conn) afterLocked() {
-	for {
-		ev, ok := c.eng.NextEvent()
-		if !ok {
-			break
-		}
-		c.dispatchLocked(ev)
-	}
-	if c.writerIdle && c.eng.OutgoingLen() > 0 {
-		c.writerIdle = false
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	}
-	if d := c.eng.Deadline(); !d.IsZero() && (c.armed.IsZero() || d.Before(c.armed)) {
-		c.armed = d
-		select {
-		case c.rearm <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// readLoop reads from the socket and feeds the engine until the socket
-// fails or closes.
-func (c *Conn) readLoop() {
-	defer c.wg.Done()
-	buf := make([]byte, readBufferSize)
-	for {
-		n, err := c.nc.Read(buf)
-		c.mu.Lock()
-		if n > 0 {
-			c.eng.Receive(buf[:n])
-		}
-		if err != nil {
-			c.eng.Fail(fmt.Errorf("pika: read from %s: %w", c.cfg.Addr, err))
-		}
-		c.afterLocked()
-		for c.readPaused && !c.eng.IsClosed() {
-			resume := c.resume
-			c.mu.Unlock()
-			select {
-			case <-resume:
-			case <-c.done:
-			}
-			c.mu.Lock()
-		}
-		closed := c.eng.IsClosed()
-		c.mu.Unlock()
-		if closed {
-			return
-		}
-	}
-}
-
-// writeLoop writes what the engine queued, all of it in one write call
-// per turn, so that publishes from many goroutines share syscalls.
-func (c *Conn) writeLoop() {
-	defer c.wg.Done()
-	var spare []byte
-	for {
-		c.mu.Lock()
-		for c.eng.OutgoingLen() == 0 {
-			if c.eng.IsClosed() {
-				c.mu.Unlock()
-				c.nc.Close()
-				return
-			}
-			c.writerIdle = true
-			c.mu.Unlock()
-			<-c.wake
-			c.mu.Lock()
-		}
-		buf := c.eng.SwapOutgoing(spare)
-		closed := c.eng.IsClosed()
-		c.mu.Unlock()
-
-		if c.log != nil {
-			c.logFrames("send", buf)
-		}
-		_, err := c.nc.Write(buf)
-
-		c.mu.Lock()
-		if c.space != nil && c.eng.OutgoingLen() < c.cfg.WriteBufferLimit {
-			close(c.space)
-			c.space = nil
-		}
-		if err != nil && !c.eng.IsClosed() {
-			c.eng.Fail(fmt.Errorf("pika: write to %s: %w", c.cfg.Addr, err))
-			c.afterLocked()
-		}
-		c.mu.Unlock()
-		if err != nil || closed {
-			if closed && err == nil {
-				// The last bytes (a close-ok, say) went out; anything
-				// queued since is for a dead connection.
-				c.mu.Lock()
-				c.eng.SwapOutgoing(nil)
-				c.mu.Unlock()
-			}
-			c.nc.Close()
-			return
-		}
-		if cap(buf) > 4*c.cfg.WriteBufferLimit {
-			buf = nil // do not keep a burst's buffer forever
-		}
-		spare = buf[:0]
-	}
-}
-
-// timerLoop calls the engine's Tick when its deadline comes.
-func (c *Conn) timerLoop() {
-	defer c.wg.Done()
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	for {
-		c.mu.Lock()
-		d := c.eng.Deadline()
-		c.armed = d
-		c.mu.Unlock()
-		var fire <-chan time.Time
-		if !d.IsZero() {
-			t.Reset(time.Until(d))
-			fire = t.C
-		}
-		select {
-		case <-fire:
-			c.mu.Lock()
-			c.eng.Tick(time.Now())
-			c.afterLocked()
-			c.mu.Unlock()
-		case <-c.rearm:
-			t.Stop()
-		case <-c.done:
-			t.Stop()
-			return
-		}
-	}
-}
-
-// dispatchLocked acts on one engine event. It runs with c.mu held and never
-// blocks and never calls application code.
-func (c *Conn) dispatchLocked(ev engine.Event) {
+// dispatchLocked acts on one engine event of link l. It runs with c.mu held
+// and never blocks and never calls application code.
+func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 	switch ev.Kind {
 	case engine.EventOpen:
-		close(c.opened)
+		close(l.opened)
+		return
 	case engine.EventReply, engine.EventGetOk:
-		if w := c.waiters[ev.Request]; w != nil {
-			delete(c.waiters, ev.Request)
-			w.resolveLocked(c, ev)
+		if w := l.waiters[ev.Request]; w != nil {
+			delete(l.waiters, ev.Request)
+			w.resolveLocked(ev)
 		}
+		return
+	case engine.EventClosed:
+		l.closedLocked(ev.Err)
+		if c.l == l {
+			c.linkLostLocked(l, ev.Err)
+		}
+		return
+	}
+	if c.l != l {
+		return // a link being dialled or one already replaced
+	}
+	switch ev.Kind {
 	case engine.EventDelivery, engine.EventOrphanDelivery, engine.EventReturn,
 		engine.EventConfirm, engine.EventCancel, engine.EventFlow:
 		if ch := c.chans[ev.Channel]; ch != nil {
@@ -333,37 +148,19 @@ func (c *Conn) dispatchLocked(ev engine.Event) {
 			c.unblocked = make(chan struct{})
 		}
 		if c.cfg.BlockedTimeout > 0 && c.blockedTimer == nil {
-			c.blockedTimer = time.AfterFunc(c.cfg.BlockedTimeout, c.blockedTooLong)
+			c.blockedTimer = time.AfterFunc(c.cfg.BlockedTimeout, func() { c.blockedTooLong(l) })
 		}
 		c.notify.blocked(true, ev.Reason)
 	case engine.EventUnblocked:
-		c.blocked = false
-		c.blockedReason = ""
-		if c.unblocked != nil {
-			close(c.unblocked)
-			c.unblocked = nil
-		}
-		if c.blockedTimer != nil {
-			c.blockedTimer.Stop()
-			c.blockedTimer = nil
-		}
+		c.unblockLocked()
 		c.notify.blocked(false, "")
-	case engine.EventClosed:
-		c.closedLocked(ev.Err)
 	}
 }
 
-// closedLocked ends the connection's client-side state after EventClosed.
-func (c *Conn) closedLocked(err error) {
-	c.err = err
-	for id, ch := range c.chans {
-		delete(c.chans, id)
-		cerr := err
-		if cerr == nil {
-			cerr = ErrClosed
-		}
-		ch.closedLocked(cerr)
-	}
+// unblockLocked clears the blocked state.
+func (c *Conn) unblockLocked() {
+	c.blocked = false
+	c.blockedReason = ""
 	if c.unblocked != nil {
 		close(c.unblocked)
 		c.unblocked = nil
@@ -371,6 +168,15 @@ func (c *Conn) closedLocked(err error) {
 	if c.blockedTimer != nil {
 		c.blockedTimer.Stop()
 		c.blockedTimer = nil
+	}
+}
+
+// linkLostLocked handles the end of the current link: recovery when it is
+// enabled and the cause allows, the final close otherwise.
+func (c *Conn) linkLostLocked(l *link, err error) {
+	if c.blocked {
+		c.unblockLocked()
+		c.notify.blocked(false, "")
 	}
 	if c.space != nil {
 		close(c.space)
@@ -380,60 +186,134 @@ func (c *Conn) closedLocked(err error) {
 		close(c.resume)
 		c.resume = nil
 	}
-	close(c.done)
-	// Bound the final flush: a writer stuck in a stalled socket gives up
-	// after a second, and the reader stops at once.
-	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	c.nc.SetReadDeadline(time.Now())
-	if c.writerIdle {
-		c.writerIdle = false
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+	c.readPaused = false
+	if c.state == connClosed {
+		return
 	}
+	if c.closing || c.cfg.DisableRecovery || c.state != connOpen || !recoverable(err) {
+		if c.state == connRecovering {
+			return // the recovery goroutine decides
+		}
+		c.finalCloseLocked(err)
+		return
+	}
+	c.state = connRecovering
+	c.ready = make(chan struct{})
+	for _, ch := range c.chans {
+		ch.suspendLocked(err)
+	}
+	c.notify.recovery(RecoveryEvent{Kind: RecoveryLost, Err: err})
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stopRecovery = cancel
+	c.wg.Add(1)
+	go c.recover(ctx, l, err)
+}
+
+// finalCloseLocked ends the Conn for good.
+func (c *Conn) finalCloseLocked(err error) {
+	if c.state == connClosed {
+		return
+	}
+	c.state = connClosed
+	c.err = err
+	if c.ready != nil {
+		close(c.ready)
+		c.ready = nil
+	}
+	for id, ch := range c.chans {
+		delete(c.chans, id)
+		cerr := err
+		if cerr == nil {
+			cerr = ErrClosed
+		}
+		ch.closedLocked(cerr)
+	}
+	if c.stopRecovery != nil {
+		c.stopRecovery()
+	}
+	close(c.done)
 	c.notify.closed(err)
 }
 
-// blockedTooLong closes a connection blocked for longer than
+// blockedTooLong closes a link blocked for longer than
 // Config.BlockedTimeout.
-func (c *Conn) blockedTooLong() {
+func (c *Conn) blockedTooLong(l *link) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.blockedTimer = nil
-	if !c.blocked || c.eng.IsClosed() {
+	if !c.blocked || c.l != l || l.eng.IsClosed() {
 		return
 	}
-	c.eng.Fail(fmt.Errorf("%w (%s): %s", ErrBlockedTimeout, c.cfg.BlockedTimeout, c.blockedReason))
-	c.afterLocked()
+	l.eng.Fail(fmt.Errorf("%w (%s): %s", ErrBlockedTimeout, c.cfg.BlockedTimeout, c.blockedReason))
+	c.afterLocked(l)
 }
 
-// abort ends the connection at once, without the close handshake.
-func (c *Conn) abort(err error) {
+// lockReady takes c.mu and returns with it held once the connection is
+// usable: open, and not in the middle of a recovery. While recovering it
+// waits (bounded by ctx), or fails with ErrRecovering when
+// Config.FailWhileRecovering is set. It fails with the close cause once the
+// connection is closed.
+func (c *Conn) lockReady(ctx context.Context) error {
 	c.mu.Lock()
-	c.eng.Fail(err)
-	c.afterLocked()
-	c.mu.Unlock()
+	for {
+		switch c.state {
+		case connOpen:
+			return nil
+		case connClosed:
+			err := c.closedErr()
+			c.mu.Unlock()
+			return err
+		}
+		if c.cfg.FailWhileRecovering {
+			c.mu.Unlock()
+			return ErrRecovering
+		}
+		ready := c.ready
+		c.mu.Unlock()
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c.mu.Lock()
+	}
+}
+
+// closedErr is what calls get once the connection is closed.
+func (c *Conn) closedErr() error {
+	if c.err != nil {
+		return c.err
+	}
+	return ErrClosed
 }
 
 // Close closes the connection gracefully: it sends connection.close and
 // waits for the broker's close-ok, bounded by ctx (or Config.CloseTimeout
-// when ctx has no deadline), then closes the socket. Every call still
-// waiting on the connection returns ErrClosed, outstanding confirmations
-// resolve with ErrOutcomeUnknown, and consumers end. Close works while the
-// broker has the connection blocked. When Close returns, none of the
-// connection's goroutines is left running (consumer handlers still running
-// application code finish on their own). Calling Close again returns nil.
+// when ctx has no deadline), then closes the socket. It stops a recovery in
+// progress. Every call still waiting on the connection returns ErrClosed,
+// outstanding confirmations resolve with ErrOutcomeUnknown, and consumers
+// end. Close works while the broker has the connection blocked. When Close
+// returns, none of the connection's goroutines is left running (consumer
+// handlers still running application code finish on their own). Calling
+// Close again returns nil.
 func (c *Conn) Close(ctx context.Context) error {
 	c.mu.Lock()
-	if c.eng.IsClosed() {
+	if c.state == connClosed || c.closing {
 		c.mu.Unlock()
+		<-c.done
 		c.wg.Wait()
 		return nil
 	}
-	c.eng.Close("")
-	c.afterLocked()
-	c.mu.Unlock()
+	c.closing = true
+	l := c.l
+	if c.state == connRecovering {
+		c.stopRecovery()
+		c.mu.Unlock()
+	} else {
+		l.eng.Close("")
+		c.afterLocked(l)
+		c.mu.Unlock()
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.CloseTimeout)
@@ -444,8 +324,15 @@ func (c *Conn) Close(ctx context.Context) error {
 	case <-c.done:
 	case <-ctx.Done():
 		err = ctx.Err()
-		c.abort(ErrClosed)
+		c.mu.Lock()
+		if !l.eng.IsClosed() {
+			l.eng.Fail(ErrClosed)
+			c.afterLocked(l)
+		}
+		c.finalCloseLocked(nil)
+		c.mu.Unlock()
 	}
+	l.wg.Wait()
 	c.wg.Wait()
 	c.notify.wait()
 	if err == nil && c.err != nil && !errors.Is(c.err, ErrClosed) {
@@ -454,13 +341,15 @@ func (c *Conn) Close(ctx context.Context) error {
 	return err
 }
 
-// Done returns a channel that is closed when the connection has closed, for
-// whatever reason. Err then says why.
+// Done returns a channel that is closed when the connection has closed for
+// good (after Close, or a loss recovery could not or was not allowed to
+// repair). Err then says why.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
-// Err returns nil while the connection is open or after a Close it asked
-// for, and the reason it closed otherwise (*Error, ErrHeartbeatTimeout, a
-// read or write error, ErrBlockedTimeout).
+// Err returns nil while the connection lives or after a Close the
+// application asked for, and the reason it closed otherwise (*Error,
+// ErrHeartbeatTimeout, a read or write error, ErrBlockedTimeout, a
+// *RecoveryError).
 func (c *Conn) Err() error {
 	select {
 	case <-c.done:
@@ -470,7 +359,7 @@ func (c *Conn) Err() error {
 	}
 }
 
-// IsClosed reports whether the connection has closed.
+// IsClosed reports whether the connection has closed for good.
 func (c *Conn) IsClosed() bool {
 	select {
 	case <-c.done:
@@ -480,8 +369,16 @@ func (c *Conn) IsClosed() bool {
 	}
 }
 
+// IsRecovering reports whether the connection is reconnecting after a loss.
+func (c *Conn) IsRecovering() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == connRecovering
+}
+
 // ServerProperties returns the broker's server properties (product,
-// version, cluster_name, capabilities, ...). Do not modify the table.
+// version, cluster_name, capabilities, ...) from the current connection. Do
+// not modify the table.
 func (c *Conn) ServerProperties() Table {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -495,11 +392,19 @@ func (c *Conn) Tuning() engine.Tuning {
 	return c.eng.Tuning()
 }
 
-// LocalAddr returns the local network address of the connection.
-func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+// LocalAddr returns the local network address of the current connection.
+func (c *Conn) LocalAddr() net.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.l.nc.LocalAddr()
+}
 
-// RemoteAddr returns the broker's network address.
-func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+// RemoteAddr returns the network address of the broker currently connected.
+func (c *Conn) RemoteAddr() net.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.l.nc.RemoteAddr()
+}
 
 // IsBlocked reports whether the broker currently blocks publishing on this
 // connection (a resource alarm), and the reason it gave.
@@ -512,17 +417,20 @@ func (c *Conn) IsBlocked() (bool, string) {
 // UpdateSecret replaces the connection's secret (for example an expiring
 // OAuth 2 token) with connection.update-secret, and waits for the broker's
 // answer. If ctx ends first, UpdateSecret returns ctx.Err() and the update
-// may still take effect.
+// may still take effect. The new secret is also used when recovering.
 func (c *Conn) UpdateSecret(ctx context.Context, secret, reason string) error {
-	w := newWaiter()
-	c.mu.Lock()
+	if err := c.lockReady(ctx); err != nil {
+		return err
+	}
 	id, err := c.eng.UpdateSecret(secret, reason)
 	if err != nil {
 		c.mu.Unlock()
 		return c.callErr(err, nil)
 	}
-	c.waiters[id] = w
-	c.afterLocked()
+	c.cfg.Password = secret
+	w := newWaiter()
+	c.l.waiters[id] = w
+	c.afterLocked(c.l)
 	c.mu.Unlock()
 	_, err = w.wait(ctx, c)
 	return err
@@ -534,8 +442,8 @@ func (c *Conn) callErr(err error, ch *Channel) error {
 	if (errors.Is(err, engine.ErrChannelClosed) || errors.Is(err, engine.ErrBadChannel)) && ch != nil && ch.err != nil {
 		return ch.err
 	}
-	if errors.Is(err, engine.ErrClosed) && c.err != nil {
-		return c.err
+	if errors.Is(err, engine.ErrClosed) && c.l != nil && c.l.err != nil {
+		return c.l.err
 	}
 	return err
 }
@@ -544,13 +452,13 @@ func (c *Conn) callErr(err error, ch *Channel) error {
 type waiter struct {
 	done      chan struct{}
 	ev        engine.Event
-	abandoned bool                  // the caller's ctx ended first
+	abandoned bool                   // the caller's ctx ended first
 	late      func(ev engine.Event) // run (under c.mu) when an abandoned request's reply arrives
 }
 
 func newWaiter() *waiter { return &waiter{done: make(chan struct{})} }
 
-func (w *waiter) resolveLocked(c *Conn, ev engine.Event) {
+func (w *waiter) resolveLocked(ev engine.Event) {
 	w.ev = ev
 	if w.abandoned {
 		if w.late != nil && ev.Err == nil {
@@ -578,26 +486,4 @@ func (w *waiter) wait(ctx context.Context, c *Conn) (engine.Event, error) {
 	}
 	w.abandoned = true
 	return engine.Event{}, ctx.Err()
-}
-
-// logFrames logs every frame of an outgoing buffer (whole frames, possibly
-// after the protocol header) at Debug level. Inbound frames are logged by
-// the engine's trace hook.
-func (c *Conn) logFrames(dir string, b []byte) {
-	if !c.log.Enabled(context.Background(), slog.LevelDebug) {
-		return
-	}
-	for len(b) > 0 {
-		if len(b) >= 8 && string(b[:4]) == "AMQP" {
-			c.log.Debug("amqp frame", "dir", dir, "type", "protocol-header")
-			b = b[8:]
-			continue
-		}
-		f, n, err := wire.ParseFrame(b, 0)
-		if err != nil || n == 0 {
-			return
-		}
-		b = b[n:]
-		c.log.Debug("amqp frame", frameAttrs(dir, f)...)
-	}
 }

@@ -54,10 +54,15 @@ type Delivery struct {
 	ch *Channel
 }
 
+// newDelivery wraps a received message; its delivery tag becomes the
+// client tag, which keeps increasing across recoveries. Called with the
+// connection's lock held.
 func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
+	tag := m.DeliveryTag + ch.tagBase
+	ch.lastTag = max(ch.lastTag, tag)
 	return &Delivery{
 		ConsumerTag:  m.ConsumerTag,
-		DeliveryTag:  m.DeliveryTag,
+		DeliveryTag:  tag,
 		Redelivered:  m.Redelivered,
 		Exchange:     m.Exchange,
 		RoutingKey:   m.RoutingKey,
@@ -87,40 +92,47 @@ func (d *Delivery) Reject(requeue bool) error { return d.ch.Reject(d.DeliveryTag
 
 // Ack acknowledges delivery tag (every tag up to it with multiple). It does
 // not wait for the broker. A tag the channel has not delivered fails with
-// ErrUnknownTag instead of closing the channel.
+// ErrUnknownTag instead of closing the channel, and a tag delivered before a
+// connection recovery fails with ErrStaleDelivery and is not sent.
 func (ch *Channel) Ack(tag uint64, multiple bool) error {
-	c := ch.conn
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.eng.Ack(ch.id, tag, multiple); err != nil {
-		return c.callErr(err, ch)
-	}
-	c.afterLocked()
-	return nil
+	return ch.settle(tag, func(c *Conn, brokerTag uint64) error { return c.eng.Ack(ch.id, brokerTag, multiple) })
 }
 
 // Nack rejects delivery tag (every tag up to it with multiple), requeueing
-// when requeue is set.
+// when requeue is set. Tags are checked as by Ack.
 func (ch *Channel) Nack(tag uint64, multiple, requeue bool) error {
-	c := ch.conn
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.eng.Nack(ch.id, tag, multiple, requeue); err != nil {
-		return c.callErr(err, ch)
-	}
-	c.afterLocked()
-	return nil
+	return ch.settle(tag, func(c *Conn, brokerTag uint64) error { return c.eng.Nack(ch.id, brokerTag, multiple, requeue) })
 }
 
-// Reject rejects delivery tag, requeueing when requeue is set.
+// Reject rejects delivery tag, requeueing when requeue is set. Tags are
+// checked as by Ack.
 func (ch *Channel) Reject(tag uint64, requeue bool) error {
+	return ch.settle(tag, func(c *Conn, brokerTag uint64) error { return c.eng.Reject(ch.id, brokerTag, requeue) })
+}
+
+// settle translates a client delivery tag to the current connection's and
+// sends the acknowledgement; stale tags are absorbed.
+func (ch *Channel) settle(tag uint64, send func(c *Conn, brokerTag uint64) error) error {
 	c := ch.conn
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.eng.Reject(ch.id, tag, requeue); err != nil {
+	if ch.err != nil {
+		return ch.err
+	}
+	if tag != 0 && tag <= ch.tagBase || c.state != connOpen {
+		if c.log != nil {
+			c.log.Info("pika: acknowledgement of a delivery from before a recovery not sent", "channel", ch.id, "delivery_tag", tag)
+		}
+		return ErrStaleDelivery
+	}
+	brokerTag := tag
+	if tag != 0 {
+		brokerTag = tag - ch.tagBase
+	}
+	if err := send(c, brokerTag); err != nil {
 		return c.callErr(err, ch)
 	}
-	c.afterLocked()
+	c.afterLocked(c.l)
 	return nil
 }
 
@@ -133,6 +145,9 @@ type Consumer struct {
 	autoAck bool
 	limit   int
 	handler func(*Delivery)
+	opts    ConsumeOptions
+	seq     uint64 // creation order, for recovery
+	qname   string // the queue; guarded by ch.conn.mu: renamed by recovery
 
 	// guarded by ch.conn.mu
 	queue  []*Delivery
@@ -178,9 +193,12 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	}
 	cons := &Consumer{
 		ch: ch, tag: tag, autoAck: opts.AutoAck, limit: limit, handler: handler,
+		opts: opts, seq: consumerSeq.Add(1), qname: queue,
 		signal: make(chan struct{}, 1), done: make(chan struct{}),
 	}
-	c.mu.Lock()
+	if err := c.lockReady(ctx); err != nil {
+		return nil, err
+	}
 	if ch.err != nil {
 		err := ch.err
 		c.mu.Unlock()
@@ -193,15 +211,13 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	ch.consumers[tag] = cons
 	c.mu.Unlock()
 
-	m := &wire.BasicConsume{
-		Queue: queue, ConsumerTag: tag, NoLocal: opts.NoLocal, NoAck: opts.AutoAck,
-		Exclusive: opts.Exclusive, Arguments: opts.Arguments,
-	}
+	m := cons.consumeMethod()
+	l := c.l
 	_, err := ch.callLate(ctx, m, func(engine.Event) {
 		// consume-ok after the caller gave up: cancel it again. Until the
 		// broker's cancel-ok, deliveries reach the ended consumer, which
 		// requeues them.
-		if id, err := c.eng.Call(ch.id, &wire.BasicCancel{ConsumerTag: tag}); err == nil {
+		if id, err := l.eng.Call(ch.id, &wire.BasicCancel{ConsumerTag: tag}); err == nil {
 			w := newWaiter()
 			w.abandoned = true
 			w.late = func(engine.Event) {
@@ -209,7 +225,7 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 					delete(ch.consumers, tag)
 				}
 			}
-			c.waiters[id] = w
+			l.waiters[id] = w
 		}
 	})
 	if err != nil {
@@ -226,6 +242,16 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 		go cons.run()
 	}
 	return cons, nil
+}
+
+// consumeMethod is the basic.consume that starts (or restarts) the
+// consumer.
+func (cons *Consumer) consumeMethod() *wire.BasicConsume {
+	o := cons.opts
+	return &wire.BasicConsume{
+		Queue: cons.qname, ConsumerTag: cons.tag, NoLocal: o.NoLocal, NoAck: o.AutoAck,
+		Exclusive: o.Exclusive, Arguments: o.Arguments,
+	}
 }
 
 // Tag returns the consumer tag.
@@ -395,6 +421,7 @@ func (cons *Consumer) Cancel(ctx context.Context) error {
 			delete(ch.consumers, cons.tag)
 		}
 		cons.endLocked(ErrConsumerClosed)
+		c.forgetAutoDeleteLocked(cons.qname)
 		if ch.err != nil {
 			return nil // the channel closed: the consumer is gone anyway
 		}
@@ -409,7 +436,7 @@ func (cons *Consumer) Cancel(ctx context.Context) error {
 func (ch *Channel) Get(ctx context.Context, queue string, autoAck bool) (d *Delivery, ok bool, err error) {
 	c := ch.conn
 	ev, err := ch.callLate(ctx, &wire.BasicGet{Queue: queue, NoAck: autoAck}, func(ev engine.Event) {
-		if ev.Kind == engine.EventGetOk && !autoAck {
+		if ev.Kind == engine.EventGetOk && !autoAck && c.state == connOpen {
 			c.eng.Reject(ch.id, ev.Message.DeliveryTag, true)
 		}
 	})
@@ -419,5 +446,8 @@ func (ch *Channel) Get(ctx context.Context, queue string, autoAck bool) (d *Deli
 	if ev.Kind != engine.EventGetOk {
 		return nil, false, nil
 	}
-	return ch.newDelivery(&ev.Message), true, nil
+	c.mu.Lock()
+	d = ch.newDelivery(&ev.Message)
+	c.mu.Unlock()
+	return d, true, nil
 }

@@ -64,9 +64,16 @@ func (m *mailbox) wait(ctx context.Context) {
 // notifier holds a connection's notification callbacks (guarded by the
 // connection's lock) and the mailbox that runs them.
 type notifier struct {
-	box     mailbox
-	onClose []func(error)
-	onBlock []func(blocked bool, reason string)
+	box        mailbox
+	onClose    []func(error)
+	onBlock    []func(blocked bool, reason string)
+	onRecovery []func(RecoveryEvent)
+}
+
+func (n *notifier) recovery(ev RecoveryEvent) {
+	for _, f := range n.onRecovery {
+		n.box.post(func() { f(ev) })
+	}
 }
 
 func (n *notifier) closed(err error) {
@@ -97,7 +104,7 @@ func (n *notifier) wait() {
 func (c *Conn) OnClose(f func(err error)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.eng.IsClosed() {
+	if c.state == connClosed {
 		err := c.err
 		c.notify.box.post(func() { f(err) })
 		return

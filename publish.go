@@ -50,7 +50,9 @@ func (ch *Channel) PublishWithConfirm(ctx context.Context, exchange, routingKey 
 
 func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg *Message, wantConfirm bool) (*Confirmation, error) {
 	c := ch.conn
-	c.mu.Lock()
+	if err := c.lockReady(ctx); err != nil {
+		return nil, err
+	}
 	for {
 		if ch.err != nil {
 			err := ch.err
@@ -78,13 +80,15 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		c.mu.Lock()
+		if err := c.lockReady(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if wantConfirm && !ch.confirm {
 		c.mu.Unlock()
 		return nil, ErrNotConfirmMode
 	}
-	tag, err := c.eng.Publish(ch.id, exchange, routingKey, msg.Mandatory, false, &msg.Properties, msg.Body)
+	_, err := c.eng.Publish(ch.id, exchange, routingKey, msg.Mandatory, false, &msg.Properties, msg.Body)
 	if err != nil {
 		err = c.callErr(err, ch)
 		c.mu.Unlock()
@@ -92,15 +96,24 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	}
 	var conf *Confirmation
 	if ch.confirm {
-		if wantConfirm {
-			conf = &Confirmation{Tag: tag, done: make(chan struct{})}
-			if msg.Mandatory {
-				conf.exchange, conf.routingKey, conf.mandatory = exchange, routingKey, true
+		republish := c.cfg.RepublishUnconfirmed
+		if wantConfirm || republish {
+			conf = &Confirmation{done: make(chan struct{})}
+			if msg.Mandatory || republish {
+				conf.exchange, conf.routingKey, conf.mandatory = exchange, routingKey, msg.Mandatory
+			}
+			if republish {
+				cp := *msg
+				cp.Body = append([]byte(nil), msg.Body...)
+				conf.msg = &cp
 			}
 		}
-		ch.confirms.Add(conf)
+		tag := ch.confirms.Add(conf)
+		if conf != nil {
+			conf.Tag = tag
+		}
 	}
-	c.afterLocked()
+	c.afterLocked(c.l)
 	c.mu.Unlock()
 	return conf, nil
 }
@@ -115,6 +128,7 @@ func (ch *Channel) ConfirmSelect(ctx context.Context) error {
 	if ch.err == nil && !ch.confirm {
 		ch.confirm = true
 		ch.confirms.Reset(1)
+		ch.pubBase = 0
 	}
 	c.mu.Unlock()
 	_, err := ch.call(ctx, &wire.ConfirmSelect{})
@@ -124,13 +138,16 @@ func (ch *Channel) ConfirmSelect(ctx context.Context) error {
 // Confirmation is the broker's verdict on one message published in confirm
 // mode. It is safe for concurrent use.
 type Confirmation struct {
-	// Tag is the message's delivery tag on its channel.
+	// Tag is the message's publish sequence number on its channel. With
+	// Config.RepublishUnconfirmed it changes when recovery publishes the
+	// message again; read it after Done is closed.
 	Tag  uint64
 	done chan struct{}
 	err  error
 
 	exchange, routingKey string
 	mandatory, returned  bool
+	msg                  *Message // kept for RepublishUnconfirmed
 }
 
 // Done returns a channel closed once the outcome is known.
@@ -165,6 +182,7 @@ func (f *Confirmation) resolve(err error) {
 		return // resolved with ErrReturned already
 	}
 	f.err = err
+	f.msg = nil
 	close(f.done)
 }
 
@@ -174,23 +192,26 @@ func (f *Confirmation) resolve(err error) {
 // per-message outcomes). ctx ends only the wait.
 func (ch *Channel) WaitConfirms(ctx context.Context) error {
 	c := ch.conn
-	c.mu.Lock()
+	if err := c.lockReady(ctx); err != nil {
+		return err
+	}
 	if !ch.confirm {
 		c.mu.Unlock()
 		return ErrNotConfirmMode
+	}
+	if ch.err != nil {
+		err := ch.err
+		c.mu.Unlock()
+		return err
 	}
 	upTo := ch.confirms.Next() - 1
 	if ch.confirms.FirstUnsettled() > upTo {
 		c.mu.Unlock()
 		return nil
 	}
-	fw := flushWaiter{upTo: upTo, done: make(chan struct{}), nacked: new(bool)}
+	fw := &flushWaiter{upTo: upTo, done: make(chan struct{})}
 	ch.flushes = append(ch.flushes, fw)
-	err := ch.err
 	c.mu.Unlock()
-	if err != nil {
-		return err
-	}
 	select {
 	case <-fw.done:
 	case <-ctx.Done():
@@ -198,29 +219,31 @@ func (ch *Channel) WaitConfirms(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ch.err != nil && ch.confirms.Len() > 0 {
-		return &outcomeError{cause: ch.err}
+	if fw.lost != nil {
+		return fw.lost
 	}
-	if *fw.nacked {
+	if fw.nacked {
 		return ErrNacked
 	}
 	return nil
 }
 
+// flushWaiter is a WaitConfirms call waiting for tags up to upTo.
 type flushWaiter struct {
 	upTo   uint64
 	done   chan struct{}
-	nacked *bool
+	nacked bool  // a tag up to upTo was nacked
+	lost   error // the connection or channel was lost first
 }
 
-// confirmLocked settles tags after an EventConfirm.
+// confirmLocked settles tags after an EventConfirm (tag is the client tag).
 func (ch *Channel) confirmLocked(tag uint64, multiple, ack bool) {
 	var err error
 	if !ack {
 		err = ErrNacked
 		for _, fw := range ch.flushes {
 			if tag <= fw.upTo || multiple {
-				*fw.nacked = true
+				fw.nacked = true
 			}
 		}
 	}
@@ -286,6 +309,7 @@ func (ch *Channel) failConfirmsLocked(cause error) {
 		}
 	})
 	for _, fw := range ch.flushes {
+		fw.lost = oe
 		close(fw.done)
 	}
 	ch.flushes = nil

@@ -1,0 +1,293 @@
+package pika
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/wire"
+)
+
+// readBufferSize is the size of the reader goroutine's buffer.
+const readBufferSize = 128 << 10
+
+// link is one transport connection and the protocol engine driving it. A
+// Conn has one link at a time; recovery replaces a lost link with a new one
+// while the Conn, its Channels and Consumers stay the same values.
+//
+// Three goroutines serve a link: a reader feeding the socket's bytes to the
+// engine, a writer sending everything queued since its last write in one
+// write call, and a timer calling the engine's Tick. They lock the Conn's
+// mutex only around engine calls and never while doing I/O, so a writer
+// stuck in a stalled socket cannot keep the timer from declaring the peer
+// dead and closing the socket.
+type link struct {
+	c   *Conn
+	nc  net.Conn
+	eng *engine.Conn
+
+	// guarded by c.mu
+	waiters    map[engine.RequestID]*waiter
+	writerIdle bool      // the writer waits for wake
+	armed      time.Time // the deadline the timer goroutine sleeps towards
+	err        error     // why the link closed
+
+	wake   chan struct{} // cap 1: output is ready
+	rearm  chan struct{} // cap 1: the engine's deadline moved earlier
+	opened chan struct{} // closed on EventOpen
+	done   chan struct{} // closed on EventClosed
+	wg     sync.WaitGroup
+}
+
+// dialLink opens a transport to one of the configured addresses and runs
+// the AMQP handshake on it. The returned link is open; its goroutines run.
+func (c *Conn) dialLink(ctx context.Context) (*link, error) {
+	var errs []error
+	for _, addr := range c.endpoints(ctx) {
+		nc, err := dialTransport(ctx, &c.cfg, addr)
+		if err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		l := c.newLink(nc)
+		l.start()
+		select {
+		case <-l.opened:
+			return l, nil
+		case <-l.done:
+			l.wg.Wait()
+			err = l.err
+		case <-ctx.Done():
+			c.mu.Lock()
+			l.eng.Fail(ctx.Err())
+			c.afterLocked(l)
+			c.mu.Unlock()
+			l.wg.Wait()
+			err = fmt.Errorf("pika: handshake with %s: %w", addr, ctx.Err())
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil || isTerminal(err) {
+			break
+		}
+	}
+	return nil, joinDialErrors(errs)
+}
+
+func (c *Conn) newLink(nc net.Conn) *link {
+	l := &link{
+		c:       c,
+		nc:      nc,
+		eng:     engine.New(c.cfg.engineConfig()),
+		waiters: make(map[engine.RequestID]*waiter),
+		wake:    make(chan struct{}, 1),
+		rearm:   make(chan struct{}, 1),
+		opened:  make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	if c.log != nil && c.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.eng.SetTrace(func(f wire.Frame) { c.log.Debug("amqp frame", frameAttrs("recv", f)...) })
+	}
+	return l
+}
+
+// start starts the engine and the link's three goroutines.
+func (l *link) start() {
+	c := l.c
+	c.mu.Lock()
+	l.eng.Start(time.Now())
+	c.afterLocked(l)
+	c.mu.Unlock()
+	l.wg.Add(3)
+	go l.readLoop()
+	go l.writeLoop()
+	go l.timerLoop()
+}
+
+// afterLocked runs after every call into a link's engine, with c.mu held:
+// it dispatches the engine's events, wakes the writer when there is output
+// and moves the timer when the deadline moved earlier.
+func (c *Conn) afterLocked(l *link) {
+	for {
+		ev, ok := l.eng.NextEvent()
+		if !ok {
+			break
+		}
+		c.dispatchLocked(l, ev)
+	}
+	if l.writerIdle && l.eng.OutgoingLen() > 0 {
+		l.writerIdle = false
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+	if d := l.eng.Deadline(); !d.IsZero() && (l.armed.IsZero() || d.Before(l.armed)) {
+		l.armed = d
+		select {
+		case l.rearm <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// readLoop reads from the socket and feeds the engine until the link ends.
+func (l *link) readLoop() {
+	defer l.wg.Done()
+	c := l.c
+	buf := make([]byte, readBufferSize)
+	for {
+		n, err := l.nc.Read(buf)
+		c.mu.Lock()
+		if n > 0 {
+			l.eng.Receive(buf[:n])
+		}
+		if err != nil {
+			l.eng.Fail(fmt.Errorf("pika: read from %s: %w", l.nc.RemoteAddr(), err))
+		}
+		c.afterLocked(l)
+		for c.readPaused && c.l == l && !l.eng.IsClosed() {
+			resume := c.resume
+			c.mu.Unlock()
+			select {
+			case <-resume:
+			case <-l.done:
+			}
+			c.mu.Lock()
+		}
+		closed := l.eng.IsClosed()
+		c.mu.Unlock()
+		if closed {
+			return
+		}
+	}
+}
+
+// writeLoop writes what the engine queued, all of it in one write call per
+// turn, so that publishes from many goroutines share syscalls.
+func (l *link) writeLoop() {
+	defer l.wg.Done()
+	defer l.nc.Close()
+	c := l.c
+	var spare []byte
+	for {
+		c.mu.Lock()
+		for l.eng.OutgoingLen() == 0 {
+			if l.eng.IsClosed() {
+				c.mu.Unlock()
+				return
+			}
+			l.writerIdle = true
+			c.mu.Unlock()
+			<-l.wake
+			c.mu.Lock()
+		}
+		buf := l.eng.SwapOutgoing(spare)
+		closed := l.eng.IsClosed()
+		c.mu.Unlock()
+
+		if c.log != nil {
+			c.logFrames("send", buf)
+		}
+		_, err := l.nc.Write(buf)
+
+		c.mu.Lock()
+		if c.space != nil && c.l == l && l.eng.OutgoingLen() < c.cfg.WriteBufferLimit {
+			close(c.space)
+			c.space = nil
+		}
+		if err != nil && !l.eng.IsClosed() {
+			l.eng.Fail(fmt.Errorf("pika: write to %s: %w", l.nc.RemoteAddr(), err))
+			c.afterLocked(l)
+		}
+		if closed {
+			// The last bytes (a close-ok, say) went out; anything queued
+			// since is for a dead connection.
+			l.eng.SwapOutgoing(nil)
+		}
+		c.mu.Unlock()
+		if err != nil || closed {
+			return
+		}
+		if cap(buf) > 4*c.cfg.WriteBufferLimit {
+			buf = nil // do not keep a burst's buffer forever
+		}
+		spare = buf[:0]
+	}
+}
+
+// timerLoop calls the engine's Tick when its deadline comes.
+func (l *link) timerLoop() {
+	defer l.wg.Done()
+	c := l.c
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		c.mu.Lock()
+		d := l.eng.Deadline()
+		l.armed = d
+		c.mu.Unlock()
+		var fire <-chan time.Time
+		if !d.IsZero() {
+			t.Reset(time.Until(d))
+			fire = t.C
+		}
+		select {
+		case <-fire:
+			c.mu.Lock()
+			l.eng.Tick(time.Now())
+			c.afterLocked(l)
+			c.mu.Unlock()
+		case <-l.rearm:
+			t.Stop()
+		case <-l.done:
+			t.Stop()
+			return
+		}
+	}
+}
+
+// closedLocked ends the link after its EventClosed: it makes the socket's
+// goroutines stop soon (the final flush is bounded by a second) and wakes
+// the writer for that flush.
+func (l *link) closedLocked(err error) {
+	l.err = err
+	close(l.done)
+	l.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	l.nc.SetReadDeadline(time.Now())
+	if l.writerIdle {
+		l.writerIdle = false
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// logFrames logs every frame of an outgoing buffer (whole frames, possibly
+// after the protocol header) at Debug level. Inbound frames are logged by
+// the engine's trace hook.
+func (c *Conn) logFrames(dir string, b []byte) {
+	if !c.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	for len(b) > 0 {
+		if len(b) >= 8 && string(b[:4]) == "AMQP" {
+			c.log.Debug("amqp frame", "dir", dir, "type", "protocol-header")
+			b = b[8:]
+			continue
+		}
+		f, n, err := wire.ParseFrame(b, ^uint32(0))
+		if err != nil || n == 0 {
+			return
+		}
+		b = b[n:]
+		c.log.Debug("amqp frame", frameAttrs(dir, f)...)
+	}
+}

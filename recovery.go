@@ -1,0 +1,524 @@
+package pika
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/wire"
+)
+
+// ErrRecovering is returned, with Config.FailWhileRecovering, by calls made
+// while the connection is being recovered.
+var ErrRecovering = errors.New("pika: connection is recovering")
+
+// ErrStaleDelivery is returned by Ack, Nack and Reject for a delivery
+// received before a connection recovery: the broker forgot its tag with the
+// old connection (and will deliver the message again unless it was
+// auto-acked), so the acknowledgement is absorbed, not sent — sending it
+// would close the new channel with PRECONDITION_FAILED.
+var ErrStaleDelivery = errors.New("pika: delivery tag from before a connection recovery (not sent)")
+
+// ReconnectStrategy decides, after a connection loss, how long to wait
+// before each reconnection attempt and when to give up. Implementations must
+// be safe for concurrent use (several Conns may share one).
+type ReconnectStrategy interface {
+	// NextDelay returns the delay before attempt (1 for the first attempt
+	// after a loss), or false to stop recovering. lastErr is why the
+	// previous attempt failed (the loss itself before attempt 1).
+	NextDelay(attempt int, lastErr error) (time.Duration, bool)
+}
+
+// Backoff is the exponential-backoff ReconnectStrategy: the delay starts at
+// Initial and is multiplied by Multiplier after every failed attempt, up to
+// Max, each delay varied at random by ±Jitter (a fraction) so that many
+// clients do not reconnect in step.
+type Backoff struct {
+	Initial     time.Duration // delay before the first attempt; default 100 ms
+	Max         time.Duration // cap on the delay; default 30 s
+	Multiplier  float64       // growth per attempt; default 2
+	Jitter      float64       // random variation, 0 to 1; default 0.2
+	MaxAttempts int           // attempts before giving up; 0 means never give up
+}
+
+// DefaultBackoff is the default ReconnectStrategy: from 100 ms doubling to
+// 30 s with ±20% jitter, retrying forever.
+var DefaultBackoff ReconnectStrategy = Backoff{}
+
+// NextDelay implements ReconnectStrategy.
+func (b Backoff) NextDelay(attempt int, _ error) (time.Duration, bool) {
+	if b.MaxAttempts > 0 && attempt > b.MaxAttempts {
+		return 0, false
+	}
+	initial, max, mult, jitter := b.Initial, b.Max, b.Multiplier, b.Jitter
+	if initial <= 0 {
+		initial = 100 * time.Millisecond
+	}
+	if max <= 0 {
+		max = 30 * time.Second
+	}
+	if mult < 1 {
+		mult = 2
+	}
+	if jitter <= 0 || jitter > 1 {
+		jitter = 0.2
+	}
+	d := float64(initial)
+	for i := 1; i < attempt && d < float64(max); i++ {
+		d *= mult
+	}
+	d = min(d, float64(max))
+	d *= 1 + jitter*(2*rand.Float64()-1)
+	return time.Duration(d), true
+}
+
+// RecoveryKind says what a RecoveryEvent reports.
+type RecoveryKind uint8
+
+// The kinds of RecoveryEvent.
+const (
+	RecoveryLost      RecoveryKind = iota + 1 // the connection was lost; Err is the cause
+	RecoveryAttempt                           // attempt Attempt starts after Delay
+	RecoveryRecovered                         // the connection is back; Report says how
+	RecoveryGaveUp                            // recovery stopped; Err is the final error
+)
+
+func (k RecoveryKind) String() string {
+	switch k {
+	case RecoveryLost:
+		return "lost"
+	case RecoveryAttempt:
+		return "attempt"
+	case RecoveryRecovered:
+		return "recovered"
+	case RecoveryGaveUp:
+		return "gave-up"
+	}
+	return "recovery-kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// RecoveryEvent reports the progress of automatic recovery (see
+// Conn.OnRecovery).
+type RecoveryEvent struct {
+	Kind    RecoveryKind
+	Err     error           // RecoveryLost: the cause; RecoveryAttempt: why the previous attempt failed; RecoveryGaveUp: the final error
+	Attempt int             // RecoveryAttempt, RecoveryRecovered: the attempt number
+	Delay   time.Duration   // RecoveryAttempt: the wait before it
+	Report  *RecoveryReport // RecoveryRecovered
+}
+
+// RecoveryReport says what a recovery restored.
+type RecoveryReport struct {
+	Addr          string            // the broker address connected to
+	Channels      int               // channels reopened
+	Consumers     int               // consumers restarted
+	Republished   int               // unconfirmed messages published again
+	RenamedQueues map[string]string // server-named queues: old name -> new name
+	Failed        []RecoveryFailure // entities that could not be restored
+}
+
+// RecoveryFailure is an entity that recovery could not restore, and why.
+type RecoveryFailure struct {
+	Entity string // e.g. `queue "orders"`, `consumer "ctag" on channel 3`
+	Err    error
+}
+
+// RecoveryError is the final error of a connection whose recovery gave up.
+type RecoveryError struct {
+	Attempts int   // attempts made
+	Cause    error // the loss that started the recovery
+	Last     error // why the last attempt failed
+}
+
+func (e *RecoveryError) Error() string {
+	return fmt.Sprintf("pika: recovery gave up after %d attempts (connection lost: %v; last attempt: %v)", e.Attempts, e.Cause, e.Last)
+}
+
+// Unwrap returns the cause and the last attempt's error.
+func (e *RecoveryError) Unwrap() []error { return []error{e.Cause, e.Last} }
+
+// OnRecovery registers f to be called with every recovery event: the loss,
+// each attempt, the recovery (with its report), or the end of attempts. Calls
+// come in order, on a goroutine of the library's; a slow f delays only later
+// notifications.
+func (c *Conn) OnRecovery(f func(RecoveryEvent)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.notify.onRecovery = append(c.notify.onRecovery, f)
+}
+
+// recover runs after the current link was lost with cause: it reconnects
+// with the configured strategy and restores the Conn's state on the new
+// link. It ends the Conn when the strategy gives up, the broker refuses the
+// credentials, or the application closes the Conn.
+func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
+	defer c.wg.Done()
+	lost.wg.Wait()
+	lastErr := cause
+	for attempt := 1; ; attempt++ {
+		delay, ok := c.cfg.Reconnect.NextDelay(attempt, lastErr)
+		if !ok {
+			c.giveUp(&RecoveryError{Attempts: attempt - 1, Cause: cause, Last: lastErr})
+			return
+		}
+		c.mu.Lock()
+		c.notify.recovery(RecoveryEvent{Kind: RecoveryAttempt, Attempt: attempt, Delay: delay, Err: lastErr})
+		c.mu.Unlock()
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			c.giveUp(nil)
+			return
+		}
+		l, err := c.dialLink(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				c.giveUp(nil)
+				return
+			}
+			lastErr = err
+			if isTerminal(err) {
+				c.giveUp(err)
+				return
+			}
+			continue
+		}
+		report, err := c.restore(ctx, l)
+		if err != nil {
+			c.mu.Lock()
+			if !l.eng.IsClosed() {
+				l.eng.Fail(err)
+				c.afterLocked(l)
+			}
+			c.mu.Unlock()
+			l.wg.Wait()
+			if ctx.Err() != nil {
+				c.giveUp(nil)
+				return
+			}
+			lastErr = err
+			continue
+		}
+		c.mu.Lock()
+		if c.state == connRecovering {
+			c.state = connOpen
+			close(c.ready)
+			c.ready = nil
+			c.recoveryCount++
+			c.notify.recovery(RecoveryEvent{Kind: RecoveryRecovered, Attempt: attempt, Report: report})
+		}
+		c.mu.Unlock()
+		return
+	}
+}
+
+// giveUp ends the Conn after recovery stopped; err nil means the
+// application closed it.
+func (c *Conn) giveUp(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.notify.recovery(RecoveryEvent{Kind: RecoveryGaveUp, Err: err})
+	}
+	if c.l != nil && !c.l.eng.IsClosed() {
+		c.l.eng.Fail(ErrClosed)
+		c.afterLocked(c.l)
+	}
+	c.finalCloseLocked(err)
+}
+
+// restore makes l the Conn's link and restores, in this order: every open
+// channel with its number, its QoS, confirm and tx modes; the recorded
+// exchanges, queues (server-named ones get new names) and bindings; the
+// consumers, with their tags; and, with RepublishUnconfirmed, the
+// unconfirmed messages. The application's calls wait until it is done, so
+// nothing it publishes reaches a channel before that channel's modes are
+// back. A failure to restore one entity is reported, not fatal; an error
+// return means the link itself failed.
+func (c *Conn) restore(ctx context.Context, l *link) (*RecoveryReport, error) {
+	report := &RecoveryReport{Addr: l.nc.RemoteAddr().String(), RenamedQueues: map[string]string{}}
+	c.mu.Lock()
+	c.l, c.eng = l, l.eng
+	ids := make([]uint16, 0, len(c.chans))
+	for id := range c.chans {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	type step struct {
+		ch   *Channel
+		what string
+		w    *waiter
+	}
+	var steps []step
+	for _, id := range ids {
+		ch := c.chans[id]
+		for i, m := range ch.restoreMethods() {
+			var w *waiter
+			var err error
+			if i == 0 {
+				w, err = c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.OpenChannelID(id) })
+			} else {
+				w, err = c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(id, m) })
+			}
+			if err != nil {
+				c.mu.Unlock()
+				return nil, err
+			}
+			steps = append(steps, step{ch, m.ID().Name(), w})
+		}
+	}
+	c.mu.Unlock()
+
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	defer cancel()
+	failed := map[*Channel]bool{}
+	for _, s := range steps {
+		if _, err := s.w.wait(wctx, c); err != nil {
+			if linkErr := c.linkFailed(l, err); linkErr != nil {
+				return nil, linkErr
+			}
+			if !failed[s.ch] {
+				failed[s.ch] = true
+				report.Failed = append(report.Failed, RecoveryFailure{Entity: "channel " + strconv.Itoa(int(s.ch.id)) + " (" + s.what + ")", Err: err})
+			}
+		}
+	}
+	c.mu.Lock()
+	for ch := range failed {
+		if c.chans[ch.id] == ch {
+			delete(c.chans, ch.id)
+			ch.closedLocked(fmt.Errorf("pika: channel not recovered: %w", report.Failed[0].Err))
+		}
+	}
+	report.Channels = len(c.chans)
+	c.mu.Unlock()
+
+	if err := c.restoreTopology(ctx, l, report); err != nil {
+		return nil, err
+	}
+	if err := c.restoreConsumers(ctx, l, report); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	for _, ch := range c.chans {
+		report.Republished += ch.republishLocked()
+	}
+	c.afterLocked(l)
+	c.mu.Unlock()
+	return report, nil
+}
+
+// rawLocked makes an engine request on link l regardless of the Conn's
+// state, and registers a waiter for its reply.
+func (c *Conn) rawLocked(l *link, req func() (engine.RequestID, error)) (*waiter, error) {
+	id, err := req()
+	if err != nil {
+		return nil, err
+	}
+	w := newWaiter()
+	l.waiters[id] = w
+	c.afterLocked(l)
+	return w, nil
+}
+
+// linkFailed returns l's close cause if l has closed (the error came from
+// the link, not the entity), and nil otherwise.
+func (c *Conn) linkFailed(l *link, err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l.eng.IsClosed() {
+		if l.err != nil {
+			return l.err
+		}
+		return ErrClosed
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// restoreTopology declares the recorded exchanges, queues and bindings on a
+// channel of its own.
+func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryReport) error {
+	c.mu.Lock()
+	exchanges := slices.Clone(c.topo.exchanges)
+	queues := slices.Clone(c.topo.queues)
+	c.mu.Unlock()
+	if len(exchanges)+len(queues)+len(c.topo.bindings) == 0 {
+		return nil
+	}
+	var chID uint16
+	openCh := func() error {
+		c.mu.Lock()
+		var id uint16
+		w, err := c.rawLocked(l, func() (engine.RequestID, error) {
+			var r engine.RequestID
+			var err error
+			id, r, err = l.eng.OpenChannel()
+			return r, err
+		})
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if _, err := c.waitStep(ctx, l, w); err != nil {
+			return err
+		}
+		chID = id
+		return nil
+	}
+	// call runs one declaration; a refused one is reported and the channel
+	// it closed is replaced.
+	call := func(entity string, m wire.Method) (engine.Event, bool, error) {
+		if chID == 0 {
+			if err := openCh(); err != nil {
+				return engine.Event{}, false, err
+			}
+		}
+		c.mu.Lock()
+		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(chID, m) })
+		c.mu.Unlock()
+		if err != nil {
+			return engine.Event{}, false, err
+		}
+		ev, err := c.waitStep(ctx, l, w)
+		if err != nil {
+			if linkErr := c.linkFailed(l, err); linkErr != nil {
+				return ev, false, linkErr
+			}
+			report.Failed = append(report.Failed, RecoveryFailure{Entity: entity, Err: err})
+			chID = 0
+			return ev, false, nil
+		}
+		return ev, true, nil
+	}
+
+	for _, e := range exchanges {
+		if _, _, err := call("exchange "+strconv.Quote(e.Exchange), e); err != nil {
+			return err
+		}
+	}
+	for _, q := range queues {
+		d := q.decl
+		old := d.Queue
+		if q.serverNamed {
+			d.Queue = ""
+		}
+		ev, ok, err := call("queue "+strconv.Quote(old), &d)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if name := ev.Method.(*wire.QueueDeclareOk).Queue; name != old {
+			c.mu.Lock()
+			q.decl.Queue = name
+			c.topo.renameQueue(old, name)
+			for _, ch := range c.chans {
+				for _, cons := range ch.consumers {
+					if cons.qname == old {
+						cons.qname = name
+					}
+				}
+			}
+			c.mu.Unlock()
+			report.RenamedQueues[old] = name
+		}
+	}
+	c.mu.Lock()
+	bindings := slices.Clone(c.topo.bindings)
+	c.mu.Unlock()
+	for _, b := range bindings {
+		var m wire.Method
+		entity := "binding " + strconv.Quote(b.source) + " -> " + strconv.Quote(b.destination) + " (" + strconv.Quote(b.key) + ")"
+		if b.toExchange {
+			m = &wire.ExchangeBind{Destination: b.destination, Source: b.source, RoutingKey: b.key, Arguments: b.args}
+		} else {
+			m = &wire.QueueBind{Queue: b.destination, Exchange: b.source, RoutingKey: b.key, Arguments: b.args}
+		}
+		if _, _, err := call(entity, m); err != nil {
+			return err
+		}
+	}
+	if chID != 0 {
+		c.mu.Lock()
+		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.CloseChannel(chID) })
+		c.mu.Unlock()
+		if err == nil {
+			c.waitStep(ctx, l, w)
+		}
+	}
+	return nil
+}
+
+// waitStep waits for one restore step's reply, bounded by the handshake
+// timeout.
+func (c *Conn) waitStep(ctx context.Context, l *link, w *waiter) (engine.Event, error) {
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	defer cancel()
+	ev, err := w.wait(wctx, c)
+	if err != nil {
+		if linkErr := c.linkFailed(l, err); linkErr != nil {
+			return ev, linkErr
+		}
+	}
+	return ev, err
+}
+
+// restoreConsumers starts every consumer again, on its channel, with its
+// tag.
+func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryReport) error {
+	type pending struct {
+		cons *Consumer
+		w    *waiter
+	}
+	var all []pending
+	c.mu.Lock()
+	var conss []*Consumer
+	for _, ch := range c.chans {
+		for _, cons := range ch.consumers {
+			if !cons.ended {
+				conss = append(conss, cons)
+			}
+		}
+	}
+	slices.SortFunc(conss, func(a, b *Consumer) int { return int(a.seq - b.seq) })
+	for _, cons := range conss {
+		m := cons.consumeMethod()
+		id := cons.ch.id
+		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(id, m) })
+		if err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		all = append(all, pending{cons, w})
+	}
+	c.mu.Unlock()
+	for _, p := range all {
+		if _, err := c.waitStep(ctx, l, p.w); err != nil {
+			if linkErr := c.linkFailed(l, err); linkErr != nil {
+				return linkErr
+			}
+			report.Failed = append(report.Failed, RecoveryFailure{
+				Entity: "consumer " + strconv.Quote(p.cons.tag) + " on channel " + strconv.Itoa(int(p.cons.ch.id)), Err: err})
+			c.mu.Lock()
+			if p.cons.ch.consumers[p.cons.tag] == p.cons {
+				delete(p.cons.ch.consumers, p.cons.tag)
+			}
+			p.cons.endLocked(err)
+			c.mu.Unlock()
+			continue
+		}
+		report.Consumers++
+	}
+	return nil
+}
