@@ -38,10 +38,10 @@ type Conn struct {
 	log *slog.Logger
 
 	mu    sync.Mutex
-	l     *link          // the current link
-	eng   *engine.Conn   // l.eng
-	state connState      // guarded by mu
-	ready chan struct{}  // closed when state is connOpen again; nil when open
+	l     *link         // the current link
+	eng   *engine.Conn  // l.eng
+	state connState     // guarded by mu
+	ready chan struct{} // closed when state is connOpen again; nil when open
 	chans map[uint16]*Channel
 	topo  topology
 
@@ -452,7 +452,7 @@ func (c *Conn) callErr(err error, ch *Channel) error {
 type waiter struct {
 	done      chan struct{}
 	ev        engine.Event
-	abandoned bool                   // the caller's ctx ended first
+	abandoned bool                  // the caller's ctx ended first
 	late      func(ev engine.Event) // run (under c.mu) when an abandoned request's reply arrives
 }
 
