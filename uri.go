@@ -48,7 +48,11 @@ const (
 // The host is a name, an IPv4 address or an IPv6 address in brackets
 // ("[::1]:5672", with an optional zone written "%25", "[fe80::1%25eth0]");
 // an empty host means "localhost". The port, when given, is 1..65535.
-// Config.Addr is always set, to net.JoinHostPort(host, port).
+// Config.Addr is always set, to net.JoinHostPort(host, port). Several
+// hosts separated by commas ("amqp://u:p@h1:5672,h2:5673/vhost") name a
+// cluster: Config.Addrs lists them all, Config.Addr is the first, and every
+// connection attempt tries them in turn (each verified under its own name
+// with amqps).
 //
 // The vhost is the path without its leading '/', percent-decoded:
 // "amqp://host/%2F" is the vhost "/" and "amqp://host/a%2Fb" is "a/b". Both
@@ -202,11 +206,30 @@ func (p *uriParser) parse(raw string) (Config, error) {
 		hasUser = true
 		hostport = authority[at+1:]
 	}
-	host, serverName, port, err := p.hostport(hostport, useTLS)
-	if err != nil {
-		return cfg, err
+	// A comma-separated list of hosts names a cluster: every connection
+	// attempt tries them in turn (Config.Addrs).
+	var serverName string
+	hosts := strings.Split(hostport, ",")
+	for i, hp := range hosts {
+		if hp == "" && len(hosts) > 1 {
+			return cfg, p.errorf("empty host in the host list (entry %d)", i+1)
+		}
+		host, sn, port, err := p.hostport(hp, useTLS)
+		if err != nil {
+			return cfg, err
+		}
+		addr := net.JoinHostPort(host, port)
+		if i == 0 {
+			cfg.Addr, serverName = addr, sn
+		} else {
+			serverName = "" // each address is verified under its own name
+		}
+		cfg.Addrs = append(cfg.Addrs, addr)
 	}
-	cfg.Addr = net.JoinHostPort(host, port)
+	if len(cfg.Addrs) == 1 {
+		cfg.Addrs = nil
+	}
+	var err error
 
 	// Credentials: absent or empty means "guest"; both default leaves the
 	// Config fields empty.

@@ -359,3 +359,32 @@ func FuzzParseURL(f *testing.F) {
 		}
 	})
 }
+
+func TestParseURLMultipleHosts(t *testing.T) {
+	cfg, err := ParseURL("amqp://u:p@h1:5672,h2:5673,[::1]/v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"h1:5672", "h2:5673", "[::1]:5672"}
+	if cfg.Addr != "h1:5672" || len(cfg.Addrs) != 3 || cfg.Addrs[0] != want[0] || cfg.Addrs[1] != want[1] || cfg.Addrs[2] != want[2] {
+		t.Fatalf("Addr %q Addrs %q, want %q", cfg.Addr, cfg.Addrs, want)
+	}
+	if cfg.Vhost != "v" || cfg.Username != "u" {
+		t.Fatalf("vhost %q user %q", cfg.Vhost, cfg.Username)
+	}
+	cfg, err = ParseURL("amqps://h1,h2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TLS.ServerName != "" || cfg.Addrs[1] != "h2:5671" {
+		t.Fatalf("amqps cluster: ServerName %q Addrs %q", cfg.TLS.ServerName, cfg.Addrs)
+	}
+	for _, bad := range []string{"amqp://h1,/", "amqp://,h2/", "amqp://h1,h2:99999/"} {
+		if _, err := ParseURL(bad); !errors.Is(err, ErrBadURL) {
+			t.Errorf("ParseURL(%q) = %v, want ErrBadURL", bad, err)
+		}
+	}
+	if cfg, err := ParseURL("amqp://h1/"); err != nil || cfg.Addrs != nil {
+		t.Fatalf("single host sets Addrs %q (%v)", cfg.Addrs, err)
+	}
+}
