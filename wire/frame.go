@@ -107,6 +107,9 @@ func checkPeerProtocolHeader(src []byte) error {
 		return &Error{Err: ErrBadProtocolHeader, Offset: 0,
 			Detail: "peer sent a protocol header instead of a frame"}
 	}
+	if e, ok := err.(*Error); ok {
+		e.Detail = "peer sent a protocol header instead of a frame: " + e.Detail
+	}
 	return err
 }
 
@@ -144,8 +147,9 @@ const maxEmptyReads = 100
 
 // FrameReader reads frames from an io.Reader through a buffer that it
 // reuses: a frame's Payload is valid only until the next call to
-// [FrameReader.ReadFrame]. The buffer grows to fit the largest frame read,
-// and never beyond the maximum frame size.
+// [FrameReader.ReadFrame]. The buffer grows as bytes arrive, to fit the
+// largest frame read, and never beyond the maximum frame size: a peer that
+// announces a large frame and then stalls holds only what it sent.
 //
 // A FrameReader is not safe for concurrent use.
 type FrameReader struct {
