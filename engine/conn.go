@@ -280,6 +280,9 @@ func (c *Conn) handleFrame(f wire.Frame) {
 	case wire.FrameMethod:
 		c.handleMethodFrame(f)
 	case wire.FrameHeader, wire.FrameBody:
+		if c.state == stateClosing {
+			return // discarded after connection.close, like channel methods
+		}
 		ch := c.channelFor(f.Channel)
 		if ch == nil {
 			return
@@ -333,6 +336,9 @@ func (c *Conn) handleMethodFrame(f wire.Frame) {
 		c.protocolFail(wire.ReplyChannelError, id.String()+" on channel "+itoa(int(f.Channel))+" before the connection is open", nil)
 		return
 	}
+	if c.state == stateClosing {
+		return // after connection.close only close and close-ok count
+	}
 	ch := c.channelFor(f.Channel)
 	if ch == nil {
 		return
@@ -352,9 +358,6 @@ func (c *Conn) handleMethodFrame(f wire.Frame) {
 	if err != nil {
 		c.protocolFail(replyCodeFor(err), "bad "+id.String(), err)
 		return
-	}
-	if c.state == stateClosing {
-		return // after connection.close only close and close-ok count
 	}
 	c.handleChannelMethod(ch, m)
 }
