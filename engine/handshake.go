@@ -10,10 +10,9 @@ func (c *Conn) handleConnectionMethod(m wire.Method) {
 	if c.state == stateClosing {
 		switch m := m.(type) {
 		case *wire.ConnectionClose:
-			// Both sides closed at once: answer, then the close is done.
-			c.sendMethod(0, &wire.ConnectionCloseOk{})
-			c.closeNow(c.err)
-			_ = m
+			// Both sides closed at once: answer, and end with the
+			// server's reason, which is not the close the client asked for.
+			c.onServerClose(m)
 		case *wire.ConnectionCloseOk:
 			c.closeNow(c.err)
 		}
