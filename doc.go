@@ -1,0 +1,204 @@
+// Package pika is an AMQP 0-9-1 client for RabbitMQ and other 0-9-1 brokers.
+//
+// It is the default client of this module: goroutines and a [net.Conn]
+// driving the sans-I/O protocol engine of package
+// [github.com/pika-go/pika/engine]. A [Conn] is a connection to a broker; a
+// [Channel] is the unit on which exchanges and queues are declared and
+// messages are published ([Channel.Publish]), consumed ([Channel.Consume],
+// [Channel.ConsumeFunc]) and fetched ([Channel.Get]). Every call that can
+// block takes a [context.Context] first.
+//
+// # Quick start
+//
+//	ctx := context.Background()
+//	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+//	if err != nil {
+//		return err
+//	}
+//	defer conn.Close(ctx)
+//
+//	ch, err := conn.Channel(ctx)
+//	if err != nil {
+//		return err
+//	}
+//	q, err := ch.QueueDeclare(ctx, "hello", pika.QueueDeclareOptions{})
+//	if err != nil {
+//		return err
+//	}
+//	err = ch.Publish(ctx, "", q.Name, pika.Message{
+//		Properties: pika.Properties{ContentType: "text/plain"},
+//		Body:       []byte("Hello, World!"),
+//	})
+//	if err != nil {
+//		return err
+//	}
+//
+//	cons, err := ch.Consume(ctx, q.Name, pika.ConsumeOptions{})
+//	if err != nil {
+//		return err
+//	}
+//	for d := range cons.All(ctx) {
+//		fmt.Printf("%s\n", d.Body)
+//		d.Ack(false)
+//	}
+//
+// The URL syntax, with TLS (amqps) and query options, is described at
+// [ParseURL]; [DialConfig] takes a [Config] instead. The examples directory
+// of the repository has a runnable program for each common pattern: work
+// queues, publish/subscribe, routing, topics, RPC over direct reply-to,
+// publisher confirms and TLS.
+//
+// # Concurrency
+//
+// [Conn], [Channel], [Consumer] and [Confirmation] are safe for concurrent
+// use by many goroutines. Concurrent synchronous calls on one channel each
+// get their own reply (the channel has one request on the wire at a time and
+// queues the others in order), and the frames of one published message are
+// never interleaved with another's.
+//
+// Each network connection is served by three goroutines of the library: a
+// reader that feeds the socket's bytes to the engine, a writer that sends
+// everything queued since its last write in one write call (so that many
+// goroutines publishing at once share system calls), and a timer for
+// heartbeats and timeouts. They hold the connection's lock only around
+// engine calls, never during I/O and never while application code runs.
+//
+// Notifications never stall the connection. Callbacks registered with
+// [Conn.OnClose], [Conn.OnBlocked], [Conn.OnRecovery], [Channel.OnReturn],
+// [Channel.OnConfirm], [Channel.OnClose], [Channel.OnCancel],
+// [Channel.OnFlow] and [Channel.OnOrphanDelivery] run in order on a goroutine
+// of the library's (one per connection, and one per channel, started when
+// there is something to run); a slow or blocked callback delays only later
+// callbacks of the same connection or channel, never the reader. A callback
+// may call the Conn and its Channels. A [Channel.ConsumeFunc] handler runs
+// on a goroutine of its consumer's own, so a slow handler delays only that
+// consumer (within the limits of the next section).
+//
+// # Memory bounds for consumers
+//
+// Deliveries wait in a per-consumer buffer until the application takes them
+// with [Consumer.Next] or [Consumer.All], or the [Channel.ConsumeFunc]
+// handler returns. The buffer holds at most [ConsumeOptions].BufferSize
+// deliveries (default [DefaultConsumerBuffer], or the channel's prefetch
+// count when that is larger). With a prefetch count (set with
+// [Channel.Qos]) at or below the buffer size, the broker never sends more
+// than the buffer holds, so memory stays bounded and a slow consumer slows
+// nobody else: this is the recommended setup. Without a prefetch count, a
+// full buffer makes the connection stop reading from its socket until the
+// application catches up, so every channel of the connection waits; memory
+// is still bounded, but consumers then share their fate.
+//
+// Publishing is bounded too: [Channel.Publish] waits while more than
+// [Config].WriteBufferLimit bytes (default 1 MiB) wait for the socket.
+// [Config].MaxBodySize bounds the size of a message body accepted from the
+// broker.
+//
+// # Context support
+//
+// Every call that can block takes a ctx first. Cancelling ctx (or reaching
+// its deadline) ends the caller's wait at once with ctx.Err(); it never
+// leaves the connection or the channel in an inconsistent state. What
+// happens to the request depends on the kind of call:
+//
+//   - Synchronous methods (declare, bind, delete, purge, Qos, ConfirmSelect,
+//     transactions, [Conn.UpdateSecret], ...): the call returns ctx.Err() at
+//     once, but the request stays queued or on the wire, because AMQP has no
+//     way to take it back. Its reply, when it comes, is absorbed, and the
+//     channel goes on with the next request. The effect may therefore still
+//     happen: a queue may be declared, deleted or purged after the call
+//     returned ctx.Err(). Calls that are safe to repeat (declarations with
+//     the same arguments) can simply be retried.
+//   - [Channel.Publish] and [Channel.PublishWithConfirm]: ctx bounds only
+//     the waits before the message is queued for the socket — while the
+//     broker blocks the connection (resource alarm), while channel.flow has
+//     paused the channel, while the write buffer is over
+//     [Config].WriteBufferLimit, and while the connection recovers. If ctx
+//     ends during such a wait, the message is not sent. Once Publish has
+//     returned nil the message is queued and will be sent; cancelling ctx
+//     afterwards does nothing. [Confirmation.Wait] and
+//     [Channel.WaitConfirms] end only the wait: the confirmation still
+//     arrives and settles the [Confirmation].
+//   - Calls that create something the application would have to release:
+//     if ctx ends before the broker's answer, the late result is undone as
+//     soon as it arrives. [Conn.Channel] closes the channel the broker opens
+//     late; [Channel.Consume] and [Channel.ConsumeFunc] cancel the consumer
+//     the broker starts late, requeueing what it delivers meanwhile (with
+//     AutoAck those messages are lost); [Channel.Get] requeues the message
+//     the broker sends late (with autoAck it is lost).
+//   - [Consumer.Next] and [Consumer.All]: ctx ends only the wait; no
+//     delivery is lost, the next call gets it.
+//   - [Consumer.Cancel]: ctx bounds the wait for cancel-ok; the cancel
+//     request stays on the wire.
+//   - [Conn.Close]: ctx (or [Config].CloseTimeout, default 5 s, when ctx
+//     has no deadline) bounds the wait for the broker's close-ok. When it
+//     ends first, the connection is aborted: the socket is closed and Close
+//     returns ctx.Err(). Either way the Conn is closed when Close returns.
+//     [Channel.Close]: ctx bounds the wait for close-ok; if it ends first,
+//     Close returns ctx.Err() and the close completes in the background.
+//   - [Dial] and [DialConfig]: ctx bounds the whole of connecting (every
+//     address tried, TCP, TLS and the AMQP handshake). Cancelling it after
+//     Dial returned has no effect on the connection.
+//
+// A call waiting on ctx also returns when the connection or channel closes
+// under it, with the reason (see Errors).
+//
+// # Errors
+//
+// An error from the broker is an [*Error] (an alias of the engine's type):
+// its reply code, reply text and the method that caused it, and whether
+// the whole connection closed (Conn true) or one channel (Conn false, after
+// which the connection and its other channels go on). Every sentinel is
+// package-prefixed ("pika: ...") and matched with [errors.Is]:
+//
+//   - reply codes: errors.Is(err, [ErrNotFound]) is true for every *Error
+//     with code 404, whichever channel or connection it closed; likewise
+//     [ErrAccessRefused], [ErrPreconditionFailed], [ErrResourceLocked],
+//     [ErrNotAllowed] and the others. errors.As(err, &e) with e an *Error
+//     gives the details, and (*Error).Temporary says whether a retry could
+//     get past it.
+//   - state: [ErrClosed] (the connection is closed; it also matches every
+//     connection-level *Error) and [ErrChannelClosed] (the channel is
+//     closed; it also matches every channel-level *Error).
+//   - connecting: [ErrAuthentication], [ErrVhostRefused],
+//     [ErrHandshakeClosed], [ErrHandshakeTimeout]; a bad URL wraps
+//     [ErrBadURL].
+//   - publishing: [ErrNacked] (the broker refused a message), [ErrReturned]
+//     (a mandatory message could not be routed; the error is a
+//     [*ReturnedError] holding it), [ErrOutcomeUnknown] (the channel closed
+//     before the confirmation), [ErrNotConfirmMode].
+//   - consuming: [ErrConsumerCancelled] (the broker cancelled the consumer),
+//     [ErrConsumerClosed] (the application did), [ErrUnknownTag] and
+//     [ErrStaleDelivery] (acknowledgements that were not sent).
+//   - the link: [ErrHeartbeatTimeout], [ErrBlockedTimeout],
+//     [ErrRecovering], [*RecoveryError].
+//
+// Calls on a closed channel or connection return the reason it closed (the
+// broker's *Error, or the network error), not a bare sentinel.
+//
+// # Recovery
+//
+// Unless [Config].DisableRecovery is set, a Conn that loses its network
+// connection without the application asking (network error, heartbeat
+// timeout, broker restart) reconnects with [Config].Reconnect (exponential
+// backoff by default), over every address of [Config].Addrs, and restores
+// its channels (with their QoS, confirm and transaction modes), the
+// exchanges, queues and bindings declared through it, and its consumers,
+// with their tags. The Conn, its Channels and Consumers stay the same
+// values. Calls made meanwhile wait, bounded by their ctx (or fail with
+// [ErrRecovering] when [Config].FailWhileRecovering is set). Confirmations
+// outstanding at the loss resolve with [ErrOutcomeUnknown] unless
+// [Config].RepublishUnconfirmed publishes them again; acknowledgements of
+// deliveries from before the loss return [ErrStaleDelivery] and are not
+// sent (the broker delivers those messages again). [Conn.OnRecovery]
+// reports each step.
+//
+// # Logging
+//
+// [Config].Logger takes a [*slog.Logger]. At Debug level it receives every
+// frame in and out, decoded: direction, frame type, channel, and for
+// methods the method's name and fields. A few events the application may
+// want to know about are logged at Info or Warn level: an acknowledgement
+// of a delivery from before a recovery that was not sent, a delivery for a
+// consumer nobody on the channel has. Use [Conn.OnRecovery] to follow
+// recovery. With no Logger, nothing is logged.
+package pika
