@@ -149,6 +149,9 @@ func (c *Conn) userChannel(id uint16) (*channel, error) {
 // the client may send, expect a reply and not have no-wait set (use Send);
 // channel.open and channel.close go through OpenChannel and CloseChannel.
 //
+// A request queued behind another keeps m and encodes it when it goes out:
+// the caller must not modify m after Call.
+//
 // Call tracks what the engine must know: basic.consume registers the
 // consumer tag from consume-ok, basic.cancel forgets it on cancel-ok, and
 // confirm.select turns on delivery-tag counting for every publish after it.

@@ -159,8 +159,8 @@ func (c *Conn) AppendOutgoing(dst []byte) []byte {
 		return dst
 	}
 	dst = append(dst, c.out...)
+	c.noteSent(c.out)
 	c.out = c.out[:0]
-	c.sendActivity = true
 	return dst
 }
 
@@ -171,10 +171,17 @@ func (c *Conn) AppendOutgoing(dst []byte) []byte {
 func (c *Conn) SwapOutgoing(spare []byte) []byte {
 	b := c.out
 	c.out = spare[:0]
-	if len(b) > 0 {
+	c.noteSent(b)
+	return b
+}
+
+// noteSent records outbound traffic for the heartbeat timer. A buffer that
+// is exactly one heartbeat frame is the engine's own heartbeat and does not
+// count, so that an idle connection sends one every H/2.
+func (c *Conn) noteSent(b []byte) {
+	if len(b) > 0 && !(len(b) == 8 && wire.FrameType(b[0]) == wire.FrameHeartbeat) {
 		c.sendActivity = true
 	}
-	return b
 }
 
 // Receive feeds bytes read from the transport to the engine. It processes

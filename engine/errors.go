@@ -54,7 +54,8 @@ var (
 	// ErrBadChannel is returned for calls on a channel id that is not open.
 	ErrBadChannel = errors.New("pika: no such channel")
 	// ErrUnknownTag is returned by Ack, Nack and Reject for a delivery tag
-	// that the channel has not delivered or has already settled.
+	// higher than any the channel has delivered. (Settling a tag twice is
+	// not detected: the broker closes the channel with PRECONDITION_FAILED.)
 	ErrUnknownTag = errors.New("pika: unknown delivery tag")
 )
 
