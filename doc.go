@@ -37,10 +37,12 @@
 //	if err != nil {
 //		return err
 //	}
-//	for d := range cons.All(ctx) {
-//		fmt.Printf("%s\n", d.Body)
-//		d.Ack(false)
+//	d, err := cons.Next(ctx) // or: for d := range cons.All(ctx) { ... }
+//	if err != nil {
+//		return err
 //	}
+//	fmt.Printf("%s\n", d.Body)
+//	return d.Ack(false)
 //
 // The URL syntax, with TLS (amqps) and query options, is described at
 // [ParseURL]; [DialConfig] takes a [Config] instead. The examples directory
@@ -79,14 +81,20 @@
 // Deliveries wait in a per-consumer buffer until the application takes them
 // with [Consumer.Next] or [Consumer.All], or the [Channel.ConsumeFunc]
 // handler returns. The buffer holds at most [ConsumeOptions].BufferSize
-// deliveries (default [DefaultConsumerBuffer], or the channel's prefetch
-// count when that is larger). With a prefetch count (set with
-// [Channel.Qos]) at or below the buffer size, the broker never sends more
-// than the buffer holds, so memory stays bounded and a slow consumer slows
-// nobody else: this is the recommended setup. Without a prefetch count, a
-// full buffer makes the connection stop reading from its socket until the
-// application catches up, so every channel of the connection waits; memory
-// is still bounded, but consumers then share their fate.
+// deliveries (default [DefaultConsumerBuffer]). With manual
+// acknowledgements and a prefetch count (set with [Channel.Qos] before
+// Consume) at or below the buffer size, the broker never sends more than
+// the buffer holds, so memory stays bounded and a slow consumer slows
+// nobody else: this is the recommended setup.
+//
+// Without such a prefetch count — and always with AutoAck, whose
+// deliveries the prefetch count does not limit — a full buffer makes the
+// connection stop reading from its socket until the application catches
+// up. Memory stays bounded, but every channel and consumer of the
+// connection waits meanwhile, and if the wait lasts longer than two
+// heartbeat intervals the connection fails with [ErrHeartbeatTimeout]
+// (and is recovered). Give such consumers a connection of their own, or
+// keep up with them.
 //
 // Publishing is bounded too: [Channel.Publish] waits while more than
 // [Config].WriteBufferLimit bytes (default 1 MiB) wait for the socket.
@@ -107,7 +115,10 @@
 //     channel goes on with the next request. The effect may therefore still
 //     happen: a queue may be declared, deleted or purged after the call
 //     returned ctx.Err(). Calls that are safe to repeat (declarations with
-//     the same arguments) can simply be retried.
+//     the same arguments) can simply be retried. With a NoWait option
+//     there is no reply to wait for: ctx only bounds waiting for a
+//     recovery in progress, the call returns once the request is queued,
+//     and a refusal closes the channel later (see [Channel.Err]).
 //   - [Channel.Publish] and [Channel.PublishWithConfirm]: ctx bounds only
 //     the waits before the message is queued for the socket — while the
 //     broker blocks the connection (resource alarm), while channel.flow has
@@ -127,8 +138,10 @@
 //     the broker sends late (with autoAck it is lost).
 //   - [Consumer.Next] and [Consumer.All]: ctx ends only the wait; no
 //     delivery is lost, the next call gets it.
-//   - [Consumer.Cancel]: ctx bounds the wait for cancel-ok; the cancel
-//     request stays on the wire.
+//   - [Consumer.Cancel]: ctx bounds the wait for cancel-ok. If it ends
+//     first, Cancel returns ctx.Err() and the Consumer is not ended: the
+//     broker may still stop sending to it, but the Consumer ends only when
+//     a later Cancel succeeds or its channel closes. Call Cancel again.
 //   - [Conn.Close]: ctx (or [Config].CloseTimeout, default 5 s, when ctx
 //     has no deadline) bounds the wait for the broker's close-ok. When it
 //     ends first, the connection is aborted: the socket is closed and Close
