@@ -1,0 +1,307 @@
+package pika_test
+
+// These examples need a RabbitMQ broker, so they have no Output comments:
+// go test compiles them but does not run them. The programs under examples/
+// are complete, runnable versions, tested against a broker.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/pika-go/pika"
+)
+
+func ExampleDial() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// ctx bounds connecting only; the connection lives until Close.
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	fmt.Println("connected to", conn.RemoteAddr())
+}
+
+func ExampleDialConfig() {
+	cfg, err := pika.ParseURL("amqp://guest:guest@localhost:5672/?heartbeat=30")
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg.ConnectionName = "orders-service"
+	// Every frame in and out, decoded, at Debug level.
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	conn, err := pika.DialConfig(context.Background(), cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	conn.OnClose(func(err error) {
+		if err != nil {
+			log.Println("connection lost for good:", err)
+		}
+	})
+}
+
+func ExampleChannel_Publish() {
+	ctx := context.Background()
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	q, err := ch.QueueDeclare(ctx, "tasks", pika.QueueDeclareOptions{Durable: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Publish returns once the message is queued for the socket; ctx
+	// bounds only waiting for the broker to accept more (a resource alarm,
+	// channel.flow, a full write buffer).
+	err = ch.Publish(ctx, "", q.Name, pika.Message{
+		Properties: pika.Properties{
+			ContentType:  "application/json",
+			DeliveryMode: pika.Persistent,
+			MessageID:    "order-42",
+		},
+		Body: []byte(`{"order":42}`),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func ExampleChannel_ConsumeFunc() {
+	ctx := context.Background()
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// A prefetch count bounds the unacknowledged messages the broker sends,
+	// and so the memory the consumer uses.
+	if err := ch.Qos(ctx, pika.QosOptions{PrefetchCount: 50}); err != nil {
+		log.Fatal(err)
+	}
+	// The handler runs on a goroutine of the consumer's own, one delivery
+	// at a time; a slow handler delays only this consumer.
+	cons, err := ch.ConsumeFunc(ctx, "tasks", pika.ConsumeOptions{}, func(d *pika.Delivery) {
+		fmt.Printf("got %s\n", d.Body)
+		d.Ack(false)
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	time.Sleep(time.Minute) // serve for a while
+	if err := cons.Cancel(ctx); err != nil {
+		log.Fatal(err)
+	}
+	<-cons.Done() // the handler has returned for the last time
+}
+
+func ExampleConsumer_Next() {
+	ctx := context.Background()
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	cons, err := ch.Consume(ctx, "tasks", pika.ConsumeOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Pull deliveries at the application's pace. A ctx that ends stops the
+	// wait, not the consumer: the next call gets the next delivery.
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		d, err := cons.Next(wctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			fmt.Println("idle for 5 s")
+			break
+		}
+		if err != nil {
+			log.Fatal("consumer ended: ", err) // e.g. ErrConsumerCancelled
+		}
+		fmt.Printf("got %s\n", d.Body)
+		if err := d.Ack(false); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+func ExampleConsumer_All() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	cons, err := ch.Consume(ctx, "events", pika.ConsumeOptions{AutoAck: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The loop ends when ctx ends or the consumer ends.
+	for d := range cons.All(ctx) {
+		fmt.Printf("%s: %s\n", d.RoutingKey, d.Body)
+	}
+	if err := cons.Err(); err != nil {
+		log.Println("consumer ended:", err)
+	}
+}
+
+func ExampleChannel_PublishWithConfirm() {
+	ctx := context.Background()
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := ch.ConfirmSelect(ctx); err != nil {
+		log.Fatal(err)
+	}
+
+	conf, err := ch.PublishWithConfirm(ctx, "", "tasks", pika.Message{
+		Body:      []byte("important"),
+		Mandatory: true, // returned (ErrReturned) if no queue takes it
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	switch err := conf.Wait(wctx); {
+	case err == nil:
+		fmt.Println("the broker has it")
+	case errors.Is(err, pika.ErrReturned):
+		fmt.Println("no queue took it:", err)
+	case errors.Is(err, pika.ErrNacked):
+		fmt.Println("the broker refused it")
+	case errors.Is(err, pika.ErrOutcomeUnknown):
+		fmt.Println("the channel closed first; publish again if duplicates are fine")
+	default:
+		fmt.Println("gave up waiting:", err)
+	}
+}
+
+func ExampleChannel_WaitConfirms() {
+	ctx := context.Background()
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := ch.ConfirmSelect(ctx); err != nil {
+		log.Fatal(err)
+	}
+	for i := range 100 {
+		if err := ch.Publish(ctx, "", "tasks", pika.Message{Body: []byte(strconv.Itoa(i))}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	// Wait for the broker's verdict on all 100.
+	if err := ch.WaitConfirms(ctx); err != nil {
+		log.Fatal(err) // ErrNacked: at least one was refused
+	}
+}
+
+// Example_rpc makes a call over RabbitMQ's direct reply-to: the reply
+// consumer on "amq.rabbitmq.reply-to" must be in no-ack mode, started
+// before publishing, on the channel that publishes the request.
+func Example_rpc() {
+	ctx := context.Background()
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	replies, err := ch.Consume(ctx, "amq.rabbitmq.reply-to", pika.ConsumeOptions{AutoAck: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = ch.Publish(ctx, "", "rpc_queue", pika.Message{
+		Properties: pika.Properties{ReplyTo: "amq.rabbitmq.reply-to", CorrelationID: "call-1"},
+		Body:       []byte("30"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		d, err := replies.Next(cctx)
+		if err != nil {
+			log.Fatal("no answer: ", err)
+		}
+		if d.CorrelationID == "call-1" {
+			fmt.Printf("answer: %s\n", d.Body)
+			return
+		}
+	}
+}
+
+func ExampleError() {
+	ctx := context.Background()
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	_, err = ch.QueueDeclarePassive(ctx, "no-such-queue")
+	if errors.Is(err, pika.ErrNotFound) {
+		// The broker closed the channel (404 NOT_FOUND); the connection
+		// and its other channels go on.
+		var e *pika.Error
+		if errors.As(err, &e) {
+			fmt.Println(e.Code, e.Text, "connection-level:", e.Conn)
+		}
+	}
+}
