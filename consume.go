@@ -2,6 +2,7 @@ package pika
 
 import (
 	"context"
+	"errors"
 	"iter"
 	"strconv"
 	"sync/atomic"
@@ -176,7 +177,7 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 // closed once the handler has returned for the last time.
 func (ch *Channel) ConsumeFunc(ctx context.Context, queue string, opts ConsumeOptions, handler func(*Delivery)) (*Consumer, error) {
 	if handler == nil {
-		panic("pika: ConsumeFunc with a nil handler")
+		return nil, errors.New("pika: ConsumeFunc needs a handler (got nil)")
 	}
 	return ch.consume(ctx, queue, opts, handler)
 }
@@ -190,6 +191,11 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	limit := opts.BufferSize
 	if limit <= 0 {
 		limit = DefaultConsumerBuffer
+		c.mu.Lock()
+		if ch.qos != nil && int(ch.qos.PrefetchCount) > limit {
+			limit = int(ch.qos.PrefetchCount)
+		}
+		c.mu.Unlock()
 	}
 	cons := &Consumer{
 		ch: ch, tag: tag, autoAck: opts.AutoAck, limit: limit, handler: handler,
@@ -253,6 +259,9 @@ func (cons *Consumer) consumeMethod() *wire.BasicConsume {
 		Exclusive: o.Exclusive, Arguments: o.Arguments,
 	}
 }
+
+// Channel returns the channel the consumer runs on.
+func (cons *Consumer) Channel() *Channel { return cons.ch }
 
 // Tag returns the consumer tag.
 func (cons *Consumer) Tag() string { return cons.tag }
@@ -412,16 +421,21 @@ func (cons *Consumer) run() {
 // with Next; then Next returns ErrConsumerClosed.
 func (cons *Consumer) Cancel(ctx context.Context) error {
 	ch := cons.ch
-	_, err := ch.call(ctx, &wire.BasicCancel{ConsumerTag: cons.tag})
 	c := ch.conn
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err == nil || ch.err != nil {
+	end := func() {
 		if ch.consumers[cons.tag] == cons {
 			delete(ch.consumers, cons.tag)
 		}
 		cons.endLocked(ErrConsumerClosed)
 		c.forgetAutoDeleteLocked(cons.qname)
+	}
+	// If ctx ends first, the cancel-ok still ends the consumer when it
+	// comes.
+	_, err := ch.callLate(ctx, &wire.BasicCancel{ConsumerTag: cons.tag}, func(engine.Event) { end() })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil || ch.err != nil {
+		end()
 		if ch.err != nil {
 			return nil // the channel closed: the consumer is gone anyway
 		}

@@ -81,7 +81,8 @@
 // Deliveries wait in a per-consumer buffer until the application takes them
 // with [Consumer.Next] or [Consumer.All], or the [Channel.ConsumeFunc]
 // handler returns. The buffer holds at most [ConsumeOptions].BufferSize
-// deliveries (default [DefaultConsumerBuffer]). With manual
+// deliveries (default [DefaultConsumerBuffer], or the channel's
+// per-consumer prefetch count when that is larger). With manual
 // acknowledgements and a prefetch count (set with [Channel.Qos] before
 // Consume) at or below the buffer size, the broker never sends more than
 // the buffer holds, so memory stays bounded and a slow consumer slows
@@ -91,10 +92,9 @@
 // deliveries the prefetch count does not limit — a full buffer makes the
 // connection stop reading from its socket until the application catches
 // up. Memory stays bounded, but every channel and consumer of the
-// connection waits meanwhile, and if the wait lasts longer than two
-// heartbeat intervals the connection fails with [ErrHeartbeatTimeout]
-// (and is recovered). Give such consumers a connection of their own, or
-// keep up with them.
+// connection waits meanwhile (heartbeats keep the connection alive: the
+// broker's bytes waiting in the socket count as a sign of life). Give such
+// consumers a connection of their own, or keep up with them.
 //
 // Publishing is bounded too: [Channel.Publish] waits while more than
 // [Config].WriteBufferLimit bytes (default 1 MiB) wait for the socket.
@@ -139,9 +139,8 @@
 //   - [Consumer.Next] and [Consumer.All]: ctx ends only the wait; no
 //     delivery is lost, the next call gets it.
 //   - [Consumer.Cancel]: ctx bounds the wait for cancel-ok. If it ends
-//     first, Cancel returns ctx.Err() and the Consumer is not ended: the
-//     broker may still stop sending to it, but the Consumer ends only when
-//     a later Cancel succeeds or its channel closes. Call Cancel again.
+//     first, Cancel returns ctx.Err(); the basic.cancel stays on the wire
+//     and the Consumer ends when the broker's cancel-ok arrives.
 //   - [Conn.Close]: ctx (or [Config].CloseTimeout, default 5 s, when ctx
 //     has no deadline) bounds the wait for the broker's close-ok. When it
 //     ends first, the connection is aborted: the socket is closed and Close

@@ -241,6 +241,11 @@ func (l *link) timerLoop() {
 		select {
 		case <-fire:
 			c.mu.Lock()
+			if c.readPaused && c.l == l {
+				// The reader paused for a slow consumer: the broker's bytes
+				// wait in the socket, so it is not silent.
+				l.eng.NoteReceive()
+			}
 			l.eng.Tick(time.Now())
 			c.afterLocked(l)
 			c.mu.Unlock()

@@ -351,8 +351,9 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 	c.mu.Lock()
 	exchanges := slices.Clone(c.topo.exchanges)
 	queues := slices.Clone(c.topo.queues)
+	nbind := len(c.topo.bindings)
 	c.mu.Unlock()
-	if len(exchanges)+len(queues)+len(c.topo.bindings) == 0 {
+	if len(exchanges)+len(queues)+nbind == 0 {
 		return nil
 	}
 	var chID uint16

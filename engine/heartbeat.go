@@ -76,6 +76,12 @@ func (c *Conn) Tick(now time.Time) {
 	}
 }
 
+// NoteReceive tells the engine that inbound bytes are known to be waiting
+// although the driver is not reading them (it paused reading on purpose, to
+// bound its memory). The peer is then alive, and the next Tick does not
+// count the pause towards the heartbeat timeout.
+func (c *Conn) NoteReceive() { c.recvActivity = true }
+
 // noWait reports whether a method that normally expects a reply has its
 // no-wait bit set.
 func noWait(m wire.Method) bool {

@@ -14,4 +14,5 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 bash scripts/ensure-rabbitmq.sh
+export AMQP_URL="${AMQP_URL:-${PIKA_TEST_URL:-amqp://guest:guest@127.0.0.1:5672/}}"
 exec go run ./examples/hello "$@"
