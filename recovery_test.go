@@ -8,12 +8,15 @@ import (
 	"math"
 	"net"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/scripted"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -483,5 +486,619 @@ func TestWaiterCtx(t *testing.T) {
 	}
 	if !w.abandoned {
 		t.Fatal("a waiter whose ctx ended is not marked abandoned")
+	}
+}
+
+// The tests below drive recovery against fakeBroker, a minimal AMQP broker
+// on in-memory pipes (Config.Dial), to reproduce exact interleavings that a
+// real broker makes rare: a loss or a Close at a chosen step of the
+// restore.
+
+// fakeBroker accepts "connections" through its dial method (use it as
+// Config.Dial) and serves each on a goroutine: the handshake, and an
+// immediate OK to every synchronous method, unless hook handles the method
+// first. It is safe for concurrent use.
+type fakeBroker struct {
+	t     *testing.T
+	mu    sync.Mutex
+	conns []*fakeConn
+	hook  func(fc *fakeConn, ch uint16, m wire.Method) bool // returns true when it handled m
+	// silent, when set, makes the connections it returns true for accept
+	// the protocol header and never answer.
+	silent func(n int) bool
+}
+
+func newFakeBroker(t *testing.T) *fakeBroker {
+	b := &fakeBroker{t: t}
+	t.Cleanup(func() {
+		b.mu.Lock()
+		conns := b.conns
+		b.mu.Unlock()
+		for _, fc := range conns {
+			fc.kill()
+		}
+	})
+	return b
+}
+
+func (b *fakeBroker) setHook(h func(fc *fakeConn, ch uint16, m wire.Method) bool) {
+	b.mu.Lock()
+	b.hook = h
+	b.mu.Unlock()
+}
+
+// config returns a recovering Config that dials b, with a short backoff.
+func (b *fakeBroker) config() Config {
+	return Config{
+		Addr:             "fake:5672",
+		Dial:             b.dial,
+		Reconnect:        Backoff{Initial: time.Millisecond, Max: 10 * time.Millisecond},
+		HandshakeTimeout: 2 * time.Second,
+		CloseTimeout:     2 * time.Second,
+	}
+}
+
+func (b *fakeBroker) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	client, server := net.Pipe()
+	b.mu.Lock()
+	fc := &fakeConn{b: b, nc: server, n: len(b.conns) + 1, done: make(chan struct{})}
+	b.conns = append(b.conns, fc)
+	b.mu.Unlock()
+	go fc.serve()
+	return client, nil
+}
+
+// conn returns the n-th connection (from 1).
+func (b *fakeBroker) conn(n int) *fakeConn {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n > len(b.conns) {
+		return nil
+	}
+	return b.conns[n-1]
+}
+
+// count returns the number of connections made so far.
+func (b *fakeBroker) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.conns)
+}
+
+// fakeConn is one connection of a fakeBroker.
+type fakeConn struct {
+	b    *fakeBroker
+	nc   net.Conn
+	n    int           // 1 for the first connection
+	done chan struct{} // closed when serve returns
+
+	wmu sync.Mutex // serializes writes
+
+	mu      sync.Mutex
+	log     []string // "channel:method" of every method received, in order
+	queueNo int
+}
+
+// send writes a method frame to the client.
+func (fc *fakeConn) send(ch uint16, m wire.Method) {
+	fc.wmu.Lock()
+	defer fc.wmu.Unlock()
+	fc.nc.Write(scripted.Method(ch, m))
+}
+
+// kill drops the connection without a close handshake.
+func (fc *fakeConn) kill() { fc.nc.Close() }
+
+// methods returns the log of methods received.
+func (fc *fakeConn) methods() []string {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return append([]string(nil), fc.log...)
+}
+
+func (fc *fakeConn) serve() {
+	defer close(fc.done)
+	defer fc.nc.Close()
+	var hdr [8]byte
+	if _, err := io.ReadFull(fc.nc, hdr[:]); err != nil {
+		return
+	}
+	fc.b.mu.Lock()
+	silent := fc.b.silent != nil && fc.b.silent(fc.n)
+	fc.b.mu.Unlock()
+	if silent {
+		io.Copy(io.Discard, fc.nc)
+		return
+	}
+	fc.send(0, &wire.ConnectionStart{VersionMajor: 0, VersionMinor: 9,
+		ServerProperties: Table{"product": "fake", "capabilities": Table{"publisher_confirms": true, "basic.nack": true}},
+		Mechanisms:       "PLAIN", Locales: "en_US"})
+	buf := make([]byte, 0, 64<<10)
+	tmp := make([]byte, 32<<10)
+	for {
+		n, err := fc.nc.Read(tmp)
+		if err != nil {
+			return
+		}
+		buf = append(buf, tmp[:n]...)
+		for {
+			f, size, err := wire.ParseFrame(buf, 1<<20)
+			if err != nil {
+				fc.b.t.Errorf("fake broker: bad frame from the client: %v", err)
+				return
+			}
+			if size == 0 {
+				break
+			}
+			if f.Type == wire.FrameMethod {
+				m, err := wire.DecodeMethod(f.Payload)
+				if err != nil {
+					fc.b.t.Errorf("fake broker: bad method from the client: %v", err)
+					return
+				}
+				if !fc.handle(f.Channel, m) {
+					return
+				}
+			}
+			buf = buf[:copy(buf, buf[size:])]
+		}
+	}
+}
+
+// handle answers one method; false ends the connection.
+func (fc *fakeConn) handle(ch uint16, m wire.Method) bool {
+	fc.mu.Lock()
+	fc.log = append(fc.log, fmt.Sprintf("%d:%s", ch, m.ID()))
+	fc.mu.Unlock()
+	fc.b.mu.Lock()
+	hook := fc.b.hook
+	fc.b.mu.Unlock()
+	if hook != nil && hook(fc, ch, m) {
+		return true
+	}
+	switch m := m.(type) {
+	case *wire.ConnectionStartOk:
+		fc.send(0, &wire.ConnectionTune{ChannelMax: 2047, FrameMax: 128 << 10})
+	case *wire.ConnectionOpen:
+		fc.send(0, &wire.ConnectionOpenOk{})
+	case *wire.ConnectionClose:
+		fc.send(0, &wire.ConnectionCloseOk{})
+		return false
+	case *wire.ChannelOpen:
+		fc.send(ch, &wire.ChannelOpenOk{})
+	case *wire.ChannelClose:
+		fc.send(ch, &wire.ChannelCloseOk{})
+	case *wire.QueueDeclare:
+		name := m.Queue
+		if name == "" {
+			fc.mu.Lock()
+			fc.queueNo++
+			name = fmt.Sprintf("amq.gen-%d-%d", fc.n, fc.queueNo)
+			fc.mu.Unlock()
+		}
+		fc.send(ch, &wire.QueueDeclareOk{Queue: name})
+	case *wire.QueueBind:
+		fc.send(ch, &wire.QueueBindOk{})
+	case *wire.QueueDelete:
+		fc.send(ch, &wire.QueueDeleteOk{})
+	case *wire.ExchangeDeclare:
+		fc.send(ch, &wire.ExchangeDeclareOk{})
+	case *wire.BasicQos:
+		fc.send(ch, &wire.BasicQosOk{})
+	case *wire.ConfirmSelect:
+		fc.send(ch, &wire.ConfirmSelectOk{})
+	case *wire.BasicConsume:
+		fc.send(ch, &wire.BasicConsumeOk{ConsumerTag: m.ConsumerTag})
+	case *wire.BasicCancel:
+		fc.send(ch, &wire.BasicCancelOk{ConsumerTag: m.ConsumerTag})
+	}
+	return true
+}
+
+// fakeSetup dials b and declares a server-named queue through a channel,
+// recorded for recovery.
+func fakeSetup(t *testing.T, b *fakeBroker, cfg Config) (*Conn, *Channel, *recoveryLog) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := DialConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("DialConfig to the fake broker: %v", err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	rlog := watchRecovery(t, c)
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtDeclareQueue(t, ch, wire.QueueDeclare{Exclusive: true})
+	return c, ch, rlog
+}
+
+// TestFakeBrokerRecovery checks the fake broker itself: a dropped
+// connection is recovered, and the new connection sees the restore in
+// order.
+func TestFakeBrokerRecovery(t *testing.T) {
+	b := newFakeBroker(t)
+	c, ch, rlog := fakeSetup(t, b, b.config())
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.conn(1).kill()
+	rep := rlog.wait(RecoveryRecovered, 1, 10*time.Second).Report
+	if rep.Channels != 1 || rep.RenamedQueues["amq.gen-1-1"] != "amq.gen-2-1" {
+		t.Fatalf("report %+v", rep)
+	}
+	got := strings.Join(b.conn(2).methods(), " ")
+	want := "0:connection.start-ok 0:connection.tune-ok 0:connection.open 1:channel.open 1:confirm.select 2:channel.open 2:queue.declare 2:channel.close"
+	if got != want {
+		t.Fatalf("restore on the new connection:\n got %s\nwant %s", got, want)
+	}
+	if c.IsRecovering() {
+		t.Fatal("still recovering")
+	}
+}
+
+// TestFakeLinkLostAtEndOfRestore: the new connection dies while recovery
+// waits for the last step of the topology restore (the close of its
+// temporary channel). Recovery must notice and try again, not declare the
+// Conn recovered on a dead connection, which would leave it unusable and
+// never recovered.
+func TestFakeLinkLostAtEndOfRestore(t *testing.T) {
+	pendingFix(t, "restoreTopology ignores the failure of its final channel.close and recover does not check that the link is still open before marking the Conn open")
+	b := newFakeBroker(t)
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.ChannelClose); ok && fc.n == 2 {
+			fc.kill()
+			return true
+		}
+		return false
+	})
+	c, _, rlog := fakeSetup(t, b, b.config())
+	b.conn(1).kill()
+	rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Channel(ctx); err != nil {
+		t.Fatalf("Channel after the recovered event: %v (recovering %v, closed %v, %d connections made); events:\n%s",
+			err, c.IsRecovering(), c.IsClosed(), b.count(), rlog)
+	}
+	if b.count() < 3 {
+		t.Fatalf("%d connections: the one lost during the restore was not replaced", b.count())
+	}
+}
+
+// TestFakeCloseDuringRestore: Close called while recovery restores the
+// topology on a new connection stops the recovery at once: Close returns
+// nil promptly, no recovered event follows, and the new connection is
+// closed.
+func TestFakeCloseDuringRestore(t *testing.T) {
+	pendingFix(t, "restoreTopology ignores the ctx cancellation of its final wait, so a Close during it lets recover mark the Conn open; Close then waits for its whole ctx")
+	b := newFakeBroker(t)
+	stuck := make(chan struct{})
+	var once sync.Once
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.ChannelClose); ok && fc.n == 2 {
+			once.Do(func() { close(stuck) })
+			return true // never answered
+		}
+		return false
+	})
+	baseline := runtime.NumGoroutine()
+	c, _, rlog := fakeSetup(t, b, b.config())
+	b.conn(1).kill()
+	select {
+	case <-stuck:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("recovery did not reach the topology channel's close; events:\n%s", rlog)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := c.Close(ctx)
+	took := time.Since(start)
+	if err != nil || took > 1500*time.Millisecond {
+		t.Errorf("Close during the restore: %v after %v, want nil at once", err, took.Round(time.Millisecond))
+	}
+	if n := rlog.count(RecoveryRecovered); n != 0 {
+		t.Errorf("a recovered event after Close stopped the recovery; events:\n%s", rlog)
+	}
+	select {
+	case <-b.conn(2).done:
+	case <-time.After(5 * time.Second):
+		t.Error("the connection being restored is still open after Close")
+	}
+	checkGoroutines(t, baseline)
+}
+
+// TestFakeChannelCloseAtLoss: Channel.Close waiting for the broker's
+// close-ok when the connection is lost returns (the channel is gone with
+// the connection), and recovery does not open that channel again.
+func TestFakeChannelCloseAtLoss(t *testing.T) {
+	pendingFix(t, "Channel.Close whose close-ok is lost with the connection waits on ch.done, which a suspended channel never closes; recovery then reopens the channel")
+	b := newFakeBroker(t)
+	closing := make(chan struct{})
+	var once sync.Once
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.ChannelClose); ok && fc.n == 1 && ch == 1 {
+			once.Do(func() { close(closing) })
+			return true // the close-ok never comes
+		}
+		return false
+	})
+	c, ch, rlog := fakeSetup(t, b, b.config())
+	done := make(chan error, 1)
+	go func() { done <- ch.Close(context.Background()) }()
+	<-closing
+	b.conn(1).kill()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Channel.Close across the loss: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("Channel.Close(context.Background()) still blocked 5s after the connection was lost; events:\n%s", rlog)
+	}
+	rep := rlog.wait(RecoveryRecovered, 1, 10*time.Second).Report
+	if rep.Channels != 0 || !ch.IsClosed() {
+		t.Errorf("recovery restored %d channels (the closed one is closed: %v), want none", rep.Channels, ch.IsClosed())
+	}
+	if c.IsClosed() {
+		t.Fatal("the connection closed")
+	}
+}
+
+// TestFakeChannelOpenAtLoss: Conn.Channel waiting for channel.open-ok when
+// the connection is lost fails, and recovery does not open a channel that
+// nobody holds.
+func TestFakeChannelOpenAtLoss(t *testing.T) {
+	pendingFix(t, "Conn.Channel failing because the link was lost leaves the channel in c.chans; recovery reopens it")
+	b := newFakeBroker(t)
+	opening := make(chan struct{})
+	var once sync.Once
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.ChannelOpen); ok && fc.n == 1 && ch == 2 {
+			once.Do(func() { close(opening) })
+			return true // the open-ok never comes
+		}
+		return false
+	})
+	c, _, rlog := fakeSetup(t, b, b.config())
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Channel(context.Background())
+		res <- err
+	}()
+	<-opening
+	b.conn(1).kill()
+	select {
+	case err := <-res:
+		t.Logf("Channel across the loss: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Channel(context.Background()) blocked across the loss")
+	}
+	rep := rlog.wait(RecoveryRecovered, 1, 10*time.Second).Report
+	if rep.Channels != 1 {
+		t.Errorf("recovery restored %d channels, want 1: the channel whose open failed came back", rep.Channels)
+	}
+}
+
+// TestFakeHandshakeTimeoutBoundsAttempts: a reconnection attempt to a
+// server that accepts and never answers ends after Config.HandshakeTimeout,
+// and attempts continue.
+func TestFakeHandshakeTimeoutBoundsAttempts(t *testing.T) {
+	b := newFakeBroker(t)
+	b.silent = func(n int) bool { return n >= 2 }
+	cfg := b.config()
+	cfg.HandshakeTimeout = 200 * time.Millisecond
+	c, _, rlog := fakeSetup(t, b, cfg)
+	b.conn(1).kill()
+	ev := rlog.wait(RecoveryAttempt, 4, 20*time.Second)
+	if !errors.Is(ev.Err, ErrHandshakeTimeout) {
+		t.Errorf("attempt 4 follows %v, want ErrHandshakeTimeout", ev.Err)
+	}
+	if !c.IsRecovering() {
+		t.Fatal("not recovering")
+	}
+}
+
+// TestFakeCloseWhileReconnectStalled: Close while a reconnection attempt
+// waits for a silent server returns within its ctx, resolves every pending
+// confirmation with an error, and leaves no goroutine, with and without
+// Config.RepublishUnconfirmed.
+func TestFakeCloseWhileReconnectStalled(t *testing.T) {
+	for _, republish := range []bool{false, true} {
+		t.Run(fmt.Sprintf("republish=%v", republish), func(t *testing.T) {
+			if republish {
+				pendingFix(t, "failConfirmsLocked does not resolve the confirmations kept in ch.republish")
+			}
+			baseline := runtime.NumGoroutine()
+			b := newFakeBroker(t)
+			b.silent = func(n int) bool { return n >= 2 }
+			cfg := b.config()
+			cfg.HandshakeTimeout = time.Minute
+			cfg.RepublishUnconfirmed = republish
+			c, ch, _ := fakeSetup(t, b, cfg)
+			if err := ch.ConfirmSelect(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			var confs []*Confirmation
+			for i := range 10 {
+				f, err := ch.PublishWithConfirm(context.Background(), "", "q", Message{Body: []byte{byte(i)}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				confs = append(confs, f) // the fake broker never confirms
+			}
+			b.conn(1).kill()
+			waitConn(t, b, 2, 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			start := time.Now()
+			c.Close(ctx)
+			if took := time.Since(start); took > 2500*time.Millisecond {
+				t.Errorf("Close took %v with a 2s ctx", took)
+			}
+			for i, f := range confs {
+				select {
+				case <-f.Done():
+					if err := f.Err(); !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrNacked) {
+						t.Errorf("confirmation %d: %v, want ErrOutcomeUnknown", i, err)
+					}
+				default:
+					t.Errorf("confirmation %d unresolved after Close", i)
+				}
+			}
+			for n := 1; n <= b.count(); n++ {
+				b.conn(n).kill()
+			}
+			checkGoroutines(t, baseline)
+		})
+	}
+}
+
+// waitConn waits up to d for the n-th connection to the fake broker.
+func waitConn(t *testing.T, b *fakeBroker, n int, d time.Duration) *fakeConn {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if fc := b.conn(n); fc != nil {
+			return fc
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection %d to the fake broker within %v", n, d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// deliver sends a basic.deliver with body to the client.
+func (fc *fakeConn) deliver(ch uint16, consumerTag string, tag uint64, body string) {
+	fc.wmu.Lock()
+	defer fc.wmu.Unlock()
+	fc.nc.Write(scripted.Message(ch, &wire.BasicDeliver{ConsumerTag: consumerTag, DeliveryTag: tag, RoutingKey: "q"}, nil, []byte(body), 0))
+}
+
+// TestFakeRestoreFailsAfterDeliveries: an attempt that restarted a
+// consumer, which received a delivery, and then failed (the connection
+// died before the next consumer was restored) is followed by another; the
+// delivery from the failed attempt is stale there: acking it must not ack
+// the message that the next connection delivers under the same broker tag.
+func TestFakeRestoreFailsAfterDeliveries(t *testing.T) {
+	pendingFix(t, "a failed restore attempt does not suspend the channels again: tags and confirmations of the failed attempt's link carry over to the next")
+	b := newFakeBroker(t)
+	_, ch, rlog := fakeSetup(t, b, b.config())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c1, err := ch.Consume(ctx, "q", ConsumeOptions{Tag: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.Consume(ctx, "q", ConsumeOptions{Tag: "c2"}); err != nil {
+		t.Fatal(err)
+	}
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		cons, ok := m.(*wire.BasicConsume)
+		if !ok || fc.n != 2 {
+			return false
+		}
+		if cons.ConsumerTag == "c1" {
+			fc.send(chID, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+			fc.deliver(chID, "c1", 1, "early")
+			return true
+		}
+		fc.kill() // before c2's consume-ok
+		return true
+	})
+	b.conn(1).kill()
+	rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+	fc3 := b.conn(3)
+	if fc3 == nil {
+		t.Fatalf("recovered on connection %d; want the third; events:\n%s", b.count(), rlog)
+	}
+	fc3.deliver(1, "c1", 1, "fresh")
+	var early *Delivery
+	for {
+		d, err := c1.Next(ctx)
+		if err != nil {
+			t.Fatalf("waiting for the fresh delivery: %v", err)
+		}
+		if string(d.Body) == "early" {
+			early = d
+			continue
+		}
+		if early != nil && d.DeliveryTag == early.DeliveryTag {
+			t.Errorf("the delivery of the failed attempt and the next connection's share client tag %d", d.DeliveryTag)
+		}
+		if early != nil {
+			if err := early.Ack(false); !errors.Is(err, ErrStaleDelivery) {
+				t.Errorf("Ack of the failed attempt's delivery: %v, want ErrStaleDelivery", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			for _, m := range fc3.methods() {
+				if m == "1:basic.ack" {
+					t.Fatal("acking the failed attempt's delivery sent basic.ack on the new connection: it acked a message the application never saw")
+				}
+			}
+		}
+		if err := d.Ack(false); err != nil {
+			t.Fatalf("Ack of the fresh delivery: %v", err)
+		}
+		return
+	}
+}
+
+// TestFakeRepublishAcrossFailedAttempt: with RepublishUnconfirmed, a
+// message republished by an attempt whose connection then died is
+// published again by the next attempt, and its confirmation is the one
+// the broker gives there.
+func TestFakeRepublishAcrossFailedAttempt(t *testing.T) {
+	pendingFix(t, "a failed restore attempt does not suspend the channels again: tags and confirmations of the failed attempt's link carry over to the next")
+	b := newFakeBroker(t)
+	cfg := b.config()
+	cfg.RepublishUnconfirmed = true
+	c, ch, rlog := fakeSetup(t, b, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ch.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f, err := ch.PublishWithConfirm(ctx, "", "q", Message{Body: []byte("m1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	published := map[int]uint64{} // publishes per connection
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); !ok {
+			return false
+		}
+		switch fc.n {
+		case 1:
+			return true // never confirmed
+		case 2:
+			fc.kill() // dies right after the republish
+			return true
+		}
+		mu.Lock()
+		published[fc.n]++
+		tag := published[fc.n]
+		mu.Unlock()
+		fc.send(chID, &wire.BasicAck{DeliveryTag: tag})
+		return true
+	})
+	b.conn(1).kill()
+	select {
+	case <-f.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the unconfirmed message was never confirmed after the recovery (connections: %d, recovering %v); events:\n%s", b.count(), c.IsRecovering(), rlog)
+	}
+	if err := f.Err(); err != nil {
+		t.Fatalf("confirmation: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if published[3] != 1 {
+		t.Fatalf("publishes per connection: %v, want the message republished once on the third", published)
 	}
 }
