@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/pika-go/pika"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// env is what one measured run of one workload with one client gets.
+type env struct {
+	url      string // the broker's or the sink's AMQP URI
+	queue    string // the queue to publish to (default exchange) or consume from
+	n        int    // messages
+	body     []byte // message body
+	window   int    // outstanding confirmations at most (publish-confirm)
+	prefetch int    // basic.qos prefetch count (consume)
+	ackEvery int    // ack with multiple=true every this many deliveries (consume)
+	writes   *atomic.Int64
+	m        *meter
+	// await, when set, waits until the destination holds all n messages
+	// (the broker's queue, or the sink's count); it runs inside the
+	// measured section, after the last publish call returned.
+	await func(ctx context.Context) error
+}
+
+// wrap counts the write calls of nc in e.writes.
+func (e *env) wrap(nc net.Conn) net.Conn { return &countingConn{Conn: nc, writes: e.writes} }
+
+// client runs the workloads with one AMQP client library. Each method
+// dials its own connection (not measured), measures the workload with e.m,
+// and closes the connection (not measured).
+type client interface {
+	name() string
+	publish(ctx context.Context, e *env) error
+	publishConfirm(ctx context.Context, e *env) error
+	consume(ctx context.Context, e *env) error
+}
+
+// pikaClient is github.com/pika-go/pika with its defaults.
+type pikaClient struct{}
+
+func (pikaClient) name() string { return "pika" }
+
+func (pikaClient) dial(ctx context.Context, e *env) (*pika.Conn, *pika.Channel, error) {
+	cfg, err := pika.ParseURL(e.url)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.ConnectionName = "pika-bench"
+	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return e.wrap(nc), nil
+	}
+	conn, err := pika.DialConfig(ctx, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pika: dial: %w", err)
+	}
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, nil, fmt.Errorf("pika: channel: %w", err)
+	}
+	return conn, ch, nil
+}
+
+func closePika(conn *pika.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn.Close(ctx)
+}
+
+func (p pikaClient) publish(ctx context.Context, e *env) error {
+	conn, ch, err := p.dial(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer closePika(conn)
+	msg := pika.Message{Body: e.body}
+	e.m.start()
+	for range e.n {
+		if err := ch.Publish(ctx, "", e.queue, msg); err != nil {
+			return fmt.Errorf("pika: publish: %w", err)
+		}
+	}
+	if e.await != nil {
+		if err := e.await(ctx); err != nil {
+			return err
+		}
+	}
+	e.m.stop()
+	return nil
+}
+
+func (p pikaClient) publishConfirm(ctx context.Context, e *env) error {
+	conn, ch, err := p.dial(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer closePika(conn)
+	if err := ch.ConfirmSelect(ctx); err != nil {
+		return fmt.Errorf("pika: confirm.select: %w", err)
+	}
+	msg := pika.Message{Body: e.body}
+	ring := make([]*pika.Confirmation, e.window)
+	e.m.start()
+	for i := range e.n {
+		slot := i % len(ring)
+		if c := ring[slot]; c != nil {
+			if err := c.Wait(ctx); err != nil {
+				return fmt.Errorf("pika: confirmation %d: %w", c.Tag, err)
+			}
+		}
+		c, err := ch.PublishWithConfirm(ctx, "", e.queue, msg)
+		if err != nil {
+			return fmt.Errorf("pika: publish: %w", err)
+		}
+		ring[slot] = c
+	}
+	for _, c := range ring {
+		if c == nil {
+			continue
+		}
+		if err := c.Wait(ctx); err != nil {
+			return fmt.Errorf("pika: confirmation %d: %w", c.Tag, err)
+		}
+	}
+	e.m.stop()
+	return nil
+}
+
+func (p pikaClient) consume(ctx context.Context, e *env) error {
+	conn, ch, err := p.dial(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer closePika(conn)
+	if err := ch.Qos(ctx, pika.QosOptions{PrefetchCount: e.prefetch}); err != nil {
+		return fmt.Errorf("pika: qos: %w", err)
+	}
+	e.m.start()
+	cons, err := ch.Consume(ctx, e.queue, pika.ConsumeOptions{})
+	if err != nil {
+		return fmt.Errorf("pika: consume: %w", err)
+	}
+	for i := 1; i <= e.n; i++ {
+		d, err := cons.Next(ctx)
+		if err != nil {
+			return fmt.Errorf("pika: delivery %d: %w", i, err)
+		}
+		if i%e.ackEvery == 0 || i == e.n {
+			if err := d.Ack(true); err != nil {
+				return fmt.Errorf("pika: ack: %w", err)
+			}
+		}
+	}
+	e.m.stop()
+	return cons.Cancel(ctx)
+}
+
+// amqpClient is github.com/rabbitmq/amqp091-go with its defaults.
+type amqpClient struct{}
+
+func (amqpClient) name() string { return "amqp091-go" }
+
+func (amqpClient) dial(e *env) (*amqp.Connection, *amqp.Channel, error) {
+	cfg := amqp.Config{
+		Properties: amqp.Table{"connection_name": "amqp091-bench"},
+		Dial: func(network, addr string) (net.Conn, error) {
+			nc, err := net.DialTimeout(network, addr, 30*time.Second)
+			if err != nil {
+				return nil, err
+			}
+			return e.wrap(nc), nil
+		},
+	}
+	conn, err := amqp.DialConfig(e.url, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("amqp091-go: dial: %w", err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("amqp091-go: channel: %w", err)
+	}
+	return conn, ch, nil
+}
+
+func (a amqpClient) publish(ctx context.Context, e *env) error {
+	conn, ch, err := a.dial(e)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	msg := amqp.Publishing{Body: e.body}
+	e.m.start()
+	for range e.n {
+		if err := ch.PublishWithContext(ctx, "", e.queue, false, false, msg); err != nil {
+			return fmt.Errorf("amqp091-go: publish: %w", err)
+		}
+	}
+	if e.await != nil {
+		if err := e.await(ctx); err != nil {
+			return err
+		}
+	}
+	e.m.stop()
+	return nil
+}
+
+func (a amqpClient) publishConfirm(ctx context.Context, e *env) error {
+	conn, ch, err := a.dial(e)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := ch.Confirm(false); err != nil {
+		return fmt.Errorf("amqp091-go: confirm.select: %w", err)
+	}
+	msg := amqp.Publishing{Body: e.body}
+	ring := make([]*amqp.DeferredConfirmation, e.window)
+	wait := func(dc *amqp.DeferredConfirmation) error {
+		ack, err := dc.WaitContext(ctx)
+		if err != nil {
+			return fmt.Errorf("amqp091-go: confirmation %d: %w", dc.DeliveryTag, err)
+		}
+		if !ack {
+			return fmt.Errorf("amqp091-go: confirmation %d: nacked", dc.DeliveryTag)
+		}
+		return nil
+	}
+	e.m.start()
+	for i := range e.n {
+		slot := i % len(ring)
+		if dc := ring[slot]; dc != nil {
+			if err := wait(dc); err != nil {
+				return err
+			}
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", e.queue, false, false, msg)
+		if err != nil {
+			return fmt.Errorf("amqp091-go: publish: %w", err)
+		}
+		if dc == nil {
+			return errors.New("amqp091-go: no deferred confirmation in confirm mode")
+		}
+		ring[slot] = dc
+	}
+	for _, dc := range ring {
+		if dc == nil {
+			continue
+		}
+		if err := wait(dc); err != nil {
+			return err
+		}
+	}
+	e.m.stop()
+	return nil
+}
+
+func (a amqpClient) consume(ctx context.Context, e *env) error {
+	conn, ch, err := a.dial(e)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := ch.Qos(e.prefetch, 0, false); err != nil {
+		return fmt.Errorf("amqp091-go: qos: %w", err)
+	}
+	e.m.start()
+	const tag = "amqp091-bench"
+	deliveries, err := ch.ConsumeWithContext(ctx, e.queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("amqp091-go: consume: %w", err)
+	}
+	for i := 1; i <= e.n; i++ {
+		var d amqp.Delivery
+		var ok bool
+		select {
+		case d, ok = <-deliveries:
+		case <-ctx.Done():
+			return fmt.Errorf("amqp091-go: delivery %d: %w", i, ctx.Err())
+		}
+		if !ok {
+			return fmt.Errorf("amqp091-go: delivery %d: the consumer ended", i)
+		}
+		if i%e.ackEvery == 0 || i == e.n {
+			if err := d.Ack(true); err != nil {
+				return fmt.Errorf("amqp091-go: ack: %w", err)
+			}
+		}
+	}
+	e.m.stop()
+	return ch.Cancel(tag, false)
+}

@@ -1,0 +1,175 @@
+// Command bench runs the same workloads with github.com/pika-go/pika and
+// github.com/rabbitmq/amqp091-go, interleaved (pika, amqp091-go, pika,
+// amqp091-go, ...), each run on a fresh queue, and reports medians over
+// rounds with pika/amqp091-go ratios:
+//
+//	publish          publish N messages without confirms, until the broker's
+//	                 queue holds all N (polled with a passive queue.declare on
+//	                 a separate connection once the last publish returned)
+//	publish-confirm  publish N with confirms, at most -window outstanding
+//	consume          consume N from a pre-filled queue (the fill is not
+//	                 measured), prefetch -prefetch, ack multiple every
+//	                 -ack-every deliveries
+//	publish-sink     publish as in "publish" to a minimal AMQP server that
+//	                 only counts basic.publish methods; it runs as a child
+//	                 process, so the client is measured alone
+//
+// For every run it measures messages per second (wall clock), the process's
+// user+system CPU (RUSAGE_SELF: the client's, as the broker and the sink are
+// other processes), heap allocations and bytes per message (after a GC), and
+// write calls on the client's net.Conn per message.
+//
+// Usage:
+//
+//	go run . -n 200000 -rounds 3 -json -chart ../docs/bench-chart.svg
+//
+// The broker is PIKA_TEST_URL, or amqp://guest:guest@127.0.0.1:5672/, or
+// -url. Queues are named pika-bench.* and deleted after each run.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if os.Getenv(sinkEnv) == "1" {
+		if err := runSinkChild(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := mainErr(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// defaultURL is the broker when neither -url nor PIKA_TEST_URL says.
+const defaultURL = "amqp://guest:guest@127.0.0.1:5672/"
+
+func brokerURL() string {
+	if u := os.Getenv("PIKA_TEST_URL"); u != "" {
+		return u
+	}
+	return defaultURL
+}
+
+func mainErr() error {
+	var (
+		opts       options
+		workloads  string
+		clients    string
+		asJSON     bool
+		chartPath  string
+		cpuProfile string
+		memProfile string
+		quiet      bool
+		sinkOnly   bool
+	)
+	flag.StringVar(&opts.URL, "url", brokerURL(), "broker AMQP URI (default from PIKA_TEST_URL)")
+	flag.IntVar(&opts.N, "n", 200000, "messages per run")
+	flag.IntVar(&opts.Rounds, "rounds", 3, "rounds (each runs every workload with every client)")
+	flag.IntVar(&opts.BodySize, "body", 100, "message body size in bytes")
+	flag.IntVar(&opts.Window, "window", 1000, "publish-confirm: outstanding confirmations at most")
+	flag.IntVar(&opts.Prefetch, "prefetch", 1000, "consume: prefetch count")
+	flag.IntVar(&opts.AckEvery, "ack-every", 100, "consume: ack with multiple=true every this many deliveries")
+	flag.DurationVar(&opts.PollInterval, "poll", 2*time.Millisecond, "publish: queue depth polling interval")
+	flag.DurationVar(&opts.RunTimeout, "timeout", 5*time.Minute, "bound of one run")
+	flag.StringVar(&workloads, "workloads", strings.Join(allWorkloads, ","), "comma-separated workloads to run")
+	flag.StringVar(&clients, "clients", cPika+","+cAMQP091, "comma-separated clients to run")
+	flag.BoolVar(&asJSON, "json", false, "print the report as one JSON object")
+	flag.StringVar(&chartPath, "chart", "", "write an SVG bar chart to this file")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&memProfile, "memprofile", "", "write an allocation profile (every allocation sampled) to this file")
+	flag.BoolVar(&quiet, "q", false, "no progress lines on stderr")
+	flag.BoolVar(&sinkOnly, "sink", false, "run only the sink server (prints its address; stdin commands: expect N)")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	if sinkOnly {
+		return runSinkChild()
+	}
+	opts.Workloads = splitList(workloads)
+	opts.Clients = splitList(clients)
+	if !quiet {
+		opts.Log = os.Stderr
+	}
+
+	if memProfile != "" {
+		runtime.MemProfileRate = 1
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := run(ctx, opts)
+	if err != nil {
+		return err
+	}
+
+	if memProfile != "" {
+		f, err := os.Create(memProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if chartPath != "" {
+		f, err := os.Create(chartPath)
+		if err != nil {
+			return err
+		}
+		if err := writeChart(f, rep); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printTable(os.Stdout, rep)
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
