@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/pika-go/pika/internal/testenv"
-	"github.com/pika-go/pika/wire"
 )
 
 // Integration tests of automatic recovery against the real broker. Every
@@ -205,67 +204,59 @@ func checkGoroutines(t *testing.T, baseline int) {
 	}
 }
 
-// Declarations go through the record functions that the declaring methods
-// of the API call, so that recovery knows about them.
+// Declarations go through the API, which records them for recovery.
 
-func rtDeclareQueue(t *testing.T, ch *Channel, d wire.QueueDeclare) (string, *wire.QueueDeclareOk) {
+func rtDeclareQueue(t *testing.T, ch *Channel, name string, opts QueueDeclareOptions) string {
 	t.Helper()
-	ev, err := ch.call(context.Background(), &d)
+	q, err := ch.QueueDeclare(context.Background(), name, opts)
 	if err != nil {
-		t.Fatalf("queue.declare %q: %v", d.Queue, err)
+		t.Fatalf("QueueDeclare %q: %v", name, err)
 	}
-	ok := ev.Method.(*wire.QueueDeclareOk)
-	ch.recordQueueDeclare(&d, ok.Queue)
-	return ok.Queue, ok
+	return q.Name
 }
 
-func rtDeclareExchange(t *testing.T, ch *Channel, d wire.ExchangeDeclare) {
+func rtDeclareExchange(t *testing.T, ch *Channel, name, kind string) {
 	t.Helper()
-	if _, err := ch.call(context.Background(), &d); err != nil {
-		t.Fatalf("exchange.declare %q: %v", d.Exchange, err)
+	if err := ch.ExchangeDeclare(context.Background(), name, kind, ExchangeDeclareOptions{}); err != nil {
+		t.Fatalf("ExchangeDeclare %q: %v", name, err)
 	}
-	ch.recordExchangeDeclare(&d)
 }
 
 func rtBind(t *testing.T, ch *Channel, queue, exchange, key string) {
 	t.Helper()
-	if _, err := ch.call(context.Background(), &wire.QueueBind{Queue: queue, Exchange: exchange, RoutingKey: key}); err != nil {
-		t.Fatalf("queue.bind %q to %q: %v", queue, exchange, err)
+	if err := ch.QueueBind(context.Background(), queue, exchange, key, BindOptions{}); err != nil {
+		t.Fatalf("QueueBind %q to %q: %v", queue, exchange, err)
 	}
-	ch.recordBinding(false, queue, exchange, key, nil, true)
 }
 
 func rtDeleteQueue(t *testing.T, ch *Channel, queue string) {
 	t.Helper()
-	if _, err := ch.call(context.Background(), &wire.QueueDelete{Queue: queue}); err != nil {
-		t.Fatalf("queue.delete %q: %v", queue, err)
+	if _, err := ch.QueueDelete(context.Background(), queue, QueueDeleteOptions{}); err != nil {
+		t.Fatalf("QueueDelete %q: %v", queue, err)
 	}
-	ch.recordDelete(queue, true)
 }
 
-func rtQos(t *testing.T, ch *Channel, prefetch uint16) {
+func rtQos(t *testing.T, ch *Channel, prefetch int) {
 	t.Helper()
-	m := &wire.BasicQos{PrefetchCount: prefetch}
-	if _, err := ch.call(context.Background(), m); err != nil {
-		t.Fatalf("basic.qos: %v", err)
+	if err := ch.Qos(context.Background(), QosOptions{PrefetchCount: prefetch}); err != nil {
+		t.Fatalf("Qos: %v", err)
 	}
-	ch.recordQos(m)
 }
 
 // queueExists declares queue passively on a channel of its own of c: it
-// returns the declare-ok, or nil when the broker answers 404.
-func queueExists(t *testing.T, c *Conn, queue string) *wire.QueueDeclareOk {
+// returns the queue, or nil when the broker answers 404.
+func queueExists(t *testing.T, c *Conn, queue string) *Queue {
 	t.Helper()
 	ch := openChannel(t, c)
 	defer ch.Close(context.Background())
-	ev, err := ch.call(context.Background(), &wire.QueueDeclare{Queue: queue, Passive: true})
+	q, err := ch.QueueDeclarePassive(context.Background(), queue)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	if err != nil {
-		t.Fatalf("passive queue.declare %q: %v", queue, err)
+		t.Fatalf("QueueDeclarePassive %q: %v", queue, err)
 	}
-	return ev.Method.(*wire.QueueDeclareOk)
+	return &q
 }
 
 // deleteLater deletes queues and exchanges in the test's cleanup, over a
@@ -288,12 +279,12 @@ func deleteLater(t *testing.T, url string, queues, exchanges []string) {
 			return
 		}
 		for _, q := range queues {
-			if _, err := ch.call(ctx, &wire.QueueDelete{Queue: q}); err != nil {
+			if _, err := ch.QueueDelete(ctx, q, QueueDeleteOptions{}); err != nil {
 				t.Errorf("cleanup: deleting queue %q: %v", q, err)
 			}
 		}
 		for _, e := range exchanges {
-			if _, err := ch.call(ctx, &wire.ExchangeDelete{Exchange: e}); err != nil {
+			if err := ch.ExchangeDelete(ctx, e, ExchangeDeleteOptions{}); err != nil {
 				t.Errorf("cleanup: deleting exchange %q: %v", e, err)
 			}
 		}
@@ -349,8 +340,8 @@ func TestRecoveryForcedClose(t *testing.T) {
 	rlog := watchRecovery(t, c)
 
 	topo := openChannel(t, c)
-	rtDeclareExchange(t, topo, wire.ExchangeDeclare{Exchange: ex, Type: "direct"})
-	q, _ := rtDeclareQueue(t, topo, wire.QueueDeclare{Exclusive: true})
+	rtDeclareExchange(t, topo, ex, ExchangeDirect)
+	q := rtDeclareQueue(t, topo, "", QueueDeclareOptions{Exclusive: true})
 	rtBind(t, topo, q, ex, "k")
 	consCh := openChannel(t, c)
 	rtQos(t, consCh, 10)
@@ -378,7 +369,7 @@ func TestRecoveryForcedClose(t *testing.T) {
 	if newQ == "" || newQ == q || len(rep.RenamedQueues) != 1 {
 		t.Fatalf("RenamedQueues %v: want %q renamed", rep.RenamedQueues, q)
 	}
-	if ok := queueExists(t, c, newQ); ok == nil || ok.ConsumerCount != 1 {
+	if ok := queueExists(t, c, newQ); ok == nil || ok.Consumers != 1 {
 		t.Fatalf("queue %q after recovery: %+v, want one consumer", newQ, ok)
 	}
 	if ok := queueExists(t, c, q); ok != nil {
@@ -409,7 +400,7 @@ func TestRecoveryBrokerRestart(t *testing.T) {
 	c := rtDial(t, cfg)
 	rlog := watchRecovery(t, c)
 	ch := openChannel(t, c)
-	q, _ := rtDeclareQueue(t, ch, wire.QueueDeclare{Exclusive: true})
+	q := rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
 	if err := ch.ConfirmSelect(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +473,7 @@ func TestRecoveryStaleDeliveryTags(t *testing.T) {
 	rlog := watchRecovery(t, c)
 	ch := openChannel(t, c)
 	q := testenv.Name(t, "q")
-	rtDeclareQueue(t, ch, wire.QueueDeclare{Queue: q, Exclusive: true})
+	rtDeclareQueue(t, ch, q, QueueDeclareOptions{Exclusive: true})
 	if err := ch.ConfirmSelect(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -547,10 +538,10 @@ func TestRecoveryStaleDeliveryTags(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The channel is still open on the broker: a synchronous call works.
-	if ok := queueExists(t, c, q); ok == nil || ok.MessageCount != 0 {
+	if ok := queueExists(t, c, q); ok == nil || ok.Messages != 0 {
 		t.Fatalf("queue after acking: %+v, want empty", ok)
 	}
-	if _, err := ch.call(ctx, &wire.QueueDeclare{Queue: q, Passive: true}); err != nil || ch.IsClosed() {
+	if _, err := ch.QueueDeclarePassive(ctx, q); err != nil || ch.IsClosed() {
 		t.Fatalf("channel after the stale acks: %v (closed %v)", err, ch.IsClosed())
 	}
 }
@@ -567,7 +558,7 @@ func TestRecoveryStaleDeliveryRedelivered(t *testing.T) {
 	c := rtDial(t, cfg)
 	rlog := watchRecovery(t, c)
 	ch := openChannel(t, c)
-	rtDeclareQueue(t, ch, wire.QueueDeclare{Queue: q})
+	rtDeclareQueue(t, ch, q, QueueDeclareOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), rtTimeout)
 	defer cancel()
 	if err := ch.Publish(ctx, "", q, Message{Body: []byte("once")}); err != nil {
@@ -596,7 +587,7 @@ func TestRecoveryStaleDeliveryRedelivered(t *testing.T) {
 	if err := again.Ack(false); err != nil {
 		t.Fatalf("Ack of the redelivery: %v", err)
 	}
-	if ok := queueExists(t, c, q); ok == nil || ok.MessageCount != 0 {
+	if ok := queueExists(t, c, q); ok == nil || ok.Messages != 0 {
 		t.Fatalf("queue after acking the redelivery: %+v", ok)
 	}
 }
@@ -617,7 +608,7 @@ func TestRecoveryAuthenticationFailure(t *testing.T) {
 	c := rtDial(t, cfg)
 	rlog := watchRecovery(t, c)
 	ch := openChannel(t, c)
-	rtDeclareQueue(t, ch, wire.QueueDeclare{Exclusive: true})
+	rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
 
 	testenv.Rabbitmqctl(t, "change_password", user, randomHex(12))
 	forceClose(t, cfg.ConnectionName)
@@ -688,7 +679,7 @@ func TestRecoveryFailWhileRecovering(t *testing.T) {
 	})
 	rlog := watchRecovery(t, c)
 	ch := openChannel(t, c)
-	q, _ := rtDeclareQueue(t, ch, wire.QueueDeclare{Exclusive: true})
+	q := rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
 	cons, err := ch.Consume(context.Background(), q, ConsumeOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -711,7 +702,8 @@ func TestRecoveryFailWhileRecovering(t *testing.T) {
 			return err
 		},
 		"Channel":      func() error { _, err := c.Channel(ctx); return err },
-		"call":         func() error { _, err := ch.call(ctx, &wire.QueueDeclare{Queue: q, Passive: true}); return err },
+		"QueueDeclare": func() error { _, err := ch.QueueDeclare(ctx, q, QueueDeclareOptions{Exclusive: true}); return err },
+		"Qos":          func() error { return ch.Qos(ctx, QosOptions{PrefetchCount: 1}) },
 		"Consume":      func() error { _, err := ch.Consume(ctx, q, ConsumeOptions{}); return err },
 		"WaitConfirms": func() error { return ch.WaitConfirms(ctx) },
 		"Get":          func() error { _, _, err := ch.Get(ctx, q, true); return err },
@@ -756,7 +748,7 @@ func TestRecoveryCallsWaitForRecovery(t *testing.T) {
 	rlog := watchRecovery(t, c)
 	ch := openChannel(t, c)
 	q := testenv.Name(t, "q")
-	rtDeclareQueue(t, ch, wire.QueueDeclare{Queue: q, Exclusive: true})
+	rtDeclareQueue(t, ch, q, QueueDeclareOptions{Exclusive: true})
 	if err := ch.ConfirmSelect(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -827,10 +819,10 @@ func TestRecoveryDoesNotRecreateDeleted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), rtTimeout)
 	defer cancel()
 
-	rtDeclareQueue(t, ch, wire.QueueDeclare{Queue: deleted})
+	rtDeclareQueue(t, ch, deleted, QueueDeclareOptions{})
 	rtDeleteQueue(t, ch, deleted)
 
-	rtDeclareQueue(t, ch, wire.QueueDeclare{Queue: autoDel, AutoDelete: true})
+	rtDeclareQueue(t, ch, autoDel, QueueDeclareOptions{AutoDelete: true})
 	cons, err := ch.Consume(ctx, autoDel, ConsumeOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -842,7 +834,7 @@ func TestRecoveryDoesNotRecreateDeleted(t *testing.T) {
 		t.Fatalf("auto-delete queue still exists after its last consumer was cancelled: %+v", ok)
 	}
 
-	rtDeclareQueue(t, ch, wire.QueueDeclare{Queue: kept, Exclusive: true})
+	rtDeclareQueue(t, ch, kept, QueueDeclareOptions{Exclusive: true})
 
 	forceClose(t, cfg.ConnectionName)
 	rep := rlog.wait(RecoveryRecovered, 1, rtTimeout).Report
@@ -873,7 +865,7 @@ func TestRecoveryMultipleAddresses(t *testing.T) {
 		t.Errorf("connected to %s, want %s", got, broker)
 	}
 	ch := openChannel(t, c)
-	q, _ := rtDeclareQueue(t, ch, wire.QueueDeclare{Exclusive: true})
+	q := rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
 	cons, err := ch.Consume(context.Background(), q, ConsumeOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -907,7 +899,7 @@ func TestRecoveryAckDuringRestore(t *testing.T) {
 	// delivers at once to each consumer recovery restarts.
 	q := testenv.Name(t, "q")
 	deleteLater(t, url, []string{q}, nil)
-	rtDeclareQueue(t, ch, wire.QueueDeclare{Queue: q})
+	rtDeclareQueue(t, ch, q, QueueDeclareOptions{})
 	rtQos(t, ch, 5)
 	ctx, cancel := context.WithTimeout(context.Background(), rtTimeout)
 	defer cancel()
@@ -1003,7 +995,7 @@ func TestRecoveryConsumerWithPrefetchKeepsConsuming(t *testing.T) {
 	ch := openChannel(t, c)
 	q := testenv.Name(t, "q")
 	deleteLater(t, url, []string{q}, nil)
-	rtDeclareQueue(t, ch, wire.QueueDeclare{Queue: q})
+	rtDeclareQueue(t, ch, q, QueueDeclareOptions{})
 	rtQos(t, ch, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), rtTimeout)
 	defer cancel()

@@ -711,7 +711,7 @@ func fakeSetup(t *testing.T, b *fakeBroker, cfg Config) (*Conn, *Channel, *recov
 	if err != nil {
 		t.Fatal(err)
 	}
-	rtDeclareQueue(t, ch, wire.QueueDeclare{Exclusive: true})
+	rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
 	return c, ch, rlog
 }
 
