@@ -33,8 +33,8 @@ type ExchangeDeclareOptions struct {
 	// the call returns once the request is queued for the socket, and a
 	// refusal closes the channel later (see Channel.Err).
 	NoWait bool
-	// Arguments are extra arguments, e.g. "alternate-exchange". They must
-	// not be modified until the call returns.
+	// Arguments are extra arguments, e.g. "alternate-exchange". The call
+	// copies the table (not nested tables), so it may be reused at once.
 	Arguments Table
 }
 
@@ -56,7 +56,7 @@ func (ch *Channel) ExchangeDeclare(ctx context.Context, name, kind string, opts 
 	}
 	m := &wire.ExchangeDeclare{
 		Exchange: name, Type: kind, Durable: opts.Durable, AutoDelete: opts.AutoDelete,
-		Internal: opts.Internal, NoWait: opts.NoWait, Arguments: opts.Arguments,
+		Internal: opts.Internal, NoWait: opts.NoWait, Arguments: cloneTable(opts.Arguments),
 	}
 	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) { c.topo.addExchange(m) })
 	return err
@@ -106,8 +106,8 @@ type BindOptions struct {
 	NoWait bool
 	// Arguments are the binding's arguments, e.g. the header match of a
 	// headers exchange ("x-match": "all", ...). To remove a binding, pass
-	// the same arguments it was made with. They must not be modified until
-	// the call returns.
+	// the same arguments it was made with. The call copies the table (not
+	// nested tables), so it may be reused at once.
 	Arguments Table
 }
 
@@ -120,9 +120,9 @@ type BindOptions struct {
 // the request stays queued or on the wire, its late answer is absorbed, and
 // the binding may still be made (it is then still recorded).
 func (ch *Channel) ExchangeBind(ctx context.Context, destination, source, routingKey string, opts BindOptions) error {
-	m := &wire.ExchangeBind{Destination: destination, Source: source, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: opts.Arguments}
+	m := &wire.ExchangeBind{Destination: destination, Source: source, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: cloneTable(opts.Arguments)}
 	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) {
-		c.topo.addBinding(&recordedBinding{toExchange: true, destination: destination, source: source, key: routingKey, args: opts.Arguments})
+		c.topo.addBinding(&recordedBinding{toExchange: true, destination: destination, source: source, key: routingKey, args: m.Arguments})
 	})
 	return err
 }
@@ -136,9 +136,9 @@ func (ch *Channel) ExchangeBind(ctx context.Context, destination, source, routin
 // the request stays queued or on the wire, its late answer is absorbed, and
 // the binding may still be removed.
 func (ch *Channel) ExchangeUnbind(ctx context.Context, destination, source, routingKey string, opts BindOptions) error {
-	m := &wire.ExchangeUnbind{Destination: destination, Source: source, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: opts.Arguments}
+	m := &wire.ExchangeUnbind{Destination: destination, Source: source, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: cloneTable(opts.Arguments)}
 	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) {
-		c.topo.removeBinding(&recordedBinding{toExchange: true, destination: destination, source: source, key: routingKey, args: opts.Arguments})
+		c.topo.removeBinding(&recordedBinding{toExchange: true, destination: destination, source: source, key: routingKey, args: m.Arguments})
 	})
 	return err
 }

@@ -42,7 +42,8 @@ type QueueDeclareOptions struct {
 	NoWait bool
 	// Arguments are optional arguments: queue type, TTLs, length limits,
 	// dead-lettering and so on. QueueArgs builds them with types and
-	// checks. They must not be modified until the call returns.
+	// checks. The call copies the table (not nested tables), so it may be
+	// reused at once.
 	Arguments Table
 }
 
@@ -64,7 +65,7 @@ func (ch *Channel) QueueDeclare(ctx context.Context, name string, opts QueueDecl
 	}
 	m := &wire.QueueDeclare{
 		Queue: name, Durable: opts.Durable, Exclusive: opts.Exclusive, AutoDelete: opts.AutoDelete,
-		NoWait: opts.NoWait, Arguments: opts.Arguments,
+		NoWait: opts.NoWait, Arguments: cloneTable(opts.Arguments),
 	}
 	ev, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, ev engine.Event) {
 		if opts.NoWait {
@@ -124,9 +125,9 @@ func (ch *Channel) QueueDeclarePassive(ctx context.Context, name string) (Queue,
 // request stays queued or on the wire, its late answer is absorbed, and the
 // binding may still be made (it is then still recorded).
 func (ch *Channel) QueueBind(ctx context.Context, queue, exchange, routingKey string, opts BindOptions) error {
-	m := &wire.QueueBind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: opts.Arguments}
+	m := &wire.QueueBind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: cloneTable(opts.Arguments)}
 	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) {
-		c.topo.addBinding(&recordedBinding{destination: queue, source: exchange, key: routingKey, args: opts.Arguments})
+		c.topo.addBinding(&recordedBinding{destination: queue, source: exchange, key: routingKey, args: m.Arguments})
 	})
 	return err
 }
@@ -140,9 +141,9 @@ func (ch *Channel) QueueBind(ctx context.Context, queue, exchange, routingKey st
 // request stays queued or on the wire, its late answer is absorbed, and the
 // binding may still be removed.
 func (ch *Channel) QueueUnbind(ctx context.Context, queue, exchange, routingKey string, args Table) error {
-	m := &wire.QueueUnbind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, Arguments: args}
+	m := &wire.QueueUnbind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, Arguments: cloneTable(args)}
 	_, err := ch.topologyCall(ctx, m, false, func(c *Conn, _ engine.Event) {
-		c.topo.removeBinding(&recordedBinding{destination: queue, source: exchange, key: routingKey, args: args})
+		c.topo.removeBinding(&recordedBinding{destination: queue, source: exchange, key: routingKey, args: m.Arguments})
 	})
 	return err
 }

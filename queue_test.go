@@ -192,3 +192,48 @@ func TestQueueNameTooLong(t *testing.T) {
 		t.Errorf("%d entities recorded after failed calls, want none", n)
 	}
 }
+
+func TestQueueArgumentsAreCopied(t *testing.T) {
+	// A request queued behind a slow one is written later: changing the
+	// caller's table after an abandoned call must not change what is sent.
+	arrived, release := make(chan struct{}), make(chan struct{})
+	c, p := dialMethodsPeer(t, "RabbitMQ", func(p *methodsPeer, ch uint16, m wire.Method) {
+		if d, ok := m.(*wire.QueueDeclare); ok && d.Queue == "slow" {
+			close(arrived)
+			<-release
+		}
+		p.reply(ch, okReply(m))
+	})
+	ch := peerChannel(t, c)
+	slowDone := make(chan error, 1)
+	go func() {
+		_, err := ch.QueueDeclare(context.Background(), "slow", QueueDeclareOptions{})
+		slowDone <- err
+	}()
+	<-arrived
+	args := Table{"x-match": "all", "k": "v"}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := ch.QueueBind(ctx, "q", "x", "", BindOptions{Arguments: args}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("bind queued behind a blocked request: %v, want context.DeadlineExceeded", err)
+	}
+	args["k"] = "changed"
+	args["extra"] = int64(1)
+	close(release)
+	if err := <-slowDone; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclarePassive(context.Background(), "q"); err != nil {
+		t.Fatal(err)
+	}
+	p.expectSent(t,
+		&wire.QueueDeclare{Queue: "slow"},
+		&wire.QueueBind{Queue: "q", Exchange: "x", Arguments: Table{"x-match": "all", "k": "v"}},
+		&wire.QueueDeclare{Queue: "q", Passive: true},
+	)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.topo.bindings) != 1 || c.topo.bindings[0].args["k"] != "v" || len(c.topo.bindings[0].args) != 2 {
+		t.Errorf("binding recorded from the late reply: %+v, want the arguments as sent", c.topo.bindings)
+	}
+}
