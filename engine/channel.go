@@ -37,8 +37,8 @@ type request struct {
 	m  wire.Method
 }
 
-// queued is one item waiting on a channel: a request (req.m != nil) or the
-// encoded frames of asynchronous methods.
+// queued is one item waiting on a channel: the encoded frames of a request
+// (req.m != nil) or of asynchronous methods.
 type queued struct {
 	req    request
 	frames []byte
@@ -149,8 +149,7 @@ func (c *Conn) userChannel(id uint16) (*channel, error) {
 // the client may send, expect a reply and not have no-wait set (use Send);
 // channel.open and channel.close go through OpenChannel and CloseChannel.
 //
-// A request queued behind another keeps m and encodes it when it goes out:
-// the caller must not modify m after Call.
+// m is encoded before Call returns; the caller may reuse it.
 //
 // Call tracks what the engine must know: basic.consume registers the
 // consumer tag from consume-ok, basic.cancel forgets it on cancel-ok, and
@@ -303,32 +302,32 @@ func (c *Conn) Unconfirmed(id uint16) int {
 
 // request sends or queues a synchronous method and returns its id.
 func (c *Conn) request(ch *channel, m wire.Method) (RequestID, error) {
-	c.nextReq++
-	r := request{id: c.nextReq, m: m}
+	r := request{id: c.nextReq + 1, m: m}
 	if ch.inflight == nil && len(ch.queue) == 0 {
-		if err := c.writeRequest(ch, r); err != nil {
+		if err := c.sendMethod(ch.id, m); err != nil {
 			return 0, err
 		}
+		c.nextReq++
+		ch.startRequest(r)
 		return r.id, nil
 	}
-	// Encode now so that a bad table fails this call, not a later one.
-	if _, err := m.AppendTo(nil); err != nil {
+	// Encode now, so that a bad table fails this call rather than being
+	// lost later, and so that the caller may reuse m.
+	frames, err := wire.AppendMethodFrame(nil, ch.id, m)
+	if err != nil {
 		return 0, err
 	}
-	ch.queue = append(ch.queue, queued{req: r})
+	c.nextReq++
+	ch.queue = append(ch.queue, queued{req: r, frames: frames})
 	return r.id, nil
 }
 
-// writeRequest writes a request's frame and makes it the one in flight.
-func (c *Conn) writeRequest(ch *channel, r request) error {
-	if err := c.sendMethod(ch.id, r.m); err != nil {
-		return err
-	}
+// startRequest makes r, whose frame was just written, the one in flight.
+func (ch *channel) startRequest(r request) {
 	if _, ok := r.m.(*wire.ChannelClose); ok {
 		ch.state = chClosing
 	}
 	ch.inflight = &r
-	return nil
 }
 
 // sendAsync writes an asynchronous method, or queues its encoding when
@@ -351,10 +350,9 @@ func (c *Conn) flushQueue(ch *channel) {
 		q := ch.queue[0]
 		ch.queue[0] = queued{}
 		ch.queue = ch.queue[1:]
+		c.out = append(c.out, q.frames...)
 		if q.req.m != nil {
-			c.writeRequest(ch, q.req)
-		} else {
-			c.out = append(c.out, q.frames...)
+			ch.startRequest(q.req)
 		}
 	}
 	if len(ch.queue) == 0 {
