@@ -1,6 +1,7 @@
 package pika
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pika-go/pika/internal/faultproxy"
 	"github.com/pika-go/pika/internal/testenv"
+	"github.com/pika-go/pika/wire"
 )
 
 // Integration tests of automatic recovery against the real broker. Every
@@ -191,13 +194,13 @@ func checkGoroutines(t *testing.T, baseline int) {
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<20)
 			buf = buf[:runtime.Stack(buf, true)]
-			var leaked []string
+			var others []string
 			for _, g := range strings.Split(string(buf), "\n\n") {
-				if strings.Contains(g, "github.com/pika-go/pika.") && !strings.Contains(g, "checkGoroutines") && !strings.Contains(g, "testing.tRunner") {
-					leaked = append(leaked, g)
+				if !strings.Contains(g, "checkGoroutines") && !strings.Contains(g, "testing.(*T).Run") && !strings.Contains(g, "testing.(*M)") {
+					others = append(others, g)
 				}
 			}
-			t.Errorf("%d goroutines 10s after Close, %d before the test; the library's:\n%s", n, baseline, strings.Join(leaked, "\n\n"))
+			t.Errorf("%d goroutines 10s after Close, %d before the test; goroutines:\n%s", n, baseline, strings.Join(others, "\n\n"))
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -1035,5 +1038,831 @@ func TestRecoveryConsumerWithPrefetchKeepsConsuming(t *testing.T) {
 	t.Logf("acked %d at recovery, %d a second later; %d stale acks; last error %v", a0, acked, stale, lastErr)
 	if acked == a0 {
 		t.Fatalf("the consumer stopped consuming after the recovery: %d acks refused as stale", stale)
+	}
+}
+
+// Tests through internal/faultproxy: network faults the broker cannot make.
+
+// rtProxy starts a fault proxy in front of cfg's broker and points cfg at
+// it. The proxy closes in the test's cleanup, after the connections.
+func rtProxy(t *testing.T, cfg *Config) *faultproxy.Proxy {
+	t.Helper()
+	p := faultproxy.New(t, cfg.Addr)
+	cfg.Addr = p.Addr()
+	cfg.Addrs = nil
+	return p
+}
+
+// TestRecoveryProxyCutMidFrame: the connection is cut in the middle of a
+// frame while large messages are published; recovery follows, publishing
+// goes on, and every message the consumer gets is whole.
+func TestRecoveryProxyCutMidFrame(t *testing.T) {
+	url := testenv.Disruptive(t)
+	cfg := rtConfig(t, url)
+	p := rtProxy(t, &cfg)
+	c := rtDial(t, cfg)
+	rlog := watchRecovery(t, c)
+	ch := openChannel(t, c)
+	q := testenv.Name(t, "q")
+	deleteLater(t, url, []string{q}, nil)
+	rtDeclareQueue(t, ch, q, QueueDeclareOptions{})
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtTimeout)
+	defer cancel()
+	const size = 300 << 10 // three body frames with the default frame_max
+	body := func(i int) []byte {
+		b := make([]byte, size)
+		for j := range b {
+			b[j] = byte(i + j)
+		}
+		return b
+	}
+	// Each message is over 300 KB, so this cut falls inside a body frame.
+	p.CutAfter(200_000)
+	var confirmed []int
+	for i := 0; len(confirmed) < 5; i++ {
+		if i > 200 {
+			t.Fatalf("only %d messages confirmed in 200 attempts; events:\n%s", len(confirmed), rlog)
+		}
+		f, err := ch.PublishWithConfirm(ctx, "", q, Message{Body: body(i), Properties: Properties{MessageID: fmt.Sprint(i)}})
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		switch err := f.Wait(ctx); {
+		case err == nil:
+			confirmed = append(confirmed, i)
+		case errors.Is(err, ErrOutcomeUnknown):
+		default:
+			t.Fatalf("confirmation %d: %v", i, err)
+		}
+	}
+	if n := rlog.count(RecoveryRecovered); n < 1 {
+		t.Fatalf("no recovery after the cut; events:\n%s", rlog)
+	}
+	lost := rlog.wait(RecoveryLost, 1, time.Second)
+	t.Logf("lost: %v; confirmed %v", lost.Err, confirmed)
+	cons, err := ch.Consume(ctx, q, ConsumeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for len(got) < len(confirmed) {
+		d, err := cons.Next(ctx)
+		if err != nil {
+			t.Fatalf("consumed %d of %d confirmed messages: %v", len(got), len(confirmed), err)
+		}
+		var i int
+		fmt.Sscan(d.MessageID, &i)
+		if !bytes.Equal(d.Body, body(i)) {
+			t.Fatalf("message %s: body of %d bytes differs from what was published", d.MessageID, len(d.Body))
+		}
+		got[d.MessageID] = true
+		d.Ack(false)
+	}
+	for _, i := range confirmed {
+		if !got[fmt.Sprint(i)] {
+			t.Errorf("confirmed message %d not consumed", i)
+		}
+	}
+}
+
+// TestRecoveryProxyHeartbeatTimeout: a path that silently drops everything
+// is detected by the heartbeat (1 s): the loss is reported with
+// ErrHeartbeatTimeout within a few seconds, and recovery succeeds once the
+// path works again.
+func TestRecoveryProxyHeartbeatTimeout(t *testing.T) {
+	url := testenv.Disruptive(t)
+	cfg := rtConfig(t, url)
+	cfg.Heartbeat = time.Second
+	cfg.HandshakeTimeout = 2 * time.Second
+	p := rtProxy(t, &cfg)
+	c := rtDial(t, cfg)
+	rlog := watchRecovery(t, c)
+	ch := openChannel(t, c)
+	q := rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
+	cons, err := ch.Consume(context.Background(), q, ConsumeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if hb := c.Tuning().Heartbeat; hb != time.Second {
+		t.Fatalf("negotiated heartbeat %v, want 1s", hb)
+	}
+	p.Stall()
+	stalled := time.Now()
+	lost := rlog.wait(RecoveryLost, 1, 15*time.Second)
+	detected := time.Since(stalled)
+	if !errors.Is(lost.Err, ErrHeartbeatTimeout) {
+		t.Fatalf("loss reported as %v, want ErrHeartbeatTimeout", lost.Err)
+	}
+	t.Logf("silence detected after %v", detected.Round(time.Millisecond))
+	// Attempts made while the path is still silent time out.
+	rlog.wait(RecoveryAttempt, 2, 15*time.Second)
+	p.Resume()
+	rep := rlog.wait(RecoveryRecovered, 1, rtTimeout).Report
+	t.Logf("events:\n%s", rlog)
+	roundTrip(t, ch, cons, "", rep.RenamedQueues[q], "after the stall")
+}
+
+// TestRecoveryProxyRefusedBackoff: while the broker's address refuses
+// connections, attempts come with growing delays (Backoff), and recovery
+// succeeds once connections are accepted again.
+func TestRecoveryProxyRefusedBackoff(t *testing.T) {
+	url := testenv.Disruptive(t)
+	cfg := rtConfig(t, url)
+	cfg.Reconnect = Backoff{Initial: 50 * time.Millisecond, Max: 800 * time.Millisecond, Multiplier: 2, Jitter: 0.1}
+	p := rtProxy(t, &cfg)
+	c := rtDial(t, cfg)
+	rlog := watchRecovery(t, c)
+	ch := openChannel(t, c)
+	q := rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
+	cons, err := ch.Consume(context.Background(), q, ConsumeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.Refuse(true)
+	p.Cut()
+	rlog.wait(RecoveryAttempt, 6, rtTimeout)
+	if !c.IsRecovering() {
+		t.Fatalf("not recovering while refused; events:\n%s", rlog)
+	}
+	p.Refuse(false)
+	rep := rlog.wait(RecoveryRecovered, 1, rtTimeout).Report
+	t.Logf("events:\n%s", rlog)
+	var delays []time.Duration
+	var at []time.Duration
+	rlog.mu.Lock()
+	for i, ev := range rlog.events {
+		if ev.Kind == RecoveryAttempt {
+			delays = append(delays, ev.Delay)
+			at = append(at, rlog.at[i])
+			if ev.Attempt > 1 && ev.Err == nil {
+				t.Errorf("attempt %d does not say why the previous one failed", ev.Attempt)
+			}
+		}
+	}
+	rlog.mu.Unlock()
+	for i := 1; i < 5; i++ {
+		// With jitter 0.1 and multiplier 2, each delay below the cap is
+		// larger than the one before.
+		if delays[i] <= delays[i-1] {
+			t.Errorf("attempt %d delay %v is not larger than attempt %d's %v", i+1, delays[i], i, delays[i-1])
+		}
+		// Timers never fire early: an attempt starts no sooner than the
+		// previous one's delay after it.
+		if gap := at[i] - at[i-1]; gap < delays[i-1] {
+			t.Errorf("attempt %d came %v after attempt %d, whose delay was %v", i+1, gap, i, delays[i-1])
+		}
+	}
+	for _, d := range delays {
+		if d > 880*time.Millisecond {
+			t.Errorf("delay %v above Max 800ms + 10%% jitter", d)
+		}
+	}
+	roundTrip(t, ch, cons, "", rep.RenamedQueues[q], "after refusals")
+}
+
+// TestRecoveryProxyFailover: with Config.Addrs, a dead address first and
+// the proxy second, Dial and recovery reach the broker; when the proxy
+// refuses connections, recovery moves on to the next address.
+func TestRecoveryProxyFailover(t *testing.T) {
+	url := testenv.Disruptive(t)
+	cfg := rtConfig(t, url)
+	broker := cfg.Addr
+	p := faultproxy.New(t, broker)
+	cfg.Addrs = []string{"127.0.0.1:1", p.Addr(), broker}
+	c := rtDial(t, cfg)
+	rlog := watchRecovery(t, c)
+	if got := c.RemoteAddr().String(); got != p.Addr() {
+		t.Fatalf("connected to %s, want the proxy %s (the first address that answers)", got, p.Addr())
+	}
+	ch := openChannel(t, c)
+	q := rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
+	cons, err := ch.Consume(context.Background(), q, ConsumeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.Cut()
+	rep := rlog.wait(RecoveryRecovered, 1, rtTimeout).Report
+	if rep.Addr != p.Addr() {
+		t.Errorf("recovery 1 connected to %s, want the proxy %s", rep.Addr, p.Addr())
+	}
+	q = rep.RenamedQueues[q]
+	roundTrip(t, ch, cons, "", q, "after recovery 1")
+
+	p.Refuse(true)
+	p.Cut()
+	rep = rlog.wait(RecoveryRecovered, 2, rtTimeout).Report
+	if rep.Addr != broker {
+		t.Errorf("recovery 2 connected to %s, want %s (the proxy refuses)", rep.Addr, broker)
+	}
+	roundTrip(t, ch, cons, "", rep.RenamedQueues[q], "after recovery 2")
+}
+
+// TestRecoveryProxyOutstandingConfirmsNotNacked: confirmations outstanding
+// when the connection is lost resolve with ErrOutcomeUnknown, never as
+// broker nacks.
+func TestRecoveryProxyOutstandingConfirmsNotNacked(t *testing.T) {
+	url := testenv.Disruptive(t)
+	cfg := rtConfig(t, url)
+	p := rtProxy(t, &cfg)
+	c := rtDial(t, cfg)
+	rlog := watchRecovery(t, c)
+	ch := openChannel(t, c)
+	q := rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rtTimeout)
+	defer cancel()
+	// Stalled: the messages leave the client but no confirmation returns.
+	p.Stall()
+	var confs []*Confirmation
+	for i := range 100 {
+		f, err := ch.PublishWithConfirm(ctx, "", q, Message{Body: []byte{byte(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		confs = append(confs, f)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- ch.WaitConfirms(ctx) }()
+	time.Sleep(100 * time.Millisecond)
+	p.Cut()
+	p.Resume()
+	for i, f := range confs {
+		err := f.Wait(ctx)
+		if !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrNacked) {
+			t.Fatalf("confirmation %d outstanding at the loss: %v, want ErrOutcomeUnknown and not ErrNacked", i, err)
+		}
+	}
+	if err := <-waitErr; !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrNacked) {
+		t.Errorf("WaitConfirms across the loss: %v, want ErrOutcomeUnknown and not ErrNacked", err)
+	}
+	rlog.wait(RecoveryRecovered, 1, rtTimeout)
+	f, err := ch.PublishWithConfirm(ctx, "", rlog.all()[len(rlog.all())-1].Report.RenamedQueues[q], Message{Body: []byte("after")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Wait(ctx); err != nil {
+		t.Fatalf("confirmation after the recovery: %v", err)
+	}
+}
+
+// workload is a publisher with confirmations and a manual-ack consumer
+// running across many connection losses, with the bookkeeping to check
+// that nothing confirmed is lost.
+type workload struct {
+	t     *testing.T
+	queue string
+	retry bool // the publisher republishes what was not confirmed
+
+	mu           sync.Mutex
+	confirmed    map[int]bool
+	seen         map[int]int // deliveries per message id
+	published    int
+	unknown      int // confirmations resolved with ErrOutcomeUnknown
+	nacked       int
+	publishErrs  int
+	staleAcks    int
+	confirmErrs  []error
+	consumerErrs []error
+}
+
+func newWorkload(t *testing.T, queue string, retry bool) *workload {
+	return &workload{t: t, queue: queue, retry: retry, confirmed: map[int]bool{}, seen: map[int]int{}}
+}
+
+// publish runs the publisher until stop is closed and every message it
+// published has an outcome (and, with retry, until every message is
+// confirmed). At most window confirmations are outstanding.
+func (w *workload) publish(ch *Channel, stop <-chan struct{}, window int) {
+	type pending struct {
+		id int
+		f  *Confirmation
+	}
+	var out []pending
+	var again []int
+	next := 0
+	stopped := false
+	settle := func(p pending) {
+		err := p.f.Err()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		switch {
+		case err == nil:
+			w.confirmed[p.id] = true
+			return
+		case errors.Is(err, ErrNacked):
+			w.nacked++
+		case errors.Is(err, ErrOutcomeUnknown):
+			w.unknown++
+		default:
+			w.confirmErrs = append(w.confirmErrs, fmt.Errorf("message %d: %w", p.id, err))
+		}
+		if w.retry {
+			again = append(again, p.id)
+		} else {
+			w.confirmErrs = append(w.confirmErrs, fmt.Errorf("message %d: %w", p.id, err))
+		}
+	}
+	for {
+		if !stopped {
+			select {
+			case <-stop:
+				stopped = true
+			default:
+			}
+		}
+		// Settle what has an outcome.
+		k := 0
+		for _, p := range out {
+			select {
+			case <-p.f.Done():
+				settle(p)
+			default:
+				out[k] = p
+				k++
+			}
+		}
+		out = out[:k]
+		if stopped && len(again) == 0 && len(out) == 0 {
+			return
+		}
+		if len(out) >= window || stopped && len(again) == 0 {
+			select {
+			case <-out[0].f.Done():
+			case <-time.After(rtTimeout):
+				w.t.Errorf("a confirmation has been outstanding for %v", rtTimeout)
+				return
+			}
+			continue
+		}
+		var id int
+		if len(again) > 0 {
+			id, again = again[0], again[1:]
+		} else {
+			id = next
+			next++
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		f, err := ch.PublishWithConfirm(ctx, "", w.queue, Message{Body: []byte(fmt.Sprint(id))})
+		cancel()
+		if err != nil {
+			w.mu.Lock()
+			w.publishErrs++
+			w.mu.Unlock()
+			if ch.IsClosed() {
+				w.t.Errorf("publishing channel closed: %v", ch.Err())
+				return
+			}
+			again = append(again, id) // not sent: try again
+			continue
+		}
+		w.mu.Lock()
+		w.published++
+		w.mu.Unlock()
+		out = append(out, pending{id, f})
+	}
+}
+
+// consume is the consumer's handler: it records the message and acks it.
+func (w *workload) consume(d *Delivery) {
+	var id int
+	if _, err := fmt.Sscan(string(d.Body), &id); err != nil {
+		w.t.Errorf("unexpected message %q", d.Body)
+		return
+	}
+	err := d.Ack(false)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.seen[id]++
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrStaleDelivery):
+		w.staleAcks++ // redelivered later
+	default:
+		w.consumerErrs = append(w.consumerErrs, err)
+	}
+}
+
+// missing returns the confirmed messages not consumed yet.
+func (w *workload) missing() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var m []int
+	for id := range w.confirmed {
+		if w.seen[id] == 0 {
+			m = append(m, id)
+		}
+	}
+	return m
+}
+
+// runWorkload runs a workload through a proxy, forcing the connections
+// closed losses times (rabbitmqctl for the indexes in ctlAt, a proxy cut
+// otherwise), and checks that every confirmed message was consumed.
+func runWorkload(t *testing.T, republish bool, losses int, ctlAt map[int]bool) {
+	url := testenv.Disruptive(t)
+	cfg := rtConfig(t, url)
+	cfg.RepublishUnconfirmed = republish
+	p := rtProxy(t, &cfg)
+	p.Record(false)
+	baseline := runtime.NumGoroutine() // the proxy's own goroutine included
+	q := testenv.Name(t, "q")
+	deleteLater(t, url, []string{q}, nil)
+	pubConn := rtDial(t, cfg)
+	consConn := rtDial(t, cfg)
+	pubLog := watchRecovery(t, pubConn)
+	consLog := watchRecovery(t, consConn)
+
+	pub := openChannel(t, pubConn)
+	rtDeclareQueue(t, pub, q, QueueDeclareOptions{})
+	if err := pub.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorkload(t, q, !republish)
+	consCh := openChannel(t, consConn)
+	rtQos(t, consCh, 50)
+	if _, err := consCh.ConsumeFunc(context.Background(), q, ConsumeOptions{}, w.consume); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		w.publish(pub, stop, 100)
+	}()
+
+	start := time.Now()
+	for i := 1; i <= losses; i++ {
+		time.Sleep(100 * time.Millisecond) // traffic flows
+		if ctlAt[i] {
+			forceClose(t, cfg.ConnectionName)
+		} else {
+			p.Cut()
+		}
+		pubLog.wait(RecoveryRecovered, i, rtTimeout)
+		consLog.wait(RecoveryRecovered, i, rtTimeout)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	select {
+	case <-pubDone:
+	case <-time.After(2 * rtTimeout):
+		t.Fatal("the publisher hung")
+	}
+	deadline := time.Now().Add(rtTimeout)
+	for len(w.missing()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.mu.Lock()
+	dups := 0
+	for _, n := range w.seen {
+		if n > 1 {
+			dups++
+		}
+	}
+	t.Logf("%d losses in %v: %d published, %d confirmed, %d consumed (%d more than once), %d outcomes unknown, %d nacked, %d publish errors, %d stale acks",
+		losses, time.Since(start).Round(time.Millisecond), w.published, len(w.confirmed), len(w.seen), dups, w.unknown, w.nacked, w.publishErrs, w.staleAcks)
+	for _, err := range w.confirmErrs {
+		t.Errorf("confirmation: %v", err)
+	}
+	for _, err := range w.consumerErrs {
+		t.Errorf("ack: %v", err)
+	}
+	if len(w.confirmed) == 0 {
+		t.Error("nothing was confirmed")
+	}
+	w.mu.Unlock()
+	if m := w.missing(); len(m) > 0 {
+		t.Errorf("%d confirmed messages never consumed, e.g. %v", len(m), m[:min(len(m), 10)])
+	}
+	if n := pubLog.count(RecoveryGaveUp) + consLog.count(RecoveryGaveUp); n > 0 {
+		t.Errorf("recovery gave up; publisher's events:\n%s\nconsumer's events:\n%s", pubLog, consLog)
+	}
+	closeWithin(t, pubConn, 10*time.Second)
+	closeWithin(t, consConn, 10*time.Second)
+	checkGoroutines(t, baseline)
+}
+
+// TestRecoveryWorkload: a publisher with confirmations that republishes
+// what was not confirmed, and a consumer with manual acks, run while their
+// connections are forced closed 20 times (mostly proxy cuts, a few
+// rabbitmqctl closes). Every confirmed message is consumed at least once,
+// nothing hangs, and no goroutine is left after Close.
+func TestRecoveryWorkload(t *testing.T) {
+	runWorkload(t, false, 20, map[int]bool{5: true, 12: true, 18: true})
+}
+
+// TestRecoveryWorkloadRepublish: as TestRecoveryWorkload with
+// Config.RepublishUnconfirmed and a publisher that never retries: every
+// message published is still confirmed and consumed.
+func TestRecoveryWorkloadRepublish(t *testing.T) {
+	runWorkload(t, true, 20, nil)
+}
+
+// stallWhilePublishing is how long TestRecoveryProxyStallWhilePublishing
+// keeps the path silent. Forty seconds is the realistic case (far beyond
+// every socket buffer and several heartbeat timeouts); fifteen keep the
+// suite short and still stall the writer well past the heartbeat timeout.
+const stallWhilePublishing = 15 * time.Second
+
+// TestRecoveryProxyStallWhilePublishing: the network path goes silent
+// while publishers push 128 KiB messages, so the writer blocks in a socket
+// write once the buffers fill. The heartbeat timeout (2 s) still ends the
+// link, no Publish stays blocked past its ctx, and recovery follows when
+// the path works again.
+func TestRecoveryProxyStallWhilePublishing(t *testing.T) {
+	url := testenv.Disruptive(t)
+	cfg := rtConfig(t, url)
+	cfg.Heartbeat = 2 * time.Second
+	cfg.HandshakeTimeout = 2 * time.Second
+	p := rtProxy(t, &cfg)
+	p.Record(false)
+	c := rtDial(t, cfg)
+	rlog := watchRecovery(t, c)
+	ch := openChannel(t, c)
+	sink := testenv.Name(t, "nowhere") // no such queue: the broker drops the messages
+	body := make([]byte, 128<<10)
+
+	const callTimeout = 500 * time.Millisecond
+	var mu sync.Mutex
+	var longest time.Duration
+	var ok, timedOut, afterRecovery int
+	var other []error
+	recovered := func() bool { return rlog.count(RecoveryRecovered) > 0 }
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+				start := time.Now()
+				err := ch.Publish(ctx, "", sink, Message{Body: body})
+				took := time.Since(start)
+				cancel()
+				mu.Lock()
+				longest = max(longest, took)
+				switch {
+				case err == nil:
+					ok++
+					if recovered() {
+						afterRecovery++
+					}
+				case errors.Is(err, context.DeadlineExceeded):
+					timedOut++
+				default:
+					other = append(other, err)
+				}
+				mu.Unlock()
+				if err != nil {
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	p.Stall()
+	stalled := time.Now()
+	lost := rlog.wait(RecoveryLost, 1, stallWhilePublishing)
+	if !errors.Is(lost.Err, ErrHeartbeatTimeout) {
+		t.Errorf("loss reported as %v, want ErrHeartbeatTimeout", lost.Err)
+	}
+	t.Logf("silence detected after %v", time.Since(stalled).Round(time.Millisecond))
+	// The first attempt starts once the lost link's goroutines have ended,
+	// the writer blocked in its socket write included.
+	rlog.wait(RecoveryAttempt, 1, 10*time.Second)
+	mu.Lock()
+	blocked := timedOut
+	mu.Unlock()
+	if blocked == 0 {
+		t.Error("no Publish waited for its ctx while the path was silent: the writer was never blocked")
+	}
+	if rest := stallWhilePublishing - time.Since(stalled); rest > 0 {
+		time.Sleep(rest)
+	}
+	p.Resume()
+	rlog.wait(RecoveryRecovered, 1, rtTimeout)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := afterRecovery
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Publish succeeded within 20s of the recovery; events:\n%s", rlog)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("stall of %v; publishes: %d ok (%d after the recovery), %d timed out, longest call %v; events:\n%s",
+		stallWhilePublishing, ok, afterRecovery, timedOut, longest.Round(time.Millisecond), rlog)
+	for _, err := range other {
+		t.Errorf("Publish: %v", err)
+	}
+	// Generous: a call may overrun its ctx by scheduling delays, never by
+	// waiting on the stalled socket.
+	if longest > callTimeout+3*time.Second {
+		t.Errorf("a Publish with a %v ctx took %v", callTimeout, longest)
+	}
+}
+
+// TestRecoveryProxyCloseWhileReconnectStalled: Close while a reconnection
+// attempt waits for a broker that accepted the connection and never
+// answers returns within its ctx, resolves every pending confirmation with
+// an error (never a nack), and leaves no goroutine.
+func TestRecoveryProxyCloseWhileReconnectStalled(t *testing.T) {
+	for _, republish := range []bool{false, true} {
+		t.Run(fmt.Sprintf("republish=%v", republish), func(t *testing.T) {
+			url := testenv.Disruptive(t)
+			if republish {
+				pendingFix(t, "failConfirmsLocked does not resolve the confirmations kept in ch.republish")
+			}
+			cfg := rtConfig(t, url)
+			cfg.HandshakeTimeout = time.Minute
+			cfg.RepublishUnconfirmed = republish
+			p := rtProxy(t, &cfg)
+			baseline := runtime.NumGoroutine()
+			c := rtDial(t, cfg)
+			rlog := watchRecovery(t, c)
+			ch := openChannel(t, c)
+			q := rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
+			if err := ch.ConfirmSelect(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			p.Stall()
+			var confs []*Confirmation
+			for i := range 20 {
+				f, err := ch.PublishWithConfirm(context.Background(), "", q, Message{Body: []byte{byte(i)}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				confs = append(confs, f)
+			}
+			p.AcceptButNeverAnswer(true)
+			p.Cut()
+			p.Resume()
+			rlog.wait(RecoveryAttempt, 1, rtTimeout)
+			for p.Accepted() < 2 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond) // the attempt waits for connection.start
+			if !c.IsRecovering() {
+				t.Fatalf("not recovering; events:\n%s", rlog)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			start := time.Now()
+			err := c.Close(ctx)
+			took := time.Since(start)
+			t.Logf("Close: %v after %v", err, took.Round(time.Millisecond))
+			if took > 5*time.Second {
+				t.Errorf("Close with a 3s ctx took %v", took)
+			}
+			if !c.IsClosed() {
+				t.Error("not closed after Close")
+			}
+			for i, f := range confs {
+				select {
+				case <-f.Done():
+					if err := f.Err(); err == nil || errors.Is(err, ErrNacked) {
+						t.Errorf("confirmation %d: %v, want an error other than ErrNacked", i, err)
+					}
+				default:
+					t.Errorf("confirmation %d unresolved after Close", i)
+				}
+			}
+			if _, err := ch.PublishWithConfirm(context.Background(), "", q, Message{}); err == nil {
+				t.Error("Publish after Close succeeded")
+			}
+			checkGoroutines(t, baseline)
+		})
+	}
+}
+
+// TestRecoveryProxyHandshakeTimeout: a reconnection attempt to a broker
+// that accepts and never answers ends after Config.HandshakeTimeout (1 s),
+// and attempts go on until one succeeds.
+func TestRecoveryProxyHandshakeTimeout(t *testing.T) {
+	url := testenv.Disruptive(t)
+	cfg := rtConfig(t, url)
+	cfg.HandshakeTimeout = time.Second
+	p := rtProxy(t, &cfg)
+	c := rtDial(t, cfg)
+	rlog := watchRecovery(t, c)
+	ch := openChannel(t, c)
+	q := rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
+	cons, err := ch.Consume(context.Background(), q, ConsumeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.AcceptButNeverAnswer(true)
+	p.Cut()
+	ev := rlog.wait(RecoveryAttempt, 3, rtTimeout)
+	if !errors.Is(ev.Err, ErrHandshakeTimeout) {
+		t.Errorf("attempt 3 follows %v, want ErrHandshakeTimeout", ev.Err)
+	}
+	p.AcceptButNeverAnswer(false)
+	rep := rlog.wait(RecoveryRecovered, 1, rtTimeout).Report
+	t.Logf("events:\n%s", rlog)
+	roundTrip(t, ch, cons, "", rep.RenamedQueues[q], "after the silent attempts")
+}
+
+// TestRecoveryProxyRestoreOrder: on the recovered connection nothing is
+// published on a channel before its basic.qos and confirm.select: the
+// frames the broker receives on that channel start with channel.open,
+// basic.qos, confirm.select, and only then basic.publish (republished
+// messages and new ones alike).
+func TestRecoveryProxyRestoreOrder(t *testing.T) {
+	url := testenv.Disruptive(t)
+	cfg := rtConfig(t, url)
+	cfg.RepublishUnconfirmed = true
+	p := rtProxy(t, &cfg)
+	c := rtDial(t, cfg)
+	rlog := watchRecovery(t, c)
+	other := openChannel(t, c) // a channel without modes, restored too
+	ch := openChannel(t, c)
+	q := rtDeclareQueue(t, other, "", QueueDeclareOptions{Exclusive: true})
+	rtQos(t, ch, 10)
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ch.PublishWithConfirm(ctx, "", q, Message{Body: []byte("m")})
+			cancel()
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	p.Stall() // publishes pile up unconfirmed
+	time.Sleep(100 * time.Millisecond)
+	p.Cut()
+	p.Resume()
+	rep := rlog.wait(RecoveryRecovered, 1, rtTimeout).Report
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	<-done
+	t.Logf("report: %d channels, %d republished", rep.Channels, rep.Republished)
+	if rep.Republished == 0 {
+		t.Error("nothing republished: the test did not have unconfirmed messages at the loss")
+	}
+	// The recovered connection is the last one the proxy accepted.
+	frames := p.Frames()
+	last := 0
+	for _, f := range frames {
+		last = max(last, f.Conn)
+	}
+	var seq []string
+	for _, f := range frames {
+		if f.Conn != last || f.Dir != faultproxy.ClientToServer || f.Err != nil ||
+			f.Frame.Type != wire.FrameMethod || f.Frame.Channel != ch.ID() {
+			continue
+		}
+		m, err := f.Method()
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := m.ID().Name()
+		if len(seq) == 0 || seq[len(seq)-1] != name || name != "basic.publish" {
+			seq = append(seq, name)
+		}
+	}
+	t.Logf("channel %d on connection %d: %v", ch.ID(), last, seq)
+	want := []string{"channel.open", "basic.qos", "confirm.select", "basic.publish"}
+	if len(seq) < len(want) || strings.Join(seq[:len(want)], " ") != strings.Join(want, " ") {
+		t.Fatalf("restored channel's first methods: %v, want %v", seq, want)
 	}
 }
