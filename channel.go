@@ -29,6 +29,7 @@ type Channel struct {
 	confirms  engine.ConfirmSet[*Confirmation]
 	flushes   []*flushWaiter
 	paused    chan struct{} // non-nil while the broker's channel.flow stopped publishing
+	closing   bool          // Close was called
 	notify    chanNotifier
 
 	// Recovery: what to restore, and the offsets that keep tags increasing
@@ -36,6 +37,7 @@ type Channel struct {
 	qos       *wire.BasicQos // the last per-consumer basic.qos
 	qosGlobal *wire.BasicQos // the last global basic.qos
 	tx        bool           // tx.select was called
+	txLost    bool           // a recovery lost the open transaction
 	tagBase   uint64         // delivery tags: broker tag + tagBase
 	lastTag   uint64         // the highest client delivery tag handed out
 	pubBase   uint64         // publish tags: engine tag + pubBase
@@ -142,6 +144,8 @@ func (ch *Channel) Close(ctx context.Context) error {
 		c.mu.Unlock()
 		return nil
 	}
+	ch.closing = true
+	c.unpauseReaderLocked()
 	id, err := c.eng.CloseChannel(ch.id)
 	if err != nil {
 		c.mu.Unlock()
@@ -299,6 +303,9 @@ func (ch *Channel) closedLocked(err error) {
 // manual-ack consumers are dropped (the broker delivers them again).
 func (ch *Channel) suspendLocked(cause error) {
 	ch.tagBase = ch.lastTag
+	if ch.tx {
+		ch.txLost = true
+	}
 	if ch.conn.cfg.RepublishUnconfirmed {
 		ch.confirms.SettleAll(func(_ uint64, f *Confirmation) {
 			if f != nil && f.msg != nil {
@@ -361,23 +368,4 @@ func (ch *Channel) republishLocked() int {
 	clear(ch.republish)
 	ch.republish = ch.republish[:0]
 	return n
-}
-
-// recordQos remembers a basic.qos for recovery.
-func (ch *Channel) recordQos(m *wire.BasicQos) {
-	cp := *m
-	ch.conn.mu.Lock()
-	if m.Global {
-		ch.qosGlobal = &cp
-	} else {
-		ch.qos = &cp
-	}
-	ch.conn.mu.Unlock()
-}
-
-// recordTx remembers tx.select for recovery.
-func (ch *Channel) recordTx() {
-	ch.conn.mu.Lock()
-	ch.tx = true
-	ch.conn.mu.Unlock()
 }

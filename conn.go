@@ -305,6 +305,7 @@ func (c *Conn) Close(ctx context.Context) error {
 		return nil
 	}
 	c.closing = true
+	c.unpauseReaderLocked()
 	l := c.l
 	if c.state == connRecovering {
 		c.stopRecovery()

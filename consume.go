@@ -148,7 +148,9 @@ type Consumer struct {
 	handler func(*Delivery)
 	opts    ConsumeOptions
 	seq     uint64 // creation order, for recovery
-	qname   string // the queue; guarded by ch.conn.mu: renamed by recovery
+
+	cancelling bool   // guarded by ch.conn.mu: Cancel was called
+	qname      string // the queue; guarded by ch.conn.mu: renamed by recovery
 
 	// guarded by ch.conn.mu
 	queue  []*Delivery
@@ -192,8 +194,10 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	if limit <= 0 {
 		limit = DefaultConsumerBuffer
 		c.mu.Lock()
-		if ch.qos != nil && int(ch.qos.PrefetchCount) > limit {
-			limit = int(ch.qos.PrefetchCount)
+		for _, q := range []*wire.BasicQos{ch.qos, ch.qosGlobal} {
+			if q != nil && int(q.PrefetchCount) > limit {
+				limit = int(q.PrefetchCount)
+			}
 		}
 		c.mu.Unlock()
 	}
@@ -292,8 +296,11 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 		return
 	}
 	cons.queue = append(cons.queue, d)
-	if len(cons.queue)-cons.head >= cons.limit {
-		c := cons.ch.conn
+	c := cons.ch.conn
+	// A consumer being cancelled, or on a channel or connection being
+	// closed, never pauses the reader: the reply that ends it must get
+	// through.
+	if len(cons.queue)-cons.head >= cons.limit && !cons.cancelling && !cons.ch.closing && !c.closing {
 		c.readPaused = true
 		if c.resume == nil {
 			c.resume = make(chan struct{})
@@ -343,8 +350,11 @@ func (cons *Consumer) drainRejectLocked() {
 	cons.dropLocked()
 }
 
-func (cons *Consumer) unpauseLocked() {
-	c := cons.ch.conn
+func (cons *Consumer) unpauseLocked() { cons.ch.conn.unpauseReaderLocked() }
+
+// unpauseReaderLocked lets a reader paused for a full consumer buffer go
+// on. Should a buffer still be full, its next delivery pauses it again.
+func (c *Conn) unpauseReaderLocked() {
 	if c.readPaused && c.resume != nil {
 		c.readPaused = false
 		close(c.resume)
@@ -429,6 +439,10 @@ func (cons *Consumer) Cancel(ctx context.Context) error {
 		cons.endLocked(ErrConsumerClosed)
 		c.forgetAutoDeleteLocked(cons.qname)
 	}
+	c.mu.Lock()
+	cons.cancelling = true
+	c.unpauseReaderLocked()
+	c.mu.Unlock()
 	// If ctx ends first, the cancel-ok still ends the consumer when it
 	// comes.
 	_, err := ch.callLate(ctx, &wire.BasicCancel{ConsumerTag: cons.tag}, func(engine.Event) { end() })

@@ -17,7 +17,7 @@ func frameAttrs(dir string, f wire.Frame) []any {
 		if err != nil {
 			return append(attrs, "error", err.Error())
 		}
-		attrs = append(attrs, "method", m.ID().Name(), slog.Any("fields", m))
+		attrs = append(attrs, "method", m.ID().Name(), slog.Any("fields", redactSecrets(m)))
 	case wire.FrameHeader:
 		var h wire.ContentHeader
 		if err := h.Decode(f.Payload, 0); err != nil {
@@ -28,4 +28,26 @@ func frameAttrs(dir string, f wire.Frame) []any {
 		attrs = append(attrs, "size", len(f.Payload))
 	}
 	return attrs
+}
+
+// redactSecrets returns m, or for methods that carry credentials a copy
+// with them hidden: the SASL response (PLAIN holds the password in the
+// clear) and a new secret.
+func redactSecrets(m wire.Method) wire.Method {
+	const hidden = "[redacted]"
+	switch m := m.(type) {
+	case *wire.ConnectionStartOk:
+		cp := *m
+		cp.Response = hidden
+		return &cp
+	case *wire.ConnectionSecureOk:
+		cp := *m
+		cp.Response = hidden
+		return &cp
+	case *wire.ConnectionUpdateSecret:
+		cp := *m
+		cp.NewSecret = hidden
+		return &cp
+	}
+	return m
 }

@@ -148,12 +148,38 @@ func (ch *Channel) TxSelect(ctx context.Context) error {
 // channel not in transaction mode the broker refuses with
 // ErrPreconditionFailed and closes the channel.
 //
+// If a connection recovery happened since the transaction began, its work
+// was lost with the old connection: TxCommit then fails with ErrTxLost
+// (committing only what came after the recovery would be wrong) and the
+// channel starts a new transaction; do the work again.
+//
 // If ctx ends before the broker's answer, TxCommit returns ctx.Err(); the
 // commit stays queued or on the wire and its late answer is absorbed: the
 // transaction may or may not have been committed.
 func (ch *Channel) TxCommit(ctx context.Context) error {
+	if ch.takeTxLost() {
+		if err := ch.TxRollback(ctx); err != nil {
+			return err
+		}
+		return ErrTxLost
+	}
 	_, err := ch.call(ctx, &wire.TxCommit{})
 	return err
+}
+
+// ErrTxLost is returned by TxCommit when a connection recovery happened
+// during the transaction: what it published and acknowledged before the
+// recovery was lost.
+var ErrTxLost = errors.New("pika: transaction lost in a connection recovery (nothing committed; do the work again)")
+
+// takeTxLost reports and clears the flag recovery sets on a channel in
+// transaction mode.
+func (ch *Channel) takeTxLost() bool {
+	ch.conn.mu.Lock()
+	defer ch.conn.mu.Unlock()
+	lost := ch.txLost
+	ch.txLost = false
+	return lost
 }
 
 // TxRollback discards the current transaction (tx.rollback): the messages
@@ -168,6 +194,7 @@ func (ch *Channel) TxCommit(ctx context.Context) error {
 // rollback stays queued or on the wire and its late answer is absorbed: the
 // transaction may or may not have been rolled back.
 func (ch *Channel) TxRollback(ctx context.Context) error {
+	ch.takeTxLost()
 	_, err := ch.call(ctx, &wire.TxRollback{})
 	return err
 }

@@ -143,47 +143,6 @@ func deleteFunc[T any](s []T, del func(T) bool) []T {
 	return s[:k]
 }
 
-// recordQueueDeclare records a successful queue.declare made on ch.
-func (ch *Channel) recordQueueDeclare(d *wire.QueueDeclare, name string) {
-	c := ch.conn
-	c.mu.Lock()
-	c.topo.addQueue(d, name)
-	c.mu.Unlock()
-}
-
-// recordExchangeDeclare records a successful exchange.declare.
-func (ch *Channel) recordExchangeDeclare(d *wire.ExchangeDeclare) {
-	c := ch.conn
-	c.mu.Lock()
-	c.topo.addExchange(d)
-	c.mu.Unlock()
-}
-
-// recordDelete forgets a deleted queue (isQueue) or exchange.
-func (ch *Channel) recordDelete(name string, isQueue bool) {
-	c := ch.conn
-	c.mu.Lock()
-	if isQueue {
-		c.topo.removeQueue(name)
-	} else {
-		c.topo.removeExchange(name)
-	}
-	c.mu.Unlock()
-}
-
-// recordBinding records (bind true) or forgets a binding.
-func (ch *Channel) recordBinding(toExchange bool, destination, source, key string, args wire.Table, bind bool) {
-	c := ch.conn
-	b := &recordedBinding{toExchange: toExchange, destination: destination, source: source, key: key, args: args}
-	c.mu.Lock()
-	if bind {
-		c.topo.addBinding(b)
-	} else {
-		c.topo.removeBinding(b)
-	}
-	c.mu.Unlock()
-}
-
 // forgetAutoDeleteLocked forgets an auto-delete queue once its last
 // consumer known to this Conn is cancelled: the broker deletes it then.
 func (c *Conn) forgetAutoDeleteLocked(queue string) {
