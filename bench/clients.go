@@ -21,7 +21,7 @@ type env struct {
 	window   int    // outstanding confirmations at most (publish-confirm)
 	prefetch int    // basic.qos prefetch count (consume)
 	ackEvery int    // ack with multiple=true every this many deliveries (consume)
-	writes   *atomic.Int64
+	io       *ioCounters
 	m        *meter
 	// await, when set, waits until the destination holds all n messages
 	// (the broker's queue, or the sink's count); it runs inside the
@@ -29,8 +29,8 @@ type env struct {
 	await func(ctx context.Context) error
 }
 
-// wrap counts the write calls of nc in e.writes.
-func (e *env) wrap(nc net.Conn) net.Conn { return &countingConn{Conn: nc, writes: e.writes} }
+// wrap counts the write and read calls of nc in e.io.
+func (e *env) wrap(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: e.io} }
 
 // client runs the workloads with one AMQP client library. Each method
 // dials its own connection (not measured), measures the workload with e.m,
@@ -53,6 +53,10 @@ func (pikaClient) dial(ctx context.Context, e *env) (*pika.Conn, *pika.Channel, 
 		return nil, nil, err
 	}
 	cfg.ConnectionName = "pika-bench"
+	// Like amqp091-go (whose recovery is opt-in), a lost connection fails
+	// the run instead of being repaired behind its back; this changes
+	// nothing on the hot path.
+	cfg.DisableRecovery = true
 	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
 		nc, err := d.DialContext(ctx, network, addr)
@@ -109,6 +113,12 @@ func (p pikaClient) publishConfirm(ctx context.Context, e *env) error {
 	defer closePika(conn)
 	if err := ch.ConfirmSelect(ctx); err != nil {
 		return fmt.Errorf("pika: confirm.select: %w", err)
+	}
+	switch pikaConfirmMode {
+	case "onconfirm":
+		return pikaConfirmCallback(ctx, ch, e)
+	case "batch":
+		return pikaConfirmBatch(ctx, ch, e)
 	}
 	msg := pika.Message{Body: e.body}
 	ring := make([]*pika.Confirmation, e.window)
@@ -301,4 +311,85 @@ func (a amqpClient) consume(ctx context.Context, e *env) error {
 	}
 	e.m.stop()
 	return ch.Cancel(tag, false)
+}
+
+// pikaConfirmMode selects how pika keeps the publish-confirm window (see
+// the -pika-confirm flag): "ring" waits on the PublishWithConfirm
+// Confirmation published window messages earlier (the same sliding window
+// as amqp091-go's deferred confirmations), "onconfirm" counts OnConfirm
+// notifications, "batch" publishes window messages and then WaitConfirms.
+var pikaConfirmMode = "ring"
+
+// pikaConfirmBatch keeps at most window messages outstanding by publishing
+// window of them and then waiting for all with WaitConfirms.
+func pikaConfirmBatch(ctx context.Context, ch *pika.Channel, e *env) error {
+	msg := pika.Message{Body: e.body}
+	e.m.start()
+	for i := 1; i <= e.n; i++ {
+		if err := ch.Publish(ctx, "", e.queue, msg); err != nil {
+			return err
+		}
+		if i%e.window == 0 || i == e.n {
+			if err := ch.WaitConfirms(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	e.m.stop()
+	return nil
+}
+
+// pikaConfirmCallback keeps a sliding window with Publish and the highest
+// tag confirmed through OnConfirm.
+func pikaConfirmCallback(ctx context.Context, ch *pika.Channel, e *env) error {
+	var confirmed atomic.Uint64
+	var nacked atomic.Bool
+	wake := make(chan struct{}, 1)
+	ch.OnConfirm(func(c pika.Confirm) {
+		if !c.Ack {
+			nacked.Store(true)
+		}
+		for {
+			old := confirmed.Load()
+			if c.Tag <= old || confirmed.CompareAndSwap(old, c.Tag) {
+				break
+			}
+		}
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	msg := pika.Message{Body: e.body}
+	e.m.start()
+	wait := func(upTo uint64) error {
+		for confirmed.Load() < upTo {
+			select {
+			case <-wake:
+			case <-ch.Done():
+				return fmt.Errorf("pika: channel closed: %w", ch.Err())
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if nacked.Load() {
+			return errors.New("nacked")
+		}
+		return nil
+	}
+	for i := 1; i <= e.n; i++ {
+		if i > e.window {
+			if err := wait(uint64(i - e.window)); err != nil {
+				return err
+			}
+		}
+		if err := ch.Publish(ctx, "", e.queue, msg); err != nil {
+			return err
+		}
+	}
+	if err := wait(uint64(e.n)); err != nil {
+		return err
+	}
+	e.m.stop()
+	return nil
 }

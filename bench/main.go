@@ -76,6 +76,7 @@ func mainErr() error {
 		memProfile string
 		quiet      bool
 		sinkOnly   bool
+		from       string
 	)
 	flag.StringVar(&opts.URL, "url", brokerURL(), "broker AMQP URI (default from PIKA_TEST_URL)")
 	flag.IntVar(&opts.N, "n", 200000, "messages per run")
@@ -85,7 +86,8 @@ func mainErr() error {
 	flag.IntVar(&opts.Prefetch, "prefetch", 1000, "consume: prefetch count")
 	flag.IntVar(&opts.AckEvery, "ack-every", 100, "consume: ack with multiple=true every this many deliveries")
 	flag.DurationVar(&opts.PollInterval, "poll", 2*time.Millisecond, "publish: queue depth polling interval")
-	flag.DurationVar(&opts.RunTimeout, "timeout", 5*time.Minute, "bound of one run")
+	flag.DurationVar(&opts.RunTimeout, "timeout", 2*time.Minute, "bound of one run")
+	flag.IntVar(&opts.Retries, "retries", 2, "retry a run through the broker this many times after a failure (a shared broker may restart)")
 	flag.StringVar(&workloads, "workloads", strings.Join(allWorkloads, ","), "comma-separated workloads to run")
 	flag.StringVar(&clients, "clients", cPika+","+cAMQP091, "comma-separated clients to run")
 	flag.BoolVar(&asJSON, "json", false, "print the report as one JSON object")
@@ -93,8 +95,15 @@ func mainErr() error {
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&memProfile, "memprofile", "", "write an allocation profile (every allocation sampled) to this file")
 	flag.BoolVar(&quiet, "q", false, "no progress lines on stderr")
+	flag.StringVar(&from, "from", "", "instead of running, read a report written by -json from this file (to print or chart it again)")
 	flag.BoolVar(&sinkOnly, "sink", false, "run only the sink server (prints its address; stdin commands: expect N)")
+	flag.StringVar(&pikaConfirmMode, "pika-confirm", pikaConfirmMode, "pika's publish-confirm style: ring (PublishWithConfirm), onconfirm (Publish + OnConfirm), batch (WaitConfirms every window)")
 	flag.Parse()
+	switch pikaConfirmMode {
+	case "ring", "onconfirm", "batch":
+	default:
+		return fmt.Errorf("-pika-confirm %q: want ring, onconfirm or batch", pikaConfirmMode)
+	}
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
@@ -124,7 +133,13 @@ func mainErr() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := run(ctx, opts)
+	var rep *report
+	var err error
+	if from != "" {
+		rep, err = readReport(from)
+	} else {
+		rep, err = run(ctx, opts)
+	}
 	if err != nil {
 		return err
 	}
@@ -172,4 +187,20 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// readReport reads a report written with -json.
+func readReport(path string) (*report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	rep := new(report)
+	if err := json.Unmarshal(b, rep); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(rep.Workloads) == 0 {
+		return nil, fmt.Errorf("%s: no workloads in the report", path)
+	}
+	return rep, nil
 }

@@ -8,16 +8,26 @@ import (
 	"time"
 )
 
-// countingConn is a net.Conn that counts its Write calls. It is safe for
-// concurrent use as far as the wrapped net.Conn is.
+// ioCounters count a client's calls on its net.Conn.
+type ioCounters struct {
+	writes, reads atomic.Int64
+}
+
+// countingConn is a net.Conn that counts its Write and Read calls. It is
+// safe for concurrent use as far as the wrapped net.Conn is.
 type countingConn struct {
 	net.Conn
-	writes *atomic.Int64
+	n *ioCounters
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
-	c.writes.Add(1)
+	c.n.writes.Add(1)
 	return c.Conn.Write(b)
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	c.n.reads.Add(1)
+	return c.Conn.Read(b)
 }
 
 // sample is a snapshot of the process's counters.
@@ -27,6 +37,7 @@ type sample struct {
 	mallocs uint64
 	bytes   uint64
 	writes  int64
+	reads   int64
 }
 
 // cpuTime returns the process's user+system CPU time (RUSAGE_SELF: its
@@ -43,7 +54,7 @@ func cpuTime() time.Duration {
 // (process-wide) and write calls on the client's counted connection. It is
 // not safe for concurrent use.
 type meter struct {
-	writes     *atomic.Int64 // the measured client's write counter
+	io         *ioCounters // the measured client's counters
 	begin, end sample
 	started    bool
 	stopped    bool
@@ -53,7 +64,7 @@ func (m *meter) snap(s *sample) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s.mallocs, s.bytes = ms.Mallocs, ms.TotalAlloc
-	s.writes = m.writes.Load()
+	s.writes, s.reads = m.io.writes.Load(), m.io.reads.Load()
 	s.cpu = cpuTime()
 	s.wall = time.Now()
 }
@@ -74,7 +85,7 @@ func (m *meter) stop() {
 	// Wall time and CPU first: ReadMemStats stops the world.
 	m.end.wall = time.Now()
 	m.end.cpu = cpuTime()
-	m.end.writes = m.writes.Load()
+	m.end.writes, m.end.reads = m.io.writes.Load(), m.io.reads.Load()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	m.end.mallocs, m.end.bytes = ms.Mallocs, ms.TotalAlloc
@@ -94,5 +105,6 @@ func (m *meter) result(n int) runResult {
 		AllocsPerMsg: float64(m.end.mallocs-m.begin.mallocs) / fn,
 		BytesPerMsg:  float64(m.end.bytes-m.begin.bytes) / fn,
 		WritesPerMsg: float64(m.end.writes-m.begin.writes) / fn,
+		ReadsPerMsg:  float64(m.end.reads-m.begin.reads) / fn,
 	}
 }

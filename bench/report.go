@@ -103,7 +103,7 @@ func printTable(out io.Writer, rep *report) {
 	fmt.Fprintf(out, "\nN=%d, %d-byte bodies, %d round(s), %s; confirm window %d, prefetch %d, ack every %d\n\n",
 		c.N, c.BodyBytes, c.Rounds, c.Stat, c.ConfirmWindow, c.Prefetch, c.AckEvery)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tclient\tmsgs/s\tCPU s/100k\tallocs/msg\tbytes/msg\twrites/msg\t")
+	fmt.Fprintln(tw, "workload\tclient\tmsgs/s\tCPU s/100k\tallocs/msg\tbytes/msg\twrites/msg\treads/msg\t")
 	for _, w := range c.Workloads {
 		wr := rep.Workloads[w]
 		if wr == nil {
@@ -114,12 +114,19 @@ func printTable(out io.Writer, rep *report) {
 			if r == nil {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.3f\t%.2f\t%.1f\t%.4f\t\n", w, name,
-				r.MsgsPerS, r.CPUSPer100k, r.AllocsPerMsg, r.BytesPerMsg, r.WritesPerMsg)
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.3f\t%.2f\t%.1f\t%.4f\t%.4f\t\n", w, name,
+				r.MsgsPerS, r.CPUSPer100k, r.AllocsPerMsg, r.BytesPerMsg, r.WritesPerMsg, r.ReadsPerMsg)
 		}
 		if q := wr.Ratios; q != nil {
-			fmt.Fprintf(tw, "%s\tpika/amqp091\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", w,
-				q["msgs_per_s"], q["cpu_s_per_100k"], q["allocs_per_msg"], q["bytes_per_msg"], q["writes_per_msg"])
+			fmt.Fprintf(tw, "%s\tpika/amqp091\t", w)
+			for _, k := range []string{"msgs_per_s", "cpu_s_per_100k", "allocs_per_msg", "bytes_per_msg", "writes_per_msg", "reads_per_msg"} {
+				if v, ok := q[k]; ok {
+					fmt.Fprintf(tw, "%.3fx\t", v)
+				} else {
+					fmt.Fprint(tw, "-\t")
+				}
+			}
+			fmt.Fprintln(tw)
 		}
 	}
 	tw.Flush()
@@ -131,7 +138,7 @@ func printTable(out io.Writer, rep *report) {
 			if t.Met {
 				verdict = "met"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\tpika %.4g\tbound %.4g\t%s\n", t.Target, t.Workload, t.Pika, t.Limit, verdict)
+			fmt.Fprintf(tw, "  %s\t%s\tpika %.6g\tbound %.6g\t%s\n", t.Target, t.Workload, t.Pika, t.Limit, verdict)
 		}
 		tw.Flush()
 	}

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/pika-go/pika"
@@ -54,6 +53,7 @@ type options struct {
 	AckEvery     int           // consumer acks multiple every this many
 	PollInterval time.Duration // broker queue-depth polling interval
 	RunTimeout   time.Duration // bound of one measured run
+	Retries      int           // runs through the broker retried after a failure at most
 	Workloads    []string
 	Clients      []string
 	Log          io.Writer // progress lines; nil: none
@@ -79,6 +79,7 @@ type runResult struct {
 	AllocsPerMsg float64 `json:"allocs_per_msg"`
 	BytesPerMsg  float64 `json:"bytes_per_msg"`
 	WritesPerMsg float64 `json:"writes_per_msg"`
+	ReadsPerMsg  float64 `json:"reads_per_msg"`
 }
 
 // runner holds what a bench run shares between its measured runs.
@@ -89,6 +90,49 @@ type runner struct {
 	sink  *sinkProc
 	body  []byte
 	seq   int
+
+	leftover []string // queues whose deletion failed, retried after a reconnect
+}
+
+// dialAdmin connects the admin connection.
+func (r *runner) dialAdmin(ctx context.Context) error {
+	cfg, err := pika.ParseURL(r.opts.URL)
+	if err != nil {
+		return err
+	}
+	cfg.ConnectionName = "pika-bench-admin"
+	cfg.DisableRecovery = true
+	admin, err := pika.DialConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("broker at %s: %w", pika.RedactURL(r.opts.URL), err)
+	}
+	r.admin, r.ach = admin, nil
+	return nil
+}
+
+// reconnect replaces the admin connection once the broker answers again
+// (for at most three minutes) and deletes the queues left over.
+func (r *runner) reconnect(ctx context.Context) error {
+	closePika(r.admin)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	for {
+		err := r.dialAdmin(ctx)
+		if err == nil {
+			break
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return fmt.Errorf("the broker did not come back: %w", err)
+		}
+	}
+	left := r.leftover
+	r.leftover = nil
+	for _, q := range left {
+		r.remove(q) // on failure it is listed again
+	}
+	return nil
 }
 
 // adminChannel returns an open admin channel.
@@ -121,15 +165,23 @@ func (r *runner) declare(ctx context.Context, round int, w, c string) (string, e
 	return name, nil
 }
 
-// remove deletes a run's queue, whatever happened to the run.
+// remove deletes a run's queue, whatever happened to the run. A queue it
+// cannot delete is remembered and deleted after the next reconnect.
 func (r *runner) remove(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ch, err := r.adminChannel(ctx)
-	if err != nil {
+	err := func() error {
+		ch, err := r.adminChannel(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = ch.QueueDelete(ctx, name, pika.QueueDeleteOptions{})
 		return err
-	}
-	if _, err := ch.QueueDelete(ctx, name, pika.QueueDeleteOptions{}); err != nil {
+	}()
+	if err != nil {
+		if !slices.Contains(r.leftover, name) {
+			r.leftover = append(r.leftover, name)
+		}
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	return nil
@@ -211,6 +263,8 @@ type reportConfig struct {
 	AckEvery       int      `json:"ack_every"`
 	PollIntervalMS float64  `json:"poll_interval_ms"`
 	Broker         string   `json:"broker,omitempty"`
+	PikaConfirm    string   `json:"pika_confirm_style"`
+	RetriedRuns    int      `json:"retried_runs"`
 	Workloads      []string `json:"workload_order"`
 	Clients        []string `json:"client_order"`
 	Stat           string   `json:"stat"`
@@ -268,7 +322,7 @@ func run(ctx context.Context, opts options) (rep *report, err error) {
 			N: opts.N, Rounds: opts.Rounds, BodyBytes: opts.BodySize, ConfirmWindow: opts.Window,
 			Prefetch: opts.Prefetch, AckEvery: opts.AckEvery,
 			PollIntervalMS: float64(opts.PollInterval) / float64(time.Millisecond),
-			Workloads:      workloads, Stat: "median over rounds",
+			Workloads:      workloads, Stat: "median over rounds", PikaConfirm: pikaConfirmMode,
 		},
 		Machine:   collectMachineInfo(),
 		Workloads: make(map[string]*workloadReport),
@@ -278,17 +332,20 @@ func run(ctx context.Context, opts options) (rep *report, err error) {
 	}
 
 	if slices.ContainsFunc(workloads, needsBroker) {
-		cfg, err := pika.ParseURL(opts.URL)
-		if err != nil {
+		if err := r.dialAdmin(ctx); err != nil {
 			return nil, err
 		}
-		cfg.ConnectionName = "pika-bench-admin"
-		cfg.DisableRecovery = true
-		r.admin, err = pika.DialConfig(ctx, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("broker at %s: %w", pika.RedactURL(opts.URL), err)
-		}
-		defer closePika(r.admin)
+		defer func() {
+			left := r.leftover
+			r.leftover = nil
+			for _, q := range left {
+				r.remove(q)
+			}
+			closePika(r.admin)
+			if len(r.leftover) > 0 && err == nil {
+				err = fmt.Errorf("could not delete queues %q", r.leftover)
+			}
+		}()
 		rep.Config.Broker = pika.RedactURL(opts.URL)
 		if v, ok := r.admin.ServerProperties()["version"].(string); ok {
 			rep.Machine.Broker = "RabbitMQ " + v
@@ -309,12 +366,27 @@ func run(ctx context.Context, opts options) (rep *report, err error) {
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
-				res, err := r.runOne(ctx, round, w, c)
-				if err != nil {
-					return nil, fmt.Errorf("round %d, %s, %s: %w", round, w, c.name(), err)
+				var res runResult
+				for attempt := 0; ; attempt++ {
+					res, err = r.runOne(ctx, round, w, c)
+					if err == nil {
+						break
+					}
+					err = fmt.Errorf("round %d, %s, %s: %w", round, w, c.name(), err)
+					if ctx.Err() != nil || attempt >= opts.Retries || !needsBroker(w) {
+						return nil, err
+					}
+					// The machine's broker is shared: another user may
+					// restart it or close connections. Wait for it and run
+					// again; the report counts such retries.
+					opts.logf("%v; waiting for the broker to run again", err)
+					rep.Config.RetriedRuns++
+					if err := r.reconnect(ctx); err != nil {
+						return nil, err
+					}
 				}
-				opts.logf("round %d  %-16s %-11s %10.0f msg/s  cpu %6.3f s/100k  %6.2f allocs/msg  %7.1f B/msg  %.4f writes/msg",
-					round, w, c.name(), res.MsgsPerS, res.CPUSPer100k, res.AllocsPerMsg, res.BytesPerMsg, res.WritesPerMsg)
+				opts.logf("round %d  %-16s %-11s %10.0f msg/s  cpu %6.3f s/100k  %6.2f allocs/msg  %7.1f B/msg  %.4f writes/msg  %.4f reads/msg",
+					round, w, c.name(), res.MsgsPerS, res.CPUSPer100k, res.AllocsPerMsg, res.BytesPerMsg, res.WritesPerMsg, res.ReadsPerMsg)
 				if results[w] == nil {
 					results[w] = make(map[string][]runResult)
 				}
@@ -330,12 +402,18 @@ func run(ctx context.Context, opts options) (rep *report, err error) {
 		}
 		p, a := wr.Clients[cPika], wr.Clients[cAMQP091]
 		if p != nil && a != nil {
-			wr.Ratios = map[string]float64{
-				"msgs_per_s":     ratio(p.MsgsPerS, a.MsgsPerS),
-				"cpu_s_per_100k": ratio(p.CPUSPer100k, a.CPUSPer100k),
-				"allocs_per_msg": ratio(p.AllocsPerMsg, a.AllocsPerMsg),
-				"bytes_per_msg":  ratio(p.BytesPerMsg, a.BytesPerMsg),
-				"writes_per_msg": ratio(p.WritesPerMsg, a.WritesPerMsg),
+			wr.Ratios = make(map[string]float64)
+			for k, pa := range map[string][2]float64{
+				"msgs_per_s":     {p.MsgsPerS, a.MsgsPerS},
+				"cpu_s_per_100k": {p.CPUSPer100k, a.CPUSPer100k},
+				"allocs_per_msg": {p.AllocsPerMsg, a.AllocsPerMsg},
+				"bytes_per_msg":  {p.BytesPerMsg, a.BytesPerMsg},
+				"writes_per_msg": {p.WritesPerMsg, a.WritesPerMsg},
+				"reads_per_msg":  {p.ReadsPerMsg, a.ReadsPerMsg},
+			} {
+				if pa[1] > 0 { // no ratio to nothing (no reads when publishing without confirms)
+					wr.Ratios[k] = pa[0] / pa[1]
+				}
 			}
 		}
 		rep.Workloads[w] = wr
@@ -348,23 +426,20 @@ func run(ctx context.Context, opts options) (rep *report, err error) {
 func (r *runner) runOne(ctx context.Context, round int, w string, c client) (res runResult, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.RunTimeout)
 	defer cancel()
-	var writes atomic.Int64
+	io := new(ioCounters)
 	e := &env{
 		n: r.opts.N, body: r.body, window: r.opts.Window, prefetch: r.opts.Prefetch,
-		ackEvery: r.opts.AckEvery, writes: &writes,
+		ackEvery: r.opts.AckEvery, io: io,
 	}
-	e.m = &meter{writes: &writes}
+	e.m = &meter{io: io}
 	if needsBroker(w) {
 		e.url = r.opts.URL
 		e.queue, err = r.declare(ctx, round, w, c.name())
 		if err != nil {
 			return res, err
 		}
-		defer func() {
-			if derr := r.remove(e.queue); derr != nil && err == nil {
-				err = derr
-			}
-		}()
+		// A failed deletion is retried later (see leftover).
+		defer r.remove(e.queue)
 	} else {
 		e.url = "amqp://guest:guest@" + r.sink.addr + "/"
 		e.queue = "pika-bench.sink"
@@ -402,13 +477,6 @@ func (r *runner) runOne(ctx context.Context, round int, w string, c client) (res
 	return e.m.result(e.n), nil
 }
 
-func ratio(a, b float64) float64 {
-	if b == 0 {
-		return 0
-	}
-	return a / b
-}
-
 // median returns the median of xs (the mean of the middle two for an even
 // count).
 func median(xs []float64) float64 {
@@ -440,5 +508,6 @@ func medianResult(rs []runResult) runResult {
 		AllocsPerMsg: pick(func(r runResult) float64 { return r.AllocsPerMsg }),
 		BytesPerMsg:  pick(func(r runResult) float64 { return r.BytesPerMsg }),
 		WritesPerMsg: pick(func(r runResult) float64 { return r.WritesPerMsg }),
+		ReadsPerMsg:  pick(func(r runResult) float64 { return r.ReadsPerMsg }),
 	}
 }
