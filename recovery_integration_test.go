@@ -1866,3 +1866,116 @@ func TestRecoveryProxyRestoreOrder(t *testing.T) {
 		t.Fatalf("restored channel's first methods: %v, want %v", seq, want)
 	}
 }
+
+// TestRecoveryProxyExclusiveQueueAfterPartition: the client detects a dead
+// network path (heartbeat timeout) before the broker drops the old
+// connection, and reconnects over another path at once. The broker still
+// gives the client's exclusive queue to the old connection for a few
+// seconds; recovery must not give the queue and its consumer up for good
+// (nor lose the application's channel to the refused basic.consume).
+func TestRecoveryProxyExclusiveQueueAfterPartition(t *testing.T) {
+	url := testenv.Disruptive(t)
+	pendingFix(t, "recovery gives up an exclusive queue the broker still holds for the lost connection (405 RESOURCE_LOCKED), and the refused basic.consume closes the application's channel")
+	cfg := rtConfig(t, url)
+	broker := cfg.Addr
+	p := faultproxy.New(t, broker)
+	// The first path goes silent; the second is the broker directly.
+	cfg.Addrs = []string{p.Addr(), broker}
+	cfg.Heartbeat = 2 * time.Second
+	cfg.HandshakeTimeout = 500 * time.Millisecond
+	c := rtDial(t, cfg)
+	rlog := watchRecovery(t, c)
+	ch := openChannel(t, c)
+	q := testenv.Name(t, "excl")
+	rtDeclareQueue(t, ch, q, QueueDeclareOptions{Exclusive: true})
+	cons, err := ch.Consume(context.Background(), q, ConsumeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.Stall()
+	t.Cleanup(p.Resume)
+	rep := rlog.wait(RecoveryRecovered, 1, rtTimeout).Report
+	t.Logf("events:\n%s", rlog)
+	if len(rep.Failed) > 0 {
+		t.Errorf("recovery failures: %v", rep.Failed)
+	}
+	if ch.IsClosed() {
+		t.Fatalf("the application's channel closed in the recovery: %v", ch.Err())
+	}
+	roundTrip(t, ch, cons, "", q, "after the partition")
+}
+
+// TestRecoveryQueueTakenDuringOutage: while the connection is down,
+// another connection takes the queue's name for an exclusive queue of its
+// own. Recovery reports the queue and its consumer as not restored, and the
+// application's channel (with its other uses) survives.
+func TestRecoveryQueueTakenDuringOutage(t *testing.T) {
+	url := testenv.Disruptive(t)
+	pendingFix(t, "recovery sends basic.consume for a queue it could not declare; the refusal closes the application's channel")
+	cfg := rtConfig(t, url)
+	gate := newGatedStrategy()
+	cfg.Reconnect = gate
+	c := rtDial(t, cfg)
+	t.Cleanup(func() {
+		select {
+		case <-gate.open:
+		default:
+			close(gate.open)
+		}
+	})
+	rlog := watchRecovery(t, c)
+	ch := openChannel(t, c)
+	q := testenv.Name(t, "q")
+	deleteLater(t, url, []string{q}, nil)
+	rtDeclareQueue(t, ch, q, QueueDeclareOptions{})
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := ch.Consume(context.Background(), q, ConsumeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forceClose(t, cfg.ConnectionName)
+	<-gate.waiting
+	// Another application takes the name.
+	other := dialTest(t, url)
+	och := openChannel(t, other)
+	if _, err := och.QueueDelete(context.Background(), q, QueueDeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := och.QueueDeclare(context.Background(), q, QueueDeclareOptions{Exclusive: true}); err != nil {
+		t.Fatal(err)
+	}
+	close(gate.open)
+	rep := rlog.wait(RecoveryRecovered, 1, rtTimeout).Report
+	t.Logf("report: %+v", rep)
+	failed := map[string]bool{}
+	for _, f := range rep.Failed {
+		failed[strings.Fields(f.Entity)[0]] = true
+		if !errors.Is(f.Err, ErrResourceLocked) {
+			t.Errorf("%s: %v, want ErrResourceLocked", f.Entity, f.Err)
+		}
+	}
+	if !failed["queue"] || !failed["consumer"] {
+		t.Errorf("report failures %v: want the queue and its consumer", rep.Failed)
+	}
+	if _, err := cons.Next(context.Background()); err == nil {
+		t.Error("the consumer of the taken queue still runs")
+	}
+	if ch.IsClosed() {
+		t.Fatalf("the application's channel closed: %v", ch.Err())
+	}
+	// The channel still works, in confirm mode.
+	ctx, cancel := context.WithTimeout(context.Background(), rtTimeout)
+	defer cancel()
+	f, err := ch.PublishWithConfirm(ctx, "", "nowhere", Message{Body: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Wait(ctx); err != nil {
+		t.Fatalf("confirmation on the channel after the recovery: %v", err)
+	}
+}
