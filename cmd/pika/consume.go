@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/pika-go/pika"
@@ -88,6 +89,9 @@ func runConsume(ctx context.Context, e *env, args []string) error {
 	if *prefetch < 0 || *prefetch > 65535 {
 		return usagef("consume", "--prefetch %d: want 0..65535", *prefetch)
 	}
+	if *asJSON && *execCmd != "" {
+		return usagef("consume", "--json and --exec exclude each other (--exec prints nothing)")
+	}
 	if *requeue && *execCmd == "" {
 		return usagef("consume", "--requeue-on-failure needs --exec")
 	}
@@ -158,7 +162,11 @@ func (c *consumer) run(ctx context.Context, s *session, prefetch int, opts pika.
 			break
 		}
 		if err := c.handle(ctx, d); err != nil {
-			loopErr = err
+			if !errors.Is(err, syscall.EPIPE) {
+				loopErr = err
+			}
+			// else: the reader of standard output went away ("| head
+			// -3"): stop cleanly; the unprinted message is requeued.
 			break
 		}
 	}
@@ -181,7 +189,7 @@ func (c *consumer) run(ctx context.Context, s *session, prefetch int, opts pika.
 			}
 		}
 	}
-	if err := c.out.Flush(); err != nil && loopErr == nil {
+	if err := c.out.Flush(); err != nil && loopErr == nil && !errors.Is(err, syscall.EPIPE) {
 		loopErr = fmt.Errorf("writing to standard output: %w", err)
 	}
 	return loopErr

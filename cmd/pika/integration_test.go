@@ -236,6 +236,18 @@ func TestCLIPublishGetConsume(t *testing.T) {
 		t.Errorf("get after get --requeue printed %q; want the message again, redelivered", out)
 	}
 
+	// --no-ack with --count loses nothing beyond the count.
+	c.ok("1\n2\n3\n4\n5\n", "publish", "-l", "", q)
+	if out := c.ok("", "consume", "--no-ack", "--count", "2", q); out != "1\n2\n" {
+		t.Errorf("consume --no-ack --count 2 printed %q", out)
+	}
+	if m, _ := c.counts(q); m != 3 {
+		t.Errorf("after consume --no-ack --count 2 of 5: %d messages left, want 3", m)
+	}
+	if out := c.ok("", "consume", "--no-ack", "--count", "3", "--prefetch", "1", q); out != "3\n4\n5\n" {
+		t.Errorf("consume --no-ack --count 3 printed %q", out)
+	}
+
 	if out := c.ok("", "publish", "", q, "--body", "x"); out != "" {
 		t.Errorf("publish printed %q", out)
 	}
@@ -590,5 +602,40 @@ func TestCLIConnectFailures(t *testing.T) {
 		if r.code != 4 || !strings.Contains(r.stderr, "authentication failed") || strings.Contains(r.stdout+r.stderr, "s3cret") {
 			t.Errorf("pika %q with a wrong password: %v; want exit 4 naming the authentication failure, without the password", args, r)
 		}
+	}
+}
+
+func TestCLIConsumeClosedStdout(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	q := c.queue()
+	c.ok("", "publish", "", q, "--body", "first")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := c.command(ctx, "consume", q)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = pw
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if line != "first\n" {
+		t.Fatalf("consume printed %q (%v)", line, err)
+	}
+	// The reader goes away, as "| head -1" does; the next message cannot
+	// be printed: consume stops cleanly and the message stays queued.
+	pr.Close()
+	c.ok("", "publish", "", q, "--body", "second")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("consume after its stdout closed: %v; stderr %q; want exit 0", err, stderr.String())
+	}
+	if m, n := c.counts(q); m != 1 || n != 0 {
+		t.Errorf("after consume stopped: %d messages, %d consumers; want 1 (requeued) and 0", m, n)
 	}
 }

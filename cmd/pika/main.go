@@ -42,6 +42,9 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
+	// stdinTTY is set when standard input is a terminal: publish then says
+	// that it waits for the body.
+	stdinTTY bool
 	url    string // the broker URL chosen by --url, AMQP_URL or the default
 }
 
@@ -76,7 +79,14 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
+	// Writes to a closed pipe ("pika consume q | head -3") then fail with
+	// EPIPE instead of killing the process, so consume can cancel its
+	// consumer cleanly.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		e.stdinTTY = true
+	}
 	os.Exit(run(ctx, e, os.Args[1:]))
 }
 

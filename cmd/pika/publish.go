@@ -93,6 +93,12 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 	var src io.Reader = e.stdin
 	if body.set {
 		src = strings.NewReader(body.value)
+	} else if e.stdinTTY {
+		what := "the message body"
+		if lines {
+			what = "messages, one per line,"
+		}
+		fmt.Fprintf(e.stderr, "pika: reading %s from the terminal; end with Ctrl-D (or use --body)\n", what)
 	}
 
 	s, err := open(ctx, e, "pika publish")
