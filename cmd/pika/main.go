@@ -45,7 +45,7 @@ type env struct {
 	// stdinTTY is set when standard input is a terminal: publish then says
 	// that it waits for the body.
 	stdinTTY bool
-	url    string // the broker URL chosen by --url, AMQP_URL or the default
+	url      string // the broker URL chosen by --url, AMQP_URL or the default
 }
 
 // command is one subcommand.
