@@ -380,3 +380,51 @@ func TestExitStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestReadBodies(t *testing.T) {
+	collect := func(in string, lines bool) ([]string, error) {
+		out := make(chan []byte)
+		errc := make(chan error, 1)
+		go func() { errc <- readBodies(strings.NewReader(in), lines, out, make(chan struct{})); close(out) }()
+		var got []string
+		for b := range out {
+			got = append(got, string(b))
+		}
+		return got, <-errc
+	}
+	tests := []struct {
+		in    string
+		lines bool
+		want  []string
+	}{
+		{"hello\n", false, []string{"hello\n"}},
+		{"", false, []string{""}},
+		{"\xff\x00", false, []string{"\xff\x00"}},
+		{"a\nb\r\n\nc", true, []string{"a", "b", "", "c"}},
+		{"a\n", true, []string{"a"}},
+		{"", true, nil},
+	}
+	for _, tt := range tests {
+		got, err := collect(tt.in, tt.lines)
+		if err != nil || fmt.Sprintf("%q", got) != fmt.Sprintf("%q", tt.want) {
+			t.Errorf("readBodies(%q, lines=%v) = %q, %v; want %q", tt.in, tt.lines, got, err, tt.want)
+		}
+	}
+	// Closing stop ends the reader without a receiver.
+	stop := make(chan struct{})
+	close(stop)
+	if err := readBodies(strings.NewReader("a\nb\n"), true, make(chan []byte), stop); err != nil {
+		t.Errorf("readBodies after stop: %v", err)
+	}
+}
+
+func TestReturnText(t *testing.T) {
+	r := &pika.Return{ReplyCode: 312, ReplyText: "NO_ROUTE", Exchange: "ex", RoutingKey: "k"}
+	if got, want := returnText(r), `312 NO_ROUTE (exchange "ex", routing key "k")`; got != want {
+		t.Errorf("returnText = %q, want %q", got, want)
+	}
+	r.ReplyText = "no route"
+	if got, want := returnText(r), `312 NO_ROUTE no route (exchange "ex", routing key "k")`; got != want {
+		t.Errorf("returnText = %q, want %q", got, want)
+	}
+}

@@ -32,11 +32,14 @@ lines go to standard error and the summary is one JSON object on standard
 output, with the keys sent, confirmed, nacked, returned, received,
 duration_s, send_rate, receive_rate (messages per second), latency_p50_ms,
 latency_p95_ms, latency_p99_ms, latency_max_ms, producers, consumers, size,
-queue and stopped ("duration", "count", "interrupted" or "error").
+queue and stopped ("duration", "count", "interrupted", "error" or
+"stalled").
 
 perf stops after --duration, or once --count messages were sent and
 received, whichever comes first (10s when neither is given), or on Ctrl-C
-(exit status 0, with the summary).
+(exit status 0, with the summary). With --count, when messages stop
+arriving for 10 s before all did, perf stops ("stalled") with exit
+status 1.
 
 The queue: by default perf declares a non-durable queue "pika-perf-RANDOM"
 and deletes it at the end, also after Ctrl-C or an error (it also expires
@@ -140,6 +143,10 @@ func (c *perfConfig) check() error {
 	return nil
 }
 
+// stallTimeout is how long perf --count waits for messages that stopped
+// arriving.
+const stallTimeout = 10 * time.Second
+
 // perfStats are the counters shared by producers, consumers and the
 // reporter.
 type perfStats struct {
@@ -156,6 +163,7 @@ type perfRun struct {
 
 	claimed atomic.Int64 // messages claimed by producers in --count mode
 
+	stalled  error // set by wait when --count messages stopped arriving
 	errOnce  sync.Once
 	firstErr error
 	failed   chan struct{} // closed with firstErr set
@@ -248,11 +256,14 @@ func (r *perfRun) run(ctx context.Context) (err error) {
 	if werr := r.summary(elapsed, reason, created); werr != nil && r.firstErr == nil {
 		return werr
 	}
+	if r.firstErr == nil {
+		return r.stalled
+	}
 	return r.firstErr
 }
 
 // wait runs the once-a-second report until the run should stop and says
-// why: "duration", "count", "interrupted", or "" after an error.
+// why: "duration", "count", "stalled", "interrupted", or "" after an error.
 func (r *perfRun) wait(ctx context.Context, start time.Time, producersDone <-chan struct{}) string {
 	var deadline <-chan time.Time
 	if r.cfg.duration > 0 {
@@ -294,17 +305,18 @@ func (r *perfRun) wait(ctx context.Context, start time.Time, producersDone <-cha
 		// no producers, once count messages arrived).
 		st := &r.stats
 		recv := st.received.Load()
-		switch {
-		case r.cfg.producers == 0 && recv >= uint64(r.cfg.count),
-			r.cfg.producers > 0 && (r.cfg.consumers == 0 || recv+st.nacked.Load()+st.returned.Load() >= st.sent.Load()):
+		want := uint64(r.cfg.count)
+		if r.cfg.producers > 0 {
+			want = st.sent.Load() - min(st.sent.Load(), st.nacked.Load()+st.returned.Load())
+		}
+		if r.cfg.consumers == 0 || recv >= want {
 			return "count"
 		}
 		if recv != lastRecv {
 			lastRecv, lastProgress = recv, time.Now()
-		} else if time.Since(lastProgress) > 10*time.Second {
-			fmt.Fprintf(r.e.stderr, "pika: perf: %d of %d messages not received after 10 s without progress; stopping\n",
-				st.sent.Load()-recv, st.sent.Load())
-			return "count"
+		} else if time.Since(lastProgress) > stallTimeout {
+			r.stalled = fmt.Errorf("perf: received %d of %d messages, then nothing for %v", recv, want, stallTimeout)
+			return "stalled"
 		}
 	}
 }
@@ -519,7 +531,11 @@ func (r *perfRun) consume(stop context.Context, conn *pika.Conn, ready chan<- st
 	for {
 		d, err := cons.Next(stop)
 		if err != nil {
-			if stop.Err() == nil {
+			switch {
+			case stop.Err() != nil:
+			case errors.Is(err, pika.ErrConsumerCancelled):
+				loopErr = fmt.Errorf("%s: the broker cancelled the consumer (was the queue deleted?)", what)
+			default:
 				loopErr = opError(what, err)
 			}
 			break
