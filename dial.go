@@ -65,6 +65,10 @@ func dialTransport(ctx context.Context, cfg *Config, ep endpoint) (net.Conn, err
 		nc, err = d.DialContext(dctx, "tcp", ep.addr)
 	}
 	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) {
+			return nil, fmt.Errorf("pika: %w", err) // it names the address
+		}
 		return nil, fmt.Errorf("pika: dial %s: %w", ep.addr, err)
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {

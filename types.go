@@ -28,3 +28,26 @@ type AMQPlainAuth = engine.AMQPlainAuth
 
 // ExternalAuth is the SASL EXTERNAL mechanism (TLS client certificates).
 type ExternalAuth = engine.ExternalAuth
+
+// PropertyFlags say which properties a message carries. A property is sent
+// when its value is non-zero or its flag is set in Properties.Flags: set a
+// flag to send a zero value (priority 0, an empty string) explicitly.
+type PropertyFlags = wire.PropertyFlags
+
+// The property flags, one per basic property.
+const (
+	FlagContentType     = wire.FlagContentType
+	FlagContentEncoding = wire.FlagContentEncoding
+	FlagHeaders         = wire.FlagHeaders
+	FlagDeliveryMode    = wire.FlagDeliveryMode
+	FlagPriority        = wire.FlagPriority
+	FlagCorrelationID   = wire.FlagCorrelationID
+	FlagReplyTo         = wire.FlagReplyTo
+	FlagExpiration      = wire.FlagExpiration
+	FlagMessageID       = wire.FlagMessageID
+	FlagTimestamp       = wire.FlagTimestamp
+	FlagType            = wire.FlagType
+	FlagUserID          = wire.FlagUserID
+	FlagAppID           = wire.FlagAppID
+	FlagClusterID       = wire.FlagClusterID
+)

@@ -453,20 +453,27 @@ func (c *Conn) channelGone(ch *channel, err error) {
 // handleChannelMethod handles a server method on an open channel.
 func (c *Conn) handleChannelMethod(ch *channel, m wire.Method) {
 	if ch.state == chClosing {
-		// After sending channel.close only close and close-ok count; content
-		// of discarded deliveries is skipped by handleHeader/handleBody.
+		// After sending channel.close only close and close-ok count, with
+		// two exceptions that lose nothing and tell the application what
+		// became of what it published before closing: basic.return and the
+		// broker's basic.ack/nack. Deliveries are discarded (their content
+		// is skipped by handleHeader/handleBody); the broker requeues them.
 		switch m := m.(type) {
 		case *wire.ChannelClose:
 			ch.closeErr = channelError(ch.id, m)
 			c.sendMethod(ch.id, &wire.ChannelCloseOk{})
+			return
 		case *wire.ChannelCloseOk:
 			c.onReply(ch, m)
+			return
+		case *wire.BasicReturn, *wire.BasicAck, *wire.BasicNack:
+			// handled below
 		default:
 			if m.ID().HasContent() {
 				ch.content = assembling{active: true, kind: 0}
 			}
+			return
 		}
-		return
 	}
 	switch m := m.(type) {
 	case *wire.BasicDeliver:
@@ -578,9 +585,10 @@ func (c *Conn) handleBody(ch *channel, f wire.Frame) {
 func (c *Conn) completeContent(ch *channel) {
 	a := ch.content
 	ch.content = assembling{}
-	if a.kind == 0 || ch.state == chClosing && a.kind != EventGetOk {
-		// Content of a method discarded while closing. A get-ok still
-		// answers its request: the close went out after it.
+	if a.kind == 0 {
+		// Content of a method discarded while closing. (A get-ok still
+		// answers its request: the close went out after it; a return still
+		// reports a message published before it.)
 		return
 	}
 	if a.msg.Body == nil {

@@ -318,3 +318,33 @@ func TestConfirmSetCompacts(t *testing.T) {
 		t.Fatalf("buffer grew to %d entries for %d outstanding", maxLen, window)
 	}
 }
+
+// After the client sends channel.close, returns and confirmations of what
+// it published before still reach it; deliveries do not.
+func TestReturnsAndConfirmsWhileClosing(t *testing.T) {
+	h := openDefault(t)
+	ch := h.confirmChannel()
+	h.consume(ch, "q", "c1")
+	h.publishN(ch, 1, 1)
+	req, err := h.c.CloseChannel(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.pump()
+	h.peer.ExpectMethod(ch, &wire.ChannelClose{ReplyCode: 200})
+	h.mustRecv(
+		scripted.Message(ch, &wire.BasicDeliver{ConsumerTag: "c1", DeliveryTag: 1}, &wire.Properties{}, []byte("dropped"), 0),
+		scripted.Message(ch, &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "q"}, &wire.Properties{}, []byte{0}, 0),
+		scripted.Method(ch, &wire.BasicAck{DeliveryTag: 1}),
+		scripted.Method(ch, &wire.ChannelCloseOk{}),
+	)
+	if e := h.expect(EventReturn); string(e.Message.Body) != "\x00" || e.Message.ReplyCode != 312 {
+		t.Fatalf("return %+v", e.Message)
+	}
+	h.expectConfirm(ch, 1, false, true, 1)
+	h.expectReply(ch, req)
+	if e := h.expect(EventChannelClosed); e.Err != nil {
+		t.Fatalf("channel closed with %v", e.Err)
+	}
+	h.noEvents()
+}

@@ -183,7 +183,7 @@ func (e *handshakeError) Error() string {
 		s += ": " + e.detail
 	}
 	if e.cause != nil {
-		s += ": " + e.cause.Error()
+		s += ": " + strings.TrimPrefix(e.cause.Error(), "pika: ")
 	}
 	return s
 }
