@@ -506,6 +506,10 @@ type fakeBroker struct {
 	// silent, when set, makes the connections it returns true for accept
 	// the protocol header and never answer.
 	silent func(n int) bool
+	// refuse, when set, makes the dials it returns true for fail (n counts
+	// every dial, refused ones included).
+	refuse func(n int) bool
+	dialed int
 }
 
 func newFakeBroker(t *testing.T) *fakeBroker {
@@ -539,6 +543,13 @@ func (b *fakeBroker) config() Config {
 }
 
 func (b *fakeBroker) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	b.mu.Lock()
+	b.dialed++
+	if b.refuse != nil && b.refuse(b.dialed) {
+		b.mu.Unlock()
+		return nil, syscall.ECONNREFUSED
+	}
+	b.mu.Unlock()
 	client, server := net.Pipe()
 	b.mu.Lock()
 	fc := &fakeConn{b: b, nc: server, n: len(b.conns) + 1, done: make(chan struct{})}
@@ -1100,5 +1111,145 @@ func TestFakeRepublishAcrossFailedAttempt(t *testing.T) {
 	defer mu.Unlock()
 	if published[3] != 1 {
 		t.Fatalf("publishes per connection: %v, want the message republished once on the third", published)
+	}
+}
+
+// TestFakeDisableRecovery: with Config.DisableRecovery a lost connection
+// closes the Conn for good with the cause, its channels with it, and
+// outstanding confirmations resolve with ErrOutcomeUnknown.
+func TestFakeDisableRecovery(t *testing.T) {
+	b := newFakeBroker(t)
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	c, ch, rlog := fakeSetup(t, b, cfg)
+	if err := ch.ConfirmSelect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := ch.PublishWithConfirm(context.Background(), "", "q", Message{Body: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.conn(1).kill()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Conn did not close after the loss")
+	}
+	if !errors.Is(c.Err(), io.EOF) {
+		t.Errorf("Conn.Err() = %v, want the read error (EOF)", c.Err())
+	}
+	if !ch.IsClosed() || !errors.Is(ch.Err(), io.EOF) {
+		t.Errorf("channel: closed %v, err %v", ch.IsClosed(), ch.Err())
+	}
+	if err := f.Wait(context.Background()); !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrNacked) {
+		t.Errorf("confirmation: %v, want ErrOutcomeUnknown", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := len(rlog.all()); n != 0 || b.count() != 1 {
+		t.Errorf("%d recovery events, %d connections: recovery ran though disabled", n, b.count())
+	}
+}
+
+// TestFakeServerCloseNotRecovered: a broker close with a code that
+// reconnecting cannot fix (403 ACCESS_REFUSED: permissions revoked) ends
+// the Conn without reconnection attempts; 320 CONNECTION_FORCED is
+// recovered.
+func TestFakeServerCloseNotRecovered(t *testing.T) {
+	for _, tt := range []struct {
+		code    wire.ReplyCode
+		recover bool
+	}{
+		{wire.ReplyAccessRefused, false},
+		{wire.ReplyNotAllowed, false},
+		{wire.ReplyConnectionForced, true},
+		{wire.ReplyInternalError, true},
+	} {
+		t.Run(tt.code.String(), func(t *testing.T) {
+			b := newFakeBroker(t)
+			c, _, rlog := fakeSetup(t, b, b.config())
+			b.conn(1).send(0, &wire.ConnectionClose{ReplyCode: uint16(tt.code), ReplyText: "closed by the fake broker"})
+			if tt.recover {
+				rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+				return
+			}
+			select {
+			case <-c.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the Conn did not close; events:\n%s", rlog)
+			}
+			var e *Error
+			if !errors.As(c.Err(), &e) || e.Code != tt.code || !e.Server {
+				t.Errorf("Conn.Err() = %v, want the broker's %v", c.Err(), tt.code)
+			}
+			if n := rlog.count(RecoveryAttempt); n != 0 || b.count() != 1 {
+				t.Errorf("%d attempts, %d connections: want no reconnection", n, b.count())
+			}
+		})
+	}
+}
+
+// TestFakeMaxAttemptsGivesUp: when the strategy gives up, the Conn closes
+// with a *RecoveryError that counts the attempts and wraps the loss and
+// the last failure; a gave-up event says so.
+func TestFakeMaxAttemptsGivesUp(t *testing.T) {
+	b := newFakeBroker(t)
+	b.refuse = func(n int) bool { return n > 1 }
+	cfg := b.config()
+	cfg.Reconnect = Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxAttempts: 3}
+	c, ch, rlog := fakeSetup(t, b, cfg)
+	b.conn(1).kill()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("recovery did not give up; events:\n%s", rlog)
+	}
+	var re *RecoveryError
+	if !errors.As(c.Err(), &re) || re.Attempts != 3 {
+		t.Fatalf("Conn.Err() = %v, want a *RecoveryError after 3 attempts", c.Err())
+	}
+	if !errors.Is(c.Err(), io.EOF) || !errors.Is(c.Err(), syscall.ECONNREFUSED) {
+		t.Errorf("Conn.Err() = %v: want it to wrap the loss (EOF) and the last failure (refused)", c.Err())
+	}
+	ev := rlog.wait(RecoveryGaveUp, 1, 5*time.Second)
+	if !errors.As(ev.Err, &re) {
+		t.Errorf("gave-up event: %v", ev.Err)
+	}
+	if n := rlog.count(RecoveryAttempt); n != 3 {
+		t.Errorf("%d attempt events, want 3", n)
+	}
+	if !ch.IsClosed() || !errors.As(ch.Err(), &re) {
+		t.Errorf("channel after giving up: closed %v, err %v", ch.IsClosed(), ch.Err())
+	}
+	if _, err := c.Channel(context.Background()); !errors.As(err, &re) {
+		t.Errorf("Channel after giving up: %v, want the *RecoveryError", err)
+	}
+}
+
+// TestFakeCloseFromRecoveryCallback: Close called from an OnRecovery
+// callback (say, on the loss, to stop instead of reconnecting) returns
+// promptly.
+func TestFakeCloseFromRecoveryCallback(t *testing.T) {
+	pendingFix(t, "Close waits (up to 5 s) for the notification mailbox, which cannot drain while the callback calling Close runs")
+	b := newFakeBroker(t)
+	c, _, _ := fakeSetup(t, b, b.config())
+	took := make(chan time.Duration, 1)
+	c.OnRecovery(func(ev RecoveryEvent) {
+		if ev.Kind == RecoveryLost {
+			start := time.Now()
+			c.Close(context.Background())
+			took <- time.Since(start)
+		}
+	})
+	b.conn(1).kill()
+	select {
+	case d := <-took:
+		if d > 2*time.Second {
+			t.Errorf("Close from an OnRecovery callback took %v", d.Round(time.Millisecond))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close from an OnRecovery callback hung")
+	}
+	if !c.IsClosed() {
+		t.Error("not closed")
 	}
 }
