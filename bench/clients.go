@@ -251,6 +251,15 @@ func (a amqpClient) publishConfirm(ctx context.Context, e *env) error {
 	e.m.start()
 	for i := range e.n {
 		slot := i % len(ring)
+		if amqpConfirmMode == "batch" && slot == 0 && i > 0 {
+			// Drain the whole window before the next batch.
+			for j, dc := range ring {
+				if err := wait(dc); err != nil {
+					return err
+				}
+				ring[j] = nil
+			}
+		}
 		if dc := ring[slot]; dc != nil {
 			if err := wait(dc); err != nil {
 				return err
@@ -318,7 +327,12 @@ func (a amqpClient) consume(ctx context.Context, e *env) error {
 // Confirmation published window messages earlier (the same sliding window
 // as amqp091-go's deferred confirmations), "onconfirm" counts OnConfirm
 // notifications, "batch" publishes window messages and then WaitConfirms.
-var pikaConfirmMode = "ring"
+var pikaConfirmMode = "batch"
+
+// amqpConfirmMode selects how amqp091-go keeps the window: "ring" waits on
+// the DeferredConfirmation published window messages earlier, "batch"
+// publishes window messages and then waits for all of them.
+var amqpConfirmMode = "batch"
 
 // pikaConfirmBatch keeps at most window messages outstanding by publishing
 // window of them and then waiting for all with WaitConfirms.

@@ -87,6 +87,7 @@ func mainErr() error {
 	flag.IntVar(&opts.AckEvery, "ack-every", 100, "consume: ack with multiple=true every this many deliveries")
 	flag.DurationVar(&opts.PollInterval, "poll", 2*time.Millisecond, "publish: queue depth polling interval")
 	flag.DurationVar(&opts.RunTimeout, "timeout", 2*time.Minute, "bound of one run")
+	flag.DurationVar(&opts.Pause, "pause", time.Second, "idle time between runs, not measured (lets the broker finish deleting the last queue)")
 	flag.IntVar(&opts.Retries, "retries", 2, "retry a run through the broker this many times after a failure (a shared broker may restart)")
 	flag.StringVar(&workloads, "workloads", strings.Join(allWorkloads, ","), "comma-separated workloads to run")
 	flag.StringVar(&clients, "clients", cPika+","+cAMQP091, "comma-separated clients to run")
@@ -98,11 +99,17 @@ func mainErr() error {
 	flag.StringVar(&from, "from", "", "instead of running, read a report written by -json from this file (to print or chart it again)")
 	flag.BoolVar(&sinkOnly, "sink", false, "run only the sink server (prints its address; stdin commands: expect N)")
 	flag.StringVar(&pikaConfirmMode, "pika-confirm", pikaConfirmMode, "pika's publish-confirm style: ring (PublishWithConfirm), onconfirm (Publish + OnConfirm), batch (WaitConfirms every window)")
+	flag.StringVar(&amqpConfirmMode, "amqp-confirm", amqpConfirmMode, "amqp091-go's publish-confirm style: ring (wait on the deferred confirmation window messages back), batch (publish window, then wait for all)")
 	flag.Parse()
 	switch pikaConfirmMode {
 	case "ring", "onconfirm", "batch":
 	default:
 		return fmt.Errorf("-pika-confirm %q: want ring, onconfirm or batch", pikaConfirmMode)
+	}
+	switch amqpConfirmMode {
+	case "ring", "batch":
+	default:
+		return fmt.Errorf("-amqp-confirm %q: want ring or batch", amqpConfirmMode)
 	}
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())

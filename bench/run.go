@@ -54,6 +54,7 @@ type options struct {
 	PollInterval time.Duration // broker queue-depth polling interval
 	RunTimeout   time.Duration // bound of one measured run
 	Retries      int           // runs through the broker retried after a failure at most
+	Pause        time.Duration // idle time after each run, so that the broker settles (deleting the last queue)
 	Workloads    []string
 	Clients      []string
 	Log          io.Writer // progress lines; nil: none
@@ -262,8 +263,10 @@ type reportConfig struct {
 	Prefetch       int      `json:"prefetch"`
 	AckEvery       int      `json:"ack_every"`
 	PollIntervalMS float64  `json:"poll_interval_ms"`
+	PauseS         float64  `json:"pause_between_runs_s"`
 	Broker         string   `json:"broker,omitempty"`
 	PikaConfirm    string   `json:"pika_confirm_style"`
+	AMQPConfirm    string   `json:"amqp091_confirm_style"`
 	RetriedRuns    int      `json:"retried_runs"`
 	Workloads      []string `json:"workload_order"`
 	Clients        []string `json:"client_order"`
@@ -322,7 +325,9 @@ func run(ctx context.Context, opts options) (rep *report, err error) {
 			N: opts.N, Rounds: opts.Rounds, BodyBytes: opts.BodySize, ConfirmWindow: opts.Window,
 			Prefetch: opts.Prefetch, AckEvery: opts.AckEvery,
 			PollIntervalMS: float64(opts.PollInterval) / float64(time.Millisecond),
+			PauseS:         opts.Pause.Seconds(),
 			Workloads:      workloads, Stat: "median over rounds", PikaConfirm: pikaConfirmMode,
+			AMQPConfirm: amqpConfirmMode,
 		},
 		Machine:   collectMachineInfo(),
 		Workloads: make(map[string]*workloadReport),
@@ -365,6 +370,13 @@ func run(ctx context.Context, opts options) (rep *report, err error) {
 			for _, c := range clients {
 				if err := ctx.Err(); err != nil {
 					return nil, err
+				}
+				if opts.Pause > 0 && (round > 1 || w != workloads[0] || c != clients[0]) {
+					select {
+					case <-time.After(opts.Pause):
+					case <-ctx.Done():
+						return nil, ctx.Err()
+					}
 				}
 				var res runResult
 				for attempt := 0; ; attempt++ {
