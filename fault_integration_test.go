@@ -570,6 +570,51 @@ func TestFaultStallTimesOutCallsOnly(t *testing.T) {
 	}
 }
 
+// TestFaultCloseOnStalledPath closes a connection whose network path is
+// stalled: connection.close can get no answer, so Close returns the end of
+// its ctx, and the connection is closed with nothing left running.
+func TestFaultCloseOnStalledPath(t *testing.T) {
+	url := testenv.Broker(t)
+	before := runtime.NumGoroutine()
+	p := faultproxy.New(t, fxBrokerAddr(t, url))
+	p.Record(false)
+	cfg := fxConfig(t, url, p.Addr())
+	cfg.Heartbeat = NoHeartbeat
+	c, err := DialConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := openChannel(t, c)
+	q := fxQueue(t, ch)
+	p.Stall()
+	// Work queued behind the stall.
+	if err := ch.Publish(context.Background(), "", q, Message{Body: make([]byte, 1000)}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- c.Close(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Close over a stalled path: %v; want context.DeadlineExceeded", err)
+		}
+	case <-time.After(fxWait):
+		t.Fatal("Close over a stalled path hangs")
+	}
+	t.Logf("Close returned after %v", time.Since(start).Round(time.Millisecond))
+	if !c.IsClosed() {
+		t.Fatal("connection not closed")
+	}
+	if err := ch.Publish(context.Background(), "", q, Message{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Publish after Close: %v; want ErrClosed", err)
+	}
+	p.Close()
+	fxGoroutines(t, before)
+}
+
 // TestFaultDialRefusedOrUnanswered dials through a proxy that drops
 // connections at once, or accepts them and never answers: Dial fails with
 // a clear error and does not hang. No broker is involved.
@@ -609,6 +654,9 @@ func TestFaultDialRefusedOrUnanswered(t *testing.T) {
 			check: func(t *testing.T, err error) {
 				if !errors.Is(err, context.DeadlineExceeded) {
 					t.Errorf("error %v; want context.DeadlineExceeded", err)
+				}
+				if !strings.Contains(err.Error(), "pika: handshake with 127.0.0.1:") {
+					t.Errorf("error %q does not name the address (host:port) whose handshake timed out", err)
 				}
 			},
 		},

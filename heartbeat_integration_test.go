@@ -1,6 +1,7 @@
 package pika
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -127,5 +128,47 @@ func TestHeartbeatTimeoutOnStalledPath(t *testing.T) {
 	}
 	if _, err := c.Channel(t.Context()); !errors.Is(err, ErrHeartbeatTimeout) {
 		t.Fatalf("Channel after the timeout: %v", err)
+	}
+}
+
+// TestHeartbeatSurvivesPausedReader lets a consumer without a prefetch
+// limit fill its buffer and not read for several heartbeat intervals: the
+// connection stops reading its socket, yet the broker is alive, so the
+// connection must not end with a heartbeat timeout, and every message
+// arrives once the application reads again.
+func TestHeartbeatSurvivesPausedReader(t *testing.T) {
+	t.Parallel()
+	url := testenv.Broker(t)
+	p := faultproxy.New(t, fxBrokerAddr(t, url))
+	cfg := fxConfig(t, url, p.Addr())
+	cfg.Heartbeat = time.Second
+	c := fxDial(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), fxWait)
+	defer cancel()
+	ch := openChannel(t, c)
+	q := fxQueue(t, ch)
+	cons, err := ch.Consume(ctx, q, ConsumeOptions{AutoAck: true, BufferSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := openChannel(t, c)
+	const n = 50
+	for i := 0; i < n; i++ {
+		if err := pub.Publish(ctx, "", q, Message{Body: make([]byte, 10000)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Four heartbeat intervals without reading.
+	time.Sleep(4 * time.Second)
+	if c.IsClosed() {
+		t.Fatalf("connection closed while the application did not read: %v", c.Err())
+	}
+	for i := 0; i < n; i++ {
+		if _, err := cons.Next(ctx); err != nil {
+			t.Fatalf("delivery %d: %v", i+1, err)
+		}
+	}
+	if c.IsClosed() {
+		t.Fatalf("connection closed: %v", c.Err())
 	}
 }
