@@ -57,8 +57,10 @@ type Conn struct {
 	headerSeen        int // protocol-header bytes seen at the start of the stream
 	trace             func(wire.Frame)
 
-	// reused decoding targets for the delivery path
+	// reused decoding targets for the delivery and confirm paths
 	deliver wire.BasicDeliver
+	inAck   wire.BasicAck
+	inNack  wire.BasicNack
 	header  wire.ContentHeader
 	// reused encoding sources for the publish and ack paths
 	publish wire.BasicPublish
@@ -355,11 +357,19 @@ func (c *Conn) handleMethodFrame(f wire.Frame) {
 		return
 	}
 	var m wire.Method
-	if id == wire.MethodBasicDeliver {
-		// Hot path: decode into a reused value (repeated strings are kept).
+	switch id {
+	// Hot paths: decode into reused values (repeated strings are kept).
+	// None of them is retained past handleChannelMethod.
+	case wire.MethodBasicDeliver:
 		err = c.deliver.Decode(f.Payload[4:])
 		m = &c.deliver
-	} else {
+	case wire.MethodBasicAck:
+		err = c.inAck.Decode(f.Payload[4:])
+		m = &c.inAck
+	case wire.MethodBasicNack:
+		err = c.inNack.Decode(f.Payload[4:])
+		m = &c.inNack
+	default:
 		m, err = wire.DecodeMethod(f.Payload)
 	}
 	if err != nil {
