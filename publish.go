@@ -2,6 +2,7 @@ package pika
 
 import (
 	"context"
+	"sync"
 
 	"github.com/pika-go/pika/engine"
 	"github.com/pika-go/pika/wire"
@@ -98,7 +99,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	if ch.confirm {
 		republish := c.cfg.RepublishUnconfirmed
 		if wantConfirm || republish {
-			conf = &Confirmation{done: make(chan struct{})}
+			conf = &Confirmation{}
 			if msg.Mandatory || republish {
 				conf.exchange, conf.routingKey, conf.mandatory = exchange, routingKey, msg.Mandatory
 			}
@@ -141,49 +142,94 @@ type Confirmation struct {
 	// Tag is the message's publish sequence number on its channel. With
 	// Config.RepublishUnconfirmed it changes when recovery publishes the
 	// message again; read it after Done is closed.
-	Tag  uint64
-	done chan struct{}
-	err  error
+	Tag uint64
 
+	mu      sync.Mutex
+	settled bool
+	done    chan struct{} // made when someone waits before the outcome
+	err     error
+
+	// guarded by the connection's lock
 	exchange, routingKey string
 	mandatory, returned  bool
 	msg                  *Message // kept for RepublishUnconfirmed
 }
 
-// Done returns a channel closed once the outcome is known.
-func (f *Confirmation) Done() <-chan struct{} { return f.done }
+// closedChan is the Done channel of a Confirmation settled before anyone
+// asked for one.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
-// Err returns the outcome after Done is closed: nil when the broker accepted
-// the message, ErrNacked when it refused it, a *ReturnedError (ErrReturned)
-// for a mandatory message it could not route, and ErrOutcomeUnknown when the
-// channel closed first.
-func (f *Confirmation) Err() error {
-	select {
-	case <-f.done:
-		return f.err
-	default:
-		return nil
+// Done returns a channel closed once the outcome is known.
+func (f *Confirmation) Done() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done == nil {
+		if f.settled {
+			return closedChan
+		}
+		f.done = make(chan struct{})
 	}
+	return f.done
+}
+
+// Err returns the outcome once it is known (nil before): nil when the
+// broker accepted the message, ErrNacked when it refused it, a
+// *ReturnedError (ErrReturned) for a mandatory message it could not route,
+// and ErrOutcomeUnknown when the channel or connection closed first.
+func (f *Confirmation) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
 
 // Wait waits for the outcome (see Err) or the end of ctx, which only ends
 // the wait.
 func (f *Confirmation) Wait(ctx context.Context) error {
+	f.mu.Lock()
+	if f.settled {
+		err := f.err
+		f.mu.Unlock()
+		return err
+	}
+	if f.done == nil {
+		f.done = make(chan struct{})
+	}
+	done := f.done
+	f.mu.Unlock()
 	select {
-	case <-f.done:
-		return f.err
+	case <-done:
+		return f.Err()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
+// settle records the outcome once; later calls do nothing.
+func (f *Confirmation) settle(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.settled {
+		return
+	}
+	f.settled = true
+	f.err = err
+	if f.done != nil {
+		close(f.done)
+	}
+}
+
+// resolve settles the confirmation after the broker's ack or nack, or the
+// channel's loss (called with the connection's lock held).
 func (f *Confirmation) resolve(err error) {
+	f.msg = nil
 	if f.returned {
 		return // resolved with ErrReturned already
 	}
-	f.err = err
-	f.msg = nil
-	close(f.done)
+	f.settle(err)
 }
 
 // WaitConfirms waits until every message published on the channel before the
@@ -291,8 +337,7 @@ func (ch *Channel) matchReturnLocked(ret *Return) {
 	})
 	if match != nil {
 		match.returned = true
-		match.err = &ReturnedError{Return: ret}
-		close(match.done)
+		match.settle(&ReturnedError{Return: ret})
 	}
 }
 
