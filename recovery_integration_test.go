@@ -1335,6 +1335,7 @@ type workload struct {
 	nacked       int
 	publishErrs  int
 	staleAcks    int
+	freshStale   int // acks refused as stale for deliveries of the current link
 	confirmErrs  []error
 	consumerErrs []error
 }
@@ -1444,6 +1445,13 @@ func (w *workload) consume(d *Delivery) {
 		return
 	}
 	err := d.Ack(false)
+	fresh := false
+	if errors.Is(err, ErrStaleDelivery) {
+		c := d.Channel().conn
+		c.mu.Lock()
+		fresh = d.DeliveryTag > d.Channel().tagBase
+		c.mu.Unlock()
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.seen[id]++
@@ -1451,6 +1459,9 @@ func (w *workload) consume(d *Delivery) {
 	case err == nil:
 	case errors.Is(err, ErrStaleDelivery):
 		w.staleAcks++ // redelivered later
+		if fresh {
+			w.freshStale++
+		}
 	default:
 		w.consumerErrs = append(w.consumerErrs, err)
 	}
@@ -1513,7 +1524,10 @@ func runWorkload(t *testing.T, republish bool, losses int, ctlAt map[int]bool) {
 			p.Cut()
 		}
 		pubLog.wait(RecoveryRecovered, i, rtTimeout)
-		consLog.wait(RecoveryRecovered, i, rtTimeout)
+		rep := consLog.wait(RecoveryRecovered, i, rtTimeout).Report
+		if len(rep.Failed) > 0 || rep.Consumers != 1 {
+			t.Errorf("loss %d: the consumer's recovery: %+v", i, *rep)
+		}
 	}
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
@@ -1522,7 +1536,8 @@ func runWorkload(t *testing.T, republish bool, losses int, ctlAt map[int]bool) {
 	case <-time.After(2 * rtTimeout):
 		t.Fatal("the publisher hung")
 	}
-	deadline := time.Now().Add(rtTimeout)
+	// The backlog drains at thousands of messages a second.
+	deadline := time.Now().Add(20 * time.Second)
 	for len(w.missing()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -1533,8 +1548,8 @@ func runWorkload(t *testing.T, republish bool, losses int, ctlAt map[int]bool) {
 			dups++
 		}
 	}
-	t.Logf("%d losses in %v: %d published, %d confirmed, %d consumed (%d more than once), %d outcomes unknown, %d nacked, %d publish errors, %d stale acks",
-		losses, time.Since(start).Round(time.Millisecond), w.published, len(w.confirmed), len(w.seen), dups, w.unknown, w.nacked, w.publishErrs, w.staleAcks)
+	t.Logf("%d losses in %v: %d published, %d confirmed, %d consumed (%d more than once), %d outcomes unknown, %d nacked, %d publish errors, %d stale acks (%d of deliveries of the current link)",
+		losses, time.Since(start).Round(time.Millisecond), w.published, len(w.confirmed), len(w.seen), dups, w.unknown, w.nacked, w.publishErrs, w.staleAcks, w.freshStale)
 	for _, err := range w.confirmErrs {
 		t.Errorf("confirmation: %v", err)
 	}
@@ -1544,8 +1559,14 @@ func runWorkload(t *testing.T, republish bool, losses int, ctlAt map[int]bool) {
 	if len(w.confirmed) == 0 {
 		t.Error("nothing was confirmed")
 	}
+	freshStale := w.freshStale
 	w.mu.Unlock()
 	if m := w.missing(); len(m) > 0 {
+		if freshStale > 0 {
+			// The consumer's prefetch window filled with deliveries whose
+			// acks were refused: the known bug of TestRecoveryAckDuringRestore.
+			pendingFix(t, fmt.Sprintf("%d confirmed messages not consumed: the consumer stalled after %d acks of deliveries received during a restore were refused as stale (Channel.settle)", len(m), freshStale))
+		}
 		t.Errorf("%d confirmed messages never consumed, e.g. %v", len(m), m[:min(len(m), 10)])
 	}
 	if n := pubLog.count(RecoveryGaveUp) + consLog.count(RecoveryGaveUp); n > 0 {
