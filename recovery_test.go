@@ -409,7 +409,7 @@ func TestConfirmSetAcrossRecovery(t *testing.T) {
 	ch.confirms.Reset(1)
 	var before []*Confirmation
 	for range 3 {
-		f := &Confirmation{done: make(chan struct{})}
+		f := &Confirmation{}
 		f.Tag = ch.confirms.Add(f)
 		before = append(before, f)
 	}
@@ -432,7 +432,7 @@ func TestConfirmSetAcrossRecovery(t *testing.T) {
 		}
 	}
 	// The new connection: broker tag 1 is client tag 4.
-	f := &Confirmation{done: make(chan struct{})}
+	f := &Confirmation{}
 	f.Tag = ch.confirms.Add(f)
 	if f.Tag != 4 {
 		t.Fatalf("first tag after recovery: %d, want 4", f.Tag)
@@ -451,7 +451,7 @@ func TestConfirmSetAcrossRecoveryRepublish(t *testing.T) {
 	c := &Conn{cfg: Config{RepublishUnconfirmed: true}}
 	ch := &Channel{conn: c, confirm: true, done: make(chan struct{}), consumers: map[string]*Consumer{}}
 	ch.confirms.Reset(1)
-	f := &Confirmation{done: make(chan struct{}), msg: &Message{Body: []byte("x")}}
+	f := &Confirmation{msg: &Message{Body: []byte("x")}}
 	f.Tag = ch.confirms.Add(f)
 	ch.suspendLocked(ErrHeartbeatTimeout)
 	if len(ch.republish) != 1 {
