@@ -18,6 +18,7 @@ import (
 
 	"github.com/pika-go/pika/internal/faultproxy"
 	"github.com/pika-go/pika/internal/testenv"
+	"github.com/pika-go/pika/wire"
 )
 
 // Fault tests: real faults between the client and the broker. Tests that
@@ -521,6 +522,99 @@ func TestFaultCutWakesEveryNext(t *testing.T) {
 			t.Fatalf("%d of %d goroutines in Consumer.Next still blocked 10s after the connection closed", waiters-i, waiters)
 		}
 	}
+}
+
+// TestFaultCorruptStream injects bytes into live, idle connections (so
+// they land between frames): a broken or unexpected frame from the broker
+// makes the client close the connection with the matching reply code,
+// telling the broker with connection.close, and garbage from the client
+// makes the broker close it.
+func TestFaultCorruptStream(t *testing.T) {
+	url := testenv.Broker(t)
+	method := func(ch uint16, m wire.Method) []byte {
+		b, err := wire.AppendMethodFrame(nil, ch, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	badEnd := wire.AppendHeartbeatFrame(nil)
+	badEnd[len(badEnd)-1] = 0
+	tests := []struct {
+		name   string
+		dir    faultproxy.Direction
+		data   []byte
+		code   wire.ReplyCode
+		detail string // in the error text
+	}{
+		{"unknown frame type", faultproxy.ServerToClient, []byte{9, 0, 0, 0, 0, 0, 0, wire.FrameEnd}, wire.ReplyFrameError, "unknown frame type"},
+		{"frame larger than frame_max", faultproxy.ServerToClient, []byte{byte(wire.FrameMethod), 0, 0, 0x7f, 0xff, 0xff, 0xff}, wire.ReplyFrameError, "too large"},
+		{"bad frame end", faultproxy.ServerToClient, badEnd, wire.ReplyFrameError, "frame-end"},
+		{"unknown method", faultproxy.ServerToClient, []byte{byte(wire.FrameMethod), 0, 0, 0, 0, 0, 4, 0, 99, 0, 99, wire.FrameEnd}, wire.ReplyCommandInvalid, "method"},
+		{"body without a header", faultproxy.ServerToClient, append([]byte{byte(wire.FrameBody), 0, 1, 0, 0, 0, 1, 'x'}, wire.FrameEnd), wire.ReplyUnexpectedFrame, "header"},
+		{"delivery on a channel never opened", faultproxy.ServerToClient, method(999, &wire.BasicDeliver{ConsumerTag: "x", DeliveryTag: 1}), wire.ReplyChannelError, "999"},
+		{"client-only method from the server", faultproxy.ServerToClient, method(0, &wire.ConnectionOpen{}), wire.ReplyCommandInvalid, "connection.open"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := faultproxy.New(t, fxBrokerAddr(t, url))
+			cfg := fxConfig(t, url, p.Addr())
+			cfg.Heartbeat = NoHeartbeat
+			c := fxDial(t, cfg)
+			ch := openChannel(t, c)
+			fxQueue(t, ch) // a round trip: the connection is idle after it
+			if n := p.Inject(tc.dir, tc.data); n != 1 {
+				t.Fatalf("Inject reached %d connections", n)
+			}
+			fxWaitDone(t, c, "after the corrupt frame")
+			err := c.Err()
+			t.Logf("Conn.Err() = %v", err)
+			var e *Error
+			if !errors.As(err, &e) || !e.Conn || e.Server {
+				t.Fatalf("Conn.Err() = %#v; want a connection-level *Error raised by the client", err)
+			}
+			if e.Code != tc.code {
+				t.Errorf("reply code %v, want %v", e.Code, tc.code)
+			}
+			if !strings.Contains(e.Error(), tc.detail) {
+				t.Errorf("error %q does not say %q", e, tc.detail)
+			}
+			// The client told the broker why.
+			r, werr := p.WaitFrame(fxWait, func(r faultproxy.Recorded) bool {
+				return r.Dir == faultproxy.ClientToServer && r.IsMethod(wire.MethodConnectionClose)
+			})
+			if werr != nil {
+				t.Fatalf("no connection.close sent to the broker: %v", werr)
+			}
+			m, _ := r.Method()
+			if cl := m.(*wire.ConnectionClose); cl.ReplyCode != uint16(e.Code) {
+				t.Errorf("connection.close sent with code %d, the Conn reports %v", cl.ReplyCode, e.Code)
+			}
+			if err := ch.Publish(context.Background(), "", "x", Message{}); !errors.Is(err, ErrClosed) {
+				t.Errorf("Publish after the protocol error: %v", err)
+			}
+		})
+	}
+
+	t.Run("garbage to the broker", func(t *testing.T) {
+		p := faultproxy.New(t, fxBrokerAddr(t, url))
+		cfg := fxConfig(t, url, p.Addr())
+		cfg.Heartbeat = NoHeartbeat
+		c := fxDial(t, cfg)
+		fxQueue(t, openChannel(t, c))
+		p.Inject(faultproxy.ClientToServer, []byte{9, 0, 0, 0, 0, 0, 0, wire.FrameEnd})
+		fxWaitDone(t, c, "after sending garbage")
+		err := c.Err()
+		t.Logf("Conn.Err() = %v", err)
+		var e *Error
+		if errors.As(err, &e) {
+			if !e.Server || !e.Conn || e.Code != wire.ReplyFrameError {
+				t.Errorf("Conn.Err() = %#v; want the broker's connection.close with 501 FRAME_ERROR", err)
+			}
+		} else if !strings.HasPrefix(fmt.Sprint(err), "pika: read from ") {
+			t.Errorf("Conn.Err() = %v; want the broker's close or a read error", err)
+		}
+	})
 }
 
 // TestFaultStallTimesOutCallsOnly stalls the network path (heartbeats off)

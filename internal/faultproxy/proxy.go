@@ -1,9 +1,10 @@
 // Package faultproxy is a TCP proxy for tests that puts real network faults
 // between an AMQP client and a broker: it cuts live connections (also in the
-// middle of a frame), stalls them like a dead network path, refuses new
-// ones, or accepts them and never answers. It records every AMQP frame that
-// passes, in each direction, and can terminate TLS so that a client speaking
-// amqps reaches a broker that only listens for plain AMQP.
+// middle of a frame), stalls them like a dead network path, injects bytes
+// into them (corrupt or unexpected frames), refuses new ones, or accepts
+// them and never answers. It records every AMQP frame that passes, in each
+// direction, and can terminate TLS so that a client speaking amqps reaches a
+// broker that only listens for plain AMQP.
 //
 // A Proxy is made with [New] or [NewTLS] inside a test, listens on a
 // loopback port ([Proxy.Addr]) and forwards each accepted connection to its
@@ -70,6 +71,28 @@ type pconn struct {
 	server  net.Conn // the connection to the target; nil until dialled
 	closed  bool
 	cutLeft int64 // client-to-server bytes still to forward before a cut; -1: no cut armed
+	started bool  // forwarding runs: out is set
+
+	// out is each direction's output (index Direction-1): set before
+	// forwarding starts, then used under its own mutex, so that a
+	// forwarded chunk and an injected one never interleave.
+	out [2]output
+}
+
+// output is one direction's recorder stream and destination.
+type output struct {
+	mu  sync.Mutex
+	st  *stream
+	dst net.Conn
+}
+
+// write records data and writes it to the direction's destination.
+func (o *output) write(rec *recording, data []byte) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	rec.add(o.st, data, time.Now())
+	_, err := o.dst.Write(data)
+	return err
 }
 
 // New starts a proxy for target (host:port) listening on 127.0.0.1 on a
@@ -204,6 +227,30 @@ func (p *Proxy) AcceptButNeverAnswer(on bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.blackhole = on
+}
+
+// Inject writes data into every live, forwarding connection in direction
+// dir, as if the sending side had sent it: ClientToServer bytes reach the
+// target, ServerToClient bytes the client. The bytes land between two
+// chunks the proxy forwards (on an idle connection, between two frames),
+// are recorded like forwarded ones, and pass even while the proxy is
+// stalled. Inject waits for a forwarded chunk being written. It returns
+// how many connections it wrote to; connections still connecting and
+// unanswered ones are skipped.
+func (p *Proxy) Inject(dir Direction, data []byte) int {
+	if dir != ClientToServer && dir != ServerToClient {
+		return 0
+	}
+	n := 0
+	for _, pc := range p.live() {
+		p.mu.Lock()
+		started := pc.started
+		p.mu.Unlock()
+		if started && pc.out[dir-1].write(&p.rec, data) == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // HandshakeErrors returns the errors of the TLS handshakes with clients
@@ -393,10 +440,13 @@ func (p *Proxy) serve(pc *pconn) {
 		return
 	}
 	pc.server = server
+	pc.out[ClientToServer-1] = output{st: p.rec.stream(pc.id, ClientToServer), dst: server}
+	pc.out[ServerToClient-1] = output{st: p.rec.stream(pc.id, ServerToClient), dst: client}
+	pc.started = true
 	p.wg.Add(2)
 	p.mu.Unlock()
-	go p.pump(pc, ClientToServer, client, server)
-	go p.pump(pc, ServerToClient, server, client)
+	go p.pump(pc, ClientToServer, client)
+	go p.pump(pc, ServerToClient, server)
 }
 
 // gate waits while the proxy is stalled. It returns false when pc closed
@@ -424,9 +474,9 @@ func (p *Proxy) gate(pc *pconn) bool {
 
 // pump forwards one direction of pc, recording its frames, until either
 // side fails or closes; then it closes both.
-func (p *Proxy) pump(pc *pconn, dir Direction, src, dst net.Conn) {
+func (p *Proxy) pump(pc *pconn, dir Direction, src net.Conn) {
 	defer p.wg.Done()
-	st := p.rec.stream(pc.id, dir)
+	out := &pc.out[dir-1]
 	buf := make([]byte, copyBufferSize)
 	for {
 		n, err := src.Read(buf)
@@ -439,9 +489,8 @@ func (p *Proxy) pump(pc *pconn, dir Direction, src, dst net.Conn) {
 			if dir == ClientToServer {
 				data, cut = p.limit(pc, data)
 			}
-			p.rec.add(st, data, time.Now())
 			if len(data) > 0 {
-				if _, werr := dst.Write(data); werr != nil {
+				if werr := out.write(&p.rec, data); werr != nil {
 					pc.close(p, false)
 					return
 				}

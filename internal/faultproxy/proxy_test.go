@@ -500,3 +500,64 @@ func TestCloseLeavesNothing(t *testing.T) {
 		return runtime.NumGoroutine() <= before
 	})
 }
+
+func TestInject(t *testing.T) {
+	got := make(chan []byte, 1)
+	b := newBackend(t, func(c net.Conn) {
+		c.Write([]byte("hello"))
+		data, _ := io.ReadAll(c)
+		got <- data
+	})
+	p := New(t, b.addr())
+	if n := p.Inject(ClientToServer, []byte("nobody")); n != 0 {
+		t.Fatalf("Inject without connections wrote to %d", n)
+	}
+	c := dial(t, p.Addr())
+	c.SetDeadline(time.Now().Add(wait))
+	hello := make([]byte, 5)
+	if _, err := io.ReadFull(c, hello); err != nil {
+		t.Fatal(err)
+	}
+	heartbeat := []byte{8, 0, 0, 0, 0, 0, 0, 0xce}
+	if _, err := c.Write([]byte(wireHeader + string(heartbeat))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.WaitFrame(wait, func(r Recorded) bool { return r.Dir == ClientToServer }); err != nil {
+		t.Fatal(err)
+	}
+	p.Stall() // injected bytes pass anyway
+	if n := p.Inject(ClientToServer, heartbeat); n != 1 {
+		t.Fatalf("Inject wrote to %d connections, want 1", n)
+	}
+	if n := p.Inject(ServerToClient, []byte("injected")); n != 1 {
+		t.Fatalf("Inject wrote to %d connections, want 1", n)
+	}
+	if n := p.Inject(Direction(9), []byte("x")); n != 0 {
+		t.Fatalf("Inject in an unknown direction wrote to %d", n)
+	}
+	buf := make([]byte, 8)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "injected" {
+		t.Fatalf("client read %q, %v", buf, err)
+	}
+	p.Resume()
+	c.Close()
+	select {
+	case data := <-got:
+		if want := wireHeader + string(heartbeat) + string(heartbeat); string(data) != want {
+			t.Fatalf("backend received %q, want %q", data, want)
+		}
+	case <-time.After(wait):
+		t.Fatal("backend connection did not end")
+	}
+	var beats int
+	for _, r := range p.Frames() {
+		if r.Dir == ClientToServer && r.Frame.Type == 8 {
+			beats++
+		}
+	}
+	if beats != 2 {
+		t.Fatalf("recorded %d heartbeats client->server, want 2 (one forwarded, one injected): %v", beats, p.Frames())
+	}
+}
+
+const wireHeader = "AMQP\x00\x00\x09\x01"
