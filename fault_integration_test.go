@@ -617,6 +617,72 @@ func TestFaultCorruptStream(t *testing.T) {
 	})
 }
 
+// TestFaultCutDuringHandshake cuts new connections after every few bytes
+// of the client's side of the handshake: Dial must fail with an error, not
+// hang, and leave nothing running.
+func TestFaultCutDuringHandshake(t *testing.T) {
+	url := testenv.Broker(t)
+	before := runtime.NumGoroutine()
+	p := faultproxy.New(t, fxBrokerAddr(t, url))
+	cfg := fxConfig(t, url, p.Addr())
+
+	// A clean handshake first, to learn how many bytes the client sends.
+	c, err := DialConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := len(wire.ProtocolHeader)
+	for _, r := range p.Frames() {
+		if r.Dir == faultproxy.ClientToServer {
+			total += len(r.Frame.Payload) + 8
+		}
+	}
+	c.Close(context.Background())
+	cuts := []int{1, 7, 8, 9, total - 1}
+	for n := 16; n < total; n += total / 10 {
+		cuts = append(cuts, n)
+	}
+	for _, n := range cuts {
+		p.Stall()
+		done := make(chan error, 1)
+		accepted := p.Accepted()
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), fxWait)
+			defer cancel()
+			c, err := DialConfig(ctx, cfg)
+			if c != nil {
+				c.Close(ctx)
+			}
+			done <- err
+		}()
+		deadline := time.Now().Add(fxWait)
+		for p.Accepted() == accepted {
+			if time.Now().After(deadline) {
+				t.Fatal("Dial did not reach the proxy")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		p.CutAfter(n)
+		p.Resume()
+		select {
+		case err := <-done:
+			switch {
+			case err == nil:
+				t.Errorf("cut after %d of %d handshake bytes: Dial succeeded", n, total)
+			case !strings.HasPrefix(err.Error(), "pika: "):
+				t.Errorf("cut after %d of %d handshake bytes: %v", n, total, err)
+			case isTerminal(err):
+				// Recovery would give up on a network failure.
+				t.Errorf("cut after %d of %d handshake bytes: %v is reported as a refusal (authentication or vhost)", n, total, err)
+			}
+		case <-time.After(fxWait):
+			t.Fatalf("cut after %d of %d handshake bytes: Dial hangs", n, total)
+		}
+	}
+	p.Close()
+	fxGoroutines(t, before)
+}
+
 // TestFaultStallTimesOutCallsOnly stalls the network path (heartbeats off)
 // under a call with a short ctx: the call returns DeadlineExceeded, and
 // after the path comes back the late reply is absorbed and the connection
