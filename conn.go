@@ -292,7 +292,9 @@ func (c *Conn) closedErr() error {
 // when ctx has no deadline), then closes the socket. It stops a recovery in
 // progress. Every call still waiting on the connection returns ErrClosed,
 // outstanding confirmations resolve with ErrOutcomeUnknown, and consumers
-// end. Close works while the broker has the connection blocked. When Close
+// end. Close works while the broker has the connection blocked (it then
+// waits at most a second for a close-ok that the blocking broker may never
+// send, and returns nil). When Close
 // returns, none of the connection's goroutines is left running (consumer
 // handlers still running application code finish on their own). Calling
 // Close again returns nil.
@@ -307,6 +309,15 @@ func (c *Conn) Close(ctx context.Context) error {
 	c.closing = true
 	c.unpauseReaderLocked()
 	l := c.l
+	// A blocked connection's socket is not read by the broker (that is
+	// what blocking means), so its close-ok may never come: give it a
+	// moment, then close the socket.
+	var blockedWait <-chan time.Time
+	if c.blocked {
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		blockedWait = t.C
+	}
 	if c.state == connRecovering {
 		c.stopRecovery()
 		c.mu.Unlock()
@@ -323,6 +334,14 @@ func (c *Conn) Close(ctx context.Context) error {
 	var err error
 	select {
 	case <-c.done:
+	case <-blockedWait:
+		c.mu.Lock()
+		if !l.eng.IsClosed() {
+			l.eng.Fail(ErrClosed)
+			c.afterLocked(l)
+		}
+		c.finalCloseLocked(nil)
+		c.mu.Unlock()
 	case <-ctx.Done():
 		err = ctx.Err()
 		c.mu.Lock()

@@ -157,7 +157,8 @@ type Consumer struct {
 	head   int
 	ended  bool
 	err    error
-	signal chan struct{} // cap 1: something was pushed, or the consumer ended
+	signal chan struct{} // cap 1: something was pushed
+	endCh  chan struct{} // closed when the consumer ends
 	done   chan struct{} // closed when ended and drained (and the handler returned)
 }
 
@@ -204,7 +205,7 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	cons := &Consumer{
 		ch: ch, tag: tag, autoAck: opts.AutoAck, limit: limit, handler: handler,
 		opts: opts, seq: consumerSeq.Add(1), qname: queue,
-		signal: make(chan struct{}, 1), done: make(chan struct{}),
+		signal: make(chan struct{}, 1), endCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := c.lockReady(ctx); err != nil {
 		return nil, err
@@ -321,6 +322,7 @@ func (cons *Consumer) endLocked(err error) {
 	}
 	cons.ended = true
 	cons.err = err
+	close(cons.endCh)
 	if err != ErrConsumerCancelled && err != ErrConsumerClosed {
 		cons.dropLocked()
 	}
@@ -383,6 +385,13 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 			if c.readPaused && len(cons.queue)-cons.head < cons.limit/2+1 {
 				cons.unpauseLocked()
 			}
+			if cons.head < len(cons.queue) {
+				// More is buffered: pass the wake-up on to another waiter.
+				select {
+				case cons.signal <- struct{}{}:
+				default:
+				}
+			}
 			c.mu.Unlock()
 			return d, nil
 		}
@@ -394,6 +403,7 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 		c.mu.Unlock()
 		select {
 		case <-cons.signal:
+		case <-cons.endCh:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

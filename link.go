@@ -70,7 +70,7 @@ func (c *Conn) dialLink(ctx context.Context) (*link, error) {
 			c.afterLocked(l)
 			c.mu.Unlock()
 			l.wg.Wait()
-			err = fmt.Errorf("pika: handshake with %s: %w", addr, ctx.Err())
+			err = fmt.Errorf("pika: handshake with %s: %w", addr.addr, ctx.Err())
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil || isTerminal(err) {

@@ -416,7 +416,7 @@ func (c *Conn) Fail(err error) {
 	case stateNew, stateStart:
 		err = &handshakeError{err: ErrHandshakeClosed, detail: "before connection.start", cause: err}
 	case stateSecure:
-		err = &handshakeError{err: ErrHandshakeClosed, detail: "after start-ok (a server without authentication_failure_close does this when it refuses the credentials)", cause: err}
+		err = &handshakeError{err: ErrHandshakeClosed, detail: "after start-ok (possibly refused credentials: a server without authentication_failure_close just closes)", cause: err}
 	case stateOpening:
 		err = &handshakeError{err: ErrHandshakeClosed, detail: "after connection.open", cause: err}
 	}

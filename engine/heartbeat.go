@@ -59,7 +59,7 @@ func (c *Conn) Tick(now time.Time) {
 	}
 	if !c.handshakeDeadline.IsZero() && !now.Before(c.handshakeDeadline) {
 		c.handshakeDeadline = timeZero
-		c.closeNow(&handshakeError{err: ErrHandshakeTimeout, detail: "no connection.open-ok after " + c.s.HandshakeTimeout.String()})
+		c.closeNow(&handshakeError{err: ErrHandshakeTimeout, detail: "handshake not complete after " + c.s.HandshakeTimeout.String()})
 		return
 	}
 	hb := c.tune.Heartbeat
