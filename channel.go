@@ -73,7 +73,9 @@ func (c *Conn) Channel(ctx context.Context) (*Channel, error) {
 	c.mu.Unlock()
 	if _, err := w.wait(ctx, c); err != nil {
 		c.mu.Lock()
-		if ctx.Err() != nil && c.chans[id] == ch {
+		// Whether ctx ended or the connection was lost before the open-ok,
+		// nobody holds this channel: recovery must not reopen it.
+		if c.chans[id] == ch {
 			delete(c.chans, id)
 			ch.closedLocked(ErrChannelClosed)
 		}

@@ -199,7 +199,13 @@ func (c *Conn) linkLostLocked(l *link, err error) {
 	}
 	c.state = connRecovering
 	c.ready = make(chan struct{})
-	for _, ch := range c.chans {
+	for id, ch := range c.chans {
+		if ch.closing {
+			// The application was closing it: the loss completes the close.
+			delete(c.chans, id)
+			ch.closedLocked(ErrChannelClosed)
+			continue
+		}
 		ch.suspendLocked(err)
 	}
 	c.notify.recovery(RecoveryEvent{Kind: RecoveryLost, Err: err})
@@ -296,8 +302,9 @@ func (c *Conn) closedErr() error {
 // waits at most a second for a close-ok that the blocking broker may never
 // send, and returns nil). When Close
 // returns, none of the connection's goroutines is left running (consumer
-// handlers still running application code finish on their own). Calling
-// Close again returns nil.
+// handlers and notification callbacks still running or queued, OnClose
+// among them, finish on their own; Close may be called from a callback).
+// Calling Close again returns nil.
 func (c *Conn) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.state == connClosed || c.closing {
@@ -354,7 +361,8 @@ func (c *Conn) Close(ctx context.Context) error {
 	}
 	l.wg.Wait()
 	c.wg.Wait()
-	c.notify.wait()
+	// Notification callbacks are not waited for: Close may be called from
+	// one of them, and the mailbox cannot drain while it runs.
 	if err == nil && c.err != nil && !errors.Is(c.err, ErrClosed) {
 		err = c.err
 	}

@@ -88,14 +88,6 @@ func (n *notifier) blocked(b bool, reason string) {
 	}
 }
 
-// wait waits for callbacks already posted, bounded by a second: callbacks
-// are application code and may not return.
-func (n *notifier) wait() {
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultCloseTimeout)
-	defer cancel()
-	n.box.wait(ctx)
-}
-
 // OnClose registers f to be called once when the connection closes, with nil
 // after a Close the application asked for and the cause otherwise. f runs on
 // a goroutine of the library's, never while the library holds a lock; it may

@@ -353,6 +353,13 @@ func (ch *Channel) failConfirmsLocked(cause error) {
 			f.resolve(oe)
 		}
 	})
+	// Messages kept for republishing (Config.RepublishUnconfirmed) after a
+	// loss are outstanding too.
+	for _, f := range ch.republish {
+		f.resolve(oe)
+	}
+	clear(ch.republish)
+	ch.republish = nil
 	for _, fw := range ch.flushes {
 		fw.lost = oe
 		close(fw.done)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -23,6 +24,10 @@ var ErrRecovering = errors.New("pika: connection is recovering")
 // auto-acked), so the acknowledgement is absorbed, not sent — sending it
 // would close the new channel with PRECONDITION_FAILED.
 var ErrStaleDelivery = errors.New("pika: delivery tag from before a connection recovery (not sent)")
+
+// maxLockedAttempts bounds the reconnection attempts retried because an
+// exclusive queue is still held by the lost connection on the broker.
+const maxLockedAttempts = 10
 
 // ReconnectStrategy decides, after a connection loss, how long to wait
 // before each reconnection attempt and when to give up. Implementations must
@@ -74,6 +79,9 @@ func (b Backoff) NextDelay(attempt int, _ error) (time.Duration, bool) {
 	}
 	d = min(d, float64(max))
 	d *= 1 + jitter*(2*rand.Float64()-1)
+	if d >= math.MaxInt64 {
+		return time.Duration(math.MaxInt64), true
+	}
 	return time.Duration(d), true
 }
 
@@ -190,12 +198,30 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 			}
 			continue
 		}
-		report, err := c.restore(ctx, l)
+		report, err := c.restore(ctx, l, attempt)
+		c.mu.Lock()
+		if err == nil {
+			// Close may have stopped the recovery, or the link may have
+			// died, after the last step restore waited for.
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			} else if l.eng.IsClosed() {
+				err = l.err
+				if err == nil {
+					err = ErrClosed
+				}
+			}
+		}
 		if err != nil {
-			c.mu.Lock()
 			if !l.eng.IsClosed() {
 				l.eng.Fail(err)
 				c.afterLocked(l)
+			}
+			// The failed attempt may have restarted consumers (which
+			// received deliveries) and republished messages: its tags and
+			// confirmations are as dead as the first link's.
+			for _, ch := range c.chans {
+				ch.suspendLocked(err)
 			}
 			c.mu.Unlock()
 			l.wg.Wait()
@@ -206,7 +232,6 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 			lastErr = err
 			continue
 		}
-		c.mu.Lock()
 		if c.state == connRecovering {
 			c.state = connOpen
 			close(c.ready)
@@ -242,7 +267,7 @@ func (c *Conn) giveUp(err error) {
 // nothing it publishes reaches a channel before that channel's modes are
 // back. A failure to restore one entity is reported, not fatal; an error
 // return means the link itself failed.
-func (c *Conn) restore(ctx context.Context, l *link) (*RecoveryReport, error) {
+func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryReport, error) {
 	report := &RecoveryReport{Addr: l.nc.RemoteAddr().String(), RenamedQueues: map[string]string{}}
 	c.mu.Lock()
 	c.l, c.eng = l, l.eng
@@ -300,10 +325,11 @@ func (c *Conn) restore(ctx context.Context, l *link) (*RecoveryReport, error) {
 	report.Channels = len(c.chans)
 	c.mu.Unlock()
 
-	if err := c.restoreTopology(ctx, l, report); err != nil {
+	failedQueues, err := c.restoreTopology(ctx, l, report, attempt)
+	if err != nil {
 		return nil, err
 	}
-	if err := c.restoreConsumers(ctx, l, report); err != nil {
+	if err := c.restoreConsumers(ctx, l, report, failedQueues); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -347,15 +373,16 @@ func (c *Conn) linkFailed(l *link, err error) error {
 
 // restoreTopology declares the recorded exchanges, queues and bindings on a
 // channel of its own.
-func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryReport) error {
+func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryReport, attempt int) (map[string]error, error) {
 	c.mu.Lock()
 	exchanges := slices.Clone(c.topo.exchanges)
 	queues := slices.Clone(c.topo.queues)
 	nbind := len(c.topo.bindings)
 	c.mu.Unlock()
 	if len(exchanges)+len(queues)+nbind == 0 {
-		return nil
+		return nil, nil
 	}
+	failedQueues := map[string]error{}
 	var chID uint16
 	openCh := func() error {
 		c.mu.Lock()
@@ -404,7 +431,7 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 
 	for _, e := range exchanges {
 		if _, _, err := call("exchange "+strconv.Quote(e.Exchange), e); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, q := range queues {
@@ -415,9 +442,18 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 		}
 		ev, ok, err := call("queue "+strconv.Quote(old), &d)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !ok {
+			qerr := report.Failed[len(report.Failed)-1].Err
+			if d.Exclusive && errors.Is(qerr, ErrResourceLocked) && attempt < maxLockedAttempts {
+				// The broker still gives the exclusive queue to the lost
+				// connection: it has not noticed the loss yet (a network
+				// failure the client detected first). Try the whole
+				// attempt again after the backoff delay.
+				return nil, fmt.Errorf("pika: exclusive queue %s still held by the lost connection: %w", strconv.Quote(old), qerr)
+			}
+			failedQueues[old] = qerr
 			continue
 		}
 		if name := ev.Method.(*wire.QueueDeclareOk).Queue; name != old {
@@ -447,7 +483,7 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 			m = &wire.QueueBind{Queue: b.destination, Exchange: b.source, RoutingKey: b.key, Arguments: b.args}
 		}
 		if _, _, err := call(entity, m); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if chID != 0 {
@@ -455,10 +491,15 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.CloseChannel(chID) })
 		c.mu.Unlock()
 		if err == nil {
-			c.waitStep(ctx, l, w)
+			_, err = c.waitStep(ctx, l, w)
+		}
+		if err != nil {
+			if linkErr := c.linkFailed(l, err); linkErr != nil {
+				return nil, linkErr
+			}
 		}
 	}
-	return nil
+	return failedQueues, nil
 }
 
 // waitStep waits for one restore step's reply, bounded by the handshake
@@ -477,7 +518,7 @@ func (c *Conn) waitStep(ctx context.Context, l *link, w *waiter) (engine.Event, 
 
 // restoreConsumers starts every consumer again, on its channel, with its
 // tag.
-func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryReport) error {
+func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryReport, failedQueues map[string]error) error {
 	type pending struct {
 		cons *Consumer
 		w    *waiter
@@ -494,6 +535,17 @@ func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryRe
 	}
 	slices.SortFunc(conss, func(a, b *Consumer) int { return int(a.seq - b.seq) })
 	for _, cons := range conss {
+		if qerr, failed := failedQueues[cons.qname]; failed {
+			// Its queue is not there: basic.consume would fail and close
+			// the application's channel with it.
+			report.Failed = append(report.Failed, RecoveryFailure{
+				Entity: "consumer " + strconv.Quote(cons.tag) + " on channel " + strconv.Itoa(int(cons.ch.id)), Err: qerr})
+			if cons.ch.consumers[cons.tag] == cons {
+				delete(cons.ch.consumers, cons.tag)
+			}
+			cons.endLocked(qerr)
+			continue
+		}
 		m := cons.consumeMethod()
 		id := cons.ch.id
 		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(id, m) })
