@@ -24,16 +24,6 @@ import (
 // recovered, the recovery error and event types, and the topology record.
 // They need no broker; recovery_integration_test.go covers recovery itself.
 
-// pendingFix skips a test that reproduces a reported library bug whose fix
-// has not landed yet, saying so, unless PIKA_BUG_REPROS=1 asks to run it.
-// Remove the call once the fix lands.
-func pendingFix(t testing.TB, bug string) {
-	t.Helper()
-	if os.Getenv("PIKA_BUG_REPROS") != "1" {
-		t.Skipf("KNOWN BUG (fix proposed, not landed; PIKA_BUG_REPROS=1 runs this repro): %s", bug)
-	}
-}
-
 // jitterBounds returns the range a delay with base b and jitter j must fall
 // in.
 func jitterBounds(b time.Duration, j float64) (lo, hi time.Duration) {
@@ -160,7 +150,6 @@ func TestBackoffManyAttempts(t *testing.T) {
 // delay past the largest Duration still gives a positive delay: a negative
 // one would make recovery retry without pause.
 func TestBackoffHugeMax(t *testing.T) {
-	pendingFix(t, "Backoff.NextDelay converts a jittered delay above MaxInt64 to a negative Duration")
 	b := Backoff{Initial: time.Hour, Max: math.MaxInt64, Multiplier: 1000, Jitter: 1}
 	for attempt := 1; attempt <= 20; attempt++ {
 		for range 50 {
@@ -447,7 +436,6 @@ func TestConfirmSetAcrossRecovery(t *testing.T) {
 // Config.RepublishUnconfirmed: the unconfirmed messages wait, and a final
 // close resolves them.
 func TestConfirmSetAcrossRecoveryRepublish(t *testing.T) {
-	pendingFix(t, "failConfirmsLocked does not resolve the confirmations kept in ch.republish")
 	c := &Conn{cfg: Config{RepublishUnconfirmed: true}}
 	ch := &Channel{conn: c, confirm: true, done: make(chan struct{}), consumers: map[string]*Consumer{}}
 	ch.confirms.Reset(1)
@@ -756,7 +744,6 @@ func TestFakeBrokerRecovery(t *testing.T) {
 // Conn recovered on a dead connection, which would leave it unusable and
 // never recovered.
 func TestFakeLinkLostAtEndOfRestore(t *testing.T) {
-	pendingFix(t, "restoreTopology ignores the failure of its final channel.close and recover does not check that the link is still open before marking the Conn open")
 	b := newFakeBroker(t)
 	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
 		if _, ok := m.(*wire.ChannelClose); ok && fc.n == 2 {
@@ -784,7 +771,6 @@ func TestFakeLinkLostAtEndOfRestore(t *testing.T) {
 // nil promptly, no recovered event follows, and the new connection is
 // closed.
 func TestFakeCloseDuringRestore(t *testing.T) {
-	pendingFix(t, "restoreTopology ignores the ctx cancellation of its final wait, so a Close during it lets recover mark the Conn open; Close then waits for its whole ctx")
 	b := newFakeBroker(t)
 	stuck := make(chan struct{})
 	var once sync.Once
@@ -826,7 +812,6 @@ func TestFakeCloseDuringRestore(t *testing.T) {
 // close-ok when the connection is lost returns (the channel is gone with
 // the connection), and recovery does not open that channel again.
 func TestFakeChannelCloseAtLoss(t *testing.T) {
-	pendingFix(t, "Channel.Close whose close-ok is lost with the connection waits on ch.done, which a suspended channel never closes; recovery then reopens the channel")
 	b := newFakeBroker(t)
 	closing := make(chan struct{})
 	var once sync.Once
@@ -863,7 +848,6 @@ func TestFakeChannelCloseAtLoss(t *testing.T) {
 // the connection is lost fails, and recovery does not open a channel that
 // nobody holds.
 func TestFakeChannelOpenAtLoss(t *testing.T) {
-	pendingFix(t, "Conn.Channel failing because the link was lost leaves the channel in c.chans; recovery reopens it")
 	b := newFakeBroker(t)
 	opening := make(chan struct{})
 	var once sync.Once
@@ -920,9 +904,6 @@ func TestFakeHandshakeTimeoutBoundsAttempts(t *testing.T) {
 func TestFakeCloseWhileReconnectStalled(t *testing.T) {
 	for _, republish := range []bool{false, true} {
 		t.Run(fmt.Sprintf("republish=%v", republish), func(t *testing.T) {
-			if republish {
-				pendingFix(t, "failConfirmsLocked does not resolve the confirmations kept in ch.republish")
-			}
 			baseline := runtime.NumGoroutine()
 			b := newFakeBroker(t)
 			b.silent = func(n int) bool { return n >= 2 }
@@ -996,7 +977,6 @@ func (fc *fakeConn) deliver(ch uint16, consumerTag string, tag uint64, body stri
 // delivery from the failed attempt is stale there: acking it must not ack
 // the message that the next connection delivers under the same broker tag.
 func TestFakeRestoreFailsAfterDeliveries(t *testing.T) {
-	pendingFix(t, "a failed restore attempt does not suspend the channels again: tags and confirmations of the failed attempt's link carry over to the next")
 	b := newFakeBroker(t)
 	_, ch, rlog := fakeSetup(t, b, b.config())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -1229,7 +1209,6 @@ func TestFakeMaxAttemptsGivesUp(t *testing.T) {
 // callback (say, on the loss, to stop instead of reconnecting) returns
 // promptly.
 func TestFakeCloseFromRecoveryCallback(t *testing.T) {
-	pendingFix(t, "Close waits (up to 5 s) for the notification mailbox, which cannot drain while the callback calling Close runs")
 	b := newFakeBroker(t)
 	c, _, _ := fakeSetup(t, b, b.config())
 	took := make(chan time.Duration, 1)
