@@ -42,7 +42,7 @@ const runTimeout = 20 * time.Second
 
 // exampleNames lists the example directories; every one must have a case
 // below (TestEveryExampleIsRun checks the directory against it).
-var exampleNames = []string{"hello", "workqueue", "pubsub", "routing", "topics", "rpc", "confirms", "tls"}
+var exampleNames = []string{"hello", "workqueue", "pubsub", "routing", "topics", "rpc", "confirms", "tls", "recovery"}
 
 // buildExamples builds every example with one go build into a temporary
 // directory and returns it.
@@ -242,6 +242,15 @@ func TestExamples(t *testing.T) {
 			t.Errorf("without a client certificate, the error does not name the certificate problem:\n%s", out2)
 		}
 	})
+}
+
+// TestRecoveryExample runs examples/recovery, which force-closes its own
+// connection with rabbitmqctl: a disruptive test, run alone.
+func TestRecoveryExample(t *testing.T) {
+	brokerURL := testenv.Disruptive(t)
+	bins := buildExamples(t)
+	out := runExample(t, filepath.Join(bins, "recovery"), brokerURL, "-duration", "3s", "-close", "1")
+	wantLines(t, out, "recoveries: 1", "every confirmed message was consumed")
 }
 
 // TestEveryExampleIsRun checks that every example directory is in
