@@ -25,7 +25,8 @@ type channel struct {
 	lastTag  uint64     // highest delivery tag received (deliveries and get-ok)
 	content  assembling // a message whose header or body is still arriving
 
-	consumers map[string]struct{}
+	consumers map[string]bool // consumer tag -> no-ack
+	unacked   unackedSet      // delivery tags awaiting the client's ack
 
 	confirm bool // confirm.select requested: publishes get tags
 	pending ConfirmSet[struct{}]
@@ -198,7 +199,7 @@ func (c *Conn) Send(id uint16, m wire.Method) error {
 		if m.ConsumerTag == "" {
 			return errEmptyTagNoWait
 		}
-		ch.addConsumer(m.ConsumerTag)
+		ch.addConsumer(m.ConsumerTag, m.NoAck)
 	case *wire.BasicCancel:
 		delete(ch.consumers, m.ConsumerTag)
 	case *wire.ConfirmSelect:
@@ -246,10 +247,13 @@ func (c *Conn) Publish(id uint16, exchange, routingKey string, mandatory, immedi
 var zeroProps wire.Properties
 
 // Ack acknowledges delivery tag (or every tag up to it with multiple) on
-// channel id. A tag the channel has not delivered yet fails with
-// ErrUnknownTag instead of letting the broker close the channel.
+// channel id. Tag 0 with multiple acknowledges every outstanding delivery.
+// A tag that is not outstanding — never delivered, already settled,
+// delivered to a no-ack consumer or fetched with no-ack, or 0 without
+// multiple — fails with an error matching ErrUnknownTag and nothing is sent:
+// the broker would close the channel with PRECONDITION_FAILED.
 func (c *Conn) Ack(id uint16, tag uint64, multiple bool) error {
-	ch, err := c.settleChannel(id, tag)
+	ch, err := c.settleChannel(id, tag, multiple)
 	if err != nil {
 		return err
 	}
@@ -261,7 +265,7 @@ func (c *Conn) Ack(id uint16, tag uint64, multiple bool) error {
 // id, requeueing the messages when requeue is set. Tags are checked as by
 // Ack.
 func (c *Conn) Nack(id uint16, tag uint64, multiple, requeue bool) error {
-	ch, err := c.settleChannel(id, tag)
+	ch, err := c.settleChannel(id, tag, multiple)
 	if err != nil {
 		return err
 	}
@@ -272,7 +276,7 @@ func (c *Conn) Nack(id uint16, tag uint64, multiple, requeue bool) error {
 // Reject rejects one delivery tag on channel id, requeueing the message when
 // requeue is set. Tags are checked as by Ack.
 func (c *Conn) Reject(id uint16, tag uint64, requeue bool) error {
-	ch, err := c.settleChannel(id, tag)
+	ch, err := c.settleChannel(id, tag, false)
 	if err != nil {
 		return err
 	}
@@ -280,13 +284,36 @@ func (c *Conn) Reject(id uint16, tag uint64, requeue bool) error {
 	return c.sendAsync(ch, &c.reject)
 }
 
-func (c *Conn) settleChannel(id uint16, tag uint64) (*channel, error) {
+// Outstanding reports whether delivery tag awaits an acknowledgement on
+// channel id.
+func (c *Conn) Outstanding(id uint16, tag uint64) bool {
+	if int(id) >= len(c.chans) || c.chans[id] == nil {
+		return false
+	}
+	return c.chans[id].unacked.has(tag)
+}
+
+// settleChannel checks a settlement of tag on channel id the way RabbitMQ
+// does (the tag itself must be outstanding, multiple or not; 0 with
+// multiple means all) and records it.
+func (c *Conn) settleChannel(id uint16, tag uint64, multiple bool) (*channel, error) {
 	ch, err := c.userChannel(id)
 	if err != nil {
 		return nil, err
 	}
-	if tag > ch.lastTag {
-		return nil, ErrUnknownTag
+	switch {
+	case tag == 0 && multiple:
+		ch.unacked.clearAll()
+	case tag == 0:
+		return nil, &TagError{Channel: id, Tag: tag, Reason: "0 is not a delivery tag (only multiple settles with tag 0)"}
+	case tag > ch.lastTag:
+		return nil, &TagError{Channel: id, Tag: tag, Reason: "never delivered on this channel"}
+	case !ch.unacked.has(tag):
+		return nil, &TagError{Channel: id, Tag: tag, Reason: "not awaiting an acknowledgement (already settled, or delivered with no-ack)"}
+	case multiple:
+		ch.unacked.clearUpTo(tag)
+	default:
+		ch.unacked.clearTag(tag)
 	}
 	return ch, nil
 }
@@ -391,11 +418,18 @@ func (c *Conn) onReply(ch *channel, m wire.Method) {
 	case *wire.ChannelOpenOk:
 		ch.state = chOpen
 	case *wire.BasicConsumeOk:
-		ch.addConsumer(m.ConsumerTag)
+		noAck := false
+		if req, ok := r.m.(*wire.BasicConsume); ok {
+			noAck = req.NoAck
+		}
+		ch.addConsumer(m.ConsumerTag, noAck)
 	case *wire.BasicCancelOk:
 		delete(ch.consumers, m.ConsumerTag)
 	case *wire.BasicGetOk:
 		ch.lastTag = max(ch.lastTag, m.DeliveryTag)
+		if req, ok := r.m.(*wire.BasicGet); !ok || !req.NoAck {
+			ch.unacked.mark(m.DeliveryTag)
+		}
 		ch.content = assembling{active: true, kind: EventGetOk, req: r.id, msg: Message{
 			DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered, Exchange: m.Exchange,
 			RoutingKey: m.RoutingKey, MessageCount: m.MessageCount,
@@ -428,11 +462,11 @@ func answers(request, reply wire.MethodID) bool {
 	return false
 }
 
-func (ch *channel) addConsumer(tag string) {
+func (ch *channel) addConsumer(tag string, noAck bool) {
 	if ch.consumers == nil {
-		ch.consumers = make(map[string]struct{})
+		ch.consumers = make(map[string]bool)
 	}
-	ch.consumers[tag] = struct{}{}
+	ch.consumers[tag] = noAck
 }
 
 // channelGone ends a channel: pending requests fail, outstanding
@@ -479,8 +513,14 @@ func (c *Conn) handleChannelMethod(ch *channel, m wire.Method) {
 	case *wire.BasicDeliver:
 		ch.lastTag = max(ch.lastTag, m.DeliveryTag)
 		kind := EventDelivery
-		if _, ok := ch.consumers[m.ConsumerTag]; !ok {
+		noAck, ok := ch.consumers[m.ConsumerTag]
+		if !ok {
+			// A consumer this side does not know: whether it was no-ack
+			// is unknown, so the tag stays ackable.
 			kind = EventOrphanDelivery
+		}
+		if !noAck {
+			ch.unacked.mark(m.DeliveryTag)
 		}
 		ch.content = assembling{active: true, kind: kind, msg: Message{
 			ConsumerTag: m.ConsumerTag, DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered,

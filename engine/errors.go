@@ -53,9 +53,10 @@ var (
 	ErrNotClientMethod = errors.New("pika: method may not be sent by a client")
 	// ErrBadChannel is returned for calls on a channel id that is not open.
 	ErrBadChannel = errors.New("pika: no such channel")
-	// ErrUnknownTag is returned by Ack, Nack and Reject for a delivery tag
-	// higher than any the channel has delivered. (Settling a tag twice is
-	// not detected: the broker closes the channel with PRECONDITION_FAILED.)
+	// ErrUnknownTag is matched (errors.Is) by the *TagError that Ack, Nack
+	// and Reject return for a delivery tag that does not await an
+	// acknowledgement: never delivered, settled already, delivered with
+	// no-ack, or 0 without multiple. Nothing is sent for it.
 	ErrUnknownTag = errors.New("pika: unknown delivery tag")
 )
 
@@ -194,3 +195,20 @@ func (e *handshakeError) Unwrap() []error {
 	}
 	return []error{e.err, e.cause}
 }
+
+// TagError is the error of an acknowledgement (Ack, Nack, Reject) that was
+// not sent because its delivery tag does not await one on the channel:
+// sending it would make the broker close the channel with
+// PRECONDITION_FAILED. errors.Is(err, ErrUnknownTag) is true.
+type TagError struct {
+	Channel uint16
+	Tag     uint64
+	Reason  string // e.g. "never delivered on this channel"
+}
+
+func (e *TagError) Error() string {
+	return "pika: delivery tag " + strconv.FormatUint(e.Tag, 10) + " on channel " + strconv.Itoa(int(e.Channel)) + ": " + e.Reason
+}
+
+// Unwrap returns ErrUnknownTag.
+func (e *TagError) Unwrap() error { return ErrUnknownTag }
