@@ -25,9 +25,6 @@ type Channel struct {
 	err       error         // why the channel closed; nil while open
 	done      chan struct{} // closed when the channel has closed
 	consumers map[string]*Consumer
-	confirm   bool
-	confirms  engine.ConfirmSet[*Confirmation]
-	flushes   []*flushWaiter
 	paused    chan struct{} // non-nil while the broker's channel.flow stopped publishing
 	closing   bool          // Close was called
 	notify    chanNotifier
@@ -41,13 +38,27 @@ type Channel struct {
 	tagBase   uint64         // delivery tags: broker tag + tagBase
 	lastTag   uint64         // the highest client delivery tag handed out
 	pubBase   uint64         // publish tags: engine tag + pubBase
-	republish []*Confirmation
+
+	// Confirm mode (see confirm.go and returns.go).
+	confirm        bool                         // confirm.select was queued
+	confirmOK      bool                         // its confirm.select-ok arrived
+	confirms       engine.ConfirmSet[pubRecord] // by client tag
+	republish      []pubRecord                  // kept at a loss, published again by recovery
+	returns        returnMatcher
+	flushes        []*flushWaiter          // WaitConfirms calls, by upTo
+	epoch          uint64                  // the current WaitConfirms batch
+	failed         map[uint64]*epochCounts // failed outcomes by batch
+	room           chan struct{}           // closed when unconfirmed messages fall below the bound
+	settledScratch []settledRecord
 }
 
 // Channel opens a new channel. ctx bounds the wait for the broker's
 // channel.open-ok; if it ends first, Channel returns ctx.Err() and the
 // channel, once the broker opens it, is closed again.
 func (c *Conn) Channel(ctx context.Context) (*Channel, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if err := c.lockReady(ctx); err != nil {
 		return nil, err
 	}
@@ -168,16 +179,29 @@ func (ch *Channel) Close(ctx context.Context) error {
 	return nil
 }
 
-// call sends a synchronous method and waits for its reply. If ctx ends
-// first, call returns ctx.Err(); the request stays queued or on the wire and
+// call sends a synchronous method and waits for its reply. If ctx has
+// already ended, call returns ctx.Err() and sends nothing. If ctx ends
+// later, call returns ctx.Err(); the request stays queued or on the wire and
 // its reply is absorbed when it comes, so the channel stays consistent.
 func (ch *Channel) call(ctx context.Context, m wire.Method) (engine.Event, error) {
-	return ch.callLate(ctx, m, nil)
+	return ch.callHooks(ctx, m, callHooks{})
 }
 
 // callLate is call with a function to run (under the connection's lock) if
 // the reply arrives after the caller gave up.
 func (ch *Channel) callLate(ctx context.Context, m wire.Method, late func(engine.Event)) (engine.Event, error) {
+	return ch.callHooks(ctx, m, callHooks{late: late})
+}
+
+// callHooks are functions a call runs under the connection's lock.
+type callHooks struct {
+	sent  func()             // right after the request is queued
+	reply func(engine.Event) // when its successful reply arrives, waited for or not
+	late  func(engine.Event) // when its reply arrives after the caller gave up
+}
+
+// callHooks is call with hooks.
+func (ch *Channel) callHooks(ctx context.Context, m wire.Method, h callHooks) (engine.Event, error) {
 	c := ch.conn
 	if err := ctx.Err(); err != nil {
 		return engine.Event{}, err
@@ -196,8 +220,12 @@ func (ch *Channel) callLate(ctx context.Context, m wire.Method, late func(engine
 		c.mu.Unlock()
 		return engine.Event{}, err
 	}
+	if h.sent != nil {
+		h.sent()
+	}
 	w := newWaiter()
-	w.late = late
+	w.late = h.late
+	w.reply = h.reply
 	c.l.waiters[id] = w
 	c.afterLocked(c.l)
 	c.mu.Unlock()
@@ -213,9 +241,13 @@ func (ch *Channel) callLate(ctx context.Context, m wire.Method, late func(engine
 func (ch *Channel) send(m wire.Method) error { return ch.sendCtx(context.Background(), m) }
 
 // sendCtx sends an asynchronous method (or a no-wait variant), waiting for a
-// recovery in progress as long as ctx allows.
+// recovery in progress as long as ctx allows. It sends nothing when ctx has
+// already ended.
 func (ch *Channel) sendCtx(ctx context.Context, m wire.Method) error {
 	c := ch.conn
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := c.lockReady(ctx); err != nil {
 		return err
 	}
@@ -251,9 +283,7 @@ func (ch *Channel) dispatchLocked(ev engine.Event) {
 		ch.notify.orphan(ev.Message.ConsumerTag, ev.Message.DeliveryTag)
 	case engine.EventReturn:
 		ret := newReturn(&ev.Message)
-		if ch.confirm {
-			ch.matchReturnLocked(ret)
-		}
+		ch.onReturnLocked(ret)
 		ch.notify.returned(ret)
 	case engine.EventConfirm:
 		ch.confirmLocked(ev.Tag+ch.pubBase, ev.Multiple, ev.Ack)
@@ -300,30 +330,16 @@ func (ch *Channel) closedLocked(err error) {
 }
 
 // suspendLocked prepares the channel for a lost connection: outstanding
-// confirmations resolve with ErrOutcomeUnknown (or wait for republishing),
-// delivery tags handed out so far become stale, and buffered deliveries of
-// manual-ack consumers are dropped (the broker delivers them again).
+// confirmations wait for republishing (or resolve with ErrOutcomeUnknown,
+// see suspendConfirmsLocked), delivery tags handed out so far become stale,
+// and buffered deliveries of manual-ack consumers are dropped (the broker
+// delivers them again).
 func (ch *Channel) suspendLocked(cause error) {
 	ch.tagBase = ch.lastTag
 	if ch.tx {
 		ch.txLost = true
 	}
-	if ch.conn.cfg.RepublishUnconfirmed {
-		ch.confirms.SettleAll(func(_ uint64, f *Confirmation) {
-			if f != nil && f.msg != nil {
-				ch.republish = append(ch.republish, f)
-			} else if f != nil {
-				f.resolve(&outcomeError{cause: cause})
-			}
-		})
-		for _, fw := range ch.flushes {
-			fw.lost = &outcomeError{cause: cause}
-		}
-	} else {
-		ch.failConfirmsLocked(cause)
-	}
-	ch.pubBase = ch.confirms.Next() - 1
-	ch.releaseFlushesLocked()
+	ch.suspendConfirmsLocked(cause)
 	if ch.paused != nil {
 		close(ch.paused)
 		ch.paused = nil
@@ -352,22 +368,4 @@ func (ch *Channel) restoreMethods() []wire.Method {
 		ms = append(ms, &wire.TxSelect{})
 	}
 	return ms
-}
-
-// republishLocked publishes the messages kept for republishing again, in
-// order, and returns how many.
-func (ch *Channel) republishLocked() int {
-	n := 0
-	for _, f := range ch.republish {
-		m := f.msg
-		if _, err := ch.conn.eng.Publish(ch.id, f.exchange, f.routingKey, m.Mandatory, false, &m.Properties, m.Body); err != nil {
-			f.resolve(&outcomeError{cause: err})
-			continue
-		}
-		f.Tag = ch.confirms.Add(f)
-		n++
-	}
-	clear(ch.republish)
-	ch.republish = ch.republish[:0]
-	return n
 }

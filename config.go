@@ -93,14 +93,27 @@ type Config struct {
 	// fail at once with ErrRecovering. Default false: they wait, bounded by
 	// their ctx, until recovery completes or gives up.
 	FailWhileRecovering bool
-	// RepublishUnconfirmed makes recovery publish again, on the recovered
-	// channel and in their original order, the messages whose confirmation
-	// was outstanding when the connection was lost; their Confirmations
-	// then resolve with the new outcome instead of ErrOutcomeUnknown. This
-	// gives at-least-once delivery: the broker may have received a message
-	// before the loss, and consumers then see it twice. It costs a copy of
-	// every message body until its confirmation. Default false.
-	RepublishUnconfirmed bool
+	// DisableRepublish turns off republishing after a connection loss.
+	// By default (when recovery is on), the library keeps a copy of every
+	// message published in confirm mode until the broker's verdict, and
+	// when the connection is lost first, recovery publishes the copies
+	// again, in their original order, on the recovered channel; their
+	// Confirmations and WaitConfirms then report the new copies' outcomes.
+	// A publisher with confirms thus loses nothing across connection
+	// losses, broker restarts and forced closes, with no retry code of its
+	// own. This is at-least-once delivery: the broker may have taken a
+	// message before the loss, and consumers then see it twice (its
+	// Redelivered flag is not set; give messages a MessageID and
+	// deduplicate). The copies cost memory, bounded by MaxUnconfirmed
+	// messages per channel. With DisableRepublish, messages outstanding at
+	// a loss resolve with ErrOutcomeUnknown instead.
+	DisableRepublish bool
+	// MaxUnconfirmed bounds the messages per channel in confirm mode whose
+	// outcome is pending (published and not yet confirmed, or kept for
+	// republishing): at the bound, Publish waits, honouring its ctx, for
+	// confirmations. It also bounds the memory held for republishing.
+	// Default DefaultMaxUnconfirmed (10,000); negative means no bound.
+	MaxUnconfirmed int
 
 	// WriteBufferLimit is how many bytes may wait for the socket before
 	// Publish blocks (honouring its ctx) until the writer catches up.
@@ -141,6 +154,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = engine.DefaultHandshakeTimeout
+	}
+	if c.MaxUnconfirmed == 0 {
+		c.MaxUnconfirmed = DefaultMaxUnconfirmed
 	}
 	return c
 }

@@ -447,6 +447,9 @@ func (c *Conn) IsBlocked() (bool, string) {
 // answer. If ctx ends first, UpdateSecret returns ctx.Err() and the update
 // may still take effect. The new secret is also used when recovering.
 func (c *Conn) UpdateSecret(ctx context.Context, secret, reason string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := c.lockReady(ctx); err != nil {
 		return err
 	}
@@ -481,6 +484,7 @@ type waiter struct {
 	done      chan struct{}
 	ev        engine.Event
 	abandoned bool                  // the caller's ctx ended first
+	reply     func(ev engine.Event) // run (under c.mu) when a successful reply arrives
 	late      func(ev engine.Event) // run (under c.mu) when an abandoned request's reply arrives
 }
 
@@ -488,6 +492,9 @@ func newWaiter() *waiter { return &waiter{done: make(chan struct{})} }
 
 func (w *waiter) resolveLocked(ev engine.Event) {
 	w.ev = ev
+	if w.reply != nil && ev.Err == nil {
+		w.reply(ev)
+	}
 	if w.abandoned {
 		if w.late != nil && ev.Err == nil {
 			w.late(ev)

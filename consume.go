@@ -190,6 +190,9 @@ func (ch *Channel) ConsumeFunc(ctx context.Context, queue string, opts ConsumeOp
 }
 
 func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOptions, handler func(*Delivery)) (*Consumer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	c := ch.conn
 	tag := opts.Tag
 	if tag == "" {
@@ -372,6 +375,9 @@ func (c *Conn) unpauseReaderLocked() {
 // After the consumer ended and its buffer is empty, Next returns the reason
 // (see Err). Safe to call from several goroutines.
 func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	c := cons.ch.conn
 	for {
 		c.mu.Lock()
@@ -452,6 +458,9 @@ func (cons *Consumer) Cancel(ctx context.Context) error {
 		}
 		cons.endLocked(ErrConsumerClosed)
 		c.forgetAutoDeleteLocked(cons.qname)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	cons.cancelling = true

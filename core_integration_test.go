@@ -179,8 +179,20 @@ func TestCoreConfirmsAndReturns(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		ch.Publish(ctx, "", q, Message{Body: []byte("more")})
 	}
+	// The batch since ConfirmSelect holds the returned message: WaitConfirms
+	// says so.
+	err = ch.WaitConfirms(ctx)
+	var ce *ConfirmsError
+	if !errors.Is(err, ErrReturned) || errors.Is(err, ErrNacked) || errors.Is(err, ErrOutcomeUnknown) ||
+		!errors.As(err, &ce) || ce.Returned != 1 || ce.Nacked+ce.Unknown+ce.MaybeReturned != 0 {
+		t.Fatalf("WaitConfirms over a batch with one returned message: %v", err)
+	}
+	// The next batch is all acked.
+	for i := 0; i < 100; i++ {
+		ch.Publish(ctx, "", q, Message{Body: []byte("more")})
+	}
 	if err := ch.WaitConfirms(ctx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("WaitConfirms over an acked batch: %v", err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -25,6 +25,10 @@ type methodsPeer struct {
 
 	wmu sync.Mutex // serialises writes to srv
 
+	// recordAll makes the peer record basic.publish, ack, nack and reject
+	// too (set it before the client sends any).
+	recordAll bool
+
 	mu   sync.Mutex
 	got  []wire.Method // methods received after the handshake (but channel open/close)
 	recv chan struct{} // cap 1: a method was recorded
@@ -138,6 +142,13 @@ func (p *methodsPeer) reply(ch uint16, m wire.Method) {
 	p.srv.Write(b) // fails only once the client has gone
 }
 
+// write sends raw bytes (frames built with package scripted) to the client.
+func (p *methodsPeer) write(b []byte) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	p.srv.Write(b)
+}
+
 // closeChannel refuses a request the way a broker does: channel.close with
 // code and text, naming the refused method.
 func (p *methodsPeer) closeChannel(ch uint16, code wire.ReplyCode, text string, refused wire.Method) {
@@ -195,7 +206,21 @@ func (p *methodsPeer) serve(product string) {
 			p.reply(ch, &wire.ChannelOpenOk{})
 		case *wire.ChannelClose:
 			p.reply(ch, &wire.ChannelCloseOk{})
-		case *wire.ChannelCloseOk, *wire.BasicPublish, *wire.BasicAck, *wire.BasicNack, *wire.BasicReject:
+		case *wire.ChannelCloseOk:
+		case *wire.BasicPublish, *wire.BasicAck, *wire.BasicNack, *wire.BasicReject:
+			p.mu.Lock()
+			all := p.recordAll
+			if all {
+				p.got = append(p.got, m)
+				select {
+				case p.recv <- struct{}{}:
+				default:
+				}
+			}
+			p.mu.Unlock()
+			if all {
+				p.answer(p, ch, m)
+			}
 		case *wire.ConnectionClose:
 			p.reply(0, &wire.ConnectionCloseOk{})
 			return

@@ -2,7 +2,6 @@ package pika
 
 import (
 	"context"
-	"sync"
 
 	"github.com/pika-go/pika/engine"
 	"github.com/pika-go/pika/wire"
@@ -15,7 +14,7 @@ type Message struct {
 	// Body is the message body. Publish copies it before returning.
 	Body []byte
 	// Mandatory asks the broker to return the message (see
-	// Channel.NotifyReturn, and ErrReturned in confirm mode) when no queue
+	// Channel.OnReturn, and ErrReturned in confirm mode) when no queue
 	// matches its routing key, instead of dropping it.
 	Mandatory bool
 }
@@ -28,15 +27,20 @@ const (
 
 // Publish publishes msg to exchange with routingKey. It returns once the
 // message is queued for the socket (it does not wait for the broker); many
-// goroutines publishing at once share write calls. Publish waits, honouring
-// ctx, while the broker blocks the connection (resource alarm), while the
-// broker's channel.flow has paused the channel, and while more than
-// Config.WriteBufferLimit bytes wait for the socket. If ctx ends during such
-// a wait the message is not sent.
+// goroutines publishing at once share write calls. It returns ctx.Err() at
+// once, sending nothing, when ctx has already ended. Publish waits,
+// honouring ctx, while the broker blocks the connection (resource alarm),
+// while the broker's channel.flow has paused the channel, while more than
+// Config.WriteBufferLimit bytes wait for the socket, and, in confirm mode,
+// while Config.MaxUnconfirmed messages of the channel await their outcome.
+// If ctx ends during such a wait the message is not sent.
 //
-// In confirm mode the message gets the next delivery tag; use
-// PublishWithConfirm to wait for its confirmation, or WaitConfirms for all
-// of them.
+// In confirm mode the message gets the next sequence number; use
+// PublishWithConfirm to wait for its outcome, or WaitConfirms for a batch.
+// Unless Config.DisableRepublish (or DisableRecovery) is set, the library
+// keeps a copy of the message until its outcome is known, and publishes it
+// again if the connection is lost first (see Recovery in the package
+// documentation).
 func (ch *Channel) Publish(ctx context.Context, exchange, routingKey string, msg Message) error {
 	_, err := ch.publish(ctx, exchange, routingKey, &msg, false)
 	return err
@@ -50,6 +54,9 @@ func (ch *Channel) PublishWithConfirm(ctx context.Context, exchange, routingKey 
 }
 
 func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg *Message, wantConfirm bool) (*Confirmation, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	c := ch.conn
 	if err := c.lockReady(ctx); err != nil {
 		return nil, err
@@ -71,6 +78,11 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 				c.space = make(chan struct{})
 			}
 			wait = c.space
+		case ch.confirm && c.cfg.MaxUnconfirmed > 0 && ch.unconfirmedLocked() >= c.cfg.MaxUnconfirmed:
+			if ch.room == nil {
+				ch.room = make(chan struct{})
+			}
+			wait = ch.room
 		}
 		if wait == nil {
 			break
@@ -97,22 +109,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	}
 	var conf *Confirmation
 	if ch.confirm {
-		republish := c.cfg.RepublishUnconfirmed
-		if wantConfirm || republish {
-			conf = &Confirmation{}
-			if msg.Mandatory || republish {
-				conf.exchange, conf.routingKey, conf.mandatory = exchange, routingKey, msg.Mandatory
-			}
-			if republish {
-				cp := *msg
-				cp.Body = append([]byte(nil), msg.Body...)
-				conf.msg = &cp
-			}
-		}
-		tag := ch.confirms.Add(conf)
-		if conf != nil {
-			conf.Tag = tag
-		}
+		conf = ch.recordPublishLocked(exchange, routingKey, msg, wantConfirm)
 	}
 	c.afterLocked(c.l)
 	c.mu.Unlock()
@@ -121,250 +118,26 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 
 // ConfirmSelect puts the channel in confirm mode: the broker confirms
 // (basic.ack) or refuses (basic.nack) every message published from now on.
-// If ctx ends before the broker's answer, ConfirmSelect returns ctx.Err();
-// the channel still enters confirm mode.
+// The switch is atomic with respect to Publish on the same channel from any
+// goroutine: a message published concurrently either precedes
+// confirm.select (and gets no confirmation) or follows it and is tracked
+// under the tag the broker gives it. If ctx has already ended, ConfirmSelect
+// returns ctx.Err() and changes nothing; if ctx ends before the broker's
+// answer, it returns ctx.Err() and the channel still enters confirm mode.
 func (ch *Channel) ConfirmSelect(ctx context.Context) error {
-	c := ch.conn
-	c.mu.Lock()
-	if ch.err == nil && !ch.confirm {
-		ch.confirm = true
-		ch.confirms.Reset(1)
-		ch.pubBase = 0
-	}
-	c.mu.Unlock()
-	_, err := ch.call(ctx, &wire.ConfirmSelect{})
-	return err
-}
-
-// Confirmation is the broker's verdict on one message published in confirm
-// mode. It is safe for concurrent use.
-type Confirmation struct {
-	// Tag is the message's publish sequence number on its channel. With
-	// Config.RepublishUnconfirmed it changes when recovery publishes the
-	// message again; read it after Done is closed.
-	Tag uint64
-
-	mu      sync.Mutex
-	settled bool
-	done    chan struct{} // made when someone waits before the outcome
-	err     error
-
-	// guarded by the connection's lock
-	exchange, routingKey string
-	mandatory, returned  bool
-	msg                  *Message // kept for RepublishUnconfirmed
-}
-
-// closedChan is the Done channel of a Confirmation settled before anyone
-// asked for one.
-var closedChan = func() chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}()
-
-// Done returns a channel closed once the outcome is known.
-func (f *Confirmation) Done() <-chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.done == nil {
-		if f.settled {
-			return closedChan
-		}
-		f.done = make(chan struct{})
-	}
-	return f.done
-}
-
-// Err returns the outcome once it is known (nil before): nil when the
-// broker accepted the message, ErrNacked when it refused it, a
-// *ReturnedError (ErrReturned) for a mandatory message it could not route,
-// and ErrOutcomeUnknown when the channel or connection closed first.
-func (f *Confirmation) Err() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.err
-}
-
-// Wait waits for the outcome (see Err) or the end of ctx, which only ends
-// the wait.
-func (f *Confirmation) Wait(ctx context.Context) error {
-	f.mu.Lock()
-	if f.settled {
-		err := f.err
-		f.mu.Unlock()
-		return err
-	}
-	if f.done == nil {
-		f.done = make(chan struct{})
-	}
-	done := f.done
-	f.mu.Unlock()
-	select {
-	case <-done:
-		return f.Err()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// settle records the outcome once; later calls do nothing.
-func (f *Confirmation) settle(err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.settled {
-		return
-	}
-	f.settled = true
-	f.err = err
-	if f.done != nil {
-		close(f.done)
-	}
-}
-
-// resolve settles the confirmation after the broker's ack or nack, or the
-// channel's loss (called with the connection's lock held).
-func (f *Confirmation) resolve(err error) {
-	f.msg = nil
-	if f.returned {
-		return // resolved with ErrReturned already
-	}
-	f.settle(err)
-}
-
-// WaitConfirms waits until every message published on the channel before the
-// call has its outcome, and returns ErrNacked if any of them was refused
-// (returned and unknown outcomes do not count: see PublishWithConfirm for
-// per-message outcomes). ctx ends only the wait.
-func (ch *Channel) WaitConfirms(ctx context.Context) error {
-	c := ch.conn
-	if err := c.lockReady(ctx); err != nil {
-		return err
-	}
-	if !ch.confirm {
-		c.mu.Unlock()
-		return ErrNotConfirmMode
-	}
-	if ch.err != nil {
-		err := ch.err
-		c.mu.Unlock()
-		return err
-	}
-	upTo := ch.confirms.Next() - 1
-	if ch.confirms.FirstUnsettled() > upTo {
-		c.mu.Unlock()
-		return nil
-	}
-	fw := &flushWaiter{upTo: upTo, done: make(chan struct{})}
-	ch.flushes = append(ch.flushes, fw)
-	c.mu.Unlock()
-	select {
-	case <-fw.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if fw.lost != nil {
-		return fw.lost
-	}
-	if fw.nacked {
-		return ErrNacked
-	}
-	return nil
-}
-
-// flushWaiter is a WaitConfirms call waiting for tags up to upTo.
-type flushWaiter struct {
-	upTo   uint64
-	done   chan struct{}
-	nacked bool  // a tag up to upTo was nacked
-	lost   error // the connection or channel was lost first
-}
-
-// confirmLocked settles tags after an EventConfirm (tag is the client tag).
-func (ch *Channel) confirmLocked(tag uint64, multiple, ack bool) {
-	var err error
-	if !ack {
-		err = ErrNacked
-		for _, fw := range ch.flushes {
-			if tag <= fw.upTo || multiple {
-				fw.nacked = true
+	_, err := ch.callHooks(ctx, &wire.ConfirmSelect{}, callHooks{
+		sent: func() {
+			// Under the connection's lock, in the same step that queues
+			// confirm.select: the engine counts tags from here too.
+			if !ch.confirm {
+				ch.confirm = true
+				ch.confirms.Reset(1)
+				ch.pubBase = 0
 			}
-		}
-	}
-	ch.confirms.Settle(tag, multiple, func(_ uint64, f *Confirmation) {
-		if f != nil {
-			f.resolve(err)
-		}
+		},
+		reply: func(engine.Event) { ch.confirmOK = true },
 	})
-	ch.notify.confirmed(tag, multiple, ack)
-	ch.releaseFlushesLocked()
-}
-
-// releaseFlushesLocked wakes WaitConfirms callers whose messages are all
-// settled.
-func (ch *Channel) releaseFlushesLocked() {
-	if len(ch.flushes) == 0 {
-		return
-	}
-	first := ch.confirms.FirstUnsettled()
-	k := 0
-	for _, fw := range ch.flushes {
-		if first > fw.upTo {
-			close(fw.done)
-		} else {
-			ch.flushes[k] = fw
-			k++
-		}
-	}
-	clear(ch.flushes[k:])
-	ch.flushes = ch.flushes[:k]
-}
-
-// matchReturnLocked attaches a returned message to the earliest outstanding
-// mandatory publish with the same exchange and routing key: the broker sends
-// basic.return before the basic.ack of the same message, and in publish
-// order.
-func (ch *Channel) matchReturnLocked(ret *Return) {
-	var match *Confirmation
-	ch.confirms.Each(func(_ uint64, f *Confirmation) bool {
-		if f != nil && f.mandatory && !f.returned && f.exchange == ret.Exchange && f.routingKey == ret.RoutingKey {
-			match = f
-			return false
-		}
-		return true
-	})
-	if match != nil {
-		match.returned = true
-		match.settle(&ReturnedError{Return: ret})
-	}
-}
-
-// failConfirmsLocked resolves every outstanding confirmation with
-// ErrOutcomeUnknown after the channel closed with cause.
-func (ch *Channel) failConfirmsLocked(cause error) {
-	if cause == ErrChannelClosed {
-		cause = nil
-	}
-	oe := &outcomeError{cause: cause}
-	ch.confirms.SettleAll(func(_ uint64, f *Confirmation) {
-		if f != nil {
-			f.resolve(oe)
-		}
-	})
-	// Messages kept for republishing (Config.RepublishUnconfirmed) after a
-	// loss are outstanding too.
-	for _, f := range ch.republish {
-		f.resolve(oe)
-	}
-	clear(ch.republish)
-	ch.republish = nil
-	for _, fw := range ch.flushes {
-		fw.lost = oe
-		close(fw.done)
-	}
-	ch.flushes = nil
+	return err
 }
 
 // Return is a message the broker returned: a mandatory message it could not

@@ -1268,12 +1268,13 @@ func TestRecoveryProxyFailover(t *testing.T) {
 	roundTrip(t, ch, cons, "", rep.RenamedQueues[q], "after recovery 2")
 }
 
-// TestRecoveryProxyOutstandingConfirmsNotNacked: confirmations outstanding
-// when the connection is lost resolve with ErrOutcomeUnknown, never as
-// broker nacks.
+// TestRecoveryProxyOutstandingConfirmsNotNacked: with republishing off,
+// confirmations outstanding when the connection is lost resolve with
+// ErrOutcomeUnknown, never as broker nacks, and WaitConfirms counts them.
 func TestRecoveryProxyOutstandingConfirmsNotNacked(t *testing.T) {
 	url := testenv.Disruptive(t)
 	cfg := rtConfig(t, url)
+	cfg.DisableRepublish = true
 	p := rtProxy(t, &cfg)
 	c := rtDial(t, cfg)
 	rlog := watchRecovery(t, c)
@@ -1305,8 +1306,9 @@ func TestRecoveryProxyOutstandingConfirmsNotNacked(t *testing.T) {
 			t.Fatalf("confirmation %d outstanding at the loss: %v, want ErrOutcomeUnknown and not ErrNacked", i, err)
 		}
 	}
-	if err := <-waitErr; !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrNacked) {
-		t.Errorf("WaitConfirms across the loss: %v, want ErrOutcomeUnknown and not ErrNacked", err)
+	var ce *ConfirmsError
+	if err := <-waitErr; !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrNacked) || !errors.As(err, &ce) || ce.Unknown != len(confs) {
+		t.Errorf("WaitConfirms across the loss: %v, want ErrOutcomeUnknown for all %d and not ErrNacked", err, len(confs))
 	}
 	rlog.wait(RecoveryRecovered, 1, rtTimeout)
 	f, err := ch.PublishWithConfirm(ctx, "", rlog.all()[len(rlog.all())-1].Report.RenamedQueues[q], Message{Body: []byte("after")})
@@ -1485,7 +1487,7 @@ func (w *workload) missing() []int {
 func runWorkload(t *testing.T, republish bool, losses int, ctlAt map[int]bool) {
 	url := testenv.Disruptive(t)
 	cfg := rtConfig(t, url)
-	cfg.RepublishUnconfirmed = republish
+	cfg.DisableRepublish = !republish
 	p := rtProxy(t, &cfg)
 	p.Record(false)
 	baseline := runtime.NumGoroutine() // the proxy's own goroutine included
@@ -1584,7 +1586,7 @@ func TestRecoveryWorkload(t *testing.T) {
 }
 
 // TestRecoveryWorkloadRepublish: as TestRecoveryWorkload with
-// Config.RepublishUnconfirmed and a publisher that never retries: every
+// republishing (the default) and a publisher that never retries: every
 // message published is still confirmed and consumed.
 func TestRecoveryWorkloadRepublish(t *testing.T) {
 	runWorkload(t, true, 20, nil)
@@ -1716,7 +1718,7 @@ func TestRecoveryProxyCloseWhileReconnectStalled(t *testing.T) {
 			url := testenv.Disruptive(t)
 			cfg := rtConfig(t, url)
 			cfg.HandshakeTimeout = time.Minute
-			cfg.RepublishUnconfirmed = republish
+			cfg.DisableRepublish = !republish
 			p := rtProxy(t, &cfg)
 			baseline := runtime.NumGoroutine()
 			c := rtDial(t, cfg)
@@ -1815,7 +1817,7 @@ func TestRecoveryProxyHandshakeTimeout(t *testing.T) {
 func TestRecoveryProxyRestoreOrder(t *testing.T) {
 	url := testenv.Disruptive(t)
 	cfg := rtConfig(t, url)
-	cfg.RepublishUnconfirmed = true
+	cfg.DisableRepublish = false
 	p := rtProxy(t, &cfg)
 	c := rtDial(t, cfg)
 	rlog := watchRecovery(t, c)

@@ -394,13 +394,11 @@ func TestTopologyRecordCopiesArguments(t *testing.T) {
 // relies on: after a loss, client tags keep increasing while the new
 // connection's broker tags start again at 1.
 func TestConfirmSetAcrossRecovery(t *testing.T) {
-	ch := &Channel{conn: &Conn{}, confirm: true}
+	ch := &Channel{conn: &Conn{cfg: Config{DisableRepublish: true}}, confirm: true}
 	ch.confirms.Reset(1)
 	var before []*Confirmation
 	for range 3 {
-		f := &Confirmation{}
-		f.Tag = ch.confirms.Add(f)
-		before = append(before, f)
+		before = append(before, ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true))
 	}
 	ch.confirmLocked(1, false, true) // the broker confirms tag 1
 	ch.suspendLocked(ErrHeartbeatTimeout)
@@ -421,8 +419,7 @@ func TestConfirmSetAcrossRecovery(t *testing.T) {
 		}
 	}
 	// The new connection: broker tag 1 is client tag 4.
-	f := &Confirmation{}
-	f.Tag = ch.confirms.Add(f)
+	f := ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true)
 	if f.Tag != 4 {
 		t.Fatalf("first tag after recovery: %d, want 4", f.Tag)
 	}
@@ -433,14 +430,13 @@ func TestConfirmSetAcrossRecovery(t *testing.T) {
 }
 
 // TestConfirmSetAcrossRecoveryRepublish is TestConfirmSetAcrossRecovery with
-// Config.RepublishUnconfirmed: the unconfirmed messages wait, and a final
+// republishing (the default): the unconfirmed messages wait, and a final
 // close resolves them.
 func TestConfirmSetAcrossRecoveryRepublish(t *testing.T) {
-	c := &Conn{cfg: Config{RepublishUnconfirmed: true}}
+	c := &Conn{}
 	ch := &Channel{conn: c, confirm: true, done: make(chan struct{}), consumers: map[string]*Consumer{}}
 	ch.confirms.Reset(1)
-	f := &Confirmation{msg: &Message{Body: []byte("x")}}
-	f.Tag = ch.confirms.Add(f)
+	f := ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true)
 	ch.suspendLocked(ErrHeartbeatTimeout)
 	if len(ch.republish) != 1 {
 		t.Fatalf("%d messages kept for republishing, want 1", len(ch.republish))
@@ -900,7 +896,7 @@ func TestFakeHandshakeTimeoutBoundsAttempts(t *testing.T) {
 // TestFakeCloseWhileReconnectStalled: Close while a reconnection attempt
 // waits for a silent server returns within its ctx, resolves every pending
 // confirmation with an error, and leaves no goroutine, with and without
-// Config.RepublishUnconfirmed.
+// republishing (the default).
 func TestFakeCloseWhileReconnectStalled(t *testing.T) {
 	for _, republish := range []bool{false, true} {
 		t.Run(fmt.Sprintf("republish=%v", republish), func(t *testing.T) {
@@ -909,7 +905,7 @@ func TestFakeCloseWhileReconnectStalled(t *testing.T) {
 			b.silent = func(n int) bool { return n >= 2 }
 			cfg := b.config()
 			cfg.HandshakeTimeout = time.Minute
-			cfg.RepublishUnconfirmed = republish
+			cfg.DisableRepublish = !republish
 			c, ch, _ := fakeSetup(t, b, cfg)
 			if err := ch.ConfirmSelect(context.Background()); err != nil {
 				t.Fatal(err)
@@ -1039,14 +1035,14 @@ func TestFakeRestoreFailsAfterDeliveries(t *testing.T) {
 	}
 }
 
-// TestFakeRepublishAcrossFailedAttempt: with RepublishUnconfirmed, a
+// TestFakeRepublishAcrossFailedAttempt: with republishing, a
 // message republished by an attempt whose connection then died is
 // published again by the next attempt, and its confirmation is the one
 // the broker gives there.
 func TestFakeRepublishAcrossFailedAttempt(t *testing.T) {
 	b := newFakeBroker(t)
 	cfg := b.config()
-	cfg.RepublishUnconfirmed = true
+	cfg.DisableRepublish = false
 	c, ch, rlog := fakeSetup(t, b, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

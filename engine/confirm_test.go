@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/pika-go/pika/internal/scripted"
@@ -347,4 +348,43 @@ func TestReturnsAndConfirmsWhileClosing(t *testing.T) {
 		t.Fatalf("channel closed with %v", e.Err)
 	}
 	h.noEvents()
+}
+
+func TestConfirmSetLookupAndEachRef(t *testing.T) {
+	var s ConfirmSet[int]
+	for i := 1; i <= 5; i++ {
+		s.Add(i * 10)
+	}
+	s.Settle(2, false, nil)
+	if _, ok := s.Lookup(2); ok {
+		t.Error("Lookup of a settled tag found it")
+	}
+	if _, ok := s.Lookup(0); ok {
+		t.Error("Lookup(0) found something")
+	}
+	if _, ok := s.Lookup(6); ok {
+		t.Error("Lookup of a tag not yet added found it")
+	}
+	p, ok := s.Lookup(3)
+	if !ok || *p != 30 {
+		t.Fatalf("Lookup(3) = %v, %v", p, ok)
+	}
+	*p = 33
+	var seen []int
+	s.EachRef(func(tag uint64, v *int) bool {
+		seen = append(seen, int(tag), *v)
+		*v++
+		return tag < 4
+	})
+	if want := []int{1, 10, 3, 33, 4, 40}; !slices.Equal(seen, want) {
+		t.Fatalf("EachRef saw %v, want %v", seen, want)
+	}
+	s.Settle(1, false, nil)
+	if p, ok := s.Lookup(3); !ok || *p != 34 {
+		t.Fatalf("after settling 1, Lookup(3) = %v, %v; want 34", *p, ok)
+	}
+	var empty ConfirmSet[int]
+	if _, ok := empty.Lookup(1); ok {
+		t.Error("Lookup on an empty set found something")
+	}
 }

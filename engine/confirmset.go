@@ -66,6 +66,30 @@ func (s *ConfirmSet[T]) Each(fn func(tag uint64, v T) bool) {
 	}
 }
 
+// Lookup returns a pointer to the value of unsettled tag, valid until the
+// next call that changes the set, or false when tag is settled or unknown.
+func (s *ConfirmSet[T]) Lookup(tag uint64) (*T, bool) {
+	if s.base == 0 || tag < s.base || tag >= s.Next() {
+		return nil, false
+	}
+	e := &s.buf[s.head+int(tag-s.base)]
+	if e.settled {
+		return nil, false
+	}
+	return &e.v, true
+}
+
+// EachRef is Each with a pointer to each value (valid during the call), for
+// values too large to copy or that fn updates.
+func (s *ConfirmSet[T]) EachRef(fn func(tag uint64, v *T) bool) {
+	for i := range s.buf[s.head:] {
+		e := &s.buf[s.head+i]
+		if !e.settled && !fn(s.base+uint64(i), &e.v) {
+			return
+		}
+	}
+}
+
 // Len returns the number of unsettled tags.
 func (s *ConfirmSet[T]) Len() int { return s.open }
 

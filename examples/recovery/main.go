@@ -14,13 +14,13 @@
 // Every time, the Conn reconnects with backoff, reopens both channels with
 // their QoS and confirm mode, declares the queue again, restarts the
 // consumer, and publishes again the messages whose confirmation the loss
-// cut off (Config.RepublishUnconfirmed). Each recovery event is printed as
-// it happens.
+// cut off (the default; Config.DisableRepublish turns it off). Each
+// recovery event is printed as it happens.
 //
 // What the application still has to do, and this program does:
 //
-//   - a confirmation that ends with ErrOutcomeUnknown (possible without
-//     RepublishUnconfirmed, or when recovery gives up) means "maybe
+//   - a confirmation that ends with ErrOutcomeUnknown (possible with
+//     Config.DisableRepublish, or when recovery gives up) means "maybe
 //     delivered": publish the message again if duplicates are acceptable;
 //   - an Ack that returns ErrStaleDelivery is for a delivery from before the
 //     loss: the broker delivers the message again, so process it
@@ -104,8 +104,8 @@ func run(ctx context.Context, url string, duration time.Duration, rate, closes i
 	// Reconnect quickly for the demonstration (the default starts at 100 ms
 	// and backs off to 30 s), and give up after a minute of failures.
 	cfg.Reconnect = pika.Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second, MaxAttempts: 40}
-	// Publish again what a loss left unconfirmed: at-least-once delivery.
-	cfg.RepublishUnconfirmed = true
+	// What a loss leaves unconfirmed is published again by default:
+	// at-least-once delivery, so the consumer below counts duplicates.
 
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

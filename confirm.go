@@ -1,0 +1,631 @@
+package pika
+
+import (
+	"context"
+	"errors"
+	"math/bits"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/pika-go/pika/wire"
+)
+
+// DefaultMaxUnconfirmed is the default Config.MaxUnconfirmed.
+const DefaultMaxUnconfirmed = 10000
+
+// outcome is the final verdict on one message published in confirm mode.
+type outcome uint8
+
+const (
+	outAcked         outcome = iota // basic.ack, not returned
+	outNacked                       // basic.nack
+	outReturned                     // returned (basic.return), then confirmed
+	outMaybeReturned                // one of several identical messages was returned
+	outUnknown                      // the channel or connection closed first
+)
+
+// pubRecord is what a channel in confirm mode keeps for each message until
+// its outcome is known.
+type pubRecord struct {
+	conf      *Confirmation // nil when the publisher asked for none
+	seq       uint64        // the tag of its first publish; kept when republished
+	epoch     uint64        // the WaitConfirms batch it belongs to
+	sig       uint64        // mandatory messages: see returnSig
+	mandatory bool
+	returned  *Return // the return certainly attributed to it
+
+	// Kept for republishing after a connection loss (buf nil: not kept).
+	exchange, routingKey string
+	props                wire.Properties // Headers nil: they are encoded in buf
+	buf                  *[]byte         // the headers table (hdrLen bytes), then the body
+	hdrLen               int
+}
+
+// keep copies what republishing needs: the message's properties, its
+// headers (encoded, so that a table the application changes after Publish
+// does not change the copy) and its body, in a pooled buffer.
+func (r *pubRecord) keep(exchange, routingKey string, msg *Message) {
+	r.exchange, r.routingKey = exchange, routingKey
+	r.props = msg.Properties
+	r.props.Headers = nil
+	p := getKeepBuf(len(msg.Body) + 64)
+	b := (*p)[:0]
+	if msg.Headers != nil {
+		// The engine encoded the same table a moment ago: it cannot fail.
+		b, _ = wire.AppendTable(b, msg.Headers)
+		r.hdrLen = len(b)
+	}
+	b = append(b, msg.Body...)
+	*p = b
+	r.buf = p
+}
+
+// message rebuilds the kept message for republishing.
+func (r *pubRecord) message() (Message, error) {
+	m := Message{Properties: r.props, Mandatory: r.mandatory}
+	b := *r.buf
+	if r.hdrLen > 0 {
+		t, err := wire.DecodeTable(b[:r.hdrLen])
+		if err != nil {
+			return m, err
+		}
+		m.Headers = t
+	}
+	m.Body = b[r.hdrLen:]
+	return m, nil
+}
+
+// release returns the kept copy to the pool.
+func (r *pubRecord) release() {
+	if r.buf != nil {
+		putKeepBuf(r.buf)
+		r.buf = nil
+	}
+}
+
+// Pooled buffers for kept message copies, by power-of-two size class from
+// 256 bytes to 4 MiB; larger bodies get a buffer of their own.
+const (
+	keepMinShift = 8
+	keepClasses  = 15
+)
+
+var keepPools [keepClasses]sync.Pool
+
+func keepClass(n int) int {
+	if n <= 1<<keepMinShift {
+		return 0
+	}
+	return bits.Len(uint(n-1)) - keepMinShift
+}
+
+func getKeepBuf(n int) *[]byte {
+	k := keepClass(n)
+	if k >= keepClasses {
+		b := make([]byte, 0, n)
+		return &b
+	}
+	if p, ok := keepPools[k].Get().(*[]byte); ok {
+		return p
+	}
+	b := make([]byte, 0, 1<<(k+keepMinShift))
+	return &b
+}
+
+func putKeepBuf(p *[]byte) {
+	c := cap(*p)
+	k := keepClass(c)
+	if k >= keepClasses || c != 1<<(k+keepMinShift) {
+		return // grown past its class, or too large to pool
+	}
+	*p = (*p)[:0]
+	keepPools[k].Put(p)
+}
+
+// Confirmation is the broker's verdict on one message published in confirm
+// mode (see Channel.PublishWithConfirm). It is safe for concurrent use.
+type Confirmation struct {
+	// Tag is the message's publish sequence number on its channel. When
+	// recovery publishes the message again after a connection loss, it
+	// changes to the new copy's; read it after Done is closed.
+	Tag uint64
+
+	mu      sync.Mutex
+	settled bool
+	done    chan struct{} // made when someone waits before the outcome
+	err     error
+}
+
+// closedChan is the Done channel of a Confirmation settled before anyone
+// asked for one.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// Done returns a channel closed once the outcome is known.
+func (f *Confirmation) Done() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done == nil {
+		if f.settled {
+			return closedChan
+		}
+		f.done = make(chan struct{})
+	}
+	return f.done
+}
+
+// Err returns the outcome once it is known (nil before, and nil when the
+// broker accepted the message). Otherwise it is exactly one of:
+//
+//   - ErrNacked: the broker refused the message (basic.nack);
+//   - a *ReturnedError (errors.Is ErrReturned): the broker returned the
+//     mandatory message because no queue took it;
+//   - ErrMaybeReturned: the broker returned one of several identical
+//     mandatory messages outstanding at the same time (same exchange,
+//     routing key, message-id and body), and the protocol cannot tell which;
+//   - an error matching ErrOutcomeUnknown: the channel or connection closed
+//     before the broker's verdict, and the message was not republished.
+func (f *Confirmation) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+// Wait waits for the outcome (see Err) or the end of ctx, which only ends
+// the wait. It returns ctx.Err() at once when ctx has already ended.
+func (f *Confirmation) Wait(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	if f.settled {
+		err := f.err
+		f.mu.Unlock()
+		return err
+	}
+	if f.done == nil {
+		f.done = make(chan struct{})
+	}
+	done := f.done
+	f.mu.Unlock()
+	select {
+	case <-done:
+		return f.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// settle records the outcome once; later calls do nothing.
+func (f *Confirmation) settle(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.settled {
+		return
+	}
+	f.settled = true
+	f.err = err
+	if f.done != nil {
+		close(f.done)
+	}
+}
+
+// ConfirmsError is what Channel.WaitConfirms returns when not every message
+// it covers was accepted: how many were nacked, returned, maybe returned
+// (see ErrMaybeReturned) and of unknown outcome. errors.Is matches
+// ErrNacked, ErrReturned, ErrMaybeReturned and ErrOutcomeUnknown for each
+// count above zero, and Cause (the channel's or connection's close cause
+// behind unknown outcomes, when there is one).
+type ConfirmsError struct {
+	Nacked, Returned, MaybeReturned, Unknown int
+	Cause                                    error
+}
+
+func (e *ConfirmsError) Error() string {
+	var parts []string
+	add := func(n int, what string) {
+		if n > 0 {
+			parts = append(parts, strconv.Itoa(n)+" "+what)
+		}
+	}
+	add(e.Nacked, "nacked")
+	add(e.Returned, "returned")
+	add(e.MaybeReturned, "maybe returned")
+	add(e.Unknown, "of unknown outcome")
+	s := "pika: not every message was confirmed: " + strings.Join(parts, ", ")
+	if e.Cause != nil {
+		s += " (" + e.Cause.Error() + ")"
+	}
+	return s
+}
+
+// Is matches the sentinel of every outcome counted.
+func (e *ConfirmsError) Is(target error) bool {
+	switch target {
+	case ErrNacked:
+		return e.Nacked > 0
+	case ErrReturned:
+		return e.Returned > 0
+	case ErrMaybeReturned:
+		return e.MaybeReturned > 0
+	case ErrOutcomeUnknown:
+		return e.Unknown > 0
+	}
+	return false
+}
+
+// Unwrap returns the cause behind unknown outcomes, if any.
+func (e *ConfirmsError) Unwrap() error { return e.Cause }
+
+func (e *ConfirmsError) add(o outcome) {
+	switch o {
+	case outNacked:
+		e.Nacked++
+	case outReturned:
+		e.Returned++
+	case outMaybeReturned:
+		e.MaybeReturned++
+	case outUnknown:
+		e.Unknown++
+	}
+}
+
+// WaitConfirms waits until every message published on the channel before
+// the call has its outcome (republished copies included: a message that
+// recovery publishes again counts once, with the new copy's outcome), and
+// reports the outcomes of the messages published since the previous
+// WaitConfirms call on the channel (or since ConfirmSelect): nil only when
+// the broker accepted every one of them; otherwise a *ConfirmsError with
+// how many were nacked, returned, maybe returned and of unknown outcome
+// (errors.Is matches ErrNacked, ErrReturned, ErrMaybeReturned and
+// ErrOutcomeUnknown accordingly). Use PublishWithConfirm to know which.
+//
+// It returns ctx.Err() at once when ctx has already ended; ctx ending later
+// ends only the wait, and the outcomes of that batch are then not reported
+// by any call. It fails with ErrNotConfirmMode on a channel not in confirm
+// mode.
+func (ch *Channel) WaitConfirms(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c := ch.conn
+	c.mu.Lock()
+	if c.state == connRecovering && c.cfg.FailWhileRecovering {
+		c.mu.Unlock()
+		return ErrRecovering
+	}
+	if !ch.confirm {
+		c.mu.Unlock()
+		return ErrNotConfirmMode
+	}
+	fw := &flushWaiter{upTo: ch.confirms.Next() - 1, epoch: ch.epoch, done: make(chan struct{})}
+	ch.epoch++
+	ch.flushes = append(ch.flushes, fw)
+	ch.releaseFlushesLocked()
+	c.mu.Unlock()
+	select {
+	case <-fw.done:
+	case <-ctx.Done():
+		c.mu.Lock()
+		select {
+		case <-fw.done:
+		default:
+			// Its batch's counts are dropped when the messages settle.
+			c.mu.Unlock()
+			return ctx.Err()
+		}
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fw.result
+}
+
+// flushWaiter is a WaitConfirms call waiting for sequence numbers up to
+// upTo, reporting the outcomes of batch epoch.
+type flushWaiter struct {
+	upTo   uint64
+	epoch  uint64
+	done   chan struct{}
+	result error // set when done closes
+}
+
+// epochCounts are the failed outcomes of one WaitConfirms batch.
+type epochCounts struct {
+	ConfirmsError
+}
+
+// republishing reports whether messages are kept for republishing.
+func (c *Conn) republishing() bool { return !c.cfg.DisableRepublish && !c.cfg.DisableRecovery }
+
+// recordPublishLocked records a message just published on a channel in
+// confirm mode and returns its Confirmation when want is set.
+func (ch *Channel) recordPublishLocked(exchange, routingKey string, msg *Message, want bool) *Confirmation {
+	tag := ch.confirms.Next()
+	rec := pubRecord{seq: tag, epoch: ch.epoch, mandatory: msg.Mandatory}
+	if want {
+		rec.conf = &Confirmation{Tag: tag}
+	}
+	if msg.Mandatory {
+		rec.sig = returnSig(exchange, routingKey, msg.MessageID, msg.Body)
+		if ch.returns.active() {
+			ch.returns.published(tag, rec.sig)
+		}
+	}
+	if ch.conn.republishing() {
+		rec.keep(exchange, routingKey, msg)
+	}
+	ch.confirms.Add(rec)
+	return rec.conf
+}
+
+// unconfirmedLocked is the number of messages whose outcome is pending.
+func (ch *Channel) unconfirmedLocked() int { return ch.confirms.Len() + len(ch.republish) }
+
+// confirmLocked settles tags after an EventConfirm (tag is the client tag).
+func (ch *Channel) confirmLocked(tag uint64, multiple, ack bool) {
+	settled := ch.settledScratch[:0]
+	ch.confirms.Settle(tag, multiple, func(t uint64, r pubRecord) {
+		settled = append(settled, settledRecord{tag: t, rec: r})
+	})
+	for i := range settled {
+		s := &settled[i]
+		ch.finishLocked(&s.rec, ch.verdictLocked(s.tag, &s.rec, ack), nil)
+	}
+	clear(settled)
+	ch.settledScratch = settled[:0]
+	ch.notify.confirmed(tag, multiple, ack)
+	ch.releaseFlushesLocked()
+	ch.roomLocked()
+}
+
+// settledRecord is a record taken out of the confirm set by one ack.
+type settledRecord struct {
+	tag uint64
+	rec pubRecord
+}
+
+// verdictLocked decides the outcome of a message the broker confirmed.
+func (ch *Channel) verdictLocked(tag uint64, rec *pubRecord, ack bool) outcome {
+	if rec.returned != nil {
+		return outReturned
+	}
+	if rec.mandatory && ch.returns.active() {
+		switch ch.returns.confirmed(tag, rec.sig, ch.attributeReturnLocked) {
+		case maybeReturned:
+			return outMaybeReturned
+		}
+	}
+	if !ack {
+		return outNacked
+	}
+	return outAcked
+}
+
+// onReturnLocked correlates a basic.return with the outstanding message it
+// is for (see returns.go).
+func (ch *Channel) onReturnLocked(ret *Return) {
+	if !ch.confirm || !ch.confirmOK {
+		return // a message published before confirm mode
+	}
+	sig := returnSig(ret.Exchange, ret.RoutingKey, ret.MessageID, ret.Body)
+	ch.returns.returned(sig, ch.confirms.Next()-1, ret, ch.returnCandidatesLocked, ch.attributeReturnLocked)
+}
+
+// returnCandidatesLocked lists the outstanding mandatory messages with
+// signature sig not attributed to a return yet.
+func (ch *Channel) returnCandidatesLocked(sig uint64) []uint64 {
+	var tags []uint64
+	ch.confirms.EachRef(func(tag uint64, r *pubRecord) bool {
+		if r.mandatory && r.returned == nil && r.sig == sig {
+			tags = append(tags, tag)
+		}
+		return true
+	})
+	return tags
+}
+
+// attributeReturnLocked records that the message with tag was returned: its
+// Confirmation resolves at once; the broker's ack that follows completes it.
+func (ch *Channel) attributeReturnLocked(tag uint64, ret *Return) {
+	r, ok := ch.confirms.Lookup(tag)
+	if !ok {
+		return
+	}
+	r.returned = ret
+	if r.conf != nil {
+		r.conf.settle(&ReturnedError{Return: ret})
+	}
+}
+
+// finishLocked records the final outcome of a message: its Confirmation,
+// the counts of its WaitConfirms batch, and the release of its kept copy.
+func (ch *Channel) finishLocked(rec *pubRecord, o outcome, cause error) {
+	if rec.conf != nil {
+		var err error
+		switch o {
+		case outNacked:
+			err = ErrNacked
+		case outReturned:
+			err = &ReturnedError{Return: rec.returned}
+		case outMaybeReturned:
+			err = ErrMaybeReturned
+		case outUnknown:
+			err = &outcomeError{cause: cause}
+		}
+		rec.conf.settle(err)
+	}
+	if o != outAcked {
+		e := ch.failed[rec.epoch]
+		if e == nil {
+			if ch.failed == nil {
+				ch.failed = make(map[uint64]*epochCounts)
+			}
+			e = &epochCounts{}
+			ch.failed[rec.epoch] = e
+		}
+		e.add(o)
+		if o == outUnknown && e.Cause == nil && cause != nil && cause != ErrChannelClosed {
+			e.Cause = cause
+		}
+	}
+	rec.release()
+}
+
+// lowestPendingSeq is the lowest sequence number whose outcome is pending,
+// or ^0 when none is.
+func (ch *Channel) lowestPendingSeq() uint64 {
+	low := ^uint64(0)
+	if len(ch.republish) > 0 {
+		low = ch.republish[0].seq
+	}
+	if first := ch.confirms.FirstUnsettled(); first < ch.confirms.Next() {
+		if r, ok := ch.confirms.Lookup(first); ok {
+			low = min(low, r.seq)
+		}
+	}
+	return low
+}
+
+// releaseFlushesLocked completes the WaitConfirms calls whose messages all
+// have their outcome.
+func (ch *Channel) releaseFlushesLocked() {
+	if len(ch.flushes) == 0 {
+		return
+	}
+	low := ch.lowestPendingSeq()
+	k := 0
+	for _, fw := range ch.flushes {
+		if low > fw.upTo {
+			var result error
+			if e := ch.failed[fw.epoch]; e != nil {
+				ce := e.ConfirmsError
+				result = &ce
+			}
+			delete(ch.failed, fw.epoch)
+			fw.result = result
+			close(fw.done)
+		} else {
+			ch.flushes[k] = fw
+			k++
+		}
+	}
+	clear(ch.flushes[k:])
+	ch.flushes = ch.flushes[:k]
+	// Batches nobody waits for any more (every call before them ended)
+	// keep no counts.
+	if len(ch.flushes) == 0 && len(ch.failed) > 0 {
+		for e := range ch.failed {
+			if e < ch.epoch {
+				delete(ch.failed, e)
+			}
+		}
+	}
+}
+
+// roomLocked wakes publishers waiting for the number of unconfirmed
+// messages to fall below Config.MaxUnconfirmed.
+func (ch *Channel) roomLocked() {
+	if ch.room != nil && (ch.conn.cfg.MaxUnconfirmed <= 0 || ch.unconfirmedLocked() < ch.conn.cfg.MaxUnconfirmed) {
+		close(ch.room)
+		ch.room = nil
+	}
+}
+
+// failConfirmsLocked resolves every outstanding confirmation with
+// ErrOutcomeUnknown after the channel closed with cause, the messages kept
+// for republishing included.
+func (ch *Channel) failConfirmsLocked(cause error) {
+	if cause == ErrChannelClosed {
+		cause = nil
+	}
+	ch.confirms.SettleAll(func(_ uint64, r pubRecord) {
+		ch.finishLocked(&r, unknownUnlessReturned(&r), cause)
+	})
+	for i := range ch.republish {
+		ch.finishLocked(&ch.republish[i], unknownUnlessReturned(&ch.republish[i]), cause)
+	}
+	clear(ch.republish)
+	ch.republish = ch.republish[:0]
+	ch.returns.reset()
+	ch.releaseFlushesLocked()
+	if ch.room != nil {
+		close(ch.room)
+		ch.room = nil
+	}
+}
+
+// unknownUnlessReturned is the outcome of a message whose channel was lost
+// before its confirmation: returned if the broker returned it (it dropped
+// the message: the missing ack changes nothing), unknown otherwise.
+func unknownUnlessReturned(r *pubRecord) outcome {
+	if r.returned != nil {
+		return outReturned
+	}
+	return outUnknown
+}
+
+// suspendConfirmsLocked handles the outstanding messages at a connection
+// loss: with republishing, every message not certainly returned is kept to
+// be published again on the recovered channel (its Confirmation and
+// WaitConfirms batch wait for the copy's outcome); without, they resolve
+// with ErrOutcomeUnknown.
+func (ch *Channel) suspendConfirmsLocked(cause error) {
+	ch.returns.reset()
+	if !ch.conn.republishing() {
+		ch.confirms.SettleAll(func(_ uint64, r pubRecord) {
+			ch.finishLocked(&r, unknownUnlessReturned(&r), cause)
+		})
+	} else {
+		ch.confirms.SettleAll(func(_ uint64, r pubRecord) {
+			if r.returned != nil || r.buf == nil {
+				ch.finishLocked(&r, unknownUnlessReturned(&r), cause)
+				return
+			}
+			ch.republish = append(ch.republish, r)
+		})
+	}
+	ch.pubBase = ch.confirms.Next() - 1
+	ch.releaseFlushesLocked()
+}
+
+// republishLocked publishes the messages kept for republishing again, in
+// order, and returns how many.
+func (ch *Channel) republishLocked() int {
+	n := 0
+	for i := range ch.republish {
+		r := ch.republish[i]
+		m, err := r.message()
+		if err == nil {
+			_, err = ch.conn.eng.Publish(ch.id, r.exchange, r.routingKey, r.mandatory, false, &m.Properties, m.Body)
+		}
+		if err != nil {
+			ch.finishLocked(&r, outUnknown, err)
+			continue
+		}
+		tag := ch.confirms.Next()
+		if r.conf != nil {
+			r.conf.mu.Lock()
+			r.conf.Tag = tag
+			r.conf.mu.Unlock()
+		}
+		ch.confirms.Add(r)
+		n++
+	}
+	clear(ch.republish)
+	ch.republish = ch.republish[:0]
+	ch.releaseFlushesLocked()
+	return n
+}
+
+// ErrMaybeReturned is the outcome of a mandatory message when the broker
+// returned one of several identical messages (same exchange, routing key,
+// message-id and body) outstanding on the channel at once: AMQP's
+// basic.return does not say which, and the library does not guess. At most
+// as many of them as the broker returned were dropped. Give each message a
+// distinct MessageID (or body) to always get an exact outcome.
+var ErrMaybeReturned = errors.New("pika: message may have been returned by the broker (one of several identical mandatory messages was)")
