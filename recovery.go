@@ -137,6 +137,8 @@ type RecoveryFailure struct {
 }
 
 // RecoveryError is the final error of a connection whose recovery gave up.
+// It matches ErrClosed (errors.Is), as well as the loss and the last
+// attempt's error.
 type RecoveryError struct {
 	Attempts int   // attempts made
 	Cause    error // the loss that started the recovery
@@ -149,6 +151,10 @@ func (e *RecoveryError) Error() string {
 
 // Unwrap returns the cause and the last attempt's error.
 func (e *RecoveryError) Unwrap() []error { return []error{e.Cause, e.Last} }
+
+// Is makes errors.Is(err, ErrClosed) true: a connection whose recovery gave
+// up is closed for good.
+func (e *RecoveryError) Is(target error) bool { return target == ErrClosed }
 
 // OnRecovery registers f to be called with every recovery event: the loss,
 // each attempt, the recovery (with its report), or the end of attempts. Calls

@@ -269,6 +269,9 @@ func TestRecoveryErrorUnwrap(t *testing.T) {
 	if !errors.As(err, &re) || re.Attempts != 4 {
 		t.Fatalf("errors.As: %v", err)
 	}
+	if !errors.Is(err, ErrClosed) {
+		t.Errorf("errors.Is(%v, ErrClosed) is false: the connection is closed for good", err)
+	}
 	for _, want := range []string{"4 attempts", "bye", "refused"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q does not mention %q", err.Error(), want)
@@ -1196,8 +1199,11 @@ func TestFakeMaxAttemptsGivesUp(t *testing.T) {
 	if !ch.IsClosed() || !errors.As(ch.Err(), &re) {
 		t.Errorf("channel after giving up: closed %v, err %v", ch.IsClosed(), ch.Err())
 	}
-	if _, err := c.Channel(context.Background()); !errors.As(err, &re) {
-		t.Errorf("Channel after giving up: %v, want the *RecoveryError", err)
+	if _, err := c.Channel(context.Background()); !errors.As(err, &re) || !errors.Is(err, ErrClosed) {
+		t.Errorf("Channel after giving up: %v, want the *RecoveryError matching ErrClosed", err)
+	}
+	if err := ch.Publish(context.Background(), "", "q", Message{}); !errors.Is(err, ErrClosed) || !errors.As(err, &re) {
+		t.Errorf("Publish after giving up: %v, want the *RecoveryError matching ErrClosed", err)
 	}
 }
 
