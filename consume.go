@@ -91,9 +91,13 @@ func (d *Delivery) Nack(multiple, requeue bool) error {
 // Reject rejects the message, requeueing it when requeue is set.
 func (d *Delivery) Reject(requeue bool) error { return d.ch.Reject(d.DeliveryTag, requeue) }
 
-// Ack acknowledges delivery tag (every tag up to it with multiple). It does
-// not wait for the broker. A tag the channel has not delivered fails with
-// ErrUnknownTag instead of closing the channel, and a tag delivered before a
+// Ack acknowledges delivery tag (every tag up to it with multiple; tag 0
+// with multiple acknowledges everything outstanding). It does not wait for
+// the broker. A tag that awaits no acknowledgement on this channel — 0
+// without multiple, one already settled, one delivered to an AutoAck
+// consumer or fetched with autoAck, one never delivered here — fails with
+// an error matching ErrUnknownTag and nothing is sent (the broker would
+// close the channel with PRECONDITION_FAILED); a tag delivered before a
 // connection recovery fails with ErrStaleDelivery and is not sent.
 func (ch *Channel) Ack(tag uint64, multiple bool) error {
 	return ch.settle(tag, func(c *Conn, brokerTag uint64) error { return c.eng.Ack(ch.id, brokerTag, multiple) })

@@ -123,7 +123,8 @@
 //     the waits before the message is queued for the socket — while the
 //     broker blocks the connection (resource alarm), while channel.flow has
 //     paused the channel, while the write buffer is over
-//     [Config].WriteBufferLimit, and while the connection recovers. If ctx
+//     [Config].WriteBufferLimit, while [Config].MaxUnconfirmed messages
+//     await their confirmation, and while the connection recovers. If ctx
 //     ends during such a wait, the message is not sent. Once Publish has
 //     returned nil the message is queued and will be sent; cancelling ctx
 //     afterwards does nothing. [Confirmation.Wait] and
@@ -151,8 +152,47 @@
 //     address tried, TCP, TLS and the AMQP handshake). Cancelling it after
 //     Dial returned has no effect on the connection.
 //
-// A call waiting on ctx also returns when the connection or channel closes
-// under it, with the reason (see Errors).
+// Every call that takes a ctx returns ctx.Err() at once, with no side
+// effect (nothing sent, nothing registered), when ctx has already ended.
+// The one exception is [Conn.Close] and [Channel.Close], which close even
+// then. A call waiting on ctx also returns when the connection or channel
+// closes under it, with the reason (see Errors).
+//
+// # Publisher confirms
+//
+// In confirm mode ([Channel.ConfirmSelect]) what the library reports about
+// a message is what the broker did with it, in every order the broker may
+// send its answers: nil means the broker acknowledged the message and no
+// queue-less return preceded the acknowledgement; [ErrNacked] means it
+// refused it; a [*ReturnedError] means it returned the mandatory message
+// because no queue took it; [ErrOutcomeUnknown] means the connection or
+// channel was lost first and the message was not republished. There are
+// three ways to learn it: [Channel.PublishWithConfirm] and its
+// [Confirmation] (per message), [Channel.WaitConfirms] (per batch: nil only
+// when every message published since the previous call was acknowledged,
+// else a [*ConfirmsError] with the counts), and [Channel.OnConfirm] (the
+// raw basic.ack and basic.nack frames).
+//
+// basic.return does not name the message it returns. The library matches a
+// return on exchange, routing key, message-id and body with the outstanding
+// mandatory messages, relying only on what RabbitMQ guarantees on a
+// channel: returns come in publish order, and a message's return comes
+// before the acknowledgement that covers it. When several identical
+// messages are outstanding and the broker returns some of them, the
+// protocol cannot tell which: those that may have been returned resolve
+// with [ErrMaybeReturned], never with a guess. Give messages distinct
+// MessageIDs to always get an exact answer.
+//
+// [Config].MaxUnconfirmed (default 10,000) bounds the messages per channel
+// whose outcome is pending; Publish waits at the bound. ConfirmSelect is
+// atomic with respect to concurrent Publish calls on the channel.
+//
+// Acknowledging deliveries is checked the same way: [Channel.Ack],
+// [Channel.Nack], [Channel.Reject] and their [Delivery] forms return an
+// error matching [ErrUnknownTag] and send nothing for a tag that awaits no
+// acknowledgement (0 without multiple, already settled, delivered to an
+// AutoAck consumer, never delivered on the channel), where the broker
+// would close the channel with PRECONDITION_FAILED.
 //
 // # Errors
 //
@@ -176,8 +216,10 @@
 //     [ErrBadURL].
 //   - publishing: [ErrNacked] (the broker refused a message), [ErrReturned]
 //     (a mandatory message could not be routed; the error is a
-//     [*ReturnedError] holding it), [ErrOutcomeUnknown] (the channel closed
-//     before the confirmation), [ErrNotConfirmMode].
+//     [*ReturnedError] holding it), [ErrMaybeReturned] (one of several
+//     identical mandatory messages was returned), [ErrOutcomeUnknown] (the
+//     channel closed before the confirmation), [ErrNotConfirmMode];
+//     [Channel.WaitConfirms] returns a [*ConfirmsError] counting each.
 //   - consuming: [ErrConsumerCancelled] (the broker cancelled the consumer),
 //     [ErrConsumerClosed] (the application did), [ErrUnknownTag] and
 //     [ErrStaleDelivery] (acknowledgements that were not sent).
@@ -197,12 +239,25 @@
 // exchanges, queues and bindings declared through it, and its consumers,
 // with their tags. The Conn, its Channels and Consumers stay the same
 // values. Calls made meanwhile wait, bounded by their ctx (or fail with
-// [ErrRecovering] when [Config].FailWhileRecovering is set). Confirmations
-// outstanding at the loss resolve with [ErrOutcomeUnknown] unless
-// [Config].RepublishUnconfirmed publishes them again; acknowledgements of
-// deliveries from before the loss return [ErrStaleDelivery] and are not
-// sent (the broker delivers those messages again). [Conn.OnRecovery]
-// reports each step.
+// [ErrRecovering] when [Config].FailWhileRecovering is set).
+//
+// Messages published in confirm mode whose confirmation the loss cut off
+// are published again on the recovered channel, in their original order,
+// before anything new (unless [Config].DisableRepublish is set); their
+// Confirmations and WaitConfirms report the new copies' outcomes. A
+// publisher with confirms thus loses nothing across network failures,
+// broker restarts and forced closes without retry code of its own. The
+// price is at-least-once delivery: the broker may have taken a message
+// before the loss, and consumers may then see it twice — give messages a
+// MessageID and let consumers skip ids they have processed. The copies
+// cost memory, bounded by MaxUnconfirmed messages per channel. With
+// DisableRepublish, outstanding confirmations resolve with
+// [ErrOutcomeUnknown] at the loss.
+//
+// Acknowledgements of deliveries from before the loss return
+// [ErrStaleDelivery] and are not sent (the broker delivers those messages
+// again). When recovery gives up, the Conn closes with a [*RecoveryError],
+// which matches [ErrClosed]. [Conn.OnRecovery] reports each step.
 //
 // # Logging
 //

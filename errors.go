@@ -63,8 +63,10 @@ var (
 	// ErrHeartbeatTimeout: the broker sent nothing for two heartbeat
 	// intervals.
 	ErrHeartbeatTimeout = engine.ErrHeartbeatTimeout
-	// ErrUnknownTag: Ack, Nack or Reject of a delivery tag the channel never
-	// delivered.
+	// ErrUnknownTag: Ack, Nack or Reject of a delivery tag that awaits no
+	// acknowledgement on the channel (0 without multiple, already settled,
+	// delivered to an AutoAck consumer or never delivered there); nothing
+	// was sent. The error is an *engine.TagError saying which.
 	ErrUnknownTag = engine.ErrUnknownTag
 
 	// ErrNacked: the broker refused a published message (basic.nack).
@@ -73,8 +75,9 @@ var (
 	// route; the error is a *ReturnedError holding the message.
 	ErrReturned = errors.New("pika: message returned by the broker")
 	// ErrOutcomeUnknown: the channel or connection closed before the broker
-	// confirmed or refused a message; it may or may not have been accepted.
-	// Republish it if duplicates are acceptable.
+	// confirmed or refused a message, and it was not republished (see
+	// Config.DisableRepublish); it may or may not have been accepted.
+	// Publish it again if duplicates are acceptable.
 	ErrOutcomeUnknown = errors.New("pika: publish outcome unknown (channel closed before the confirmation)")
 	// ErrNotConfirmMode: a confirmation was asked for on a channel that is
 	// not in confirm mode (call ConfirmSelect first).

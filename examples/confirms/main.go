@@ -130,9 +130,11 @@ func individually(ctx context.Context, ch *pika.Channel, queue string, n, _ int)
 }
 
 // inBatches publishes batch messages, then waits until the broker has
-// confirmed all of them. When WaitConfirms reports a nack, the application
-// does not know which message of the batch it was; keep the
-// Confirmations (see individually) if it needs to know.
+// confirmed all of them. WaitConfirms returns nil only when the broker
+// acknowledged every message of the batch; otherwise a *pika.ConfirmsError
+// counts the nacked, returned and unknown ones (errors.Is works on each).
+// It does not say which: keep the Confirmations (see individually) if the
+// application needs to know.
 func inBatches(ctx context.Context, ch *pika.Channel, queue string, n, batch int) error {
 	for i := 0; i < n; i += batch {
 		for j := i; j < min(i+batch, n); j++ {
@@ -141,6 +143,10 @@ func inBatches(ctx context.Context, ch *pika.Channel, queue string, n, batch int
 			}
 		}
 		if err := ch.WaitConfirms(ctx); err != nil {
+			var ce *pika.ConfirmsError
+			if errors.As(err, &ce) {
+				return fmt.Errorf("batch from message %d: %d nacked, %d unknown: %w", i, ce.Nacked, ce.Unknown, err)
+			}
 			return fmt.Errorf("batch from message %d: %w", i, err)
 		}
 	}

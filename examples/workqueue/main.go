@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -164,7 +165,17 @@ func produce(ctx context.Context, ch *pika.Channel, o options) error {
 		}
 		fmt.Printf("sent %q\n", body)
 	}
+	// WaitConfirms returns nil only when the broker acknowledged every task
+	// published since ConfirmSelect. Otherwise its *pika.ConfirmsError says
+	// how many were nacked or of unknown outcome. A lost connection does
+	// not make an outcome unknown here: recovery publishes the unconfirmed
+	// tasks again and WaitConfirms waits for the copies (a worker may then
+	// see a task twice).
 	if err := ch.WaitConfirms(ctx); err != nil {
+		var ce *pika.ConfirmsError
+		if errors.As(err, &ce) {
+			return fmt.Errorf("the broker did not take every task (%d nacked, %d unknown): %w", ce.Nacked, ce.Unknown, err)
+		}
 		return fmt.Errorf("confirming the tasks: %w", err)
 	}
 	fmt.Printf("the broker has all %d tasks\n", o.tasks)
