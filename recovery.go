@@ -268,7 +268,7 @@ func (c *Conn) giveUp(err error) {
 // restore makes l the Conn's link and restores, in this order: every open
 // channel with its number, its QoS, confirm and tx modes; the recorded
 // exchanges, queues (server-named ones get new names) and bindings; the
-// consumers, with their tags; and, with RepublishUnconfirmed, the
+// consumers, with their tags; and, unless DisableRepublish is set, the
 // unconfirmed messages. The application's calls wait until it is done, so
 // nothing it publishes reaches a channel before that channel's modes are
 // back. A failure to restore one entity is reported, not fatal; an error
