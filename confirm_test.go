@@ -493,3 +493,118 @@ func isAck(m wire.Method, tag uint64) bool {
 	a, ok := m.(*wire.BasicAck)
 	return ok && a.DeliveryTag == tag && !a.Multiple
 }
+
+// TestFakeWaitConfirmsWaitsForRepublished: a WaitConfirms pending when the
+// connection is lost waits for the republished copies (instead of returning
+// ErrOutcomeUnknown for messages about to be published again), and the
+// copies' acks resolve every Confirmation.
+func TestFakeWaitConfirmsWaitsForRepublished(t *testing.T) {
+	b := newFakeBroker(t)
+	var mu sync.Mutex
+	acked := map[*fakeConn]uint64{}
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); !ok || fc.n == 1 {
+			return false // the first connection never confirms
+		}
+		mu.Lock()
+		acked[fc]++
+		tag := acked[fc]
+		mu.Unlock()
+		fc.send(ch, &wire.BasicAck{DeliveryTag: tag})
+		return true
+	})
+	c, ch, rlog := fakeSetup(t, b, b.config())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ch.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var confs []*Confirmation
+	for i := range 5 {
+		f, err := ch.PublishWithConfirm(ctx, "", "q", Message{Body: []byte{byte(i)}, Properties: Properties{Headers: Table{"i": int32(i)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		confs = append(confs, f)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- ch.WaitConfirms(ctx) }()
+	time.Sleep(20 * time.Millisecond)
+	b.conn(1).kill()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("WaitConfirms across the loss: %v, want nil once the copies are acked", err)
+		}
+	case <-ctx.Done():
+		t.Fatalf("WaitConfirms never returned; recovery: %s", rlog)
+	}
+	for i, f := range confs {
+		if err := f.Err(); err != nil {
+			t.Errorf("confirmation %d: %v", i, err)
+		}
+		if f.Tag != uint64(6+i) {
+			t.Errorf("confirmation %d: tag %d after republishing, want %d", i, f.Tag, 6+i)
+		}
+	}
+	if ev := rlog.wait(RecoveryRecovered, 1, 5*time.Second); ev.Report == nil || ev.Report.Republished != 5 {
+		t.Errorf("recovery report: %+v, want 5 republished", ev.Report)
+	}
+	_ = c
+}
+
+// TestKeptCopySurvivesCallerChanges: the copy kept for republishing holds
+// the message as published, whatever the caller does with its headers and
+// body afterwards, and its buffer returns to the pool.
+func TestKeptCopySurvivesCallerChanges(t *testing.T) {
+	for _, size := range []int{0, 10, 300, 5000, 5 << 20} {
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = byte(i)
+		}
+		msg := Message{
+			Properties: Properties{ContentType: "a/b", MessageID: "m1", Headers: Table{"k": "v", "n": int64(3)}},
+			Body:       body,
+			Mandatory:  true,
+		}
+		var r pubRecord
+		r.mandatory = true
+		r.keep("x", "key", &msg)
+		msg.Headers["k"] = "changed"
+		if size > 0 {
+			body[0] = 0xff
+		}
+		got, err := r.message()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Headers["k"] != "v" || got.Headers["n"] != int64(3) || got.ContentType != "a/b" || got.MessageID != "m1" || !got.Mandatory {
+			t.Errorf("size %d: kept message %+v", size, got)
+		}
+		if len(got.Body) != size || size > 0 && got.Body[0] != 0 || size > 1 && got.Body[size-1] != byte(size-1) {
+			t.Errorf("size %d: kept body differs", size)
+		}
+		if r.exchange != "x" || r.routingKey != "key" {
+			t.Errorf("kept route %q %q", r.exchange, r.routingKey)
+		}
+		r.release()
+		if r.buf != nil {
+			t.Error("release kept the buffer")
+		}
+	}
+}
+
+// TestPublishInConfirmModeAllocations: keeping copies for republishing
+// costs no allocation per message in the steady state.
+func TestPublishInConfirmModeAllocations(t *testing.T) {
+	ch := &Channel{conn: &Conn{}, confirm: true}
+	ch.confirms.Reset(1)
+	msg := Message{Body: make([]byte, 100), Properties: Properties{Headers: Table{"a": "b"}}}
+	allocs := testing.AllocsPerRun(1000, func() {
+		ch.recordPublishLocked("", "q", &msg, false)
+		ch.confirmLocked(ch.confirms.Next()-1, true, true)
+	})
+	if allocs > 0.1 {
+		t.Fatalf("%.2f allocations per confirmed publish with a kept copy, want ~0", allocs)
+	}
+}
