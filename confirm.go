@@ -372,13 +372,23 @@ func (ch *Channel) confirmLocked(tag uint64, multiple, ack bool) {
 	ch.confirms.Settle(tag, multiple, func(t uint64, r pubRecord) {
 		settled = append(settled, settledRecord{tag: t, rec: r})
 	})
+	cf := Confirm{Tag: tag, Multiple: multiple, Ack: ack, Count: len(settled)}
 	for i := range settled {
 		s := &settled[i]
-		ch.finishLocked(&s.rec, ch.verdictLocked(s.tag, &s.rec, ack), nil)
+		o := ch.verdictLocked(s.tag, &s.rec, ack)
+		switch o {
+		case outReturned:
+			cf.Returned++
+		case outMaybeReturned:
+			cf.MaybeReturned++
+		}
+		ch.finishLocked(&s.rec, o, nil)
 	}
 	clear(settled)
 	ch.settledScratch = settled[:0]
-	ch.notify.confirmed(tag, multiple, ack)
+	if len(ch.notify.onConfirm) > 0 {
+		ch.notify.confirmed(cf)
+	}
 	ch.releaseFlushesLocked()
 	ch.roomLocked()
 }

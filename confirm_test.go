@@ -608,3 +608,30 @@ func TestPublishInConfirmModeAllocations(t *testing.T) {
 		t.Fatalf("%.2f allocations per confirmed publish with a kept copy, want ~0", allocs)
 	}
 }
+
+// TestOnConfirmCountsReturned: an OnConfirm callback learns how many of the
+// messages an ack settled were returned, so that counting acks never
+// counts a dropped message as delivered.
+func TestOnConfirmCountsReturned(t *testing.T) {
+	_, p, ch := confirmPeer(t, nil)
+	got := make(chan Confirm, 4)
+	ch.OnConfirm(func(c Confirm) { got <- c })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, b := range []string{"a", "b", "c"} {
+		if err := ch.Publish(ctx, "x", "k", Message{Body: []byte(b), Mandatory: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.waitMethods(t, 3)
+	p.write(returnFrames(ch.ID(), "x", "k", nil, "b"))
+	p.write(ackFrame(ch.ID(), 3, true))
+	select {
+	case c := <-got:
+		if want := (Confirm{Tag: 3, Multiple: true, Ack: true, Count: 3, Returned: 1}); c != want {
+			t.Fatalf("OnConfirm got %+v, want %+v", c, want)
+		}
+	case <-ctx.Done():
+		t.Fatal("no OnConfirm call")
+	}
+}

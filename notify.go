@@ -113,11 +113,19 @@ func (c *Conn) OnBlocked(f func(blocked bool, reason string)) {
 	c.notify.onBlock = append(c.notify.onBlock, f)
 }
 
-// Confirm is a publisher confirmation as seen by Channel.OnConfirm.
+// Confirm is a publisher confirmation as seen by Channel.OnConfirm: one
+// basic.ack or basic.nack frame, and what it settled. An ack also confirms
+// mandatory messages the broker returned (it dropped them): Returned counts
+// those, and MaybeReturned those that may have been (see
+// ErrMaybeReturned), so the messages this confirmation shows delivered are
+// Count - Returned - MaybeReturned when Ack is true.
 type Confirm struct {
-	Tag      uint64 // the delivery tag, or the highest one with Multiple
-	Multiple bool   // every outstanding tag up to Tag
-	Ack      bool   // true: accepted; false: refused (basic.nack)
+	Tag           uint64 // the delivery tag, or the highest one with Multiple
+	Multiple      bool   // every outstanding tag up to Tag
+	Ack           bool   // true: accepted (unless returned); false: refused (basic.nack)
+	Count         int    // messages it settled (0: a tag already settled or never published)
+	Returned      int    // of those, messages returned by the broker
+	MaybeReturned int    // of those, messages that may have been returned
 }
 
 // chanNotifier holds a channel's notification callbacks (guarded by the
@@ -144,9 +152,9 @@ func (n *chanNotifier) returned(r *Return) {
 	}
 }
 
-func (n *chanNotifier) confirmed(tag uint64, multiple, ack bool) {
+func (n *chanNotifier) confirmed(c Confirm) {
 	for _, f := range n.onConfirm {
-		n.box.post(func() { f(Confirm{Tag: tag, Multiple: multiple, Ack: ack}) })
+		n.box.post(func() { f(c) })
 	}
 }
 
@@ -197,7 +205,9 @@ func (ch *Channel) OnReturn(f func(*Return)) {
 }
 
 // OnConfirm registers f to be called with every confirmation (basic.ack or
-// basic.nack) the broker sends on this channel in confirm mode, in order.
+// basic.nack) the broker sends on this channel in confirm mode, in order,
+// with how many messages it settled and how many of those were returned
+// (see Confirm).
 func (ch *Channel) OnConfirm(f func(Confirm)) {
 	ch.conn.mu.Lock()
 	defer ch.conn.mu.Unlock()

@@ -155,28 +155,28 @@ func inBatches(ctx context.Context, ch *pika.Channel, queue string, n, batch int
 
 // withCallback publishes everything without waiting and counts the
 // confirmations as the OnConfirm callback receives them. One basic.ack
-// with Multiple set confirms every message up to its tag.
+// with Multiple set confirms every message up to its tag; Count says how
+// many messages each confirmation settled, and Returned how many of those
+// the broker returned instead of delivering.
 func withCallback(ctx context.Context, ch *pika.Channel, queue string, n, _ int) error {
 	var (
-		mu        sync.Mutex
-		confirmed uint64 // highest tag settled so far (the broker confirms in order on RabbitMQ)
-		nacked    int
-		all       = make(chan struct{})
+		mu       sync.Mutex
+		settled  int
+		nacked   int
+		returned int
+		all      = make(chan struct{})
 	)
 	// Register before publishing. The callback runs on a goroutine of the
 	// library's, one confirmation at a time, in order.
 	ch.OnConfirm(func(c pika.Confirm) {
 		mu.Lock()
 		defer mu.Unlock()
-		count := uint64(1)
-		if c.Multiple {
-			count = c.Tag - confirmed
-		}
+		settled += c.Count
 		if !c.Ack {
-			nacked += int(count)
+			nacked += c.Count
 		}
-		confirmed = max(confirmed, c.Tag)
-		if confirmed == uint64(n) {
+		returned += c.Returned + c.MaybeReturned
+		if settled == n {
 			close(all)
 		}
 	})
@@ -192,8 +192,8 @@ func withCallback(ctx context.Context, ch *pika.Channel, queue string, n, _ int)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if nacked > 0 {
-		return fmt.Errorf("%d messages nacked", nacked)
+	if nacked > 0 || returned > 0 {
+		return fmt.Errorf("%d messages nacked, %d returned", nacked, returned)
 	}
 	return nil
 }
