@@ -50,6 +50,7 @@ type Channel struct {
 	failed         map[uint64]*epochCounts // failed outcomes by batch
 	room           chan struct{}           // closed when unconfirmed messages fall below the bound
 	settledScratch []settledRecord
+	keptFree       keptFree
 }
 
 // Channel opens a new channel. ctx bounds the wait for the broker's

@@ -3,7 +3,6 @@ package pika
 import (
 	"context"
 	"errors"
-	"math/bits"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,101 +25,105 @@ const (
 )
 
 // pubRecord is what a channel in confirm mode keeps for each message until
-// its outcome is known.
+// its outcome is known. It is small: the confirm set holds it by value.
 type pubRecord struct {
 	conf      *Confirmation // nil when the publisher asked for none
 	seq       uint64        // the tag of its first publish; kept when republished
 	epoch     uint64        // the WaitConfirms batch it belongs to
 	sig       uint64        // mandatory messages: see returnSig
+	returned  *Return       // the return certainly attributed to it
+	kept      *keptMsg      // the copy for republishing; nil when not kept
 	mandatory bool
-	returned  *Return // the return certainly attributed to it
+}
 
-	// Kept for republishing after a connection loss (buf nil: not kept).
+// keptMsg is the copy of a message kept for republishing after a
+// connection loss: its route, properties, headers (encoded, so that a table
+// the application changes after Publish does not change the copy) and
+// body. Copies are pooled.
+type keptMsg struct {
 	exchange, routingKey string
 	props                wire.Properties // Headers nil: they are encoded in buf
-	buf                  *[]byte         // the headers table (hdrLen bytes), then the body
+	buf                  []byte          // the headers table (hdrLen bytes), then the body
 	hdrLen               int
 }
 
-// keep copies what republishing needs: the message's properties, its
-// headers (encoded, so that a table the application changes after Publish
-// does not change the copy) and its body, in a pooled buffer.
-func (r *pubRecord) keep(exchange, routingKey string, msg *Message) {
-	r.exchange, r.routingKey = exchange, routingKey
-	r.props = msg.Properties
-	r.props.Headers = nil
-	p := getKeepBuf(len(msg.Body) + 64)
-	b := (*p)[:0]
+// Limits of a channel's free list of kept copies: the largest buffer a
+// copy goes back to it with, and the bytes it may hold in all.
+const (
+	maxFreeKeptBuf   = 64 << 10
+	maxFreeKeptBytes = 4 << 20
+)
+
+// keptFree is a channel's free list of kept copies (guarded by the
+// connection's lock), so that keeping copies allocates nothing in the
+// steady state.
+type keptFree struct {
+	list  []*keptMsg
+	bytes int
+}
+
+func (f *keptFree) get() *keptMsg {
+	if n := len(f.list); n > 0 {
+		k := f.list[n-1]
+		f.list[n-1] = nil
+		f.list = f.list[:n-1]
+		f.bytes -= cap(k.buf)
+		return k
+	}
+	return new(keptMsg)
+}
+
+func (f *keptFree) put(k *keptMsg) {
+	k.exchange, k.routingKey = "", ""
+	k.props = wire.Properties{}
+	if cap(k.buf) > maxFreeKeptBuf {
+		k.buf = nil // do not keep a large message's buffer
+	}
+	if f.bytes+cap(k.buf) > maxFreeKeptBytes {
+		return
+	}
+	f.bytes += cap(k.buf)
+	f.list = append(f.list, k)
+}
+
+// keep copies what republishing needs, into a copy from free.
+func (r *pubRecord) keep(free *keptFree, exchange, routingKey string, msg *Message) {
+	k := free.get()
+	k.exchange, k.routingKey = exchange, routingKey
+	k.props = msg.Properties
+	k.props.Headers = nil
+	b := k.buf[:0]
+	k.hdrLen = 0
 	if msg.Headers != nil {
 		// The engine encoded the same table a moment ago: it cannot fail.
 		b, _ = wire.AppendTable(b, msg.Headers)
-		r.hdrLen = len(b)
+		k.hdrLen = len(b)
 	}
-	b = append(b, msg.Body...)
-	*p = b
-	r.buf = p
+	k.buf = append(b, msg.Body...)
+	r.kept = k
 }
 
 // message rebuilds the kept message for republishing.
 func (r *pubRecord) message() (Message, error) {
-	m := Message{Properties: r.props, Mandatory: r.mandatory}
-	b := *r.buf
-	if r.hdrLen > 0 {
-		t, err := wire.DecodeTable(b[:r.hdrLen])
+	k := r.kept
+	m := Message{Properties: k.props, Mandatory: r.mandatory}
+	if k.hdrLen > 0 {
+		t, err := wire.DecodeTable(k.buf[:k.hdrLen])
 		if err != nil {
 			return m, err
 		}
 		m.Headers = t
 	}
-	m.Body = b[r.hdrLen:]
+	m.Body = k.buf[k.hdrLen:]
 	return m, nil
 }
 
-// release returns the kept copy to the pool.
-func (r *pubRecord) release() {
-	if r.buf != nil {
-		putKeepBuf(r.buf)
-		r.buf = nil
+// release returns the kept copy to free.
+func (r *pubRecord) release(free *keptFree) {
+	if r.kept != nil {
+		free.put(r.kept)
+		r.kept = nil
 	}
-}
-
-// Pooled buffers for kept message copies, by power-of-two size class from
-// 256 bytes to 4 MiB; larger bodies get a buffer of their own.
-const (
-	keepMinShift = 8
-	keepClasses  = 15
-)
-
-var keepPools [keepClasses]sync.Pool
-
-func keepClass(n int) int {
-	if n <= 1<<keepMinShift {
-		return 0
-	}
-	return bits.Len(uint(n-1)) - keepMinShift
-}
-
-func getKeepBuf(n int) *[]byte {
-	k := keepClass(n)
-	if k >= keepClasses {
-		b := make([]byte, 0, n)
-		return &b
-	}
-	if p, ok := keepPools[k].Get().(*[]byte); ok {
-		return p
-	}
-	b := make([]byte, 0, 1<<(k+keepMinShift))
-	return &b
-}
-
-func putKeepBuf(p *[]byte) {
-	c := cap(*p)
-	k := keepClass(c)
-	if k >= keepClasses || c != 1<<(k+keepMinShift) {
-		return // grown past its class, or too large to pool
-	}
-	*p = (*p)[:0]
-	keepPools[k].Put(p)
 }
 
 // Confirmation is the broker's verdict on one message published in confirm
@@ -357,7 +360,7 @@ func (ch *Channel) recordPublishLocked(exchange, routingKey string, msg *Message
 		}
 	}
 	if ch.conn.republishing() {
-		rec.keep(exchange, routingKey, msg)
+		rec.keep(&ch.keptFree, exchange, routingKey, msg)
 	}
 	ch.confirms.Add(rec)
 	return rec.conf
@@ -483,7 +486,7 @@ func (ch *Channel) finishLocked(rec *pubRecord, o outcome, cause error) {
 			e.Cause = cause
 		}
 	}
-	rec.release()
+	rec.release(&ch.keptFree)
 }
 
 // lowestPendingSeq is the lowest sequence number whose outcome is pending,
@@ -592,7 +595,7 @@ func (ch *Channel) suspendConfirmsLocked(cause error) {
 		})
 	} else {
 		ch.confirms.SettleAll(func(_ uint64, r pubRecord) {
-			if r.returned != nil || r.buf == nil {
+			if r.returned != nil || r.kept == nil {
 				ch.finishLocked(&r, unknownUnlessReturned(&r), cause)
 				return
 			}
@@ -611,7 +614,7 @@ func (ch *Channel) republishLocked() int {
 		r := ch.republish[i]
 		m, err := r.message()
 		if err == nil {
-			_, err = ch.conn.eng.Publish(ch.id, r.exchange, r.routingKey, r.mandatory, false, &m.Properties, m.Body)
+			_, err = ch.conn.eng.Publish(ch.id, r.kept.exchange, r.kept.routingKey, r.mandatory, false, &m.Properties, m.Body)
 		}
 		if err != nil {
 			ch.finishLocked(&r, outUnknown, err)

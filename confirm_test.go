@@ -568,8 +568,9 @@ func TestKeptCopySurvivesCallerChanges(t *testing.T) {
 			Mandatory:  true,
 		}
 		var r pubRecord
+		var free keptFree
 		r.mandatory = true
-		r.keep("x", "key", &msg)
+		r.keep(&free, "x", "key", &msg)
 		msg.Headers["k"] = "changed"
 		if size > 0 {
 			body[0] = 0xff
@@ -584,12 +585,15 @@ func TestKeptCopySurvivesCallerChanges(t *testing.T) {
 		if len(got.Body) != size || size > 0 && got.Body[0] != 0 || size > 1 && got.Body[size-1] != byte(size-1) {
 			t.Errorf("size %d: kept body differs", size)
 		}
-		if r.exchange != "x" || r.routingKey != "key" {
-			t.Errorf("kept route %q %q", r.exchange, r.routingKey)
+		if r.kept.exchange != "x" || r.kept.routingKey != "key" {
+			t.Errorf("kept route %q %q", r.kept.exchange, r.kept.routingKey)
 		}
-		r.release()
-		if r.buf != nil {
-			t.Error("release kept the buffer")
+		r.release(&free)
+		if r.kept != nil {
+			t.Error("release kept the copy")
+		}
+		if want := min(size, maxFreeKeptBuf); size <= maxFreeKeptBuf && len(free.list) != 1 || free.bytes > maxFreeKeptBytes || want < 0 {
+			t.Errorf("size %d: free list %d copies, %d bytes", size, len(free.list), free.bytes)
 		}
 	}
 }
