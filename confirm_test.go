@@ -212,9 +212,14 @@ func cutPrefix(s, prefix string) (string, bool) {
 // published since the previous call, including outcomes known before the
 // call, and nil only when everything was acked.
 func TestWaitConfirmsBatches(t *testing.T) {
-	_, p, ch := confirmPeer(t, nil)
+	c, p, ch := confirmPeer(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	unconfirmed := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return ch.unconfirmedLocked()
+	}
 	for range 3 {
 		if err := ch.Publish(ctx, "", "q", Message{Body: []byte("a")}); err != nil {
 			t.Fatal(err)
@@ -225,7 +230,7 @@ func TestWaitConfirmsBatches(t *testing.T) {
 	p.write(ackFrame(ch.ID(), 3, true))
 	// Outcomes all known before the call: still reported.
 	deadline := time.Now().Add(5 * time.Second)
-	for ch.unconfirmedLocked() > 0 && time.Now().Before(deadline) {
+	for unconfirmed() > 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	err := ch.WaitConfirms(ctx)

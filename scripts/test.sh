@@ -7,7 +7,7 @@
 #   3. gofmt: no file needs formatting (testdata excluded)
 #   4. go vet ./...
 #   5. generated code is current: go generate ./... changes nothing
-#   6. go test -race -count=1 ./...   (extra arguments to this script are
+#   6. go test -race -count=1 -timeout 30m ./...   (extra arguments to this script are
 #      passed to this go test invocation, e.g. -run TestDial -v)
 #   7. every fuzz target for PIKA_FUZZTIME (default 5s), one per invocation
 #   8. bench/ module (separate go.mod): go vet and go test, when present
@@ -118,8 +118,11 @@ check_generate() {
 	echo "generated files are current"
 }
 
+# The root package's integration tests (recovery, faults, slow consumers)
+# take several minutes under -race: give go test more than its default
+# 10-minute bound per package.
 run_tests() {
-	go test -race -count=1 "$@" ./...
+	go test -race -count=1 -timeout 30m "$@" ./...
 }
 
 # run_fuzz runs every Fuzz target of the module for $fuzztime each.
