@@ -405,12 +405,45 @@ func (c *Conn) IsRecovering() bool {
 }
 
 // ServerProperties returns the broker's server properties (product,
-// version, cluster_name, capabilities, ...) from the current connection. Do
-// not modify the table.
+// version, cluster_name, capabilities, ...) from the current connection.
+// The table is a copy (nested tables and arrays included) that the caller
+// may modify.
 func (c *Conn) ServerProperties() Table {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.eng.ServerProperties()
+	t, _ := copyFieldValue(c.eng.ServerProperties()).(Table)
+	return t
+}
+
+// copyFieldValue returns a deep copy of a decoded field value: tables,
+// arrays and byte arrays are copied, other values are immutable.
+func copyFieldValue(v any) any {
+	switch v := v.(type) {
+	case Table:
+		if v == nil {
+			return Table(nil)
+		}
+		t := make(Table, len(v))
+		for k, x := range v {
+			t[k] = copyFieldValue(x)
+		}
+		return t
+	case []any:
+		if v == nil {
+			return []any(nil)
+		}
+		a := make([]any, len(v))
+		for i, x := range v {
+			a[i] = copyFieldValue(x)
+		}
+		return a
+	case []byte:
+		if v == nil {
+			return []byte(nil)
+		}
+		return append([]byte{}, v...)
+	}
+	return v
 }
 
 // Tuning returns the negotiated channel_max, frame_max and heartbeat.

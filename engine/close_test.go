@@ -277,8 +277,8 @@ func TestErrorStrings(t *testing.T) {
 			t.Errorf("Error() = %q, want %q", got, tc.want)
 		}
 	}
-	if (&Error{Code: 404}).Temporary() || !(&Error{Code: 541}).Temporary() {
-		t.Error("Temporary")
+	if !(&Error{Code: 404}).Temporary() || (&Error{Code: 406}).Temporary() {
+		t.Error("Temporary") // every code: TestErrorTemporaryEveryReplyCode
 	}
 	if got := ReplyCodeError(404).Error(); got != "pika: 404 NOT_FOUND" {
 		t.Errorf("ReplyCodeError.Error() = %q", got)
