@@ -2,8 +2,11 @@ package pika
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/pika-go/pika/wire"
 )
 
 // Tests of issue 10 (callbacks and bounds): no application code under the
@@ -66,4 +69,102 @@ func TestServerPropertiesCopyFieldValue(t *testing.T) {
 	if copyFieldValue(Table(nil)).(Table) != nil {
 		t.Error("copy of a nil table is not nil")
 	}
+}
+
+// buffered returns the bytes the Conn holds for the socket: the engine's
+// outgoing buffer and what waits on channels behind requests in flight.
+func buffered(c *Conn) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.eng.OutgoingLen() + c.eng.QueuedLen()
+}
+
+// TestWriteBufferLimitCountsQueuedPublishes checks that publishes queued on
+// a channel behind a request the broker has not answered yet count against
+// Config.WriteBufferLimit: Publish waits instead of queueing without bound,
+// and goes on once the reply comes.
+func TestWriteBufferLimitCountsQueuedPublishes(t *testing.T) {
+	b := newFakeBroker(t)
+	release := make(chan struct{})
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if d, ok := m.(*wire.QueueDeclare); ok && d.Queue == "slow" {
+			go func() {
+				<-release
+				fc.send(ch, &wire.QueueDeclareOk{Queue: "slow"})
+			}()
+			return true
+		}
+		return false
+	})
+	const limit = 32 << 10
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.WriteBufferLimit = limit
+	c := dialFake(t, cfg)
+	ch, err := c.Channel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	declared := make(chan error, 2)
+	go func() {
+		_, err := ch.QueueDeclare(ctx, "slow", QueueDeclareOptions{})
+		declared <- err
+	}()
+	// The first declare is in flight once the broker has it.
+	waitMethod(t, b, 1, "1:queue.declare")
+	go func() {
+		_, err := ch.QueueDeclare(ctx, "second", QueueDeclareOptions{})
+		declared <- err
+	}()
+	// The second waits behind it, and so does every publish.
+	for buffered(c) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	body := make([]byte, 1024)
+	published, waited := 0, false
+	for published < 2000 {
+		pctx, pcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		err := ch.Publish(pctx, "", "q", Message{Body: body})
+		pcancel()
+		if err == context.DeadlineExceeded {
+			waited = true
+			break
+		}
+		if err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		published++
+		if n := buffered(c); n > limit+2*len(body) {
+			t.Fatalf("after %d publishes behind an unanswered request, %d bytes wait for the socket; WriteBufferLimit is %d", published, n, limit)
+		}
+	}
+	if !waited {
+		t.Fatalf("%d publishes queued behind an unanswered request without Publish waiting (WriteBufferLimit %d)", published, limit)
+	}
+	// The reply lets everything through, and publishing goes on.
+	close(release)
+	for range 2 {
+		if err := <-declared; err != nil {
+			t.Fatalf("QueueDeclare: %v", err)
+		}
+	}
+	if err := ch.Publish(ctx, "", "q", Message{Body: body}); err != nil {
+		t.Fatalf("Publish after the reply: %v", err)
+	}
+}
+
+// waitMethod waits (up to 10 s) until connection n of b has received
+// method ("channel:name").
+func waitMethod(t *testing.T, b *fakeBroker, n int, method string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if fc := b.conn(n); fc != nil && slices.Contains(fc.methods(), method) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("connection %d of the fake broker did not receive %s", n, method)
 }

@@ -121,6 +121,9 @@ func (c *Conn) afterLocked(l *link) {
 		}
 		c.dispatchLocked(l, ev)
 	}
+	// Bytes queued behind a request are dropped when their channel
+	// closes, without a write.
+	c.releaseSpaceLocked(l)
 	if l.writerIdle && l.eng.OutgoingLen() > 0 {
 		l.writerIdle = false
 		select {
@@ -134,6 +137,16 @@ func (c *Conn) afterLocked(l *link) {
 		case l.rearm <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// releaseSpaceLocked wakes the publishers waiting for the write buffer
+// (Config.WriteBufferLimit) once the bytes waiting for l's socket, those
+// queued on channels behind requests included, are below the limit.
+func (c *Conn) releaseSpaceLocked(l *link) {
+	if c.space != nil && c.l == l && l.eng.OutgoingLen()+l.eng.QueuedLen() < c.cfg.WriteBufferLimit {
+		close(c.space)
+		c.space = nil
 	}
 }
 
@@ -198,10 +211,7 @@ func (l *link) writeLoop() {
 		_, err := l.nc.Write(buf)
 
 		c.mu.Lock()
-		if c.space != nil && c.l == l && l.eng.OutgoingLen() < c.cfg.WriteBufferLimit {
-			close(c.space)
-			c.space = nil
-		}
+		c.releaseSpaceLocked(l)
 		if err != nil && !l.eng.IsClosed() {
 			l.eng.Fail(fmt.Errorf("pika: write to %s: %w", l.nc.RemoteAddr(), err))
 			c.afterLocked(l)
