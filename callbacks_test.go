@@ -2,10 +2,13 @@ package pika
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pika-go/pika/internal/scripted"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -167,4 +170,232 @@ func waitMethod(t *testing.T, b *fakeBroker, n int, method string) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatalf("connection %d of the fake broker did not receive %s", n, method)
+}
+
+// returnMandatory makes b return every mandatory publish at once, as a
+// broker does for a message no queue matches.
+func returnMandatory(b *fakeBroker) {
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if p, ok := m.(*wire.BasicPublish); ok && p.Mandatory {
+			fc.wmu.Lock()
+			fc.nc.Write(scripted.Message(ch, &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE",
+				Exchange: p.Exchange, RoutingKey: p.RoutingKey}, nil, []byte("returned"), 0))
+			fc.wmu.Unlock()
+			return true
+		}
+		return false
+	})
+}
+
+// waitFor polls cond (up to 10 s) and fails the test with what when it
+// does not become true.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestNotifyBufferBoundsReturns checks the bound on a channel's
+// notification queue: with its OnReturn callback blocked, the returns of
+// unroutable mandatory publishes queue up to Config.NotifyBuffer, then
+// Publish on that channel waits (and returns ctx.Err() when its ctx ends)
+// while the reader goes on serving the other channels; releasing the
+// callback lets everything through.
+func TestNotifyBufferBoundsReturns(t *testing.T) {
+	b := newFakeBroker(t)
+	returnMandatory(b)
+	const limit = 4
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.NotifyBuffer = limit
+	c := dialFake(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := c.Channel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var returns []string
+	ch.OnReturn(func(r *Return) {
+		mu.Lock()
+		returns = append(returns, r.RoutingKey)
+		first := len(returns) == 1
+		mu.Unlock()
+		if first {
+			close(entered)
+			<-release
+		}
+	})
+	queued := func() int { return ch.notify.box.len() }
+	publish := func(ctx context.Context, i int) error {
+		return ch.Publish(ctx, "", fmt.Sprint(i), Message{Mandatory: true, Body: []byte("x")})
+	}
+	if err := publish(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	// One at a time, so that no return is in flight when Publish looks.
+	for i := 1; i <= limit; i++ {
+		if err := publish(ctx, i); err != nil {
+			t.Fatalf("Publish %d with %d returns queued: %v", i, i-1, err)
+		}
+		waitFor(t, fmt.Sprintf("return %d queued", i), func() bool { return queued() == i })
+	}
+	// The queue is full: Publish waits until its ctx ends.
+	pctx, pcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err = publish(pctx, limit+1)
+	pcancel()
+	if err != context.DeadlineExceeded {
+		t.Fatalf("Publish with %d returns queued (NotifyBuffer %d) = %v, want it to wait and return context.DeadlineExceeded", queued(), limit, err)
+	}
+	if n := queued(); n != limit {
+		t.Errorf("%d returns queued, want %d", n, limit)
+	}
+	// The reader still serves the other channels, and publishing there
+	// does not wait.
+	if _, err := other.QueueDeclare(ctx, "other", QueueDeclareOptions{}); err != nil {
+		t.Fatalf("QueueDeclare on another channel while the callback is blocked: %v", err)
+	}
+	if err := other.Publish(ctx, "", "k", Message{Body: []byte("x")}); err != nil {
+		t.Fatalf("Publish on another channel: %v", err)
+	}
+	// Releasing the callback lets everything through.
+	close(release)
+	if err := publish(ctx, limit+2); err != nil {
+		t.Fatalf("Publish after the callback was released: %v", err)
+	}
+	waitFor(t, "every return delivered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(returns) == limit+2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"0", "1", "2", "3", "4", "6"}
+	if !slices.Equal(returns, want) {
+		t.Errorf("returns %v, want %v", returns, want)
+	}
+}
+
+// TestNotifyCallbackPublishesOnItsChannel checks that a callback may
+// publish on its own channel while the channel's notification queue is
+// full: it does not wait for itself.
+func TestNotifyCallbackPublishesOnItsChannel(t *testing.T) {
+	b := newFakeBroker(t)
+	returnMandatory(b)
+	const limit = 2
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.NotifyBuffer = limit
+	c := dialFake(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	published := make(chan error, 1)
+	var calls int
+	ch.OnReturn(func(r *Return) {
+		calls++
+		if calls > 1 {
+			return
+		}
+		close(entered)
+		<-release
+		// The queue is full now; a Publish from here must not wait for
+		// this callback to return.
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer pcancel()
+		published <- ch.Publish(pctx, "", "from-callback", Message{Body: []byte("x")})
+	})
+	for i := 0; i <= limit; i++ {
+		if err := ch.Publish(ctx, "", "k", Message{Mandatory: true, Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			<-entered
+		}
+	}
+	waitFor(t, "the queue full", func() bool { return ch.notify.box.len() == limit })
+	close(release)
+	if err := <-published; err != nil {
+		t.Fatalf("Publish from the channel's own callback with its queue full: %v", err)
+	}
+}
+
+// TestNotifyBufferBoundsRecoveryEvents checks the bound on the
+// connection's notification queue: with the OnRecovery callback blocked,
+// recovery makes no further attempt (each one is notified) once
+// Config.NotifyBuffer notifications wait, and goes on when the callback
+// returns.
+func TestNotifyBufferBoundsRecoveryEvents(t *testing.T) {
+	b := newFakeBroker(t)
+	const limit = 2
+	cfg := b.config()
+	cfg.NotifyBuffer = limit
+	c := dialFake(t, cfg)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var events []RecoveryKind
+	c.OnRecovery(func(ev RecoveryEvent) {
+		mu.Lock()
+		events = append(events, ev.Kind)
+		first := len(events) == 1
+		mu.Unlock()
+		if first {
+			close(entered)
+			<-release
+		}
+	})
+	b.mu.Lock()
+	b.refuse = func(n int) bool { return true } // every reconnection fails
+	b.mu.Unlock()
+	b.conn(1).kill()
+	<-entered
+	queued := func() int { return c.notify.box.len() }
+	waitFor(t, "the connection's notification queue full", func() bool { return queued() >= limit })
+	dialed := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.dialed
+	}
+	// The first dial, then one per notified attempt.
+	waitFor(t, "the attempts notified so far to dial", func() bool { return dialed() >= 1+limit })
+	before := dialed()
+	time.Sleep(100 * time.Millisecond) // attempts come every few milliseconds
+	if n, d := queued(), dialed(); n != limit || d != before {
+		t.Errorf("with the OnRecovery callback blocked: %d notifications queued (NotifyBuffer %d), %d reconnection attempts made meanwhile", n, limit, d-before)
+	}
+	close(release)
+	waitFor(t, "recovery to go on", func() bool { return dialed() > before+limit })
+}
+
+// TestNotifyInCallback checks the detection behind "callbacks never wait
+// for a full notification queue".
+func TestNotifyInCallback(t *testing.T) {
+	if mailboxRun != "github.com/pika-go/pika.(*mailbox).run" {
+		t.Errorf("mailboxRun = %q", mailboxRun)
+	}
+	if inCallback() {
+		t.Error("inCallback true in a test goroutine")
+	}
+	var m mailbox
+	got := make(chan bool, 1)
+	m.post(func() { got <- inCallback() })
+	if !<-got {
+		t.Error("inCallback false in a callback")
+	}
 }

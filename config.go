@@ -102,10 +102,20 @@ type Config struct {
 	// every message body until its confirmation. Default false.
 	RepublishUnconfirmed bool
 
-	// WriteBufferLimit is how many bytes may wait for the socket before
-	// Publish blocks (honouring its ctx) until the writer catches up.
-	// Default 1 MiB.
+	// WriteBufferLimit is how many bytes may wait for the socket (those
+	// queued on a channel behind a synchronous request in flight included)
+	// before Publish blocks (honouring its ctx) until the writer catches
+	// up. Default 1 MiB.
 	WriteBufferLimit int
+	// NotifyBuffer bounds each channel's queue of notifications waiting for
+	// their callbacks (OnReturn, OnConfirm, OnCancel, OnFlow, OnClose,
+	// OnOrphanDelivery), and the connection's (OnClose, OnBlocked,
+	// OnRecovery). The reader never waits for a full queue: Publish on a
+	// channel whose queue holds NotifyBuffer notifications waits (honouring
+	// its ctx) until its callbacks catch up, and so does recovery before
+	// each attempt while the connection's queue is full. Default
+	// DefaultNotifyBuffer (1,024).
+	NotifyBuffer int
 }
 
 // NoHeartbeat, as Config.Heartbeat, asks the broker for no heartbeats.
@@ -116,6 +126,7 @@ const (
 	DefaultDialTimeout      = 30 * time.Second
 	DefaultCloseTimeout     = 5 * time.Second
 	DefaultWriteBufferLimit = 1 << 20
+	DefaultNotifyBuffer     = 1024
 )
 
 // withDefaults returns a copy of c with defaults applied.
@@ -135,6 +146,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteBufferLimit <= 0 {
 		c.WriteBufferLimit = DefaultWriteBufferLimit
+	}
+	if c.NotifyBuffer <= 0 {
+		c.NotifyBuffer = DefaultNotifyBuffer
 	}
 	if c.Reconnect == nil {
 		c.Reconnect = DefaultBackoff

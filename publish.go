@@ -71,6 +71,8 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 				c.space = make(chan struct{})
 			}
 			wait = c.space
+		default:
+			wait = ch.notify.full(c.cfg.NotifyBuffer)
 		}
 		if wait == nil {
 			break
