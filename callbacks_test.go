@@ -3,7 +3,10 @@ package pika
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -397,5 +400,175 @@ func TestNotifyInCallback(t *testing.T) {
 	m.post(func() { got <- inCallback() })
 	if !<-got {
 		t.Error("inCallback false in a callback")
+	}
+}
+
+// gateHandler is a slog.Handler that records every record and, once armed
+// for a direction ("send" or "recv" frames, or "" for any record), blocks
+// in Handle until released.
+type gateHandler struct {
+	mu      sync.Mutex
+	recs    []slog.Record
+	armed   string // "": not armed
+	any     bool   // armed for every record
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newGateHandler() *gateHandler {
+	return &gateHandler{entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *gateHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *gateHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *gateHandler) WithGroup(string) slog.Handler            { return h }
+
+func (h *gateHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.recs = append(h.recs, r)
+	block := h.any || h.armed != "" && recordAttr(r, "dir") == h.armed
+	if block {
+		h.armed, h.any = "", false
+	}
+	h.mu.Unlock()
+	if block {
+		close(h.entered)
+		<-h.release
+	}
+	return nil
+}
+
+func (h *gateHandler) arm(dir string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if dir == "" {
+		h.any = true
+	}
+	h.armed = dir
+}
+
+// frames returns "dir method" for every method frame logged.
+func (h *gateHandler) frames() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, r := range h.recs {
+		if m := recordAttr(r, "method"); m != "" {
+			out = append(out, recordAttr(r, "dir")+" "+m)
+		}
+	}
+	return out
+}
+
+func recordAttr(r slog.Record, key string) string {
+	var v string
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == key {
+			v = a.Value.String()
+			return false
+		}
+		return true
+	})
+	return v
+}
+
+// TestLogHandlerBlockedDoesNotStallConnection checks that the Logger's
+// handler, application code, never runs while the library holds the
+// connection's lock or on the socket's goroutines: with the handler
+// blocked in the record of a frame sent, or of a frame received, an RPC on
+// another channel completes; every frame is logged, in order, once the
+// handler returns.
+func TestLogHandlerBlockedDoesNotStallConnection(t *testing.T) {
+	for _, dir := range []string{"send", "recv"} {
+		t.Run(dir, func(t *testing.T) {
+			b := newFakeBroker(t)
+			h := newGateHandler()
+			cfg := b.config()
+			cfg.DisableRecovery = true
+			cfg.Logger = slog.New(h)
+			c := dialFake(t, cfg)
+			ch1, err := c.Channel(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch2, err := c.Channel(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.arm(dir)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := ch1.QueueDeclare(ctx, "one", QueueDeclareOptions{}); err != nil {
+				close(h.release)
+				t.Fatalf("QueueDeclare on channel 1 (the log handler blocks in one of its frames): %v", err)
+			}
+			<-h.entered
+			// The handler is blocked now.
+			if _, err := ch2.QueueDeclare(ctx, "two", QueueDeclareOptions{}); err != nil {
+				close(h.release)
+				t.Fatalf("QueueDeclare on channel 2 with the log handler blocked: %v", err)
+			}
+			close(h.release)
+			cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer ccancel()
+			if err := c.Close(cctx); err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(h.frames(), ", ")
+			for _, want := range []string{
+				"send queue.declare, recv queue.declare-ok, send queue.declare, recv queue.declare-ok, send connection.close, recv connection.close-ok",
+			} {
+				if !strings.HasSuffix(got, want) {
+					t.Errorf("frames logged:\n  %s\nwant them to end with\n  %s", got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestLogHandlerFallsBehind checks that a handler too slow for the
+// connection costs bounded memory: records beyond the log queue's bound
+// are dropped and a Warn record says how many.
+func TestLogHandlerFallsBehind(t *testing.T) {
+	b := newFakeBroker(t)
+	h := newGateHandler()
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.Logger = slog.New(h)
+	c := dialFake(t, cfg)
+	ch, err := c.Channel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.arm("")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const n = logQueueRecords // three frames each
+	for i := 0; i < n; i++ {
+		if err := ch.Publish(ctx, "", "q", Message{Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-h.entered
+	waitFor(t, "the log queue full", func() bool {
+		c.logs.mu.Lock()
+		defer c.logs.mu.Unlock()
+		return len(c.logs.recs) == logQueueRecords && c.logs.dropped > 0
+	})
+	close(h.release)
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	dropped := 0
+	for _, r := range h.recs {
+		if r.Level == slog.LevelWarn && strings.Contains(r.Message, "dropped") {
+			d, _ := strconv.Atoi(recordAttr(r, "dropped"))
+			dropped += d
+		}
+	}
+	if dropped == 0 || len(h.recs)+dropped < 3*n {
+		t.Errorf("%d records handled, %d reported dropped; want drops reported, and at least %d frames accounted for", len(h.recs), dropped, 3*n)
 	}
 }

@@ -34,8 +34,9 @@ const (
 // they declared and consumed (see Recovery in the package documentation).
 // The Conn, its Channels and Consumers stay valid throughout.
 type Conn struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	logs *logQueue // hands log records to log's handler; nil without a Logger
 
 	mu    sync.Mutex
 	l     *link         // the current link
@@ -88,6 +89,7 @@ func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 	c := &Conn{
 		cfg:   cfg,
 		log:   cfg.Logger,
+		logs:  newLogQueue(cfg.Logger),
 		chans: make(map[uint16]*Channel),
 		done:  make(chan struct{}),
 	}
@@ -362,7 +364,9 @@ func (c *Conn) Close(ctx context.Context) error {
 	l.wg.Wait()
 	c.wg.Wait()
 	// Notification callbacks are not waited for: Close may be called from
-	// one of them, and the mailbox cannot drain while it runs.
+	// one of them, and the mailbox cannot drain while it runs. Log records
+	// are, as long as ctx allows.
+	c.logs.wait(ctx)
 	if err == nil && c.err != nil && !errors.Is(c.err, ErrClosed) {
 		err = c.err
 	}

@@ -26,9 +26,10 @@ const readBufferSize = 128 << 10
 // stuck in a stalled socket cannot keep the timer from declaring the peer
 // dead and closing the socket.
 type link struct {
-	c   *Conn
-	nc  net.Conn
-	eng *engine.Conn
+	c     *Conn
+	nc    net.Conn
+	eng   *engine.Conn
+	debug bool // frames are logged (Config.Logger at Debug level)
 
 	// guarded by c.mu
 	waiters    map[engine.RequestID]*waiter
@@ -91,8 +92,12 @@ func (c *Conn) newLink(nc net.Conn) *link {
 		opened:  make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	// Enabled is the handler's code: it runs here, outside the lock. The
+	// trace runs inside Receive, under the lock: it only queues the record
+	// for the log queue's goroutine.
 	if c.log != nil && c.log.Enabled(context.Background(), slog.LevelDebug) {
-		l.eng.SetTrace(func(f wire.Frame) { c.log.Debug("amqp frame", frameAttrs("recv", f)...) })
+		l.debug = true
+		l.eng.SetTrace(func(f wire.Frame) { c.logFrame("recv", f) })
 	}
 	return l
 }
@@ -205,7 +210,7 @@ func (l *link) writeLoop() {
 		closed := l.eng.IsClosed()
 		c.mu.Unlock()
 
-		if c.log != nil {
+		if l.debug {
 			c.logFrames("send", buf)
 		}
 		_, err := l.nc.Write(buf)
@@ -286,15 +291,12 @@ func (l *link) closedLocked(err error) {
 }
 
 // logFrames logs every frame of an outgoing buffer (whole frames, possibly
-// after the protocol header) at Debug level. Inbound frames are logged by
-// the engine's trace hook.
+// after the protocol header) at Debug level, through the log queue.
+// Inbound frames are logged by the engine's trace hook.
 func (c *Conn) logFrames(dir string, b []byte) {
-	if !c.log.Enabled(context.Background(), slog.LevelDebug) {
-		return
-	}
 	for len(b) > 0 {
 		if len(b) >= 8 && string(b[:4]) == "AMQP" {
-			c.log.Debug("amqp frame", "dir", dir, "type", "protocol-header")
+			c.logAt(slog.LevelDebug, "amqp frame", "dir", dir, "type", "protocol-header")
 			b = b[8:]
 			continue
 		}
@@ -303,6 +305,6 @@ func (c *Conn) logFrames(dir string, b []byte) {
 			return
 		}
 		b = b[n:]
-		c.log.Debug("amqp frame", frameAttrs(dir, f)...)
+		c.logFrame(dir, f)
 	}
 }
