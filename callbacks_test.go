@@ -2,12 +2,14 @@ package pika
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -570,5 +572,137 @@ func TestLogHandlerFallsBehind(t *testing.T) {
 	}
 	if dropped == 0 || len(h.recs)+dropped < 3*n {
 		t.Errorf("%d records handled, %d reported dropped; want drops reported, and at least %d frames accounted for", len(h.recs), dropped, 3*n)
+	}
+}
+
+// lockProbeMech is a SASL mechanism named PLAIN (what the fake broker
+// offers) that, once armed, checks in each step that the Conn's lock is
+// free: it calls IsRecovering, which takes the lock, and reports whether
+// that returned within a bound.
+type lockProbeMech struct {
+	conn  atomic.Pointer[Conn]
+	steps chan string // "start: ok", "challenge c: lock held", ...
+}
+
+func (m *lockProbeMech) Name() string { return "PLAIN" }
+
+func (m *lockProbeMech) probe(step string) {
+	c := m.conn.Load()
+	if c == nil {
+		return
+	}
+	done := make(chan bool, 1)
+	go func() { done <- c.IsRecovering() }()
+	select {
+	case recovering := <-done:
+		m.steps <- fmt.Sprintf("%s: ok, recovering %v", step, recovering)
+	case <-time.After(5 * time.Second):
+		m.steps <- step + ": the Conn's lock is held while the mechanism runs"
+	}
+}
+
+func (m *lockProbeMech) Start() ([]byte, error) {
+	m.probe("start")
+	return []byte("\x00guest\x00guest"), nil
+}
+
+func (m *lockProbeMech) Challenge(c []byte) ([]byte, error) {
+	m.probe("challenge " + string(c))
+	return append([]byte("re:"), c...), nil
+}
+
+// TestMechanismRunsWithoutTheLock checks that an application's SASL
+// mechanism runs without the connection's lock: during a recovery's
+// handshake (the Conn exists and is recovering), its Start and Challenge
+// can call the Conn.
+func TestMechanismRunsWithoutTheLock(t *testing.T) {
+	b := newFakeBroker(t)
+	mech := &lockProbeMech{steps: make(chan string, 4)}
+	cfg := b.config()
+	cfg.Mechanisms = []Mechanism{mech}
+	c := dialFake(t, cfg)
+	// From now on the broker challenges once, and the mechanism probes.
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		switch m := m.(type) {
+		case *wire.ConnectionStartOk:
+			if m.Response != "\x00guest\x00guest" {
+				t.Errorf("start-ok response %q", m.Response)
+			}
+			fc.send(0, &wire.ConnectionSecure{Challenge: "c1"})
+			return true
+		case *wire.ConnectionSecureOk:
+			if m.Response != "re:c1" {
+				t.Errorf("secure-ok response %q", m.Response)
+			}
+			fc.send(0, &wire.ConnectionTune{ChannelMax: 2047, FrameMax: 128 << 10})
+			return true
+		}
+		return false
+	})
+	mech.conn.Store(c)
+	recovered := make(chan struct{}, 1)
+	c.OnRecovery(func(ev RecoveryEvent) {
+		if ev.Kind == RecoveryRecovered {
+			recovered <- struct{}{}
+		}
+	})
+	b.conn(1).kill()
+	for _, want := range []string{"start: ok, recovering true", "challenge c1: ok, recovering true"} {
+		select {
+		case got := <-mech.steps:
+			if got != want {
+				t.Errorf("mechanism step: %s; want %s", got, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no mechanism step %q", want)
+		}
+	}
+	select {
+	case <-recovered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection did not recover")
+	}
+}
+
+// blockingMech blocks in Start until release is closed.
+type blockingMech struct{ entered, release chan struct{} }
+
+func (m *blockingMech) Name() string { return "PLAIN" }
+func (m *blockingMech) Start() ([]byte, error) {
+	close(m.entered)
+	<-m.release
+	return []byte("\x00guest\x00guest"), nil
+}
+func (m *blockingMech) Challenge([]byte) ([]byte, error) { return nil, fmt.Errorf("no challenge") }
+
+// TestMechanismBlockedHandshakeTimesOut checks that a mechanism that does
+// not return does not stop the connection's timer: the handshake times
+// out and Dial returns ErrHandshakeTimeout without waiting for it.
+func TestMechanismBlockedHandshakeTimesOut(t *testing.T) {
+	b := newFakeBroker(t)
+	mech := &blockingMech{entered: make(chan struct{}), release: make(chan struct{})}
+	t.Cleanup(func() { close(mech.release) })
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.HandshakeTimeout = 200 * time.Millisecond
+	cfg.Mechanisms = []Mechanism{mech}
+	dialed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := DialConfig(ctx, cfg)
+		if err == nil {
+			c.Close(ctx)
+		}
+		dialed <- err
+	}()
+	<-mech.entered
+	select {
+	case err := <-dialed:
+		if !errors.Is(err, ErrHandshakeTimeout) {
+			t.Errorf("DialConfig with the mechanism blocked: %v, want ErrHandshakeTimeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("DialConfig did not time out while the mechanism was blocked")
 	}
 }

@@ -32,7 +32,10 @@ type Config struct {
 	Vhost string
 	// Mechanisms lists SASL mechanisms in order of preference; the first one
 	// the server offers is used. Default: PLAIN with Username and Password.
-	// Use ExternalAuth with a TLS client certificate for EXTERNAL.
+	// Use ExternalAuth with a TLS client certificate for EXTERNAL. A
+	// mechanism's Start and Challenge run on a goroutine of the library's,
+	// never under its lock, and may take their time (HandshakeTimeout
+	// bounds the handshake; a step still running then is abandoned).
 	Mechanisms []Mechanism
 
 	// Heartbeat is the heartbeat interval to ask for. 0 accepts the server's
@@ -159,10 +162,25 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// engineConfig maps c to the engine's configuration.
+// namedMechanism is an application's Mechanism with its name read once,
+// outside the connection's lock, for the engine to call under it.
+type namedMechanism struct {
+	Mechanism
+	name string
+}
+
+func (m namedMechanism) Name() string { return m.name }
+
+// engineConfig maps c to the engine's configuration. It calls the
+// mechanisms' Name, so it runs without the connection's lock.
 func (c *Config) engineConfig() engine.Config {
+	var mechs []engine.Mechanism
+	for _, m := range c.Mechanisms {
+		mechs = append(mechs, namedMechanism{Mechanism: m, name: m.Name()})
+	}
 	return engine.Config{
-		Mechanisms:       c.Mechanisms,
+		Mechanisms:       mechs,
+		DeferAuth:        true, // the mechanisms run outside the lock (link.authLocked)
 		Username:         c.Username,
 		Password:         c.Password,
 		Vhost:            c.Vhost,

@@ -116,6 +116,9 @@ func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 	case engine.EventOpen:
 		close(l.opened)
 		return
+	case engine.EventAuth:
+		l.authLocked(ev)
+		return
 	case engine.EventReply, engine.EventGetOk:
 		if w := l.waiters[ev.Request]; w != nil {
 			delete(l.waiters, ev.Request)

@@ -102,6 +102,29 @@ func (c *Conn) newLink(nc net.Conn) *link {
 	return l
 }
 
+// authLocked runs the SASL step the engine asks for with ev: the
+// mechanism, which may be the application's, runs on a goroutine of its own
+// without the lock, and its response goes back to the engine. The link's
+// timer runs meanwhile: a step still running when the handshake times out
+// is not waited for, and its late response is ignored.
+func (l *link) authLocked(ev engine.Event) {
+	mech := l.eng.Mechanism()
+	go func() {
+		var resp []byte
+		var err error
+		if s, ok := ev.Method.(*wire.ConnectionSecure); ok {
+			resp, err = mech.Challenge([]byte(s.Challenge))
+		} else {
+			resp, err = mech.Start()
+		}
+		c := l.c
+		c.mu.Lock()
+		l.eng.AuthResponse(resp, err)
+		c.afterLocked(l)
+		c.mu.Unlock()
+	}()
+}
+
 // start starts the engine and the link's three goroutines.
 func (l *link) start() {
 	c := l.c

@@ -286,7 +286,7 @@ func TestErrorStrings(t *testing.T) {
 	if errors.Is(&Error{Code: 404}, io.EOF) {
 		t.Error("Is matched an unrelated error")
 	}
-	for k := EventOpen; k <= EventClosed; k++ {
+	for k := EventOpen; k <= EventAuth; k++ {
 		if s := k.String(); s == "" || strings.HasPrefix(s, "event(") {
 			t.Errorf("EventKind(%d).String() = %q", k, s)
 		}

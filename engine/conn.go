@@ -35,6 +35,9 @@ type Conn struct {
 	tune   Tuning
 	server wire.Table
 	mech   Mechanism
+	// authStep is the connection.start or connection.secure whose SASL
+	// response the driver computes (Config.DeferAuth); nil otherwise.
+	authStep wire.Method
 
 	out    []byte  // bytes waiting for the driver
 	queued int     // bytes encoded and waiting on channels behind requests (QueuedLen)
@@ -423,7 +426,11 @@ func (c *Conn) Fail(err error) {
 		c.closeNow(c.err)
 		return
 	case stateNew, stateStart:
-		err = &handshakeError{err: ErrHandshakeClosed, detail: "before connection.start", cause: err}
+		detail := "before connection.start"
+		if c.authStep != nil {
+			detail = "while the SASL mechanism computed its initial response"
+		}
+		err = &handshakeError{err: ErrHandshakeClosed, detail: detail, cause: err}
 	case stateSecure:
 		err = &handshakeError{err: ErrHandshakeClosed, detail: "after start-ok (possibly refused credentials: a server without authentication_failure_close just closes)", cause: err}
 	case stateOpening:
