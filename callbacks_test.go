@@ -706,3 +706,55 @@ func TestMechanismBlockedHandshakeTimesOut(t *testing.T) {
 		t.Fatal("DialConfig did not time out while the mechanism was blocked")
 	}
 }
+
+// TestNotifyBufferPublishWakesOnChannelClose checks that a Publish waiting
+// for a full notification queue returns the channel's close cause when the
+// broker closes the channel, without waiting for the callbacks.
+func TestNotifyBufferPublishWakesOnChannelClose(t *testing.T) {
+	b := newFakeBroker(t)
+	returnMandatory(b)
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.NotifyBuffer = 1
+	c := dialFake(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	var once sync.Once
+	ch.OnReturn(func(*Return) {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+	})
+	for i := 0; i < 2; i++ {
+		if err := ch.Publish(ctx, "", "k", Message{Mandatory: true, Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			<-entered
+		}
+	}
+	waitFor(t, "the queue full", func() bool { return ch.notify.box.len() == 1 })
+	published := make(chan error, 1)
+	go func() { published <- ch.Publish(ctx, "", "k", Message{Body: []byte("x")}) }()
+	waitFor(t, "Publish to wait for the queue", func() bool {
+		ch.notify.box.mu.Lock()
+		defer ch.notify.box.mu.Unlock()
+		return ch.notify.box.space != nil
+	})
+	b.conn(1).send(ch.ID(), &wire.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - test"})
+	select {
+	case err := <-published:
+		if !errors.Is(err, ErrPreconditionFailed) {
+			t.Errorf("Publish waiting on a full queue when the channel closed: %v, want the close cause", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Publish still waits for the callbacks after its channel closed")
+	}
+}
