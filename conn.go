@@ -25,9 +25,11 @@ const (
 //
 // A Conn drives a protocol engine over a network connection with goroutines
 // of its own (see the package documentation). None of them runs application
-// code, and none ever waits for the application: notifications are delivered
-// through buffers and goroutines of their own, so a caller that never reads
-// them cannot stall the connection.
+// code, and the socket's never wait for the application: notifications are
+// delivered through bounded queues and goroutines of their own, so a
+// callback that never returns cannot stall the connection (it makes
+// Publish on its channel wait once Config.NotifyBuffer notifications
+// queue up behind it).
 //
 // Unless Config.DisableRecovery is set, a Conn survives the loss of its
 // network connection: it reconnects, reopens its channels and restores what
