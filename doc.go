@@ -92,8 +92,11 @@
 // sending, since each publish can bring a return or a confirmation; while
 // the connection's queue is full, recovery waits before its next attempt.
 // Notifications of messages already published still join a full queue, so
-// it can exceed the bound by the number of messages in flight when it
-// filled. Publishing from a callback never waits for a notification queue
+// it can exceed the bound by the notifications of the messages that were in
+// flight when it filled (in the write buffer, on the network or in the
+// broker): with a fast publisher of small messages, thousands. The bound
+// stops the growth; the write buffer limit bounds the overshoot's size only
+// loosely. Publishing from a callback never waits for a notification queue
 // (it could be waiting for itself).
 //
 // The Logger's handler is called the same way: a slow handler delays only
