@@ -758,3 +758,62 @@ func TestNotifyBufferPublishWakesOnChannelClose(t *testing.T) {
 		t.Fatal("Publish still waits for the callbacks after its channel closed")
 	}
 }
+
+// overlapMech blocks in its first Start until release, and records the
+// most steps it ever ran at once.
+type overlapMech struct {
+	entered, release chan struct{}
+	calls, active    atomic.Int32
+	maxActive        atomic.Int32
+}
+
+func (m *overlapMech) Name() string { return "PLAIN" }
+func (m *overlapMech) Start() ([]byte, error) {
+	n := m.active.Add(1)
+	defer m.active.Add(-1)
+	for {
+		mx := m.maxActive.Load()
+		if n <= mx || m.maxActive.CompareAndSwap(mx, n) {
+			break
+		}
+	}
+	if m.calls.Add(1) == 1 {
+		close(m.entered)
+		<-m.release
+	}
+	return []byte("\x00guest\x00guest"), nil
+}
+func (m *overlapMech) Challenge([]byte) ([]byte, error) { return nil, fmt.Errorf("no challenge") }
+
+// TestMechanismStepsNeverOverlap checks that a mechanism step abandoned by
+// a handshake timeout does not run at the same time as the next attempt's
+// step: mechanisms need not be safe for concurrent use.
+func TestMechanismStepsNeverOverlap(t *testing.T) {
+	b := newFakeBroker(t)
+	mech := &overlapMech{entered: make(chan struct{}), release: make(chan struct{})}
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.Addrs = []string{"fake-a:5672", "fake-b:5672"}
+	cfg.HandshakeTimeout = 200 * time.Millisecond
+	cfg.Mechanisms = []Mechanism{mech}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := DialConfig(ctx, cfg)
+	if err == nil {
+		c.Close(ctx)
+	}
+	if !errors.Is(err, ErrHandshakeTimeout) {
+		t.Errorf("DialConfig: %v, want ErrHandshakeTimeout", err)
+	}
+	if n := b.count(); n != 2 {
+		t.Errorf("%d connections, want one per address", n)
+	}
+	if n := mech.maxActive.Load(); n != 1 {
+		t.Errorf("%d mechanism steps ran at once", n)
+	}
+	close(mech.release)
+	waitFor(t, "the abandoned steps to end", func() bool { return mech.calls.Load() == 2 && mech.active.Load() == 0 })
+	if n := mech.maxActive.Load(); n != 1 {
+		t.Errorf("%d mechanism steps ran at once", n)
+	}
+}

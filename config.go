@@ -34,8 +34,9 @@ type Config struct {
 	// the server offers is used. Default: PLAIN with Username and Password.
 	// Use ExternalAuth with a TLS client certificate for EXTERNAL. A
 	// mechanism's Start and Challenge run on a goroutine of the library's,
-	// never under its lock, and may take their time (HandshakeTimeout
-	// bounds the handshake; a step still running then is abandoned).
+	// never under its lock, one step at a time, and may take their time
+	// (HandshakeTimeout bounds the handshake; a step still running then is
+	// abandoned, and the next attempt's step waits for it to return).
 	Mechanisms []Mechanism
 
 	// Heartbeat is the heartbeat interval to ask for. 0 accepts the server's

@@ -67,6 +67,8 @@ type Conn struct {
 	wg   sync.WaitGroup
 
 	notify notifier
+
+	authMu sync.Mutex // held while a SASL mechanism step runs: steps never overlap
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (see ParseURL) and

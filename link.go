@@ -110,6 +110,10 @@ func (c *Conn) newLink(nc net.Conn) *link {
 func (l *link) authLocked(ev engine.Event) {
 	mech := l.eng.Mechanism()
 	go func() {
+		c := l.c
+		// A step abandoned by an earlier attempt's timeout may still run:
+		// mechanisms need not be safe for concurrent use.
+		c.authMu.Lock()
 		var resp []byte
 		var err error
 		if s, ok := ev.Method.(*wire.ConnectionSecure); ok {
@@ -117,7 +121,7 @@ func (l *link) authLocked(ev engine.Event) {
 		} else {
 			resp, err = mech.Start()
 		}
-		c := l.c
+		c.authMu.Unlock()
 		c.mu.Lock()
 		l.eng.AuthResponse(resp, err)
 		c.afterLocked(l)
