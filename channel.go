@@ -277,10 +277,8 @@ func (ch *Channel) dispatchLocked(ev engine.Event) {
 		// close the channel (a no-ack consumer's tags are not ackable), so
 		// it is reported and left for the broker to requeue when the
 		// channel closes.
-		if l := ch.conn.log; l != nil {
-			l.Warn("pika: delivery for unknown consumer", "channel", ch.id,
-				"consumer_tag", ev.Message.ConsumerTag, "delivery_tag", ev.Message.DeliveryTag)
-		}
+		ch.conn.logWarn("pika: delivery for unknown consumer", "channel", ch.id,
+			"consumer_tag", ev.Message.ConsumerTag, "delivery_tag", ev.Message.DeliveryTag)
 		ch.notify.orphan(ev.Message.ConsumerTag, ev.Message.DeliveryTag)
 	case engine.EventReturn:
 		ret := newReturn(&ev.Message)

@@ -32,7 +32,11 @@ type Config struct {
 	Vhost string
 	// Mechanisms lists SASL mechanisms in order of preference; the first one
 	// the server offers is used. Default: PLAIN with Username and Password.
-	// Use ExternalAuth with a TLS client certificate for EXTERNAL.
+	// Use ExternalAuth with a TLS client certificate for EXTERNAL. A
+	// mechanism's Start and Challenge run on a goroutine of the library's,
+	// never under its lock, one step at a time, and may take their time
+	// (HandshakeTimeout bounds the handshake; a step still running then is
+	// abandoned, and the next attempt's step waits for it to return).
 	Mechanisms []Mechanism
 
 	// Heartbeat is the heartbeat interval to ask for. 0 accepts the server's
@@ -115,10 +119,20 @@ type Config struct {
 	// Default DefaultMaxUnconfirmed (10,000); negative means no bound.
 	MaxUnconfirmed int
 
-	// WriteBufferLimit is how many bytes may wait for the socket before
-	// Publish blocks (honouring its ctx) until the writer catches up.
-	// Default 1 MiB.
+	// WriteBufferLimit is how many bytes may wait for the socket (those
+	// queued on a channel behind a synchronous request in flight included)
+	// before Publish blocks (honouring its ctx) until the writer catches
+	// up. Default 1 MiB.
 	WriteBufferLimit int
+	// NotifyBuffer bounds each channel's queue of notifications waiting for
+	// their callbacks (OnReturn, OnConfirm, OnCancel, OnFlow, OnClose,
+	// OnOrphanDelivery), and the connection's (OnClose, OnBlocked,
+	// OnRecovery). The reader never waits for a full queue: Publish on a
+	// channel whose queue holds NotifyBuffer notifications waits (honouring
+	// its ctx) until its callbacks catch up, and so does recovery before
+	// each attempt while the connection's queue is full. Default
+	// DefaultNotifyBuffer (1,024).
+	NotifyBuffer int
 }
 
 // NoHeartbeat, as Config.Heartbeat, asks the broker for no heartbeats.
@@ -129,6 +143,7 @@ const (
 	DefaultDialTimeout      = 30 * time.Second
 	DefaultCloseTimeout     = 5 * time.Second
 	DefaultWriteBufferLimit = 1 << 20
+	DefaultNotifyBuffer     = 1024
 )
 
 // withDefaults returns a copy of c with defaults applied.
@@ -149,6 +164,9 @@ func (c Config) withDefaults() Config {
 	if c.WriteBufferLimit <= 0 {
 		c.WriteBufferLimit = DefaultWriteBufferLimit
 	}
+	if c.NotifyBuffer <= 0 {
+		c.NotifyBuffer = DefaultNotifyBuffer
+	}
 	if c.Reconnect == nil {
 		c.Reconnect = DefaultBackoff
 	}
@@ -161,10 +179,25 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// engineConfig maps c to the engine's configuration.
+// namedMechanism is an application's Mechanism with its name read once,
+// outside the connection's lock, for the engine to call under it.
+type namedMechanism struct {
+	Mechanism
+	name string
+}
+
+func (m namedMechanism) Name() string { return m.name }
+
+// engineConfig maps c to the engine's configuration. It calls the
+// mechanisms' Name, so it runs without the connection's lock.
 func (c *Config) engineConfig() engine.Config {
+	var mechs []engine.Mechanism
+	for _, m := range c.Mechanisms {
+		mechs = append(mechs, namedMechanism{Mechanism: m, name: m.Name()})
+	}
 	return engine.Config{
-		Mechanisms:       c.Mechanisms,
+		Mechanisms:       mechs,
+		DeferAuth:        true, // the mechanisms run outside the lock (link.authLocked)
 		Username:         c.Username,
 		Password:         c.Password,
 		Vhost:            c.Vhost,

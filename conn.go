@@ -25,17 +25,20 @@ const (
 //
 // A Conn drives a protocol engine over a network connection with goroutines
 // of its own (see the package documentation). None of them runs application
-// code, and none ever waits for the application: notifications are delivered
-// through buffers and goroutines of their own, so a caller that never reads
-// them cannot stall the connection.
+// code, and the socket's never wait for the application: notifications are
+// delivered through bounded queues and goroutines of their own, so a
+// callback that never returns cannot stall the connection (it makes
+// Publish on its channel wait once Config.NotifyBuffer notifications
+// queue up behind it).
 //
 // Unless Config.DisableRecovery is set, a Conn survives the loss of its
 // network connection: it reconnects, reopens its channels and restores what
 // they declared and consumed (see Recovery in the package documentation).
 // The Conn, its Channels and Consumers stay valid throughout.
 type Conn struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	logs *logQueue // hands log records to log's handler; nil without a Logger
 
 	mu    sync.Mutex
 	l     *link         // the current link
@@ -64,6 +67,8 @@ type Conn struct {
 	wg   sync.WaitGroup
 
 	notify notifier
+
+	authMu sync.Mutex // held while a SASL mechanism step runs: steps never overlap
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (see ParseURL) and
@@ -88,6 +93,7 @@ func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 	c := &Conn{
 		cfg:   cfg,
 		log:   cfg.Logger,
+		logs:  newLogQueue(cfg.Logger),
 		chans: make(map[uint16]*Channel),
 		done:  make(chan struct{}),
 	}
@@ -113,6 +119,9 @@ func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 	switch ev.Kind {
 	case engine.EventOpen:
 		close(l.opened)
+		return
+	case engine.EventAuth:
+		l.authLocked(ev)
 		return
 	case engine.EventReply, engine.EventGetOk:
 		if w := l.waiters[ev.Request]; w != nil {
@@ -362,7 +371,9 @@ func (c *Conn) Close(ctx context.Context) error {
 	l.wg.Wait()
 	c.wg.Wait()
 	// Notification callbacks are not waited for: Close may be called from
-	// one of them, and the mailbox cannot drain while it runs.
+	// one of them, and the mailbox cannot drain while it runs. Log records
+	// are, as long as ctx allows.
+	c.logs.wait(ctx)
 	if err == nil && c.err != nil && !errors.Is(c.err, ErrClosed) {
 		err = c.err
 	}
@@ -405,12 +416,45 @@ func (c *Conn) IsRecovering() bool {
 }
 
 // ServerProperties returns the broker's server properties (product,
-// version, cluster_name, capabilities, ...) from the current connection. Do
-// not modify the table.
+// version, cluster_name, capabilities, ...) from the current connection.
+// The table is a copy (nested tables and arrays included) that the caller
+// may modify.
 func (c *Conn) ServerProperties() Table {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.eng.ServerProperties()
+	t, _ := copyFieldValue(c.eng.ServerProperties()).(Table)
+	return t
+}
+
+// copyFieldValue returns a deep copy of a decoded field value: tables,
+// arrays and byte arrays are copied, other values are immutable.
+func copyFieldValue(v any) any {
+	switch v := v.(type) {
+	case Table:
+		if v == nil {
+			return Table(nil)
+		}
+		t := make(Table, len(v))
+		for k, x := range v {
+			t[k] = copyFieldValue(x)
+		}
+		return t
+	case []any:
+		if v == nil {
+			return []any(nil)
+		}
+		a := make([]any, len(v))
+		for i, x := range v {
+			a[i] = copyFieldValue(x)
+		}
+		return a
+	case []byte:
+		if v == nil {
+			return []byte(nil)
+		}
+		return append([]byte{}, v...)
+	}
+	return v
 }
 
 // Tuning returns the negotiated channel_max, frame_max and heartbeat.

@@ -129,9 +129,7 @@ func (ch *Channel) settle(tag uint64, send func(c *Conn, brokerTag uint64) error
 	// their deliveries must be ackable at once. Only a dead link (between
 	// the loss and the next attempt) makes every tag stale.
 	if tag != 0 && tag <= ch.tagBase || c.l.eng.IsClosed() {
-		if c.log != nil {
-			c.log.Info("pika: acknowledgement of a delivery from before a recovery not sent", "channel", ch.id, "delivery_tag", tag)
-		}
+		c.logInfo("pika: acknowledgement of a delivery from before a recovery not sent", "channel", ch.id, "delivery_tag", tag)
 		return ErrStaleDelivery
 	}
 	brokerTag := tag

@@ -64,6 +64,13 @@
 // goroutines publishing at once share system calls), and a timer for
 // heartbeats and timeouts. They hold the connection's lock only around
 // engine calls, never during I/O and never while application code runs.
+// Every piece of application code the library calls runs on a goroutine of
+// the library's that holds no lock: notification callbacks and consumer
+// handlers (below), the handler of [Config].Logger (log records are queued
+// and handed to it by a goroutine of their own), and SASL mechanisms of
+// [Config].Mechanisms (each step runs on a goroutine of its own while the
+// handshake timer keeps running; a step still running when
+// [Config].HandshakeTimeout ends is abandoned).
 //
 // Notifications never stall the connection. Callbacks registered with
 // [Conn.OnClose], [Conn.OnBlocked], [Conn.OnRecovery], [Channel.OnReturn],
@@ -75,6 +82,28 @@
 // may call the Conn and its Channels. A [Channel.ConsumeFunc] handler runs
 // on a goroutine of its consumer's own, so a slow handler delays only that
 // consumer (within the limits of the next section).
+//
+// Notifications waiting for their callbacks are bounded by
+// [Config].NotifyBuffer (default [DefaultNotifyBuffer], 1,024) per channel
+// and per connection. The pressure goes to whoever causes more of them,
+// never to the reader, which always queues what the broker sent: while a
+// channel's queue is full, [Channel.Publish] and
+// [Channel.PublishWithConfirm] on that channel wait (honouring ctx) before
+// sending, since each publish can bring a return or a confirmation; while
+// the connection's queue is full, recovery waits before its next attempt.
+// Notifications of messages already published still join a full queue, so
+// it can exceed the bound by the notifications of the messages that were in
+// flight when it filled (in the write buffer, on the network or in the
+// broker): with a fast publisher of small messages, thousands. The bound
+// stops the growth; the write buffer limit bounds the overshoot's size only
+// loosely. Publishing from a callback never waits for a notification queue
+// (it could be waiting for itself).
+//
+// The Logger's handler is called the same way: a slow handler delays only
+// logging. When it falls more than 4,096 records (or about 4 MiB of decoded
+// frames) behind, further records are dropped and a Warn record says how
+// many. [Conn.Close] waits, within its ctx, until the queued records are
+// handled.
 //
 // # Memory bounds for consumers
 //
@@ -97,7 +126,10 @@
 // consumers a connection of their own, or keep up with them.
 //
 // Publishing is bounded too: [Channel.Publish] waits while more than
-// [Config].WriteBufferLimit bytes (default 1 MiB) wait for the socket.
+// [Config].WriteBufferLimit bytes (default 1 MiB) wait for the socket,
+// counting the messages queued on a channel behind a synchronous request
+// still waiting for its reply (they keep the channel's order), and while
+// its channel's notification queue is full (see Concurrency).
 // [Config].MaxBodySize bounds the size of a message body accepted from the
 // broker.
 //

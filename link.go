@@ -26,9 +26,10 @@ const readBufferSize = 128 << 10
 // stuck in a stalled socket cannot keep the timer from declaring the peer
 // dead and closing the socket.
 type link struct {
-	c   *Conn
-	nc  net.Conn
-	eng *engine.Conn
+	c     *Conn
+	nc    net.Conn
+	eng   *engine.Conn
+	debug bool // frames are logged (Config.Logger at Debug level)
 
 	// guarded by c.mu
 	waiters    map[engine.RequestID]*waiter
@@ -91,10 +92,41 @@ func (c *Conn) newLink(nc net.Conn) *link {
 		opened:  make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	// Enabled is the handler's code: it runs here, outside the lock. The
+	// trace runs inside Receive, under the lock: it only queues the record
+	// for the log queue's goroutine.
 	if c.log != nil && c.log.Enabled(context.Background(), slog.LevelDebug) {
-		l.eng.SetTrace(func(f wire.Frame) { c.log.Debug("amqp frame", frameAttrs("recv", f)...) })
+		l.debug = true
+		l.eng.SetTrace(func(f wire.Frame) { c.logFrame("recv", f) })
 	}
 	return l
+}
+
+// authLocked runs the SASL step the engine asks for with ev: the
+// mechanism, which may be the application's, runs on a goroutine of its own
+// without the lock, and its response goes back to the engine. The link's
+// timer runs meanwhile: a step still running when the handshake times out
+// is not waited for, and its late response is ignored.
+func (l *link) authLocked(ev engine.Event) {
+	mech := l.eng.Mechanism()
+	go func() {
+		c := l.c
+		// A step abandoned by an earlier attempt's timeout may still run:
+		// mechanisms need not be safe for concurrent use.
+		c.authMu.Lock()
+		var resp []byte
+		var err error
+		if s, ok := ev.Method.(*wire.ConnectionSecure); ok {
+			resp, err = mech.Challenge([]byte(s.Challenge))
+		} else {
+			resp, err = mech.Start()
+		}
+		c.authMu.Unlock()
+		c.mu.Lock()
+		l.eng.AuthResponse(resp, err)
+		c.afterLocked(l)
+		c.mu.Unlock()
+	}()
 }
 
 // start starts the engine and the link's three goroutines.
@@ -121,6 +153,9 @@ func (c *Conn) afterLocked(l *link) {
 		}
 		c.dispatchLocked(l, ev)
 	}
+	// Bytes queued behind a request are dropped when their channel
+	// closes, without a write.
+	c.releaseSpaceLocked(l)
 	if l.writerIdle && l.eng.OutgoingLen() > 0 {
 		l.writerIdle = false
 		select {
@@ -134,6 +169,16 @@ func (c *Conn) afterLocked(l *link) {
 		case l.rearm <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// releaseSpaceLocked wakes the publishers waiting for the write buffer
+// (Config.WriteBufferLimit) once the bytes waiting for l's socket, those
+// queued on channels behind requests included, are below the limit.
+func (c *Conn) releaseSpaceLocked(l *link) {
+	if c.space != nil && c.l == l && l.eng.OutgoingLen()+l.eng.QueuedLen() < c.cfg.WriteBufferLimit {
+		close(c.space)
+		c.space = nil
 	}
 }
 
@@ -192,16 +237,13 @@ func (l *link) writeLoop() {
 		closed := l.eng.IsClosed()
 		c.mu.Unlock()
 
-		if c.log != nil {
+		if l.debug {
 			c.logFrames("send", buf)
 		}
 		_, err := l.nc.Write(buf)
 
 		c.mu.Lock()
-		if c.space != nil && c.l == l && l.eng.OutgoingLen() < c.cfg.WriteBufferLimit {
-			close(c.space)
-			c.space = nil
-		}
+		c.releaseSpaceLocked(l)
 		if err != nil && !l.eng.IsClosed() {
 			l.eng.Fail(fmt.Errorf("pika: write to %s: %w", l.nc.RemoteAddr(), err))
 			c.afterLocked(l)
@@ -276,15 +318,12 @@ func (l *link) closedLocked(err error) {
 }
 
 // logFrames logs every frame of an outgoing buffer (whole frames, possibly
-// after the protocol header) at Debug level. Inbound frames are logged by
-// the engine's trace hook.
+// after the protocol header) at Debug level, through the log queue.
+// Inbound frames are logged by the engine's trace hook.
 func (c *Conn) logFrames(dir string, b []byte) {
-	if !c.log.Enabled(context.Background(), slog.LevelDebug) {
-		return
-	}
 	for len(b) > 0 {
 		if len(b) >= 8 && string(b[:4]) == "AMQP" {
-			c.log.Debug("amqp frame", "dir", dir, "type", "protocol-header")
+			c.logAt(slog.LevelDebug, "amqp frame", "dir", dir, "type", "protocol-header")
 			b = b[8:]
 			continue
 		}
@@ -293,6 +332,6 @@ func (c *Conn) logFrames(dir string, b []byte) {
 			return
 		}
 		b = b[n:]
-		c.log.Debug("amqp frame", frameAttrs(dir, f)...)
+		c.logFrame(dir, f)
 	}
 }

@@ -2,6 +2,8 @@ package pika
 
 import (
 	"context"
+	"reflect"
+	"runtime"
 	"sync"
 )
 
@@ -10,11 +12,18 @@ import (
 // never blocks, so the connection's goroutines can post while holding the
 // connection's lock; a slow callback delays only later callbacks of the
 // same mailbox.
+//
+// The queue is bounded by making the producers wait, not the poster: full
+// returns a channel to wait on while the queue holds its limit, and the
+// callers that cause notifications (Publish, recovery) wait on it before
+// causing more. The reader always posts.
 type mailbox struct {
 	mu      sync.Mutex
 	queue   []func()
 	running bool
 	idle    chan struct{} // closed when the runner goroutine exits; nil while none runs
+	limit   int           // the bound space waits for
+	space   chan struct{} // closed once fewer than limit notifications wait; nil when nobody waits
 }
 
 func (m *mailbox) post(f func()) {
@@ -35,15 +44,97 @@ func (m *mailbox) run(idle chan struct{}) {
 		if len(m.queue) == 0 {
 			m.running = false
 			m.queue = nil
+			m.releaseLocked()
 			m.mu.Unlock()
 			return
 		}
 		f := m.queue[0]
 		m.queue[0] = nil
 		m.queue = m.queue[1:]
+		m.releaseLocked()
 		m.mu.Unlock()
 		f()
 	}
+}
+
+// full returns nil while fewer than limit notifications wait, and
+// otherwise a channel that is closed once fewer do (or wake is called). A
+// notification callback always gets nil: it might wait for itself, or for
+// another callback waiting for it.
+func (m *mailbox) full(limit int) chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.queue) < limit || inCallback() {
+		return nil
+	}
+	m.limit = limit
+	if m.space == nil {
+		m.space = make(chan struct{})
+	}
+	return m.space
+}
+
+// waitSpace waits until fewer than limit notifications wait, or ctx ends.
+func (m *mailbox) waitSpace(ctx context.Context, limit int) error {
+	for {
+		space := m.full(limit)
+		if space == nil {
+			return nil
+		}
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// releaseLocked wakes the producers waiting in full once the queue is below
+// their limit.
+func (m *mailbox) releaseLocked() {
+	if m.space != nil && len(m.queue) < m.limit {
+		close(m.space)
+		m.space = nil
+	}
+}
+
+// wake wakes the producers waiting in full, to look again at why they wait
+// (their channel closed, say).
+func (m *mailbox) wake() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.space != nil {
+		close(m.space)
+		m.space = nil
+	}
+}
+
+// mailboxRun is the name of the function that runs notification callbacks.
+var mailboxRun = runtime.FuncForPC(reflect.ValueOf((*mailbox).run).Pointer()).Name()
+
+// inCallback reports whether the calling goroutine runs a notification
+// callback: whether (*mailbox).run is on its stack. It walks the stack, so
+// it is for the rare path of a full queue only.
+func inCallback() bool {
+	var pcs [512]uintptr
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs[:])])
+	for {
+		f, more := frames.Next()
+		if f.Function == mailboxRun {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// len returns the number of notifications waiting (not counting one
+// running).
+func (m *mailbox) len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.queue)
 }
 
 // wait waits until the mailbox has run everything posted so far, or ctx
@@ -144,7 +235,15 @@ func (n *chanNotifier) closed(err error) {
 	for _, f := range n.onClose {
 		n.box.post(func() { f(err) })
 	}
+	// Publishers waiting for the queue to drain return the close cause.
+	n.box.wake()
 }
+
+// full returns nil while the channel's notification queue is below limit
+// (Config.NotifyBuffer), and otherwise a channel closed when Publish should
+// look again. Publish waits on it: the publishers, who cause returns and
+// confirmations, wait for the callbacks, never the reader.
+func (n *chanNotifier) full(limit int) chan struct{} { return n.box.full(limit) }
 
 func (n *chanNotifier) returned(r *Return) {
 	for _, f := range n.onReturn {
@@ -197,7 +296,8 @@ func (ch *Channel) OnClose(f func(err error)) {
 // OnReturn registers f to be called with every message the broker returns
 // on this channel (mandatory and unroutable). Calls come in order, on a
 // goroutine of the library's; a slow f delays only this channel's
-// notifications.
+// notifications and, once Config.NotifyBuffer of them wait, Publish on this
+// channel (see Concurrency in the package documentation).
 func (ch *Channel) OnReturn(f func(*Return)) {
 	ch.conn.mu.Lock()
 	defer ch.conn.mu.Unlock()
@@ -207,7 +307,8 @@ func (ch *Channel) OnReturn(f func(*Return)) {
 // OnConfirm registers f to be called with every confirmation (basic.ack or
 // basic.nack) the broker sends on this channel in confirm mode, in order,
 // with how many messages it settled and how many of those were returned
-// (see Confirm).
+// (see Confirm). Like OnReturn, a slow f makes Publish on this channel wait
+// once Config.NotifyBuffer notifications wait for it.
 func (ch *Channel) OnConfirm(f func(Confirm)) {
 	ch.conn.mu.Lock()
 	defer ch.conn.mu.Unlock()

@@ -73,7 +73,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 			wait = c.unblocked
 		case ch.paused != nil:
 			wait = ch.paused
-		case c.eng.OutgoingLen() >= c.cfg.WriteBufferLimit:
+		case c.eng.OutgoingLen()+c.eng.QueuedLen() >= c.cfg.WriteBufferLimit:
 			if c.space == nil {
 				c.space = make(chan struct{})
 			}
@@ -83,6 +83,8 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 				ch.room = make(chan struct{})
 			}
 			wait = ch.room
+		default:
+			wait = ch.notify.full(c.cfg.NotifyBuffer)
 		}
 		if wait == nil {
 			break

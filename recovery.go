@@ -180,6 +180,12 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 			c.giveUp(&RecoveryError{Attempts: attempt - 1, Cause: cause, Last: lastErr})
 			return
 		}
+		// Each attempt notifies OnRecovery: wait while the connection's
+		// callbacks are Config.NotifyBuffer notifications behind.
+		if c.notify.box.waitSpace(ctx, c.cfg.NotifyBuffer) != nil {
+			c.giveUp(nil)
+			return
+		}
 		c.mu.Lock()
 		c.notify.recovery(RecoveryEvent{Kind: RecoveryAttempt, Attempt: attempt, Delay: delay, Err: lastErr})
 		c.mu.Unlock()

@@ -236,7 +236,7 @@ func (c *Conn) Publish(id uint16, exchange, routingKey string, mandatory, immedi
 		if err != nil {
 			return 0, err
 		}
-		ch.queue = append(ch.queue, queued{frames: frames})
+		c.enqueue(ch, queued{frames: frames})
 	}
 	if !ch.confirm {
 		return 0, nil
@@ -345,8 +345,15 @@ func (c *Conn) request(ch *channel, m wire.Method) (RequestID, error) {
 		return 0, err
 	}
 	c.nextReq++
-	ch.queue = append(ch.queue, queued{req: r, frames: frames})
+	c.enqueue(ch, queued{req: r, frames: frames})
 	return r.id, nil
+}
+
+// enqueue appends q to the items waiting on ch, counting its bytes for
+// QueuedLen.
+func (c *Conn) enqueue(ch *channel, q queued) {
+	ch.queue = append(ch.queue, q)
+	c.queued += len(q.frames)
 }
 
 // startRequest makes r, whose frame was just written, the one in flight.
@@ -367,7 +374,7 @@ func (c *Conn) sendAsync(ch *channel, m wire.Method) error {
 	if err != nil {
 		return err
 	}
-	ch.queue = append(ch.queue, queued{frames: frames})
+	c.enqueue(ch, queued{frames: frames})
 	return nil
 }
 
@@ -377,6 +384,7 @@ func (c *Conn) flushQueue(ch *channel) {
 		q := ch.queue[0]
 		ch.queue[0] = queued{}
 		ch.queue = ch.queue[1:]
+		c.queued -= len(q.frames)
 		c.out = append(c.out, q.frames...)
 		if q.req.m != nil {
 			ch.startRequest(q.req)
@@ -395,6 +403,7 @@ func (c *Conn) failRequests(ch *channel, err error) {
 		ch.inflight = nil
 	}
 	for _, q := range ch.queue {
+		c.queued -= len(q.frames)
 		if q.req.m != nil {
 			c.emit(Event{Kind: EventReply, Channel: ch.id, Request: q.req.id, Err: err})
 		}

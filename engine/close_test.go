@@ -277,8 +277,8 @@ func TestErrorStrings(t *testing.T) {
 			t.Errorf("Error() = %q, want %q", got, tc.want)
 		}
 	}
-	if (&Error{Code: 404}).Temporary() || !(&Error{Code: 541}).Temporary() {
-		t.Error("Temporary")
+	if !(&Error{Code: 404}).Temporary() || (&Error{Code: 406}).Temporary() {
+		t.Error("Temporary") // every code: TestErrorTemporaryEveryReplyCode
 	}
 	if got := ReplyCodeError(404).Error(); got != "pika: 404 NOT_FOUND" {
 		t.Errorf("ReplyCodeError.Error() = %q", got)
@@ -286,7 +286,7 @@ func TestErrorStrings(t *testing.T) {
 	if errors.Is(&Error{Code: 404}, io.EOF) {
 		t.Error("Is matched an unrelated error")
 	}
-	for k := EventOpen; k <= EventClosed; k++ {
+	for k := EventOpen; k <= EventAuth; k++ {
 		if s := k.String(); s == "" || strings.HasPrefix(s, "event(") {
 			t.Errorf("EventKind(%d).String() = %q", k, s)
 		}

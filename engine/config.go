@@ -33,6 +33,14 @@ type Config struct {
 	Username, Password string
 	// Vhost is the virtual host to open. Default "/".
 	Vhost string
+	// DeferAuth makes the engine hand every SASL step to the driver instead
+	// of calling the mechanism itself inside Receive: it queues EventAuth,
+	// the driver calls the mechanism's Start or Challenge and passes the
+	// result to AuthResponse, and the handshake waits meanwhile (bounded
+	// by HandshakeTimeout). Drivers that hold a lock around engine calls set
+	// it, so that an application's mechanism never runs under their lock.
+	// Default false: the engine calls the mechanism itself.
+	DeferAuth bool
 
 	// ChannelMax is the highest channel number the client asks for; the
 	// server may lower it. 0 means DefaultChannelMax (2047). The negotiated

@@ -35,8 +35,12 @@ type Conn struct {
 	tune   Tuning
 	server wire.Table
 	mech   Mechanism
+	// authStep is the connection.start or connection.secure whose SASL
+	// response the driver computes (Config.DeferAuth); nil otherwise.
+	authStep wire.Method
 
 	out    []byte  // bytes waiting for the driver
+	queued int     // bytes encoded and waiting on channels behind requests (QueuedLen)
 	in     []byte  // an incomplete inbound frame carried between Receive calls
 	inMax  uint32  // the largest inbound frame accepted
 	events []Event // queue of events for NextEvent
@@ -151,6 +155,14 @@ func (c *Conn) emit(e Event) { c.events = append(c.events, e) }
 
 // OutgoingLen returns the number of bytes waiting to be sent.
 func (c *Conn) OutgoingLen() int { return len(c.out) }
+
+// QueuedLen returns the number of bytes encoded and waiting on channels
+// behind a synchronous request in flight (publishes, acknowledgements and
+// requests queued to keep each channel's order). They move to the outgoing
+// buffer as the requests ahead of them are answered, and are dropped when
+// their channel or the connection closes. A driver that bounds its write
+// buffer counts them with OutgoingLen.
+func (c *Conn) QueuedLen() int { return c.queued }
 
 // AppendOutgoing appends the bytes waiting to be sent to dst and forgets
 // them. Drivers call it after every call into the engine (any call may queue
@@ -414,7 +426,11 @@ func (c *Conn) Fail(err error) {
 		c.closeNow(c.err)
 		return
 	case stateNew, stateStart:
-		err = &handshakeError{err: ErrHandshakeClosed, detail: "before connection.start", cause: err}
+		detail := "before connection.start"
+		if c.authStep != nil {
+			detail = "while the SASL mechanism computed its initial response"
+		}
+		err = &handshakeError{err: ErrHandshakeClosed, detail: detail, cause: err}
 	case stateSecure:
 		err = &handshakeError{err: ErrHandshakeClosed, detail: "after start-ok (possibly refused credentials: a server without authentication_failure_close just closes)", cause: err}
 	case stateOpening:

@@ -27,6 +27,12 @@
 //     (it may be a close-ok the server waits for), then close the transport.
 //     EventClosed is always the last event.
 //
+// The engine calls no code of the application's but the SASL mechanisms of
+// Config.Mechanisms, inside Receive. A driver that holds a lock around
+// engine calls sets Config.DeferAuth instead: each SASL step then comes out
+// as EventAuth, the driver runs the mechanism (Conn.Mechanism) outside its
+// lock, and passes the result to AuthResponse.
+//
 // Nothing happens between calls: the engine never acts on its own, so a
 // driver that forgets step 2 simply stalls, and one that does it after every
 // call never misses anything. Events and outgoing bytes accumulate until
@@ -38,7 +44,9 @@
 // while one is in flight wait in order and go out as replies arrive, and each
 // reply is matched to its request: replies carry the RequestID of the call.
 // Asynchronous methods (publish, ack, ...) keep their place in that order: a
-// publish made after a queued declare goes out after it. A reply that
+// publish made after a queued declare goes out after it. Bytes waiting on
+// channels that way are counted by QueuedLen, apart from OutgoingLen; a
+// driver bounding its write buffer counts both. A reply that
 // answers nothing pending closes the connection with COMMAND_INVALID.
 //
 // A channel.close from the server fails the channel's pending requests (an

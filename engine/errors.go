@@ -138,13 +138,40 @@ func (e ReplyCodeError) Error() string {
 	return "pika: " + strconv.Itoa(int(e)) + " " + wire.ReplyCode(e).String()
 }
 
-// Temporary reports whether the error is of a kind that a retry could get
-// past: soft (channel-level) errors other than access and precondition
-// failures, and connection errors the broker raises when it shuts down or is
-// out of resources.
+// Temporary reports whether a retry of the same request could get past the
+// error without anything in the request or the broker's configuration
+// changing: true when the reply code names a state of the broker or of
+// other clients that can pass on its own, false when it names a fault of
+// the request or a decision of the broker's configuration. By class:
+//
+//   - 311 CONTENT_TOO_LARGE: true; the spec defines it as more than the
+//     server can accept "at the present time".
+//   - 312 NO_ROUTE, 313 NO_CONSUMERS: true; a queue or consumer may appear
+//     (these codes normally come with basic.return, not as errors).
+//   - 320 CONNECTION_FORCED: true; an operator or a broker shutdown closed
+//     the connection, and reconnecting can succeed.
+//   - 404 NOT_FOUND: true; another client may declare the entity, and
+//     RabbitMQ also answers 404 for a queue whose node is down.
+//   - 405 RESOURCE_LOCKED: true; another connection uses the exclusive
+//     queue, and the lock goes with that connection.
+//   - 506 RESOURCE_ERROR: true; the broker lacked resources at the time.
+//   - 541 INTERNAL_ERROR: true; the broker failed while handling the request
+//     (a crashed queue process, say), which is its state, not the request's.
+//   - 402 INVALID_PATH, 403 ACCESS_REFUSED, 530 NOT_ALLOWED: false; the
+//     broker's configuration refuses the request until an operator changes
+//     it.
+//   - 406 PRECONDITION_FAILED: false; the request contradicts what exists
+//     (other arguments, an unknown delivery tag) and fails again the same way.
+//   - 501 FRAME_ERROR, 502 SYNTAX_ERROR, 503 COMMAND_INVALID, 504
+//     CHANNEL_ERROR, 505 UNEXPECTED_FRAME: false; a protocol violation, a bug
+//     on one side that repeating the request repeats.
+//   - 540 NOT_IMPLEMENTED: false; the broker does not support the request.
+//   - 200 REPLY_SUCCESS and codes the spec does not define: false.
 func (e *Error) Temporary() bool {
 	switch e.Code {
-	case wire.ReplyConnectionForced, wire.ReplyResourceError, wire.ReplyResourceLocked, wire.ReplyInternalError:
+	case wire.ReplyContentTooLarge, wire.ReplyNoRoute, wire.ReplyNoConsumers,
+		wire.ReplyConnectionForced, wire.ReplyNotFound, wire.ReplyResourceLocked,
+		wire.ReplyResourceError, wire.ReplyInternalError:
 		return true
 	}
 	return false

@@ -61,6 +61,13 @@ const (
 	// should write what AppendOutgoing still holds (a close-ok, say), then
 	// close the transport.
 	EventClosed
+	// EventAuth: with Config.DeferAuth, the SASL mechanism (Conn.Mechanism)
+	// must compute a response. Method is the *wire.ConnectionStart to
+	// answer with the mechanism's Start, or the *wire.ConnectionSecure
+	// whose Challenge to answer with its Challenge. The driver hands the
+	// result to Conn.AuthResponse; the mechanism is application code, so a
+	// driver holding a lock around engine calls runs it outside the lock.
+	EventAuth
 )
 
 var eventNames = [...]string{
@@ -68,6 +75,7 @@ var eventNames = [...]string{
 	EventOrphanDelivery: "orphan-delivery", EventReturn: "return", EventConfirm: "confirm",
 	EventCancel: "cancel", EventFlow: "flow", EventChannelClosed: "channel-closed",
 	EventBlocked: "blocked", EventUnblocked: "unblocked", EventClosed: "closed",
+	EventAuth: "auth",
 }
 
 func (k EventKind) String() string {
@@ -85,7 +93,7 @@ type Event struct {
 	Channel uint16
 
 	Request RequestID   // EventReply, EventGetOk: the request this answers
-	Method  wire.Method // EventReply: the reply method
+	Method  wire.Method // EventReply: the reply method; EventAuth: the step
 	Err     error       // EventReply, EventChannelClosed, EventClosed
 
 	Message Message // EventDelivery, EventOrphanDelivery, EventReturn, EventGetOk

@@ -54,7 +54,7 @@ func (c *Conn) handleConnectionMethod(m wire.Method) {
 }
 
 func (c *Conn) onStart(m *wire.ConnectionStart) {
-	if c.state != stateStart {
+	if c.state != stateStart || c.authStep != nil {
 		c.protocolFail(wire.ReplyCommandInvalid, "unexpected connection.start", nil)
 		return
 	}
@@ -68,12 +68,23 @@ func (c *Conn) onStart(m *wire.ConnectionStart) {
 		c.closeNow(err)
 		return
 	}
-	resp, err := mech.Start()
+	c.mech = mech
+	if c.s.DeferAuth {
+		c.authStep = m
+		c.emit(Event{Kind: EventAuth, Method: m})
+		return
+	}
+	c.startResponse(mech.Start())
+}
+
+// startResponse answers connection.start with the mechanism's initial
+// response, or ends the handshake when the mechanism failed.
+func (c *Conn) startResponse(resp []byte, err error) {
+	mech := c.mech
 	if err != nil {
 		c.closeNow(&handshakeError{err: ErrAuthentication, detail: mech.Name() + " initial response", cause: err})
 		return
 	}
-	c.mech = mech
 	ok := &wire.ConnectionStartOk{
 		ClientProperties: c.s.clientProperties(),
 		Mechanism:        mech.Name(),
@@ -88,11 +99,21 @@ func (c *Conn) onStart(m *wire.ConnectionStart) {
 }
 
 func (c *Conn) onSecure(m *wire.ConnectionSecure) {
-	if c.state != stateSecure {
+	if c.state != stateSecure || c.authStep != nil {
 		c.protocolFail(wire.ReplyCommandInvalid, "unexpected connection.secure", nil)
 		return
 	}
-	resp, err := c.mech.Challenge([]byte(m.Challenge))
+	if c.s.DeferAuth {
+		c.authStep = m
+		c.emit(Event{Kind: EventAuth, Method: m})
+		return
+	}
+	c.secureResponse(c.mech.Challenge([]byte(m.Challenge)))
+}
+
+// secureResponse answers connection.secure with the mechanism's response,
+// or closes the connection when the mechanism failed.
+func (c *Conn) secureResponse(resp []byte, err error) {
 	if err != nil {
 		// The client cannot go on; tell the server why.
 		c.sendMethod(0, &wire.ConnectionClose{ReplyCode: uint16(wire.ReplyAccessRefused), ReplyText: "client cannot answer the SASL challenge"})
@@ -103,7 +124,7 @@ func (c *Conn) onSecure(m *wire.ConnectionSecure) {
 }
 
 func (c *Conn) onTune(m *wire.ConnectionTune) {
-	if c.state != stateSecure {
+	if c.state != stateSecure || c.authStep != nil {
 		c.protocolFail(wire.ReplyCommandInvalid, "unexpected connection.tune", nil)
 		return
 	}
@@ -122,6 +143,29 @@ func (c *Conn) onTune(m *wire.ConnectionTune) {
 	c.state = stateOpening
 	// Heartbeat bookkeeping starts now.
 	c.lastRecv, c.lastSend = c.now, c.now
+}
+
+// Mechanism returns the SASL mechanism chosen from Config.Mechanisms for the
+// server's connection.start, or nil before it arrives.
+func (c *Conn) Mechanism() Mechanism { return c.mech }
+
+// AuthResponse gives the engine the result of the SASL step it asked for
+// with EventAuth (Config.DeferAuth): the response of the mechanism's Start
+// or Challenge, or the error it returned, which ends the handshake with
+// ErrAuthentication. The engine then sends connection.start-ok or
+// connection.secure-ok. It does nothing when no step is pending, as after
+// the handshake timed out or the connection closed meanwhile.
+func (c *Conn) AuthResponse(resp []byte, err error) {
+	step := c.authStep
+	if step == nil || c.state == stateClosed {
+		return
+	}
+	c.authStep = nil
+	if _, ok := step.(*wire.ConnectionStart); ok {
+		c.startResponse(resp, err)
+		return
+	}
+	c.secureResponse(resp, err)
 }
 
 // onServerClose handles connection.close from the server: answer close-ok

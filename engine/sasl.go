@@ -9,7 +9,8 @@ import (
 
 // Mechanism is a SASL mechanism for the connection.start-ok /
 // connection.secure exchange. Implementations need not be safe for
-// concurrent use: one engine uses a mechanism from one goroutine at a time.
+// concurrent use: one engine uses a mechanism from one goroutine at a time
+// (with Config.DeferAuth the driver calls it, and keeps to that too).
 type Mechanism interface {
 	// Name is the mechanism's name as the server lists it, e.g. "PLAIN".
 	Name() string
