@@ -282,6 +282,18 @@ func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryRepo
 		w    *waiter
 	}
 	var steps []step
+	// failed holds each channel that could not be restored with its own
+	// cause.
+	failed := map[*Channel]error{}
+	var failedOrder []*Channel
+	fail := func(ch *Channel, what string, err error) {
+		if _, ok := failed[ch]; ok {
+			return
+		}
+		failed[ch] = err
+		failedOrder = append(failedOrder, ch)
+		report.Failed = append(report.Failed, RecoveryFailure{Entity: "channel " + strconv.Itoa(int(ch.id)) + " (" + what + ")", Err: err})
+	}
 	for _, id := range ids {
 		ch := c.chans[id]
 		for i, m := range ch.restoreMethods() {
@@ -293,8 +305,18 @@ func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryRepo
 				w, err = c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(id, m) })
 			}
 			if err != nil {
-				c.mu.Unlock()
-				return nil, err
+				if l.eng.IsClosed() {
+					c.mu.Unlock()
+					return nil, err
+				}
+				// The new connection cannot take this channel (its
+				// number is beyond the broker's channel_max): the others
+				// go on.
+				if i == 0 && errors.Is(err, engine.ErrBadChannel) {
+					err = fmt.Errorf("pika: channel %d is beyond the channel_max %d of the new connection: %w", id, l.eng.Tuning().ChannelMax, err)
+				}
+				fail(ch, m.ID().Name(), err)
+				break
 			}
 			steps = append(steps, step{ch, m.ID().Name(), w})
 		}
@@ -303,23 +325,19 @@ func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryRepo
 
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
 	defer cancel()
-	failed := map[*Channel]bool{}
 	for _, s := range steps {
 		if _, err := s.w.wait(wctx, c); err != nil {
 			if linkErr := c.linkFailed(l, err); linkErr != nil {
 				return nil, linkErr
 			}
-			if !failed[s.ch] {
-				failed[s.ch] = true
-				report.Failed = append(report.Failed, RecoveryFailure{Entity: "channel " + strconv.Itoa(int(s.ch.id)) + " (" + s.what + ")", Err: err})
-			}
+			fail(s.ch, s.what, err)
 		}
 	}
 	c.mu.Lock()
-	for ch := range failed {
+	for _, ch := range failedOrder {
 		if c.chans[ch.id] == ch {
 			delete(c.chans, ch.id)
-			ch.closedLocked(fmt.Errorf("pika: channel not recovered: %w", report.Failed[0].Err))
+			ch.closedLocked(fmt.Errorf("pika: channel %d not recovered: %w", ch.id, failed[ch]))
 		}
 	}
 	report.Channels = len(c.chans)

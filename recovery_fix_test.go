@@ -1,0 +1,133 @@
+package pika
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pika-go/pika/wire"
+)
+
+// TestFakeRestoreFailuresKeepTheirCause: two channels whose restore the
+// broker refuses for different reasons each close with their own cause, and
+// the report names each with its own.
+func TestFakeRestoreFailuresKeepTheirCause(t *testing.T) {
+	b := newFakeBroker(t)
+	c, ch1, rlog := fakeSetup(t, b, b.config())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ch1.Qos(ctx, QosOptions{PrefetchCount: 5}); err != nil {
+		t.Fatal(err)
+	}
+	ch2, err := c.Channel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch2.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if fc.n != 2 {
+			return false
+		}
+		switch m.(type) {
+		case *wire.BasicQos:
+			fc.send(ch, &wire.ChannelClose{ReplyCode: uint16(wire.ReplyPreconditionFailed), ReplyText: "PRECONDITION_FAILED - qos refused"})
+			return true
+		case *wire.ConfirmSelect:
+			fc.send(ch, &wire.ChannelClose{ReplyCode: uint16(wire.ReplyAccessRefused), ReplyText: "ACCESS_REFUSED - confirms refused"})
+			return true
+		}
+		return false
+	})
+	b.conn(1).kill()
+	rep := rlog.wait(RecoveryRecovered, 1, 10*time.Second).Report
+	want := map[uint16]wire.ReplyCode{ch1.ID(): wire.ReplyPreconditionFailed, ch2.ID(): wire.ReplyAccessRefused}
+	for _, ch := range []*Channel{ch1, ch2} {
+		select {
+		case <-ch.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("channel %d not closed after its restore failed", ch.ID())
+		}
+		var e *Error
+		if !errors.As(ch.Err(), &e) || e.Code != want[ch.ID()] {
+			t.Errorf("channel %d closed with %v, want its own %v", ch.ID(), ch.Err(), want[ch.ID()])
+		}
+	}
+	if len(rep.Failed) != 2 {
+		t.Fatalf("report failures %+v, want 2", rep.Failed)
+	}
+	for _, f := range rep.Failed {
+		var e *Error
+		ok := errors.As(f.Err, &e)
+		if !ok || (f.Entity[:9] == "channel 1" && e.Code != wire.ReplyPreconditionFailed) || (f.Entity[:9] == "channel 2" && e.Code != wire.ReplyAccessRefused) {
+			t.Errorf("report failure %q: %v", f.Entity, f.Err)
+		}
+	}
+}
+
+// TestFakeRestoreChannelBeyondChannelMax: the new connection's broker
+// allows fewer channels than the Conn had open. The channels beyond its
+// channel_max cannot be reopened: each is reported and closed with its own
+// cause (naming its number), one refused by the broker with the broker's
+// error, and the rest of the Conn recovers instead of retrying forever.
+func TestFakeRestoreChannelBeyondChannelMax(t *testing.T) {
+	b := newFakeBroker(t)
+	c, ch1, rlog := fakeSetup(t, b, b.config())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ch1.Qos(ctx, QosOptions{PrefetchCount: 5}); err != nil {
+		t.Fatal(err)
+	}
+	chans := []*Channel{ch1}
+	for range 3 {
+		ch, err := c.Channel(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chans = append(chans, ch)
+	}
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if fc.n < 2 {
+			return false
+		}
+		switch m.(type) {
+		case *wire.ConnectionStartOk:
+			fc.send(0, &wire.ConnectionTune{ChannelMax: 2, FrameMax: 128 << 10})
+			return true
+		case *wire.BasicQos:
+			fc.send(ch, &wire.ChannelClose{ReplyCode: uint16(wire.ReplyPreconditionFailed), ReplyText: "PRECONDITION_FAILED - qos refused"})
+			return true
+		}
+		return false
+	})
+	b.conn(1).kill()
+	rep := rlog.wait(RecoveryRecovered, 1, 10*time.Second).Report
+	if rep.Channels != 1 || len(rep.Failed) != 3 {
+		t.Errorf("report: %d channels, failures %+v; want 1 channel restored and 3 failures", rep.Channels, rep.Failed)
+	}
+	for _, f := range rep.Failed {
+		t.Logf("failure %s: %v", f.Entity, f.Err)
+	}
+	var e *Error
+	<-ch1.Done()
+	if !errors.As(ch1.Err(), &e) || e.Code != wire.ReplyPreconditionFailed {
+		t.Errorf("channel 1 closed with %v, want the broker's PRECONDITION_FAILED", ch1.Err())
+	}
+	if chans[1].IsClosed() {
+		t.Errorf("channel 2 closed: %v", chans[1].Err())
+	}
+	for _, ch := range chans[2:] {
+		select {
+		case <-ch.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("channel %d not closed", ch.ID())
+		}
+		if err := ch.Err(); err == nil || errors.As(err, &e) || !strings.Contains(err.Error(), "channel "+strconv.Itoa(int(ch.ID()))) {
+			t.Errorf("channel %d closed with %v, want its own cause naming it", ch.ID(), err)
+		}
+	}
+}
