@@ -304,13 +304,28 @@ func (c *Conn) closedErr() error {
 // returns, none of the connection's goroutines is left running (consumer
 // handlers and notification callbacks still running or queued, OnClose
 // among them, finish on their own; Close may be called from a callback).
-// Calling Close again returns nil.
+// Calling Close again waits, bounded by its own ctx, for the first Close
+// to finish and returns nil (or ctx's error if ctx ends first).
 func (c *Conn) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.state == connClosed || c.closing {
 		c.mu.Unlock()
-		<-c.done
-		c.wg.Wait()
+		// Another Close is at work: wait for it as long as ctx allows.
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		stopped := make(chan struct{})
+		go func() {
+			c.wg.Wait()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		return nil
 	}
 	c.closing = true

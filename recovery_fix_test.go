@@ -131,3 +131,41 @@ func TestFakeRestoreChannelBeyondChannelMax(t *testing.T) {
 		}
 	}
 }
+
+// TestFakeSecondCloseHonoursCtx: a second Close, while the first waits for
+// a close-ok that does not come, returns when its own ctx ends.
+func TestFakeSecondCloseHonoursCtx(t *testing.T) {
+	b := newFakeBroker(t)
+	cfg := b.config()
+	cfg.CloseTimeout = time.Minute
+	c, _, _ := fakeSetup(t, b, cfg)
+	closing := make(chan struct{})
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.ConnectionClose); ok {
+			close(closing)
+			return true // no close-ok
+		}
+		return false
+	})
+	first := make(chan error, 1)
+	go func() { first <- c.Close(context.Background()) }()
+	<-closing
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	second := make(chan error, 1)
+	go func() { second <- c.Close(ctx) }()
+	select {
+	case err := <-second:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("second Close: %v, want its ctx's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second Close still blocked 10s after its 100ms ctx ended")
+	}
+	b.conn(1).kill()
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first Close still blocked after the connection died")
+	}
+}
