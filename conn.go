@@ -96,7 +96,7 @@ func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.l, c.eng = l, l.eng
+	c.installLinkLocked(l)
 	if l.eng.IsClosed() {
 		// Lost between open and now: report it as a failed dial.
 		c.mu.Unlock()
@@ -128,7 +128,17 @@ func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 		return
 	}
 	if c.l != l {
-		return // a link being dialled or one already replaced
+		// A link being dialled or one already replaced. A blocked state
+		// the broker announces before the link is installed (it sends
+		// connection.blocked right after open-ok when an alarm is in
+		// effect) is kept for installLinkLocked.
+		switch ev.Kind {
+		case engine.EventBlocked:
+			l.blocked, l.blockedReason = true, ev.Reason
+		case engine.EventUnblocked:
+			l.blocked, l.blockedReason = false, ""
+		}
+		return
 	}
 	switch ev.Kind {
 	case engine.EventDelivery, engine.EventOrphanDelivery, engine.EventReturn,
@@ -142,18 +152,33 @@ func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 			ch.closedLocked(ev.Err)
 		}
 	case engine.EventBlocked:
-		c.blocked = true
-		c.blockedReason = ev.Reason
-		if c.unblocked == nil {
-			c.unblocked = make(chan struct{})
-		}
-		if c.cfg.BlockedTimeout > 0 && c.blockedTimer == nil {
-			c.blockedTimer = time.AfterFunc(c.cfg.BlockedTimeout, func() { c.blockedTooLong(l) })
-		}
-		c.notify.blocked(true, ev.Reason)
+		c.blockLocked(l, ev.Reason)
 	case engine.EventUnblocked:
 		c.unblockLocked()
 		c.notify.blocked(false, "")
+	}
+}
+
+// blockLocked records that the broker blocks link l, the current link.
+func (c *Conn) blockLocked(l *link, reason string) {
+	c.blocked = true
+	c.blockedReason = reason
+	if c.unblocked == nil {
+		c.unblocked = make(chan struct{})
+	}
+	if c.cfg.BlockedTimeout > 0 && c.blockedTimer == nil {
+		c.blockedTimer = time.AfterFunc(c.cfg.BlockedTimeout, func() { c.blockedTooLong(l) })
+	}
+	c.notify.blocked(true, reason)
+}
+
+// installLinkLocked makes l the Conn's link, taking over the blocked state
+// the broker announced on it before.
+func (c *Conn) installLinkLocked(l *link) {
+	c.l, c.eng = l, l.eng
+	if l.blocked && !l.eng.IsClosed() {
+		l.blocked = false
+		c.blockLocked(l, l.blockedReason)
 	}
 }
 

@@ -35,6 +35,10 @@ type link struct {
 	writerIdle bool      // the writer waits for wake
 	armed      time.Time // the deadline the timer goroutine sleeps towards
 	err        error     // why the link closed
+	// The broker's connection.blocked state on this link, kept while the
+	// link is not yet the Conn's (see Conn.installLinkLocked).
+	blocked       bool
+	blockedReason string
 
 	wake   chan struct{} // cap 1: output is ready
 	rearm  chan struct{} // cap 1: the engine's deadline moved earlier

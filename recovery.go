@@ -270,7 +270,7 @@ func (c *Conn) giveUp(err error) {
 func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryReport, error) {
 	report := &RecoveryReport{Addr: l.nc.RemoteAddr().String(), RenamedQueues: map[string]string{}}
 	c.mu.Lock()
-	c.l, c.eng = l, l.eng
+	c.installLinkLocked(l)
 	ids := make([]uint16, 0, len(c.chans))
 	for id := range c.chans {
 		ids = append(ids, id)

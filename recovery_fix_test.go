@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pika-go/pika/internal/scripted"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -168,4 +169,59 @@ func TestFakeSecondCloseHonoursCtx(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("first Close still blocked after the connection died")
 	}
+}
+
+// blockedAtOpen makes the fake broker's connections for which pick returns
+// true send connection.blocked in the same write as connection.open-ok, so
+// that the client reads it before it has installed the new link.
+func blockedAtOpen(b *fakeBroker, pick func(n int) bool) {
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.ConnectionOpen); ok && pick(fc.n) {
+			buf := scripted.Method(0, &wire.ConnectionOpenOk{})
+			buf = append(buf, scripted.Method(0, &wire.ConnectionBlocked{Reason: "low on memory"})...)
+			fc.wmu.Lock()
+			fc.nc.Write(buf)
+			fc.wmu.Unlock()
+			return true
+		}
+		return false
+	})
+}
+
+// TestFakeBlockedAtOpen: a connection.blocked that arrives with the
+// open-ok, before the link is the Conn's (at dial, and during a recovery),
+// is not lost: the Conn is blocked and OnBlocked hears it.
+func TestFakeBlockedAtOpen(t *testing.T) {
+	t.Run("dial", func(t *testing.T) {
+		b := newFakeBroker(t)
+		blockedAtOpen(b, func(n int) bool { return n == 1 })
+		c, _, _ := fakeSetup(t, b, b.config())
+		if blocked, reason := c.IsBlocked(); !blocked || reason != "low on memory" {
+			t.Fatalf("IsBlocked after a blocked sent with the open-ok: %v %q", blocked, reason)
+		}
+	})
+	t.Run("recovery", func(t *testing.T) {
+		b := newFakeBroker(t)
+		c, _, rlog := fakeSetup(t, b, b.config())
+		heard := make(chan string, 4)
+		c.OnBlocked(func(blocked bool, reason string) {
+			if blocked {
+				heard <- reason
+			}
+		})
+		blockedAtOpen(b, func(n int) bool { return n == 2 })
+		b.conn(1).kill()
+		rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+		if blocked, reason := c.IsBlocked(); !blocked || reason != "low on memory" {
+			t.Errorf("IsBlocked after recovering onto a blocked connection: %v %q", blocked, reason)
+		}
+		select {
+		case r := <-heard:
+			if r != "low on memory" {
+				t.Errorf("OnBlocked reason %q", r)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("OnBlocked never heard the blocked sent with the open-ok")
+		}
+	})
 }
