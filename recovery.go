@@ -220,7 +220,14 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 			// The failed attempt may have restarted consumers (which
 			// received deliveries) and republished messages: its tags and
 			// confirmations are as dead as the first link's.
-			for _, ch := range c.chans {
+			for id, ch := range c.chans {
+				if ch.closing {
+					// Closed by the application during the attempt:
+					// the failed connection completes the close.
+					delete(c.chans, id)
+					ch.closedLocked(ErrChannelClosed)
+					continue
+				}
 				ch.suspendLocked(err)
 			}
 			c.mu.Unlock()
@@ -545,6 +552,9 @@ func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryRe
 	c.mu.Lock()
 	var conss []*Consumer
 	for _, ch := range c.chans {
+		if ch.closing {
+			continue // the application closed it during the restore
+		}
 		for _, cons := range ch.consumers {
 			if !cons.ended {
 				conss = append(conss, cons)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -224,4 +225,145 @@ func TestFakeBlockedAtOpen(t *testing.T) {
 			t.Error("OnBlocked never heard the blocked sent with the open-ok")
 		}
 	})
+}
+
+// TestFakeChannelCloseDuringRestore: Channel.Close called while recovery
+// restores the connection, at each step of the restore, closes what the
+// recovery reopened: the new connection sees channel.close for the channel
+// (or never sees it reopened), no consumer of it is restarted after the
+// close, and Close returns nil once the broker's close-ok came, or its
+// ctx's error when the close-ok does not come in time.
+func TestFakeChannelCloseDuringRestore(t *testing.T) {
+	type step struct {
+		name string
+		// stall returns true for the method of connection 2 at which the
+		// restore stops until released (the method is answered then).
+		stall func(ch uint16, m wire.Method) bool
+		// reopened: the channel was reopened when Close is called.
+		reopened bool
+	}
+	steps := []step{
+		{"before channel reopen", func(ch uint16, m wire.Method) bool {
+			_, ok := m.(*wire.ConnectionOpen)
+			return ok
+		}, false},
+		{"after reopen before consumers", func(ch uint16, m wire.Method) bool {
+			_, ok := m.(*wire.QueueDeclare)
+			return ok
+		}, true},
+		{"after consumers", func(ch uint16, m wire.Method) bool {
+			c, ok := m.(*wire.BasicConsume)
+			return ok && c.ConsumerTag == "c2"
+		}, true},
+	}
+	for _, st := range steps {
+		for _, mode := range []string{"ctx", "fail-while-recovering", "no-close-ok"} {
+			if mode == "no-close-ok" && !st.reopened {
+				continue
+			}
+			t.Run(st.name+"/"+mode, func(t *testing.T) {
+				b := newFakeBroker(t)
+				cfg := b.config()
+				cfg.FailWhileRecovering = mode == "fail-while-recovering"
+				c, ch1, rlog := fakeSetup(t, b, cfg)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				cons1, err := ch1.Consume(ctx, "q", ConsumeOptions{Tag: "c1"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ch2, err := c.Channel(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := ch2.Consume(ctx, "q", ConsumeOptions{Tag: "c2"}); err != nil {
+					t.Fatal(err)
+				}
+				stalled := make(chan struct{})
+				release := make(chan struct{})
+				var once sync.Once
+				b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+					if fc.n != 2 {
+						return false
+					}
+					if mode == "no-close-ok" && ch == ch1.ID() {
+						if _, ok := m.(*wire.ChannelClose); ok {
+							return true // the close-ok never comes
+						}
+					}
+					if st.stall(ch, m) {
+						once.Do(func() { close(stalled) })
+						go func() {
+							<-release
+							b.setHook(nil)
+							fc.handle(ch, m)
+						}()
+						return true
+					}
+					return false
+				})
+				b.conn(1).kill()
+				select {
+				case <-stalled:
+				case <-time.After(10 * time.Second):
+					t.Fatalf("the restore did not reach the step; events:\n%s", rlog)
+				}
+				cctx, ccancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				defer ccancel()
+				err = ch1.Close(cctx)
+				if mode == "no-close-ok" {
+					if !errors.Is(err, context.DeadlineExceeded) {
+						t.Errorf("Close without a close-ok: %v, want its ctx's error", err)
+					}
+				} else if err != nil {
+					t.Errorf("Close during the restore: %v", err)
+				}
+				close(release)
+				rep := rlog.wait(RecoveryRecovered, 1, 10*time.Second).Report
+				if rep.Channels > 2 {
+					t.Errorf("report: %d channels", rep.Channels)
+				}
+				fc2 := b.conn(2)
+				opened, closed, consumedAfterClose := false, false, false
+				for _, m := range fc2.methods() {
+					switch m {
+					case "1:channel.open":
+						opened = true
+					case "1:channel.close":
+						closed = true
+					case "1:basic.consume":
+						consumedAfterClose = consumedAfterClose || closed
+					}
+				}
+				// Channel 1 is the application's channel when it was
+				// reopened; otherwise the number may be reused by the
+				// recovery's topology channel.
+				if st.reopened && (!opened || !closed) {
+					t.Errorf("channel 1 on the new connection: opened %v, closed %v; want it closed: %v", opened, closed, fc2.methods())
+				}
+				if !st.reopened && strings.Contains(strings.Join(fc2.methods(), " "), "1:basic.consume") {
+					t.Errorf("consumer of the closed channel restarted: %v", fc2.methods())
+				}
+				if consumedAfterClose {
+					t.Errorf("a consumer restarted on channel 1 after its close: %v", fc2.methods())
+				}
+				if mode != "no-close-ok" {
+					select {
+					case <-ch1.Done():
+					case <-time.After(5 * time.Second):
+						t.Fatal("channel 1 not closed")
+					}
+					if ch1.Err() != nil {
+						t.Errorf("channel 1 Err after Close: %v", ch1.Err())
+					}
+					if _, err := cons1.Next(ctx); err == nil {
+						t.Error("the closed channel's consumer still delivers")
+					}
+				}
+				if ch2.IsClosed() {
+					t.Errorf("channel 2 closed: %v", ch2.Err())
+				}
+			})
+		}
+	}
 }
