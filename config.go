@@ -102,6 +102,27 @@ type Config struct {
 	// every message body until its confirmation. Default false.
 	RepublishUnconfirmed bool
 
+	// Credentials, when set, is called at every connection attempt (the
+	// dial, and each reconnection attempt of a recovery) for the username
+	// and password to log in with, for example a fresh OAuth 2 token as
+	// the password. They replace Username and Password, and the
+	// credentials of the PlainAuth and AMQPlainAuth entries of Mechanisms
+	// (an empty username keeps theirs). ctx is the attempt's, bounded by
+	// DialTimeout. An error fails the attempt: Dial returns it, and a
+	// recovery counts the attempt as failed and tries again as Reconnect
+	// decides. It runs on a goroutine of the library's and must not call
+	// Conn.Close. Default: none; Username and Password (or the secret last
+	// accepted through Conn.UpdateSecret) are used.
+	Credentials func(ctx context.Context) (username, password string, err error)
+	// SecretRefresh, when positive, makes the Conn get a fresh password
+	// from Credentials (required then) every SecretRefresh and hand it to
+	// the broker with connection.update-secret (Conn.UpdateSecret), so
+	// that an expiring token is replaced before it expires. A failed
+	// refresh is logged at Warn level and tried again at the next tick;
+	// refreshes are skipped while recovering (the reconnection logs in
+	// with a fresh secret anyway). Default 0: no refresh.
+	SecretRefresh time.Duration
+
 	// WriteBufferLimit is how many bytes may wait for the socket before
 	// Publish blocks (honouring its ctx) until the writer catches up.
 	// Default 1 MiB.

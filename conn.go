@@ -64,6 +64,12 @@ type Conn struct {
 	wg   sync.WaitGroup
 
 	notify notifier
+
+	// Credentials: the secret the broker last accepted through
+	// UpdateSecret (used when recovering), and the refresher's stop.
+	secret      string // guarded by mu
+	secretSet   bool   // guarded by mu
+	stopRefresh context.CancelFunc
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (see ParseURL) and
@@ -85,6 +91,9 @@ func Dial(ctx context.Context, rawURL string) (*Conn, error) {
 // connection, and the dial error otherwise.
 func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 	cfg = cfg.withDefaults()
+	if cfg.SecretRefresh > 0 && cfg.Credentials == nil {
+		return nil, errSecretRefreshNeedsCredentials
+	}
 	c := &Conn{
 		cfg:   cfg,
 		log:   cfg.Logger,
@@ -103,6 +112,7 @@ func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 		l.wg.Wait()
 		return nil, l.err
 	}
+	c.startSecretRefresh()
 	c.mu.Unlock()
 	return c, nil
 }
@@ -261,6 +271,9 @@ func (c *Conn) finalCloseLocked(err error) {
 	}
 	if c.stopRecovery != nil {
 		c.stopRecovery()
+	}
+	if c.stopRefresh != nil {
+		c.stopRefresh()
 	}
 	close(c.done)
 	c.notify.closed(err)
@@ -485,18 +498,24 @@ func (c *Conn) IsBlocked() (bool, string) {
 // UpdateSecret replaces the connection's secret (for example an expiring
 // OAuth 2 token) with connection.update-secret, and waits for the broker's
 // answer. If ctx ends first, UpdateSecret returns ctx.Err() and the update
-// may still take effect. The new secret is also used when recovering.
+// may still take effect. Once the broker has accepted it (and only then),
+// the new secret is also the password recovery logs in with, PLAIN and
+// AMQPLAIN entries of Config.Mechanisms included, unless
+// Config.Credentials provides the credentials. (RabbitMQ 3.10 accepts
+// update-secret for users of its internal database without checking the
+// secret; it matters to backends with expiring secrets, such as OAuth 2.)
 func (c *Conn) UpdateSecret(ctx context.Context, secret, reason string) error {
 	if err := c.lockReady(ctx); err != nil {
 		return err
 	}
 	id, err := c.eng.UpdateSecret(secret, reason)
 	if err != nil {
+		err = c.callErr(err, nil)
 		c.mu.Unlock()
-		return c.callErr(err, nil)
+		return err
 	}
-	c.cfg.Password = secret
 	w := newWaiter()
+	w.ok = func(engine.Event) { c.secret, c.secretSet = secret, true }
 	c.l.waiters[id] = w
 	c.afterLocked(c.l)
 	c.mu.Unlock()
@@ -522,12 +541,16 @@ type waiter struct {
 	ev        engine.Event
 	abandoned bool                  // the caller's ctx ended first
 	late      func(ev engine.Event) // run (under c.mu) when an abandoned request's reply arrives
+	ok        func(ev engine.Event) // run (under c.mu) when a successful reply arrives, abandoned or not
 }
 
 func newWaiter() *waiter { return &waiter{done: make(chan struct{})} }
 
 func (w *waiter) resolveLocked(ev engine.Event) {
 	w.ev = ev
+	if w.ok != nil && ev.Err == nil {
+		w.ok(ev)
+	}
 	if w.abandoned {
 		if w.late != nil && ev.Err == nil {
 			w.late(ev)

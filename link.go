@@ -50,6 +50,10 @@ type link struct {
 // dialLink opens a transport to one of the configured addresses and runs
 // the AMQP handshake on it. The returned link is open; its goroutines run.
 func (c *Conn) dialLink(ctx context.Context) (*link, error) {
+	ecfg, err := c.loginConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var errs []error
 	for _, addr := range c.endpoints(ctx) {
 		nc, err := dialTransport(ctx, &c.cfg, addr)
@@ -60,7 +64,7 @@ func (c *Conn) dialLink(ctx context.Context) (*link, error) {
 			}
 			continue
 		}
-		l := c.newLink(nc)
+		l := c.newLink(nc, ecfg)
 		l.start()
 		select {
 		case <-l.opened:
@@ -84,11 +88,11 @@ func (c *Conn) dialLink(ctx context.Context) (*link, error) {
 	return nil, joinDialErrors(errs)
 }
 
-func (c *Conn) newLink(nc net.Conn) *link {
+func (c *Conn) newLink(nc net.Conn, ecfg engine.Config) *link {
 	l := &link{
 		c:       c,
 		nc:      nc,
-		eng:     engine.New(c.cfg.engineConfig()),
+		eng:     engine.New(ecfg),
 		waiters: make(map[engine.RequestID]*waiter),
 		wake:    make(chan struct{}, 1),
 		rearm:   make(chan struct{}, 1),
