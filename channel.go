@@ -201,6 +201,7 @@ func (ch *Channel) callLate(ctx context.Context, m wire.Method, late func(engine
 	}
 	w := newWaiter()
 	w.late = late
+	w.onReply = c.topologyObserver(m)
 	c.l.waiters[id] = w
 	c.afterLocked(c.l)
 	c.mu.Unlock()
@@ -264,6 +265,7 @@ func (ch *Channel) dispatchLocked(ev engine.Event) {
 		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
 			delete(ch.consumers, ev.ConsumerTag)
 			cons.endLocked(ErrConsumerCancelled)
+			ch.conn.consumerCancelledLocked(cons.qname)
 		}
 		ch.notify.cancelled(ev.ConsumerTag)
 	case engine.EventFlow:

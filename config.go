@@ -122,6 +122,11 @@ type Config struct {
 	// refreshes are skipped while recovering (the reconnection logs in
 	// with a fresh secret anyway). Default 0: no refresh.
 	SecretRefresh time.Duration
+	// RecoveryFilter selects what recovery restores of the exchanges,
+	// queues, bindings and consumers recorded: an entity for which its
+	// function returns false is not restored (a consumer excluded ends
+	// with ErrNotRecovered). Default: everything recorded is restored.
+	RecoveryFilter RecoveryFilter
 
 	// WriteBufferLimit is how many bytes may wait for the socket before
 	// Publish blocks (honouring its ctx) until the writer catches up.

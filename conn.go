@@ -515,7 +515,11 @@ func (c *Conn) UpdateSecret(ctx context.Context, secret, reason string) error {
 		return err
 	}
 	w := newWaiter()
-	w.ok = func(engine.Event) { c.secret, c.secretSet = secret, true }
+	w.onReply = func(ev engine.Event) {
+		if ev.Err == nil {
+			c.secret, c.secretSet = secret, true
+		}
+	}
 	c.l.waiters[id] = w
 	c.afterLocked(c.l)
 	c.mu.Unlock()
@@ -541,15 +545,15 @@ type waiter struct {
 	ev        engine.Event
 	abandoned bool                  // the caller's ctx ended first
 	late      func(ev engine.Event) // run (under c.mu) when an abandoned request's reply arrives
-	ok        func(ev engine.Event) // run (under c.mu) when a successful reply arrives, abandoned or not
+	onReply   func(ev engine.Event) // run (under c.mu) when the reply (or error) arrives, abandoned or not
 }
 
 func newWaiter() *waiter { return &waiter{done: make(chan struct{})} }
 
 func (w *waiter) resolveLocked(ev engine.Event) {
 	w.ev = ev
-	if w.ok != nil && ev.Err == nil {
-		w.ok(ev)
+	if w.onReply != nil {
+		w.onReply(ev)
 	}
 	if w.abandoned {
 		if w.late != nil && ev.Err == nil {

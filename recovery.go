@@ -18,6 +18,32 @@ import (
 // while the connection is being recovered.
 var ErrRecovering = errors.New("pika: connection is recovering")
 
+// ErrNotRecovered ends a consumer that Config.RecoveryFilter excluded from
+// a recovery.
+var ErrNotRecovered = errors.New("pika: consumer excluded from recovery by Config.RecoveryFilter")
+
+// ErrQueueExpired ends, at a recovery, a consumer whose queue expired
+// (x-expires) while the connection was lost.
+var ErrQueueExpired = errors.New("pika: queue expired (x-expires) while the connection was lost")
+
+// RecoveryFilter selects what recovery restores (see Config.RecoveryFilter).
+// Each function is called, during every recovery, for each recorded entity
+// of its kind; returning false leaves that entity out of this recovery. A
+// nil function keeps every entity of its kind. They run on the recovery's
+// goroutine and must not call the Conn.
+type RecoveryFilter struct {
+	// Exchange is called with an exchange's name.
+	Exchange func(name string) bool
+	// Queue is called with a queue's current name (a server-named queue's
+	// name on the lost connection) and whether the broker named it.
+	Queue func(name string, serverNamed bool) bool
+	// Binding is called with a binding's source exchange, its destination
+	// (a queue, or an exchange when toExchange) and its routing key.
+	Binding func(source, destination, key string, toExchange bool) bool
+	// Consumer is called with a consumer's queue and tag.
+	Consumer func(queue, tag string) bool
+}
+
 // ErrStaleDelivery is returned by Ack, Nack and Reject for a delivery
 // received before a connection recovery: the broker forgot its tag with the
 // old connection (and will deliver the message again unless it was
@@ -127,6 +153,7 @@ type RecoveryReport struct {
 	Consumers     int               // consumers restarted
 	Republished   int               // unconfirmed messages published again
 	RenamedQueues map[string]string // server-named queues: old name -> new name
+	Expired       []string          // queues with x-expires that expired while the connection was lost: forgotten, not declared again
 	Failed        []RecoveryFailure // entities that could not be restored
 }
 
@@ -166,6 +193,10 @@ func (c *Conn) OnRecovery(f func(RecoveryEvent)) {
 // credentials, or the application closes the Conn.
 func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 	defer c.wg.Done()
+	// The recorded consumers were active until the loss: their queues'
+	// x-expires timers start then (or after a failed attempt that may have
+	// restarted them).
+	inUseUntil := time.Now()
 	lost.wg.Wait()
 	lastErr := cause
 	for attempt := 1; ; attempt++ {
@@ -198,7 +229,7 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 			}
 			continue
 		}
-		report, err := c.restore(ctx, l, attempt)
+		report, err := c.restore(ctx, l, attempt, inUseUntil)
 		c.mu.Lock()
 		if err == nil {
 			// Close may have stopped the recovery, or the link may have
@@ -232,6 +263,7 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 			}
 			c.mu.Unlock()
 			l.wg.Wait()
+			inUseUntil = time.Now()
 			if ctx.Err() != nil {
 				c.giveUp(nil)
 				return
@@ -274,7 +306,7 @@ func (c *Conn) giveUp(err error) {
 // nothing it publishes reaches a channel before that channel's modes are
 // back. A failure to restore one entity is reported, not fatal; an error
 // return means the link itself failed.
-func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryReport, error) {
+func (c *Conn) restore(ctx context.Context, l *link, attempt int, inUseUntil time.Time) (*RecoveryReport, error) {
 	report := &RecoveryReport{Addr: l.nc.RemoteAddr().String(), RenamedQueues: map[string]string{}}
 	c.mu.Lock()
 	c.installLinkLocked(l)
@@ -350,7 +382,7 @@ func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryRepo
 	report.Channels = len(c.chans)
 	c.mu.Unlock()
 
-	failedQueues, err := c.restoreTopology(ctx, l, report, attempt)
+	failedQueues, err := c.restoreTopology(ctx, l, report, attempt, inUseUntil)
 	if err != nil {
 		return nil, err
 	}
@@ -398,12 +430,24 @@ func (c *Conn) linkFailed(l *link, err error) error {
 
 // restoreTopology declares the recorded exchanges, queues and bindings on a
 // channel of its own.
-func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryReport, attempt int) (map[string]error, error) {
+func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryReport, attempt int, inUseUntil time.Time) (map[string]error, error) {
+	filter := c.cfg.RecoveryFilter
 	c.mu.Lock()
 	exchanges := slices.Clone(c.topo.exchanges)
 	queues := slices.Clone(c.topo.queues)
 	nbind := len(c.topo.bindings)
+	// Queues with a consumer (or several) to restore were in use until
+	// the loss.
+	consumed := map[string]bool{}
+	for _, ch := range c.chans {
+		for _, cons := range ch.consumers {
+			if !cons.ended {
+				consumed[cons.qname] = true
+			}
+		}
+	}
 	c.mu.Unlock()
+	now := time.Now()
 	if len(exchanges)+len(queues)+nbind == 0 {
 		return nil, nil
 	}
@@ -454,7 +498,34 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 		return ev, true, nil
 	}
 
+	// probeGone runs a passive declaration and reports whether the broker
+	// answered NOT_FOUND (not a failure of the restore).
+	probeGone := func(m wire.Method) (bool, error) {
+		if chID == 0 {
+			if err := openCh(); err != nil {
+				return false, err
+			}
+		}
+		c.mu.Lock()
+		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(chID, m) })
+		c.mu.Unlock()
+		if err != nil {
+			return false, err
+		}
+		if _, err := c.waitStep(ctx, l, w); err != nil {
+			if linkErr := c.linkFailed(l, err); linkErr != nil {
+				return false, linkErr
+			}
+			chID = 0 // the refusal closed the channel
+			return errors.Is(err, ErrNotFound), nil
+		}
+		return false, nil
+	}
+
 	for _, e := range exchanges {
+		if filter.Exchange != nil && !filter.Exchange(e.Exchange) {
+			continue
+		}
 		if _, _, err := call("exchange "+strconv.Quote(e.Exchange), e); err != nil {
 			return nil, err
 		}
@@ -462,6 +533,31 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 	for _, q := range queues {
 		d := q.decl
 		old := d.Queue
+		if filter.Queue != nil && !filter.Queue(old, q.serverNamed) {
+			continue
+		}
+		var until time.Time
+		if consumed[old] {
+			until = inUseUntil
+		}
+		if q.expired(now, until) {
+			// Unused for longer than its x-expires as far as this Conn
+			// knows (it does not see every use: another connection's, a
+			// closed channel's consumers): ask the broker whether the
+			// queue is still there.
+			gone, err := probeGone(&wire.QueueDeclare{Queue: old, Passive: true})
+			if err != nil {
+				return nil, err
+			}
+			if gone {
+				c.mu.Lock()
+				c.topo.removeQueue(old)
+				c.mu.Unlock()
+				report.Expired = append(report.Expired, old)
+				failedQueues[old] = fmt.Errorf("%w: %s (x-expires %v)", ErrQueueExpired, strconv.Quote(old), q.expires)
+				continue
+			}
+		}
 		if q.serverNamed {
 			d.Queue = ""
 		}
@@ -500,6 +596,9 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 	bindings := slices.Clone(c.topo.bindings)
 	c.mu.Unlock()
 	for _, b := range bindings {
+		if filter.Binding != nil && !filter.Binding(b.source, b.destination, b.key, b.toExchange) {
+			continue
+		}
 		var m wire.Method
 		entity := "binding " + strconv.Quote(b.source) + " -> " + strconv.Quote(b.destination) + " (" + strconv.Quote(b.key) + ")"
 		if b.toExchange {
@@ -549,6 +648,28 @@ func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryRe
 		w    *waiter
 	}
 	var all []pending
+	// The filter is application code: it runs without the lock.
+	var excluded map[*Consumer]bool
+	if f := c.cfg.RecoveryFilter.Consumer; f != nil {
+		type named struct {
+			cons       *Consumer
+			queue, tag string
+		}
+		var list []named
+		c.mu.Lock()
+		for _, ch := range c.chans {
+			for _, cons := range ch.consumers {
+				list = append(list, named{cons, cons.qname, cons.tag})
+			}
+		}
+		c.mu.Unlock()
+		excluded = map[*Consumer]bool{}
+		for _, n := range list {
+			if !f(n.queue, n.tag) {
+				excluded[n.cons] = true
+			}
+		}
+	}
 	c.mu.Lock()
 	var conss []*Consumer
 	for _, ch := range c.chans {
@@ -563,6 +684,13 @@ func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryRe
 	}
 	slices.SortFunc(conss, func(a, b *Consumer) int { return int(a.seq - b.seq) })
 	for _, cons := range conss {
+		if excluded[cons] {
+			if cons.ch.consumers[cons.tag] == cons {
+				delete(cons.ch.consumers, cons.tag)
+			}
+			cons.endLocked(ErrNotRecovered)
+			continue
+		}
 		if qerr, failed := failedQueues[cons.qname]; failed {
 			// Its queue is not there: basic.consume would fail and close
 			// the application's channel with it.
