@@ -13,10 +13,10 @@ import (
 	"github.com/pika-go/pika/wire"
 )
 
-// TestFakeRestoreFailuresKeepTheirCause: two channels whose restore the
+// TestFakeRecoverFailuresKeepTheirCause: two channels whose restore the
 // broker refuses for different reasons each close with their own cause, and
 // the report names each with its own.
-func TestFakeRestoreFailuresKeepTheirCause(t *testing.T) {
+func TestFakeRecoverFailuresKeepTheirCause(t *testing.T) {
 	b := newFakeBroker(t)
 	c, ch1, rlog := fakeSetup(t, b, b.config())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -71,12 +71,12 @@ func TestFakeRestoreFailuresKeepTheirCause(t *testing.T) {
 	}
 }
 
-// TestFakeRestoreChannelBeyondChannelMax: the new connection's broker
+// TestFakeRecoverChannelBeyondChannelMax: the new connection's broker
 // allows fewer channels than the Conn had open. The channels beyond its
 // channel_max cannot be reopened: each is reported and closed with its own
 // cause (naming its number), one refused by the broker with the broker's
 // error, and the rest of the Conn recovers instead of retrying forever.
-func TestFakeRestoreChannelBeyondChannelMax(t *testing.T) {
+func TestFakeRecoverChannelBeyondChannelMax(t *testing.T) {
 	b := newFakeBroker(t)
 	c, ch1, rlog := fakeSetup(t, b, b.config())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -189,10 +189,10 @@ func blockedAtOpen(b *fakeBroker, pick func(n int) bool) {
 	})
 }
 
-// TestFakeBlockedAtOpen: a connection.blocked that arrives with the
+// TestFakeRecoverBlockedAtOpen: a connection.blocked that arrives with the
 // open-ok, before the link is the Conn's (at dial, and during a recovery),
 // is not lost: the Conn is blocked and OnBlocked hears it.
-func TestFakeBlockedAtOpen(t *testing.T) {
+func TestFakeRecoverBlockedAtOpen(t *testing.T) {
 	t.Run("dial", func(t *testing.T) {
 		b := newFakeBroker(t)
 		blockedAtOpen(b, func(n int) bool { return n == 1 })
