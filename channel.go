@@ -142,19 +142,14 @@ func (ch *Channel) IsClosed() bool {
 // for the broker's close-ok; if it ends first, Close returns ctx.Err() and
 // the close completes in the background. Consumers on the channel end and
 // outstanding confirmations resolve with ErrOutcomeUnknown. Closing a closed
-// channel returns nil.
+// channel returns nil. During a recovery Close does not wait for it: a
+// channel not yet reopened is closed at once (recovery will not reopen it),
+// and one the recovery already reopened is closed on the new connection,
+// consumers restarted there included.
 func (ch *Channel) Close(ctx context.Context) error {
 	c := ch.conn
-	if err := c.lockReady(ctx); err != nil {
-		c.mu.Lock()
-		if c.chans[ch.id] == ch {
-			delete(c.chans, ch.id)
-		}
-		ch.closedLocked(ErrChannelClosed)
-		c.mu.Unlock()
-		return nil
-	}
-	if ch.err != nil {
+	c.mu.Lock()
+	if ch.err != nil || c.state == connClosed {
 		c.mu.Unlock()
 		return nil
 	}
@@ -162,8 +157,16 @@ func (ch *Channel) Close(ctx context.Context) error {
 	c.unpauseReaderLocked()
 	id, err := c.eng.CloseChannel(ch.id)
 	if err != nil {
+		// The connection is lost and the recovery has not reopened the
+		// channel (nor will it: it is closing), or the channel is already
+		// closing. While recovering, a channel the restore reopened on the
+		// new connection is closed there like on an open one.
+		if c.state == connRecovering && c.chans[ch.id] == ch {
+			delete(c.chans, ch.id)
+			ch.closedLocked(ErrChannelClosed)
+		}
 		c.mu.Unlock()
-		return nil // already closing or the connection is gone
+		return nil
 	}
 	w := newWaiter()
 	c.l.waiters[id] = w
@@ -227,6 +230,7 @@ func (ch *Channel) callHooks(ctx context.Context, m wire.Method, h callHooks) (e
 	w := newWaiter()
 	w.late = h.late
 	w.reply = h.reply
+	w.onReply = c.topologyObserver(m)
 	c.l.waiters[id] = w
 	c.afterLocked(c.l)
 	c.mu.Unlock()
@@ -290,6 +294,7 @@ func (ch *Channel) dispatchLocked(ev engine.Event) {
 		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
 			delete(ch.consumers, ev.ConsumerTag)
 			cons.endLocked(ErrConsumerCancelled)
+			ch.conn.consumerCancelledLocked(cons.qname)
 		}
 		ch.notify.cancelled(ev.ConsumerTag)
 	case engine.EventFlow:

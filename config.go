@@ -119,6 +119,32 @@ type Config struct {
 	// Default DefaultMaxUnconfirmed (10,000); negative means no bound.
 	MaxUnconfirmed int
 
+	// Credentials, when set, is called at every connection attempt (the
+	// dial, and each reconnection attempt of a recovery) for the username
+	// and password to log in with, for example a fresh OAuth 2 token as
+	// the password. They replace Username and Password, and the
+	// credentials of the PlainAuth and AMQPlainAuth entries of Mechanisms
+	// (an empty username keeps theirs). ctx is the attempt's, bounded by
+	// DialTimeout. An error fails the attempt: Dial returns it, and a
+	// recovery counts the attempt as failed and tries again as Reconnect
+	// decides. It runs on a goroutine of the library's and must not call
+	// Conn.Close. Default: none; Username and Password (or the secret last
+	// accepted through Conn.UpdateSecret) are used.
+	Credentials func(ctx context.Context) (username, password string, err error)
+	// SecretRefresh, when positive, makes the Conn get a fresh password
+	// from Credentials (required then) every SecretRefresh and hand it to
+	// the broker with connection.update-secret (Conn.UpdateSecret), so
+	// that an expiring token is replaced before it expires. A failed
+	// refresh is logged at Warn level and tried again at the next tick;
+	// refreshes are skipped while recovering (the reconnection logs in
+	// with a fresh secret anyway). Default 0: no refresh.
+	SecretRefresh time.Duration
+	// RecoveryFilter selects what recovery restores of the exchanges,
+	// queues, bindings and consumers recorded: an entity for which its
+	// function returns false is not restored (a consumer excluded ends
+	// with ErrNotRecovered). Default: everything recorded is restored.
+	RecoveryFilter RecoveryFilter
+
 	// WriteBufferLimit is how many bytes may wait for the socket (those
 	// queued on a channel behind a synchronous request in flight included)
 	// before Publish blocks (honouring its ctx) until the writer catches

@@ -69,6 +69,11 @@ type Conn struct {
 	notify notifier
 
 	authMu sync.Mutex // held while a SASL mechanism step runs: steps never overlap
+	// Credentials: the secret the broker last accepted through
+	// UpdateSecret (used when recovering), and the refresher's stop.
+	secret      string // guarded by mu
+	secretSet   bool   // guarded by mu
+	stopRefresh context.CancelFunc
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (see ParseURL) and
@@ -90,6 +95,9 @@ func Dial(ctx context.Context, rawURL string) (*Conn, error) {
 // connection, and the dial error otherwise.
 func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 	cfg = cfg.withDefaults()
+	if cfg.SecretRefresh > 0 && cfg.Credentials == nil {
+		return nil, errSecretRefreshNeedsCredentials
+	}
 	c := &Conn{
 		cfg:   cfg,
 		log:   cfg.Logger,
@@ -102,13 +110,14 @@ func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.l, c.eng = l, l.eng
+	c.installLinkLocked(l)
 	if l.eng.IsClosed() {
 		// Lost between open and now: report it as a failed dial.
 		c.mu.Unlock()
 		l.wg.Wait()
 		return nil, l.err
 	}
+	c.startSecretRefresh()
 	c.mu.Unlock()
 	return c, nil
 }
@@ -137,7 +146,17 @@ func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 		return
 	}
 	if c.l != l {
-		return // a link being dialled or one already replaced
+		// A link being dialled or one already replaced. A blocked state
+		// the broker announces before the link is installed (it sends
+		// connection.blocked right after open-ok when an alarm is in
+		// effect) is kept for installLinkLocked.
+		switch ev.Kind {
+		case engine.EventBlocked:
+			l.blocked, l.blockedReason = true, ev.Reason
+		case engine.EventUnblocked:
+			l.blocked, l.blockedReason = false, ""
+		}
+		return
 	}
 	switch ev.Kind {
 	case engine.EventDelivery, engine.EventOrphanDelivery, engine.EventReturn,
@@ -151,18 +170,33 @@ func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 			ch.closedLocked(ev.Err)
 		}
 	case engine.EventBlocked:
-		c.blocked = true
-		c.blockedReason = ev.Reason
-		if c.unblocked == nil {
-			c.unblocked = make(chan struct{})
-		}
-		if c.cfg.BlockedTimeout > 0 && c.blockedTimer == nil {
-			c.blockedTimer = time.AfterFunc(c.cfg.BlockedTimeout, func() { c.blockedTooLong(l) })
-		}
-		c.notify.blocked(true, ev.Reason)
+		c.blockLocked(l, ev.Reason)
 	case engine.EventUnblocked:
 		c.unblockLocked()
 		c.notify.blocked(false, "")
+	}
+}
+
+// blockLocked records that the broker blocks link l, the current link.
+func (c *Conn) blockLocked(l *link, reason string) {
+	c.blocked = true
+	c.blockedReason = reason
+	if c.unblocked == nil {
+		c.unblocked = make(chan struct{})
+	}
+	if c.cfg.BlockedTimeout > 0 && c.blockedTimer == nil {
+		c.blockedTimer = time.AfterFunc(c.cfg.BlockedTimeout, func() { c.blockedTooLong(l) })
+	}
+	c.notify.blocked(true, reason)
+}
+
+// installLinkLocked makes l the Conn's link, taking over the blocked state
+// the broker announced on it before.
+func (c *Conn) installLinkLocked(l *link) {
+	c.l, c.eng = l, l.eng
+	if l.blocked && !l.eng.IsClosed() {
+		l.blocked = false
+		c.blockLocked(l, l.blockedReason)
 	}
 }
 
@@ -246,6 +280,9 @@ func (c *Conn) finalCloseLocked(err error) {
 	if c.stopRecovery != nil {
 		c.stopRecovery()
 	}
+	if c.stopRefresh != nil {
+		c.stopRefresh()
+	}
 	close(c.done)
 	c.notify.closed(err)
 }
@@ -313,13 +350,28 @@ func (c *Conn) closedErr() error {
 // returns, none of the connection's goroutines is left running (consumer
 // handlers and notification callbacks still running or queued, OnClose
 // among them, finish on their own; Close may be called from a callback).
-// Calling Close again returns nil.
+// Calling Close again waits, bounded by its own ctx, for the first Close
+// to finish and returns nil (or ctx's error if ctx ends first).
 func (c *Conn) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.state == connClosed || c.closing {
 		c.mu.Unlock()
-		<-c.done
-		c.wg.Wait()
+		// Another Close is at work: wait for it as long as ctx allows.
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		stopped := make(chan struct{})
+		go func() {
+			c.wg.Wait()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		return nil
 	}
 	c.closing = true
@@ -489,7 +541,12 @@ func (c *Conn) IsBlocked() (bool, string) {
 // UpdateSecret replaces the connection's secret (for example an expiring
 // OAuth 2 token) with connection.update-secret, and waits for the broker's
 // answer. If ctx ends first, UpdateSecret returns ctx.Err() and the update
-// may still take effect. The new secret is also used when recovering.
+// may still take effect. Once the broker has accepted it (and only then),
+// the new secret is also the password recovery logs in with, PLAIN and
+// AMQPLAIN entries of Config.Mechanisms included, unless
+// Config.Credentials provides the credentials. (RabbitMQ 3.10 accepts
+// update-secret for users of its internal database without checking the
+// secret; it matters to backends with expiring secrets, such as OAuth 2.)
 func (c *Conn) UpdateSecret(ctx context.Context, secret, reason string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -499,11 +556,16 @@ func (c *Conn) UpdateSecret(ctx context.Context, secret, reason string) error {
 	}
 	id, err := c.eng.UpdateSecret(secret, reason)
 	if err != nil {
+		err = c.callErr(err, nil)
 		c.mu.Unlock()
-		return c.callErr(err, nil)
+		return err
 	}
-	c.cfg.Password = secret
 	w := newWaiter()
+	w.onReply = func(ev engine.Event) {
+		if ev.Err == nil {
+			c.secret, c.secretSet = secret, true
+		}
+	}
 	c.l.waiters[id] = w
 	c.afterLocked(c.l)
 	c.mu.Unlock()
@@ -530,6 +592,7 @@ type waiter struct {
 	abandoned bool                  // the caller's ctx ended first
 	reply     func(ev engine.Event) // run (under c.mu) when a successful reply arrives
 	late      func(ev engine.Event) // run (under c.mu) when an abandoned request's reply arrives
+	onReply   func(ev engine.Event) // run (under c.mu) when the reply (or error) arrives, abandoned or not
 }
 
 func newWaiter() *waiter { return &waiter{done: make(chan struct{})} }
@@ -538,6 +601,9 @@ func (w *waiter) resolveLocked(ev engine.Event) {
 	w.ev = ev
 	if w.reply != nil && ev.Err == nil {
 		w.reply(ev)
+	}
+	if w.onReply != nil {
+		w.onReply(ev)
 	}
 	if w.abandoned {
 		if w.late != nil && ev.Err == nil {

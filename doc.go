@@ -289,7 +289,38 @@
 // Acknowledgements of deliveries from before the loss return
 // [ErrStaleDelivery] and are not sent (the broker delivers those messages
 // again). When recovery gives up, the Conn closes with a [*RecoveryError],
-// which matches [ErrClosed]. [Conn.OnRecovery] reports each step.
+// which matches [ErrClosed]. [Conn.OnRecovery] reports each step; a
+// channel that cannot be reopened (refused by the broker, or beyond the
+// new connection's channel_max) closes with its own cause and the rest is
+// restored.
+//
+// The record of what to restore follows what the broker says: a queue is
+// forgotten (with its bindings) when the application deletes it, when the
+// broker cancels a consumer of it (it was deleted), and when a call on it
+// fails with NOT_FOUND; an exchange too. A queue with x-expires that was
+// unused (no declare, get or consumer seen) for longer than its expiry
+// when recovery runs is checked with a passive declare and, if the broker
+// no longer has it, not declared again (RecoveryReport.Expired; its
+// consumers end with [ErrQueueExpired]). [Config].RecoveryFilter leaves
+// chosen exchanges, queues, bindings and consumers out.
+//
+// [Channel.Close] during a recovery closes the channel at once if the
+// recovery has not reopened it yet, and on the new connection (consumers
+// restarted there included) if it has; it returns ctx's error if ctx ends
+// before the broker's close-ok. A second [Conn.Close] waits for the first,
+// bounded by its own ctx.
+//
+// Each connection attempt logs in with [Config].Credentials when set (a
+// fresh OAuth 2 token, say), else with the secret the broker last accepted
+// through [Conn.UpdateSecret], else with [Config].Username and Password;
+// the PLAIN and AMQPLAIN entries of [Config].Mechanisms get the same
+// secret. [Config].SecretRefresh hands a fresh secret from Credentials to
+// the broker with connection.update-secret before the old one expires.
+// RabbitMQ 3.10 accepts update-secret for users of its internal database
+// (without checking the secret: it changes nothing for them), so this is
+// tested against the broker as well as against a fake peer. A
+// connection.blocked that the broker sends with the open-ok of a new
+// connection is kept ([Conn.IsBlocked], [Conn.OnBlocked]).
 //
 // # Logging
 //

@@ -36,6 +36,10 @@ type link struct {
 	writerIdle bool      // the writer waits for wake
 	armed      time.Time // the deadline the timer goroutine sleeps towards
 	err        error     // why the link closed
+	// The broker's connection.blocked state on this link, kept while the
+	// link is not yet the Conn's (see Conn.installLinkLocked).
+	blocked       bool
+	blockedReason string
 
 	wake   chan struct{} // cap 1: output is ready
 	rearm  chan struct{} // cap 1: the engine's deadline moved earlier
@@ -47,6 +51,10 @@ type link struct {
 // dialLink opens a transport to one of the configured addresses and runs
 // the AMQP handshake on it. The returned link is open; its goroutines run.
 func (c *Conn) dialLink(ctx context.Context) (*link, error) {
+	ecfg, err := c.loginConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var errs []error
 	for _, addr := range c.endpoints(ctx) {
 		nc, err := dialTransport(ctx, &c.cfg, addr)
@@ -57,7 +65,7 @@ func (c *Conn) dialLink(ctx context.Context) (*link, error) {
 			}
 			continue
 		}
-		l := c.newLink(nc)
+		l := c.newLink(nc, ecfg)
 		l.start()
 		select {
 		case <-l.opened:
@@ -81,11 +89,11 @@ func (c *Conn) dialLink(ctx context.Context) (*link, error) {
 	return nil, joinDialErrors(errs)
 }
 
-func (c *Conn) newLink(nc net.Conn) *link {
+func (c *Conn) newLink(nc net.Conn, ecfg engine.Config) *link {
 	l := &link{
 		c:       c,
 		nc:      nc,
-		eng:     engine.New(c.cfg.engineConfig()),
+		eng:     engine.New(ecfg),
 		waiters: make(map[engine.RequestID]*waiter),
 		wake:    make(chan struct{}, 1),
 		rearm:   make(chan struct{}, 1),

@@ -18,6 +18,32 @@ import (
 // while the connection is being recovered.
 var ErrRecovering = errors.New("pika: connection is recovering")
 
+// ErrNotRecovered ends a consumer that Config.RecoveryFilter excluded from
+// a recovery.
+var ErrNotRecovered = errors.New("pika: consumer excluded from recovery by Config.RecoveryFilter")
+
+// ErrQueueExpired ends, at a recovery, a consumer whose queue expired
+// (x-expires) while the connection was lost.
+var ErrQueueExpired = errors.New("pika: queue expired (x-expires) while the connection was lost")
+
+// RecoveryFilter selects what recovery restores (see Config.RecoveryFilter).
+// Each function is called, during every recovery, for each recorded entity
+// of its kind; returning false leaves that entity out of this recovery. A
+// nil function keeps every entity of its kind. They run on the recovery's
+// goroutine and must not call the Conn.
+type RecoveryFilter struct {
+	// Exchange is called with an exchange's name.
+	Exchange func(name string) bool
+	// Queue is called with a queue's current name (a server-named queue's
+	// name on the lost connection) and whether the broker named it.
+	Queue func(name string, serverNamed bool) bool
+	// Binding is called with a binding's source exchange, its destination
+	// (a queue, or an exchange when toExchange) and its routing key.
+	Binding func(source, destination, key string, toExchange bool) bool
+	// Consumer is called with a consumer's queue and tag.
+	Consumer func(queue, tag string) bool
+}
+
 // ErrStaleDelivery is returned by Ack, Nack and Reject for a delivery
 // received before a connection recovery: the broker forgot its tag with the
 // old connection (and will deliver the message again unless it was
@@ -127,6 +153,7 @@ type RecoveryReport struct {
 	Consumers     int               // consumers restarted
 	Republished   int               // unconfirmed messages published again
 	RenamedQueues map[string]string // server-named queues: old name -> new name
+	Expired       []string          // queues with x-expires that expired while the connection was lost: forgotten, not declared again
 	Failed        []RecoveryFailure // entities that could not be restored
 }
 
@@ -172,6 +199,10 @@ func (c *Conn) OnRecovery(f func(RecoveryEvent)) {
 // credentials, or the application closes the Conn.
 func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 	defer c.wg.Done()
+	// The recorded consumers were active until the loss: their queues'
+	// x-expires timers start then (or after a failed attempt that may have
+	// restarted them).
+	inUseUntil := time.Now()
 	lost.wg.Wait()
 	lastErr := cause
 	for attempt := 1; ; attempt++ {
@@ -210,7 +241,7 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 			}
 			continue
 		}
-		report, err := c.restore(ctx, l, attempt)
+		report, err := c.restore(ctx, l, attempt, inUseUntil)
 		c.mu.Lock()
 		if err == nil {
 			// Close may have stopped the recovery, or the link may have
@@ -232,11 +263,19 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 			// The failed attempt may have restarted consumers (which
 			// received deliveries) and republished messages: its tags and
 			// confirmations are as dead as the first link's.
-			for _, ch := range c.chans {
+			for id, ch := range c.chans {
+				if ch.closing {
+					// Closed by the application during the attempt:
+					// the failed connection completes the close.
+					delete(c.chans, id)
+					ch.closedLocked(ErrChannelClosed)
+					continue
+				}
 				ch.suspendLocked(err)
 			}
 			c.mu.Unlock()
 			l.wg.Wait()
+			inUseUntil = time.Now()
 			if ctx.Err() != nil {
 				c.giveUp(nil)
 				return
@@ -279,10 +318,10 @@ func (c *Conn) giveUp(err error) {
 // nothing it publishes reaches a channel before that channel's modes are
 // back. A failure to restore one entity is reported, not fatal; an error
 // return means the link itself failed.
-func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryReport, error) {
+func (c *Conn) restore(ctx context.Context, l *link, attempt int, inUseUntil time.Time) (*RecoveryReport, error) {
 	report := &RecoveryReport{Addr: l.nc.RemoteAddr().String(), RenamedQueues: map[string]string{}}
 	c.mu.Lock()
-	c.l, c.eng = l, l.eng
+	c.installLinkLocked(l)
 	ids := make([]uint16, 0, len(c.chans))
 	for id := range c.chans {
 		ids = append(ids, id)
@@ -294,6 +333,18 @@ func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryRepo
 		w    *waiter
 	}
 	var steps []step
+	// failed holds each channel that could not be restored with its own
+	// cause.
+	failed := map[*Channel]error{}
+	var failedOrder []*Channel
+	fail := func(ch *Channel, what string, err error) {
+		if _, ok := failed[ch]; ok {
+			return
+		}
+		failed[ch] = err
+		failedOrder = append(failedOrder, ch)
+		report.Failed = append(report.Failed, RecoveryFailure{Entity: "channel " + strconv.Itoa(int(ch.id)) + " (" + what + ")", Err: err})
+	}
 	for _, id := range ids {
 		ch := c.chans[id]
 		for i, m := range ch.restoreMethods() {
@@ -305,8 +356,18 @@ func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryRepo
 				w, err = c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(id, m) })
 			}
 			if err != nil {
-				c.mu.Unlock()
-				return nil, err
+				if l.eng.IsClosed() {
+					c.mu.Unlock()
+					return nil, err
+				}
+				// The new connection cannot take this channel (its
+				// number is beyond the broker's channel_max): the others
+				// go on.
+				if i == 0 && errors.Is(err, engine.ErrBadChannel) {
+					err = fmt.Errorf("pika: channel %d is beyond the channel_max %d of the new connection: %w", id, l.eng.Tuning().ChannelMax, err)
+				}
+				fail(ch, m.ID().Name(), err)
+				break
 			}
 			steps = append(steps, step{ch, m.ID().Name(), w})
 		}
@@ -315,29 +376,25 @@ func (c *Conn) restore(ctx context.Context, l *link, attempt int) (*RecoveryRepo
 
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
 	defer cancel()
-	failed := map[*Channel]bool{}
 	for _, s := range steps {
 		if _, err := s.w.wait(wctx, c); err != nil {
 			if linkErr := c.linkFailed(l, err); linkErr != nil {
 				return nil, linkErr
 			}
-			if !failed[s.ch] {
-				failed[s.ch] = true
-				report.Failed = append(report.Failed, RecoveryFailure{Entity: "channel " + strconv.Itoa(int(s.ch.id)) + " (" + s.what + ")", Err: err})
-			}
+			fail(s.ch, s.what, err)
 		}
 	}
 	c.mu.Lock()
-	for ch := range failed {
+	for _, ch := range failedOrder {
 		if c.chans[ch.id] == ch {
 			delete(c.chans, ch.id)
-			ch.closedLocked(fmt.Errorf("pika: channel not recovered: %w", report.Failed[0].Err))
+			ch.closedLocked(fmt.Errorf("pika: channel %d not recovered: %w", ch.id, failed[ch]))
 		}
 	}
 	report.Channels = len(c.chans)
 	c.mu.Unlock()
 
-	failedQueues, err := c.restoreTopology(ctx, l, report, attempt)
+	failedQueues, err := c.restoreTopology(ctx, l, report, attempt, inUseUntil)
 	if err != nil {
 		return nil, err
 	}
@@ -385,12 +442,24 @@ func (c *Conn) linkFailed(l *link, err error) error {
 
 // restoreTopology declares the recorded exchanges, queues and bindings on a
 // channel of its own.
-func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryReport, attempt int) (map[string]error, error) {
+func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryReport, attempt int, inUseUntil time.Time) (map[string]error, error) {
+	filter := c.cfg.RecoveryFilter
 	c.mu.Lock()
 	exchanges := slices.Clone(c.topo.exchanges)
 	queues := slices.Clone(c.topo.queues)
 	nbind := len(c.topo.bindings)
+	// Queues with a consumer (or several) to restore were in use until
+	// the loss.
+	consumed := map[string]bool{}
+	for _, ch := range c.chans {
+		for _, cons := range ch.consumers {
+			if !cons.ended {
+				consumed[cons.qname] = true
+			}
+		}
+	}
 	c.mu.Unlock()
+	now := time.Now()
 	if len(exchanges)+len(queues)+nbind == 0 {
 		return nil, nil
 	}
@@ -441,7 +510,34 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 		return ev, true, nil
 	}
 
+	// probeGone runs a passive declaration and reports whether the broker
+	// answered NOT_FOUND (not a failure of the restore).
+	probeGone := func(m wire.Method) (bool, error) {
+		if chID == 0 {
+			if err := openCh(); err != nil {
+				return false, err
+			}
+		}
+		c.mu.Lock()
+		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(chID, m) })
+		c.mu.Unlock()
+		if err != nil {
+			return false, err
+		}
+		if _, err := c.waitStep(ctx, l, w); err != nil {
+			if linkErr := c.linkFailed(l, err); linkErr != nil {
+				return false, linkErr
+			}
+			chID = 0 // the refusal closed the channel
+			return errors.Is(err, ErrNotFound), nil
+		}
+		return false, nil
+	}
+
 	for _, e := range exchanges {
+		if filter.Exchange != nil && !filter.Exchange(e.Exchange) {
+			continue
+		}
 		if _, _, err := call("exchange "+strconv.Quote(e.Exchange), e); err != nil {
 			return nil, err
 		}
@@ -449,6 +545,31 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 	for _, q := range queues {
 		d := q.decl
 		old := d.Queue
+		if filter.Queue != nil && !filter.Queue(old, q.serverNamed) {
+			continue
+		}
+		var until time.Time
+		if consumed[old] {
+			until = inUseUntil
+		}
+		if q.expired(now, until) {
+			// Unused for longer than its x-expires as far as this Conn
+			// knows (it does not see every use: another connection's, a
+			// closed channel's consumers): ask the broker whether the
+			// queue is still there.
+			gone, err := probeGone(&wire.QueueDeclare{Queue: old, Passive: true})
+			if err != nil {
+				return nil, err
+			}
+			if gone {
+				c.mu.Lock()
+				c.topo.removeQueue(old)
+				c.mu.Unlock()
+				report.Expired = append(report.Expired, old)
+				failedQueues[old] = fmt.Errorf("%w: %s (x-expires %v)", ErrQueueExpired, strconv.Quote(old), q.expires)
+				continue
+			}
+		}
 		if q.serverNamed {
 			d.Queue = ""
 		}
@@ -487,6 +608,9 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 	bindings := slices.Clone(c.topo.bindings)
 	c.mu.Unlock()
 	for _, b := range bindings {
+		if filter.Binding != nil && !filter.Binding(b.source, b.destination, b.key, b.toExchange) {
+			continue
+		}
 		var m wire.Method
 		entity := "binding " + strconv.Quote(b.source) + " -> " + strconv.Quote(b.destination) + " (" + strconv.Quote(b.key) + ")"
 		if b.toExchange {
@@ -536,9 +660,34 @@ func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryRe
 		w    *waiter
 	}
 	var all []pending
+	// The filter is application code: it runs without the lock.
+	var excluded map[*Consumer]bool
+	if f := c.cfg.RecoveryFilter.Consumer; f != nil {
+		type named struct {
+			cons       *Consumer
+			queue, tag string
+		}
+		var list []named
+		c.mu.Lock()
+		for _, ch := range c.chans {
+			for _, cons := range ch.consumers {
+				list = append(list, named{cons, cons.qname, cons.tag})
+			}
+		}
+		c.mu.Unlock()
+		excluded = map[*Consumer]bool{}
+		for _, n := range list {
+			if !f(n.queue, n.tag) {
+				excluded[n.cons] = true
+			}
+		}
+	}
 	c.mu.Lock()
 	var conss []*Consumer
 	for _, ch := range c.chans {
+		if ch.closing {
+			continue // the application closed it during the restore
+		}
 		for _, cons := range ch.consumers {
 			if !cons.ended {
 				conss = append(conss, cons)
@@ -547,6 +696,13 @@ func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryRe
 	}
 	slices.SortFunc(conss, func(a, b *Consumer) int { return int(a.seq - b.seq) })
 	for _, cons := range conss {
+		if excluded[cons] {
+			if cons.ch.consumers[cons.tag] == cons {
+				delete(cons.ch.consumers, cons.tag)
+			}
+			cons.endLocked(ErrNotRecovered)
+			continue
+		}
 		if qerr, failed := failedQueues[cons.qname]; failed {
 			// Its queue is not there: basic.consume would fail and close
 			// the application's channel with it.
