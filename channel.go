@@ -40,17 +40,16 @@ type Channel struct {
 	pubBase   uint64         // publish tags: engine tag + pubBase
 
 	// Confirm mode (see confirm.go and returns.go).
-	confirm        bool                         // confirm.select was queued
-	confirmOK      bool                         // its confirm.select-ok arrived
-	confirms       engine.ConfirmSet[pubRecord] // by client tag
-	republish      []pubRecord                  // kept at a loss, published again by recovery
-	returns        returnMatcher
-	flushes        []*flushWaiter          // WaitConfirms calls, by upTo
-	epoch          uint64                  // the current WaitConfirms batch
-	failed         map[uint64]*epochCounts // failed outcomes by batch
-	room           chan struct{}           // closed when unconfirmed messages fall below the bound
-	settledScratch []settledRecord
-	keptFree       keptFree
+	confirm   bool                         // confirm.select was queued
+	confirmOK bool                         // its confirm.select-ok arrived
+	confirms  engine.ConfirmSet[pubRecord] // by client tag
+	republish []pubRecord                  // kept at a loss, published again by recovery
+	returns   returnMatcher
+	flushes   []*flushWaiter          // WaitConfirms calls, by upTo
+	epoch     uint64                  // the current WaitConfirms batch
+	failed    map[uint64]*epochCounts // failed outcomes by batch
+	room      chan struct{}           // closed when unconfirmed messages fall below the bound
+	keptFree  keptFree
 }
 
 // Channel opens a new channel. ctx bounds the wait for the broker's

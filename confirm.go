@@ -74,8 +74,9 @@ func (f *keptFree) get() *keptMsg {
 }
 
 func (f *keptFree) put(k *keptMsg) {
-	k.exchange, k.routingKey = "", ""
-	k.props = wire.Properties{}
+	// The route and properties stay until the copy is reused (clearing
+	// them costs more than the strings they keep alive, at most a free
+	// list's worth).
 	if cap(k.buf) > maxFreeKeptBuf {
 		k.buf = nil // do not keep a large message's buffer
 	}
@@ -371,35 +372,25 @@ func (ch *Channel) unconfirmedLocked() int { return ch.confirms.Len() + len(ch.r
 
 // confirmLocked settles tags after an EventConfirm (tag is the client tag).
 func (ch *Channel) confirmLocked(tag uint64, multiple, ack bool) {
-	settled := ch.settledScratch[:0]
-	ch.confirms.Settle(tag, multiple, func(t uint64, r pubRecord) {
-		settled = append(settled, settledRecord{tag: t, rec: r})
-	})
-	cf := Confirm{Tag: tag, Multiple: multiple, Ack: ack, Count: len(settled)}
-	for i := range settled {
-		s := &settled[i]
-		o := ch.verdictLocked(s.tag, &s.rec, ack)
+	cf := Confirm{Tag: tag, Multiple: multiple, Ack: ack}
+	// Each record is decided in tag order as Settle hands it over: the
+	// return matcher may attribute returns to records still in the set
+	// (later tags of this ack included), never to ones already handed.
+	cf.Count = ch.confirms.Settle(tag, multiple, func(t uint64, r pubRecord) {
+		o := ch.verdictLocked(t, &r, ack)
 		switch o {
 		case outReturned:
 			cf.Returned++
 		case outMaybeReturned:
 			cf.MaybeReturned++
 		}
-		ch.finishLocked(&s.rec, o, nil)
-	}
-	clear(settled)
-	ch.settledScratch = settled[:0]
+		ch.finishLocked(&r, o, nil)
+	})
 	if len(ch.notify.onConfirm) > 0 {
 		ch.notify.confirmed(cf)
 	}
 	ch.releaseFlushesLocked()
 	ch.roomLocked()
-}
-
-// settledRecord is a record taken out of the confirm set by one ack.
-type settledRecord struct {
-	tag uint64
-	rec pubRecord
 }
 
 // verdictLocked decides the outcome of a message the broker confirmed.

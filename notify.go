@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // mailbox runs notification callbacks in order on a goroutine of its own,
@@ -24,11 +25,13 @@ type mailbox struct {
 	idle    chan struct{} // closed when the runner goroutine exits; nil while none runs
 	limit   int           // the bound space waits for
 	space   chan struct{} // closed once fewer than limit notifications wait; nil when nobody waits
+	queued  atomic.Int32  // len(queue), for full's lock-free fast path
 }
 
 func (m *mailbox) post(f func()) {
 	m.mu.Lock()
 	m.queue = append(m.queue, f)
+	m.queued.Store(int32(len(m.queue)))
 	if !m.running {
 		m.running = true
 		m.idle = make(chan struct{})
@@ -51,6 +54,7 @@ func (m *mailbox) run(idle chan struct{}) {
 		f := m.queue[0]
 		m.queue[0] = nil
 		m.queue = m.queue[1:]
+		m.queued.Store(int32(len(m.queue)))
 		m.releaseLocked()
 		m.mu.Unlock()
 		f()
@@ -62,6 +66,9 @@ func (m *mailbox) run(idle chan struct{}) {
 // notification callback always gets nil: it might wait for itself, or for
 // another callback waiting for it.
 func (m *mailbox) full(limit int) chan struct{} {
+	if int(m.queued.Load()) < limit {
+		return nil // the common case, without the mailbox's lock
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.queue) < limit || inCallback() {
