@@ -32,7 +32,7 @@ type link struct {
 
 	// guarded by c.mu
 	waiters    map[engine.RequestID]*waiter
-	quiet      int // waiters with quiet set
+	quiet      int       // waiters with quiet set
 	writerIdle bool      // the writer waits for wake
 	armed      time.Time // the deadline the timer goroutine sleeps towards
 	err        error     // why the link closed
