@@ -22,37 +22,41 @@ const DefaultConsumerBufferBytes = 64 << 20
 // directReplyTo is RabbitMQ's direct reply-to pseudo-queue.
 const directReplyTo = "amq.rabbitmq.reply-to"
 
-// ConsumerOverflow is what a consumer whose deliveries no prefetch count bounds
+// ConsumerOverflow is what a consumer that no prefetch count bounds
 // (AutoAck, or manual acknowledgements on a channel without a prefetch
-// count) does when deliveries keep arriving past its buffer limits while
-// the connection's reader cannot stop; see "Memory bounds for consumers" in
-// the package documentation.
+// count) does at its buffer's soft limit (ConsumeOptions.BufferSize and
+// BufferBytes), besides pausing the connection's reader while nothing is
+// awaited on it; see "Memory bounds for consumers" in the package
+// documentation.
 type ConsumerOverflow uint8
 
 const (
-	// ConsumerOverflowAuto, the default, applies ConsumerSuspend when the library
-	// knows it is safe: the queue was declared through this Conn and is
-	// not auto-delete, and the consumer is not exclusive and not on
+	// ConsumerOverflowAuto, the default, applies ConsumerSuspend when the
+	// library knows it is safe: the queue was declared through this Conn
+	// and is not auto-delete, and the consumer is not exclusive and not on
 	// direct reply-to. Otherwise it applies ConsumerDiscard.
 	ConsumerOverflowAuto ConsumerOverflow = iota
 	// ConsumerSuspend cancels the consumer at the broker (basic.cancel)
-	// when its buffer reaches its limits while the connection awaits a
-	// reply, and starts it again (basic.consume, same tag and options)
-	// once the application has taken the buffer down to half its limits.
-	// Meanwhile its messages wait in the queue, where other consumers may
-	// take them. Nothing is lost. Do not use it on an auto-delete queue
-	// (cancelling its last consumer deletes it) or with an exclusive
-	// consumer (another consumer may take the queue meanwhile, and the
-	// restart then fails and closes the channel). It is never applied to
-	// direct reply-to, whose replies need the consumer: ConsumerDiscard
-	// applies there.
+	// when its buffer reaches the soft limit, and starts it again
+	// (basic.consume, same tag and options) once the application has taken
+	// the buffer down to half the limit. Meanwhile its messages wait in the
+	// queue, where other consumers may take them; nothing is lost. The
+	// buffer holds at most the soft limit plus what the broker sent before
+	// it processed the cancel (ConsumerStats.SuspendOverrun). Do not use it
+	// on an auto-delete queue (cancelling its last consumer deletes it) or
+	// with an exclusive consumer (another consumer may take the queue
+	// meanwhile, and the restart then fails and closes the channel). It is
+	// never applied to direct reply-to, whose replies need the consumer:
+	// ConsumerDiscard applies there.
 	ConsumerSuspend
-	// ConsumerDiscard discards deliveries that arrive past the hard limit
-	// (twice BufferSize or BufferBytes): an AutoAck delivery is lost (the
-	// broker considered it delivered when it sent it) and counted in
-	// ConsumerStats.Dropped; a manual-ack delivery is rejected with
-	// requeue, so the broker delivers it again later, and counted in
-	// ConsumerStats.Requeued.
+	// ConsumerDiscard keeps the consumer running. While a reply is
+	// awaited (so the reader cannot pause), the buffer grows up to twice
+	// the soft limit (the hard limit); past it, an AutoAck delivery is
+	// dropped (lost: the broker considered it delivered when it sent it)
+	// and counted in ConsumerStats.Dropped, and a manual-ack delivery is
+	// rejected with requeue (the broker delivers it again later) and
+	// counted in ConsumerStats.Requeued. Either is logged at Warn level
+	// once per episode.
 	ConsumerDiscard
 )
 
@@ -76,23 +80,23 @@ type ConsumeOptions struct {
 	// BufferSize is the soft limit, in deliveries, of the buffer where
 	// deliveries wait in the library for the application (default
 	// DefaultConsumerBuffer, 1024). It applies only to consumers that no
-	// prefetch count bounds: with manual acknowledgements on a channel
+	// prefetch count bounds. With manual acknowledgements on a channel
 	// with a prefetch count (Qos, per consumer or global), the broker
-	// never sends more than the prefetch count allows and the buffer holds
-	// all of it, whatever BufferSize says. For the others (AutoAck, or no
-	// prefetch count), a buffer at its soft limit (BufferSize deliveries
-	// or BufferBytes bytes) stops the connection's reader while no reply
-	// is awaited on the connection; while one is awaited, Overflow
-	// applies, and the buffer never holds more than twice the limits (the
-	// hard limit), apart from deliveries the broker sent before it
-	// received a suspending basic.cancel. A slow consumer therefore never
-	// delays another channel's replies, confirmations or closes.
+	// never sends more than the prefetch count allows, and the buffer
+	// holds all of it whatever BufferSize says: memory is bounded by
+	// prefetch count × message size and the reader never pauses. For the
+	// others (AutoAck, or no prefetch count), a buffer at its soft limit
+	// (BufferSize deliveries or BufferBytes bytes) pauses the connection's
+	// reader, but only while nothing is awaited on the connection (no
+	// reply, publisher confirmation or close), and Overflow applies. A
+	// slow consumer therefore never delays a reply, a confirmation or a
+	// close of any channel: only its own deliveries wait.
 	BufferSize int
 	// BufferBytes is the soft limit of the buffer in message body bytes
 	// (default DefaultConsumerBufferBytes, 64 MiB); see BufferSize.
 	BufferBytes int
-	// Overflow says what happens past the soft limit while a reply is
-	// awaited (default ConsumerOverflowAuto); see ConsumerOverflow.
+	// Overflow says what else happens at the soft limit (default
+	// ConsumerOverflowAuto); see ConsumerOverflow.
 	Overflow ConsumerOverflow
 }
 
@@ -222,6 +226,7 @@ type Consumer struct {
 	overflowing bool  // past the hard limit since it was last below the soft one (logged once)
 	susp        suspState
 	suspLink    *link // the link susp refers to
+	overrun     int   // deliveries received since the suspension's basic.cancel
 	stats       ConsumerStats
 	ended       bool
 	err         error
@@ -248,6 +253,7 @@ type ConsumerStats struct {
 	MaxBuffered      int    // the most deliveries buffered at once so far
 	MaxBufferedBytes int    // the most body bytes buffered at once so far
 	Suspended        uint64 // times the library cancelled the consumer at the broker (ConsumerSuspend)
+	SuspendOverrun   int    // the most deliveries the broker sent after a suspension's basic.cancel, before it processed it
 	Dropped          uint64 // AutoAck deliveries discarded past the hard limit: lost
 	Requeued         uint64 // manual-ack deliveries rejected with requeue past the hard limit
 }
@@ -468,6 +474,10 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 		cons.overflowLocked(brokerTag)
 		return
 	}
+	if cons.susp == suspCancelling {
+		cons.overrun++
+		cons.stats.SuspendOverrun = max(cons.stats.SuspendOverrun, cons.overrun)
+	}
 	cons.queue = append(cons.queue, d)
 	cons.bytes += len(d.Body)
 	n++
@@ -486,11 +496,11 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 	}
 }
 
-// stoppingLocked reports whether the application is ending the consumer:
-// Cancel or a close is on its way. What the broker sent before it is kept
-// rather than discarded.
+// stoppingLocked reports whether a basic.cancel (the application's or a
+// suspension's) or a close is on its way: what the broker sent before it
+// processed it is kept rather than discarded.
 func (cons *Consumer) stoppingLocked() bool {
-	return cons.cancelling || cons.ch.closing || cons.ch.conn.closing
+	return cons.cancelling || cons.suspStateLocked() == suspCancelling || cons.ch.closing || cons.ch.conn.closing
 }
 
 // overflowLocked applies the discard policy to a delivery past the hard
@@ -553,6 +563,7 @@ func (cons *Consumer) suspendAtBrokerLocked() {
 		return
 	}
 	cons.susp, cons.suspLink = suspCancelling, l
+	cons.overrun = 0
 	cons.stats.Suspended++
 	// The cancel-ok may wait behind what the broker sent before: the
 	// reader stays paused for it unless something else is awaited.

@@ -544,3 +544,124 @@ func TestConsumeAbandonedRequeuesBuffered(t *testing.T) {
 		t.Fatalf("rejects %v, want [1 2]", rejects)
 	}
 }
+
+// TestConsumeRacesRecovery: a Consume racing a connection loss either
+// succeeds, with exactly one consumer of its tag running at the broker, or
+// fails, with none left there; it never sends basic.consume twice for the
+// tag (a recovery restoring it and the call sending it again), nor leaves a
+// consumer running that nobody holds. Run with -race: the link the consume
+// goes to must be read under the connection's lock.
+func TestConsumeRacesRecovery(t *testing.T) {
+	for i := range 40 {
+		b := newFakeBroker(t)
+		cfg := b.config()
+		cfg.Heartbeat = NoHeartbeat
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := DialConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rlog := watchRecovery(t, c)
+		ch, err := c.Channel(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		killed := make(chan struct{})
+		go func() {
+			defer close(killed)
+			time.Sleep(time.Duration(i%8) * 50 * time.Microsecond)
+			b.conn(1).kill()
+		}()
+		cons, cerr := ch.Consume(ctx, "q", ConsumeOptions{Tag: "racer"})
+		<-killed
+		rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+		// Let any late cancel or consume reach the fake broker: a round
+		// trip on the channel comes after them.
+		if cerr == nil {
+			if _, err := ch.QueueDeclarePassive(ctx, "q"); err != nil {
+				t.Fatalf("iteration %d: %v", i, err)
+			}
+		} else {
+			waitFor(t, "the channel to be usable", func() bool {
+				_, err := ch.QueueDeclarePassive(ctx, "q")
+				return err == nil
+			})
+		}
+		running := 0
+		for _, m := range b.conn(2).methods() {
+			switch m {
+			case fmt.Sprintf("%d:basic.consume", ch.ID()):
+				running++
+				if running > 1 {
+					t.Fatalf("iteration %d: basic.consume sent twice for one consumer on the new connection: %v", i, b.conn(2).methods())
+				}
+			case fmt.Sprintf("%d:basic.cancel", ch.ID()):
+				running--
+			}
+		}
+		if cerr == nil && (running != 1 || cons.Err() != nil) {
+			t.Fatalf("iteration %d: Consume succeeded but %d consumers run at the broker (err %v): %v", i, running, cons.Err(), b.conn(2).methods())
+		}
+		if cerr != nil && running != 0 {
+			t.Fatalf("iteration %d: Consume failed (%v) but a consumer still runs at the broker: %v", i, cerr, b.conn(2).methods())
+		}
+		c.Close(ctx)
+		cancel()
+	}
+}
+
+// TestConsumerEndCauses: a consumer ends with ErrConsumerClosed only after
+// Cancel; when its channel closes it ends with the channel's close cause
+// (the broker's *Error, ErrChannelClosed after Channel.Close, ErrClosed
+// after Conn.Close), and with ErrConsumerCancelled after a broker cancel.
+func TestConsumerEndCauses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	check := func(what string, cons *Consumer, want error) {
+		t.Helper()
+		select {
+		case <-cons.Done():
+		case <-ctx.Done():
+			t.Fatalf("%s: the consumer did not end", what)
+		}
+		if err := cons.Err(); !errors.Is(err, want) {
+			t.Errorf("%s: Err() = %v, want %v", what, err, want)
+		}
+		if _, err := cons.Next(ctx); !errors.Is(err, want) {
+			t.Errorf("%s: Next = %v, want %v", what, err, want)
+		}
+		if want != ErrConsumerClosed && errors.Is(cons.Err(), ErrConsumerClosed) {
+			t.Errorf("%s: Err() matches ErrConsumerClosed", what)
+		}
+	}
+	b, c := stallFake(t, false)
+	ch := stallChannel(t, c)
+
+	cons := stallConsume(t, ch, "q", ConsumeOptions{})
+	if err := cons.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("Cancel", cons, ErrConsumerClosed)
+
+	cons = stallConsume(t, ch, "q", ConsumeOptions{})
+	b.conn(1).send(ch.ID(), &wire.BasicCancel{ConsumerTag: cons.Tag()})
+	check("broker cancel", cons, ErrConsumerCancelled)
+
+	cons = stallConsume(t, ch, "q", ConsumeOptions{})
+	b.conn(1).send(ch.ID(), &wire.ChannelClose{ReplyCode: uint16(wire.ReplyNotFound), ReplyText: "NOT_FOUND - gone", ClassID: 60, MethodID: 20})
+	check("broker channel close", cons, ErrNotFound)
+
+	ch = stallChannel(t, c)
+	cons = stallConsume(t, ch, "q", ConsumeOptions{})
+	if err := ch.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("Channel.Close", cons, ErrChannelClosed)
+
+	ch = stallChannel(t, c)
+	cons = stallConsume(t, ch, "q", ConsumeOptions{})
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("Conn.Close", cons, ErrClosed)
+}
