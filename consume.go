@@ -25,8 +25,7 @@ const directReplyTo = "amq.rabbitmq.reply-to"
 // ConsumerOverflow is what a consumer that no prefetch count bounds
 // (AutoAck, or manual acknowledgements on a channel without a prefetch
 // count) does at its buffer's soft limit (ConsumeOptions.BufferSize and
-// BufferBytes), besides pausing the connection's reader while nothing is
-// awaited on it; see "Memory bounds for consumers" in the package
+// BufferBytes); see "Memory bounds for consumers" in the package
 // documentation.
 type ConsumerOverflow uint8
 
@@ -49,14 +48,16 @@ const (
 	// never applied to direct reply-to, whose replies need the consumer:
 	// ConsumerDiscard applies there.
 	ConsumerSuspend
-	// ConsumerDiscard keeps the consumer running. While a reply is
-	// awaited (so the reader cannot pause), the buffer grows up to twice
-	// the soft limit (the hard limit); past it, an AutoAck delivery is
-	// dropped (lost: the broker considered it delivered when it sent it)
-	// and counted in ConsumerStats.Dropped, and a manual-ack delivery is
-	// rejected with requeue (the broker delivers it again later) and
-	// counted in ConsumerStats.Requeued. Either is logged at Warn level
-	// once per episode.
+	// ConsumerDiscard keeps the consumer running and pauses the
+	// connection's reader while nothing is awaited on the connection (no
+	// reply, publisher confirmation or close). While something is awaited
+	// the reader goes on, and the buffer grows up to twice the soft limit
+	// (the hard limit); past it, an AutoAck delivery is dropped (lost: the
+	// broker considered it delivered when it sent it) and counted in
+	// ConsumerStats.Dropped, and a manual-ack delivery is rejected with
+	// requeue (the broker delivers it again later) and counted in
+	// ConsumerStats.Requeued. Either is logged at Warn level once per
+	// episode.
 	ConsumerDiscard
 )
 
@@ -84,13 +85,14 @@ type ConsumeOptions struct {
 	// with a prefetch count (Qos, per consumer or global), the broker
 	// never sends more than the prefetch count allows, and the buffer
 	// holds all of it whatever BufferSize says: memory is bounded by
-	// prefetch count × message size and the reader never pauses. For the
-	// others (AutoAck, or no prefetch count), a buffer at its soft limit
-	// (BufferSize deliveries or BufferBytes bytes) pauses the connection's
-	// reader, but only while nothing is awaited on the connection (no
-	// reply, publisher confirmation or close), and Overflow applies. A
-	// slow consumer therefore never delays a reply, a confirmation or a
-	// close of any channel: only its own deliveries wait.
+	// prefetch count × message size. For the others (AutoAck, or no
+	// prefetch count), a buffer at its soft limit (BufferSize deliveries
+	// or BufferBytes bytes) applies Overflow: the consumer is suspended at
+	// the broker, or the connection's reader pauses while nothing is
+	// awaited on the connection and deliveries past twice the limit are
+	// discarded. Either way a slow consumer never delays a reply, a
+	// confirmation or a close of any channel: only its own deliveries
+	// wait.
 	BufferSize int
 	// BufferBytes is the soft limit of the buffer in message body bytes
 	// (default DefaultConsumerBufferBytes, 64 MiB); see BufferSize.
@@ -222,7 +224,8 @@ type Consumer struct {
 	bytes       int   // body bytes of queue[head:]
 	prefetch    int   // the per-consumer prefetch count when basic.consume was last sent
 	sentOn      *link // the link basic.consume was last sent on
-	full        bool  // at the soft limit: counted in Conn.fullConsumers
+	full        bool  // at the soft limit
+	pausing     bool  // full and not suspended: counted in Conn.fullConsumers
 	overflowing bool  // past the hard limit since it was last below the soft one (logged once)
 	susp        suspState
 	suspLink    *link // the link susp refers to
@@ -453,10 +456,10 @@ func (cons *Consumer) boundedLocked() bool {
 }
 
 // pushLocked buffers a delivery. A consumer that no prefetch count bounds
-// applies its limits: at the soft limit it counts as full (the reader then
-// pauses while no reply is awaited, see Conn.pauseLocked) and is suspended
-// at the broker when its policy allows; past the hard limit the delivery
-// is discarded.
+// applies its limits: at the soft limit it is suspended at the broker when
+// its policy allows, and otherwise makes the reader pause while nothing is
+// awaited (see Conn.pauseLocked); past the hard limit the delivery is
+// discarded.
 func (cons *Consumer) pushLocked(d *Delivery) {
 	ch := cons.ch
 	c := ch.conn
@@ -485,10 +488,12 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 	cons.stats.MaxBufferedBytes = max(cons.stats.MaxBufferedBytes, cons.bytes)
 	if !bounded && !cons.full && (n >= cons.limit || cons.bytes >= cons.limitBytes) {
 		cons.full = true
-		c.fullConsumers++
-	}
-	if cons.full && cons.suspStateLocked() == suspNone && cons.suspendableLocked() {
-		cons.suspendAtBrokerLocked()
+		// A consumer suspended (or being suspended) stops its flood at the
+		// broker; any other needs the reader to pause.
+		if cons.suspStateLocked() == suspNone && !(cons.suspendableLocked() && cons.suspendAtBrokerLocked()) {
+			cons.pausing = true
+			c.fullConsumers++
+		}
 	}
 	select {
 	case cons.signal <- struct{}{}:
@@ -552,21 +557,22 @@ func (cons *Consumer) suspStateLocked() suspState {
 	return cons.susp
 }
 
-// suspendAtBrokerLocked cancels the consumer at the broker to stop a flood
-// the reader cannot stop; resumeAtBrokerLocked starts it again.
-func (cons *Consumer) suspendAtBrokerLocked() {
+// suspendAtBrokerLocked cancels the consumer at the broker to stop its
+// flood, and reports whether it could; resumeAtBrokerLocked starts it
+// again.
+func (cons *Consumer) suspendAtBrokerLocked() bool {
 	ch := cons.ch
 	c := ch.conn
 	l := c.l
 	id, err := l.eng.Call(ch.id, &wire.BasicCancel{ConsumerTag: cons.tag})
 	if err != nil {
-		return
+		return false
 	}
 	cons.susp, cons.suspLink = suspCancelling, l
 	cons.overrun = 0
 	cons.stats.Suspended++
-	// The cancel-ok may wait behind what the broker sent before: the
-	// reader stays paused for it unless something else is awaited.
+	// Nobody waits for the cancel-ok: a reader paused for another
+	// consumer need not read it.
 	w := newWaiter()
 	w.abandoned, w.quiet = true, true
 	l.quiet++
@@ -581,6 +587,7 @@ func (cons *Consumer) suspendAtBrokerLocked() {
 		c.log.Info("pika: consumer suspended at the broker until the application takes its buffered deliveries",
 			"channel", ch.id, "consumer_tag", cons.tag, "buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
 	}
+	return true
 }
 
 // resumeAtBrokerLocked restarts a suspended consumer once its buffer is
@@ -641,9 +648,10 @@ func (cons *Consumer) endLocked(err error) {
 
 // notFullLocked stops counting the consumer as full.
 func (cons *Consumer) notFullLocked() {
-	if cons.full {
-		cons.full = false
-		cons.overflowing = false
+	cons.full = false
+	cons.overflowing = false
+	if cons.pausing {
+		cons.pausing = false
 		cons.ch.conn.fullConsumers--
 		cons.ch.conn.unpauseReaderLocked()
 	}
@@ -682,8 +690,8 @@ func (c *Conn) unpauseReaderLocked() {
 }
 
 // pauseLocked reports whether link l's reader must stop reading: a
-// consumer that no prefetch count bounds is at its soft limit, and no reply
-// is awaited on the connection. Anything that may make a reply awaited
+// consumer that no prefetch count bounds is at its soft limit and could not
+// be suspended, and nothing is awaited on the connection. Anything that may make a reply awaited
 // goes through afterLocked, which wakes the reader to check again.
 func (c *Conn) pauseLocked(l *link) bool {
 	return c.fullConsumers > 0 && c.l == l && !l.eng.IsClosed() && !c.awaitingLocked()

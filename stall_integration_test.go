@@ -113,11 +113,40 @@ func checkBound(t *testing.T, s ConsumerStats, size, bytes int) {
 // blocks until that work is done (60 s at most), not for a fixed time: a
 // stalled connection then shows as operations timing out (25 s each)
 // rather than as operations that complete once a fixed block ends.
+//
+// With the queue declared through the Conn the consumer is suspended and
+// nothing is lost; with a queue declared by another connection
+// (ConsumerOverflowAuto then discards), the buffer stays within the hard
+// limit and every message is either handled or counted as dropped.
 func TestSlowConsumerStallAutoAck(t *testing.T) {
+	t.Run("queue-declared-here", func(t *testing.T) { testSlowAutoAck(t, true) })
+	t.Run("queue-declared-elsewhere", func(t *testing.T) { testSlowAutoAck(t, false) })
+}
+
+func testSlowAutoAck(t *testing.T, declaredHere bool) {
 	url := testenv.Broker(t)
 	c := dialTest(t, url)
 	chA := openChannel(t, c)
-	q := slowQueue(t, chA)
+	var q string
+	if declaredHere {
+		q = slowQueue(t, chA)
+	} else {
+		other := dialTest(t, url)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		dq, err := openChannel(t, other).QueueDeclare(ctx, testenv.Name(t, "slow"), QueueDeclareOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q = dq.Name
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := openChannel(t, other).QueueDelete(ctx, q, QueueDeleteOptions{}); err != nil {
+				t.Errorf("deleting %s: %v", q, err)
+			}
+		})
+	}
 	const total, size = 5000, 1024
 	fillQueue(t, c, q, total, size)
 	heap0 := heapInuse()
@@ -216,8 +245,11 @@ func TestSlowConsumerStallAutoAck(t *testing.T) {
 	}
 	s := cons.Stats()
 	checkBound(t, s, DefaultConsumerBuffer, DefaultConsumerBufferBytes)
-	if s.Dropped != 0 || handled.Load() != total {
+	if declaredHere && (s.Dropped != 0 || handled.Load() != total) {
 		t.Errorf("handled %d of %d, dropped %d: the consumer of a queue declared through the Conn is suspended, not discarded", handled.Load(), total, s.Dropped)
+	}
+	if !declaredHere && s.Suspended != 0 {
+		t.Errorf("suspended %d times the consumer of a queue the Conn does not know", s.Suspended)
 	}
 	if err := cons.Cancel(ctx); err != nil {
 		t.Fatal(err)
