@@ -555,7 +555,7 @@ func TestConsumeAbandonedRequeuesBuffered(t *testing.T) {
 // consumer running that nobody holds. Run with -race: the link the consume
 // goes to must be read under the connection's lock.
 func TestConsumeRacesRecovery(t *testing.T) {
-	for i := range 40 {
+	for i := range 200 {
 		b := newFakeBroker(t)
 		cfg := b.config()
 		cfg.Heartbeat = NoHeartbeat
@@ -572,7 +572,7 @@ func TestConsumeRacesRecovery(t *testing.T) {
 		killed := make(chan struct{})
 		go func() {
 			defer close(killed)
-			time.Sleep(time.Duration(i%8) * 50 * time.Microsecond)
+			time.Sleep(time.Duration(i%16) * 25 * time.Microsecond)
 			b.conn(1).kill()
 		}()
 		cons, cerr := ch.Consume(ctx, "q", ConsumeOptions{Tag: "racer"})
