@@ -50,9 +50,10 @@ const (
 	ConsumerSuspend
 	// ConsumerDiscard keeps the consumer running and pauses the
 	// connection's reader while nothing is awaited on the connection (no
-	// reply, publisher confirmation or close). While something is awaited
-	// the reader goes on, and the buffer grows up to twice the soft limit
-	// (the hard limit); past it, an AutoAck delivery is dropped (lost: the
+	// reply, publisher confirmation or close); the deliveries of the read
+	// in progress, at most 128 KiB, are still buffered. While something is
+	// awaited the reader goes on, and the buffer grows up to twice the
+	// soft limit (the hard limit); past it, an AutoAck delivery is dropped (lost: the
 	// broker considered it delivered when it sent it) and counted in
 	// ConsumerStats.Dropped, and a manual-ack delivery is rejected with
 	// requeue (the broker delivers it again later) and counted in
@@ -89,8 +90,8 @@ type ConsumeOptions struct {
 	// prefetch count), a buffer at its soft limit (BufferSize deliveries
 	// or BufferBytes bytes) applies Overflow: the consumer is suspended at
 	// the broker, or the connection's reader pauses while nothing is
-	// awaited on the connection and deliveries past twice the limit are
-	// discarded. Either way a slow consumer never delays a reply, a
+	// awaited on the connection and, while something is, deliveries past
+	// twice the limit are discarded. Either way a slow consumer never delays a reply, a
 	// confirmation or a close of any channel: only its own deliveries
 	// wait.
 	BufferSize int
@@ -473,7 +474,10 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 	}
 	bounded := cons.boundedLocked()
 	n := len(cons.queue) - cons.head
-	if !bounded && (n >= 2*cons.limit || cons.bytes >= 2*cons.limitBytes) && !cons.stoppingLocked() {
+	// Past the hard limit a delivery is discarded only while the reader
+	// cannot pause (something is awaited): otherwise the reader pauses
+	// after this read, which holds at most readBufferSize bytes more.
+	if !bounded && (n >= 2*cons.limit || cons.bytes >= 2*cons.limitBytes) && !cons.stoppingLocked() && c.awaitingLocked() {
 		cons.overflowLocked(brokerTag)
 		return
 	}

@@ -129,9 +129,11 @@
 //     dropped (lost: the broker considered it delivered) and a manual-ack
 //     one is rejected with requeue (the broker delivers it again later),
 //     each counted in [ConsumerStats] and logged at Warn level once per
-//     episode. The buffer never holds more than the hard limit, except for
-//     deliveries that arrive after the application called [Consumer.Cancel]
-//     or a Close (what the broker had already sent).
+//     episode. The buffer never holds more than the hard limit, plus the
+//     deliveries of one read of the socket (at most 128 KiB) when the reader
+//     is about to pause, and plus those that arrive after the application
+//     called [Consumer.Cancel] or a Close (what the broker had already
+//     sent).
 //   - [ConsumerOverflowAuto], the default: [ConsumerSuspend] when that is
 //     known to be safe — the queue was declared through this Conn and is
 //     not auto-delete (cancelling the last consumer of an auto-delete queue
