@@ -55,6 +55,7 @@ type Conn struct {
 	readPaused    bool          // the reader waits (see pauseLocked)
 	resume        chan struct{} // closed to make a waiting reader check again
 	fullConsumers int           // consumers at their soft buffer limit that pause the reader (see Consumer.pushLocked)
+	reads         uint64        // reads from the socket so far (from 1)
 
 	closing       bool               // the application called Close
 	stopRecovery  context.CancelFunc // cancels a running recovery

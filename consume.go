@@ -229,8 +229,9 @@ type Consumer struct {
 	pausing     bool  // full and not suspended: counted in Conn.fullConsumers
 	overflowing bool  // past the hard limit since it was last below the soft one (logged once)
 	susp        suspState
-	suspLink    *link // the link susp refers to
-	overrun     int   // deliveries received since the suspension's basic.cancel
+	suspLink    *link  // the link susp refers to
+	overrun     int    // deliveries received since the suspension's basic.cancel
+	overRead    uint64 // the read (Conn.reads) that took the buffer past the hard limit; 0 below it
 	stats       ConsumerStats
 	ended       bool
 	err         error
@@ -474,12 +475,15 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 	}
 	bounded := cons.boundedLocked()
 	n := len(cons.queue) - cons.head
-	// Past the hard limit a delivery is discarded only while the reader
-	// cannot pause (something is awaited): otherwise the reader pauses
-	// after this read, which holds at most readBufferSize bytes more.
-	if !bounded && (n >= 2*cons.limit || cons.bytes >= 2*cons.limitBytes) && !cons.stoppingLocked() && c.awaitingLocked() {
-		cons.overflowLocked(brokerTag)
-		return
+	// Past the hard limit a delivery is discarded, except while nothing
+	// is awaited during the one read that crossed it: the reader pauses
+	// after that read, which holds at most readBufferSize bytes.
+	if !bounded && (n >= 2*cons.limit || cons.bytes >= 2*cons.limitBytes) && !cons.stoppingLocked() {
+		if c.awaitingLocked() || cons.overRead != 0 && cons.overRead != c.reads {
+			cons.overflowLocked(brokerTag)
+			return
+		}
+		cons.overRead = c.reads
 	}
 	if cons.susp == suspCancelling {
 		cons.overrun++
@@ -666,6 +670,7 @@ func (cons *Consumer) dropLocked() {
 	cons.queue = cons.queue[:0]
 	cons.head = 0
 	cons.bytes = 0
+	cons.overRead = 0
 	cons.notFullLocked()
 }
 
@@ -737,6 +742,9 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 				}
 			}
 			n := len(cons.queue) - cons.head
+			if n < 2*cons.limit && cons.bytes < 2*cons.limitBytes {
+				cons.overRead = 0
+			}
 			if n <= cons.limit/2 && cons.bytes <= cons.limitBytes/2 {
 				cons.notFullLocked()
 				if cons.suspStateLocked() == suspCancelled {

@@ -152,6 +152,7 @@ func (l *link) readLoop() {
 		n, err := l.nc.Read(buf)
 		c.mu.Lock()
 		if n > 0 {
+			c.reads++
 			l.eng.Receive(buf[:n])
 		}
 		if err != nil {

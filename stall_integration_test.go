@@ -92,17 +92,19 @@ func heapInuse() uint64 {
 }
 
 // checkBound asserts the stated memory bound of a consumer that no
-// prefetch count bounds: twice its limits, or for a suspended consumer its
-// soft limit plus what the broker sent before it processed the
-// suspension's cancel, if that is more. size is the delivery limit; the
-// messages of these tests are small enough for the byte limit never to
-// matter, which is checked too.
-func checkBound(t *testing.T, s ConsumerStats, size, bytes int) {
+// prefetch count bounds, whose messages have bodies of body bytes: twice
+// its limits plus one read of the socket (readBufferSize, in which a
+// delivery takes at least 60 bytes of frames besides its body), or for a
+// suspended consumer its soft limit plus what the broker sent before it
+// processed the suspension's cancel, if that is more. size is the delivery
+// limit, bytes the byte limit.
+func checkBound(t *testing.T, s ConsumerStats, size, bytes, body int) {
 	t.Helper()
-	bound := max(2*size, size+s.SuspendOverrun)
-	t.Logf("consumer stats: %+v (bound %d deliveries, %d bytes)", s, bound, 2*bytes)
-	if s.MaxBuffered > bound || s.MaxBufferedBytes > 2*bytes {
-		t.Errorf("buffered up to %d deliveries / %d bytes, over the bound of %d / %d", s.MaxBuffered, s.MaxBufferedBytes, bound, 2*bytes)
+	bound := max(2*size+readBufferSize/(body+60), size+s.SuspendOverrun)
+	boundBytes := 2*bytes + readBufferSize
+	t.Logf("consumer stats: %+v (bound %d deliveries, %d bytes)", s, bound, boundBytes)
+	if s.MaxBuffered > bound || s.MaxBufferedBytes > boundBytes {
+		t.Errorf("buffered up to %d deliveries / %d bytes, over the bound of %d / %d", s.MaxBuffered, s.MaxBufferedBytes, bound, boundBytes)
 	}
 }
 
@@ -244,7 +246,7 @@ func testSlowAutoAck(t *testing.T, declaredHere bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	s := cons.Stats()
-	checkBound(t, s, DefaultConsumerBuffer, DefaultConsumerBufferBytes)
+	checkBound(t, s, DefaultConsumerBuffer, DefaultConsumerBufferBytes, size)
 	if declaredHere && (s.Dropped != 0 || handled.Load() != total) {
 		t.Errorf("handled %d of %d, dropped %d: the consumer of a queue declared through the Conn is suspended, not discarded", handled.Load(), total, s.Dropped)
 	}
@@ -331,7 +333,7 @@ func TestSlowConsumerConfirmInHandler(t *testing.T) {
 					t.Errorf("buffered up to %d deliveries, over the prefetch count %d", s.MaxBuffered, tc.prefetch)
 				}
 			} else {
-				checkBound(t, s, tc.buffer, DefaultConsumerBufferBytes)
+				checkBound(t, s, tc.buffer, DefaultConsumerBufferBytes, 512)
 			}
 			if s.Dropped != 0 || s.Requeued != 0 {
 				t.Errorf("discarded deliveries: %+v", s)
@@ -397,9 +399,9 @@ func TestSlowConsumerDirectReplyTo(t *testing.T) {
 	}
 	t.Logf("HeapInuse %d KiB before, %d KiB after", heap0>>10, heapInuse()>>10)
 	s := server.Stats()
-	checkBound(t, s, serverBuffer, DefaultConsumerBufferBytes)
+	checkBound(t, s, serverBuffer, DefaultConsumerBufferBytes, 1)
 	if s.Dropped != 0 {
 		t.Errorf("server dropped %d requests", s.Dropped)
 	}
-	checkBound(t, replies.Stats(), DefaultConsumerBuffer, DefaultConsumerBufferBytes)
+	checkBound(t, replies.Stats(), DefaultConsumerBuffer, DefaultConsumerBufferBytes, 1)
 }
