@@ -55,8 +55,10 @@ type Conn struct {
 	unblocked     chan struct{} // closed when the broker unblocks; nil when not blocked
 	blockedTimer  *time.Timer
 
-	readPaused bool          // a consumer's buffer is full: the reader waits
-	resume     chan struct{} // closed to let the reader go on
+	readPaused    bool          // the reader waits (see pauseLocked)
+	resume        chan struct{} // closed to make a waiting reader check again
+	fullConsumers int           // consumers at their soft buffer limit that pause the reader (see Consumer.pushLocked)
+	reads         uint64        // reads from the socket so far (from 1)
 
 	closing       bool               // the application called Close
 	stopRecovery  context.CancelFunc // cancels a running recovery
@@ -135,6 +137,9 @@ func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 	case engine.EventReply, engine.EventGetOk:
 		if w := l.waiters[ev.Request]; w != nil {
 			delete(l.waiters, ev.Request)
+			if w.quiet {
+				l.quiet--
+			}
 			w.resolveLocked(ev)
 		}
 		return
@@ -591,6 +596,7 @@ type waiter struct {
 	ev        engine.Event
 	abandoned bool                  // the caller's ctx ended first
 	reply     func(ev engine.Event) // run (under c.mu) when a successful reply arrives
+	quiet     bool                  // nobody waits for the reply: a paused reader need not read it (counted in link.quiet)
 	late      func(ev engine.Event) // run (under c.mu) when an abandoned request's reply arrives
 	onReply   func(ev engine.Event) // run (under c.mu) when the reply (or error) arrives, abandoned or not
 }

@@ -3,6 +3,7 @@ package pika
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"strconv"
 	"sync/atomic"
@@ -13,6 +14,53 @@ import (
 
 // DefaultConsumerBuffer is the default ConsumeOptions.BufferSize.
 const DefaultConsumerBuffer = 1024
+
+// DefaultConsumerBufferBytes is the default ConsumeOptions.BufferBytes
+// (64 MiB).
+const DefaultConsumerBufferBytes = 64 << 20
+
+// directReplyTo is RabbitMQ's direct reply-to pseudo-queue.
+const directReplyTo = "amq.rabbitmq.reply-to"
+
+// ConsumerOverflow is what a consumer that no prefetch count bounds
+// (AutoAck, or manual acknowledgements on a channel without a prefetch
+// count) does at its buffer's soft limit (ConsumeOptions.BufferSize and
+// BufferBytes); see "Memory bounds for consumers" in the package
+// documentation.
+type ConsumerOverflow uint8
+
+const (
+	// ConsumerOverflowAuto, the default, applies ConsumerSuspend when the
+	// library knows it is safe: the queue was declared through this Conn
+	// and is not auto-delete, and the consumer is not exclusive and not on
+	// direct reply-to. Otherwise it applies ConsumerDiscard.
+	ConsumerOverflowAuto ConsumerOverflow = iota
+	// ConsumerSuspend cancels the consumer at the broker (basic.cancel)
+	// when its buffer reaches the soft limit, and starts it again
+	// (basic.consume, same tag and options) once the application has taken
+	// the buffer down to half the limit. Meanwhile its messages wait in the
+	// queue, where other consumers may take them; nothing is lost. The
+	// buffer holds at most the soft limit plus what the broker sent before
+	// it processed the cancel (ConsumerStats.SuspendOverrun). Do not use it
+	// on an auto-delete queue (cancelling its last consumer deletes it) or
+	// with an exclusive consumer (another consumer may take the queue
+	// meanwhile, and the restart then fails and closes the channel). It is
+	// never applied to direct reply-to, whose replies need the consumer:
+	// ConsumerDiscard applies there.
+	ConsumerSuspend
+	// ConsumerDiscard keeps the consumer running and pauses the
+	// connection's reader while nothing is awaited on the connection (no
+	// reply, publisher confirmation or close); the deliveries of the read
+	// in progress, at most 128 KiB, are still buffered. While something is
+	// awaited the reader goes on, and the buffer grows up to twice the
+	// soft limit (the hard limit); past it, an AutoAck delivery is dropped (lost: the
+	// broker considered it delivered when it sent it) and counted in
+	// ConsumerStats.Dropped, and a manual-ack delivery is rejected with
+	// requeue (the broker delivers it again later) and counted in
+	// ConsumerStats.Requeued. Either is logged at Warn level once per
+	// episode.
+	ConsumerDiscard
+)
 
 // ConsumeOptions are the options of basic.consume. The zero value consumes
 // with manual acknowledgements, a generated tag, and no exclusivity.
@@ -31,14 +79,28 @@ type ConsumeOptions struct {
 	// Arguments are extra arguments, e.g. x-priority or x-stream-offset
 	// (see ConsumerArgs).
 	Arguments Table
-	// BufferSize bounds the deliveries that wait in the library for the
-	// application. Default DefaultConsumerBuffer (1024), or the channel's
-	// prefetch count when larger. With a prefetch count at or below it (set
-	// with Qos), the broker never sends more than the buffer holds, so a
-	// slow consumer slows nobody else. Without one, a full buffer makes the
-	// connection stop reading from its socket until the application catches
-	// up: every channel of the connection then waits — set a prefetch.
+	// BufferSize is the soft limit, in deliveries, of the buffer where
+	// deliveries wait in the library for the application (default
+	// DefaultConsumerBuffer, 1024). It applies only to consumers that no
+	// prefetch count bounds. With manual acknowledgements on a channel
+	// with a prefetch count (Qos, per consumer or global), the broker
+	// never sends more than the prefetch count allows, and the buffer
+	// holds all of it whatever BufferSize says: memory is bounded by
+	// prefetch count × message size. For the others (AutoAck, or no
+	// prefetch count), a buffer at its soft limit (BufferSize deliveries
+	// or BufferBytes bytes) applies Overflow: the consumer is suspended at
+	// the broker, or the connection's reader pauses while nothing is
+	// awaited on the connection and, while something is, deliveries past
+	// twice the limit are discarded. Either way a slow consumer never delays a reply, a
+	// confirmation or a close of any channel: only its own deliveries
+	// wait.
 	BufferSize int
+	// BufferBytes is the soft limit of the buffer in message body bytes
+	// (default DefaultConsumerBufferBytes, 64 MiB); see BufferSize.
+	BufferBytes int
+	// Overflow says what else happens at the soft limit (default
+	// ConsumerOverflowAuto); see ConsumerOverflow.
+	Overflow ConsumerOverflow
 }
 
 // Delivery is a message delivered to a consumer or fetched with Get.
@@ -147,25 +209,60 @@ func (ch *Channel) settle(tag uint64, send func(c *Conn, brokerTag uint64) error
 // All (pull), or handed to the function given to ConsumeFunc. It is safe for
 // concurrent use.
 type Consumer struct {
-	ch      *Channel
-	tag     string
-	autoAck bool
-	limit   int
-	handler func(*Delivery)
-	opts    ConsumeOptions
-	seq     uint64 // creation order, for recovery
+	ch         *Channel
+	tag        string
+	autoAck    bool
+	limit      int // soft limit in deliveries (see ConsumeOptions.BufferSize)
+	limitBytes int // soft limit in body bytes
+	handler    func(*Delivery)
+	opts       ConsumeOptions
+	seq        uint64 // creation order, for recovery
 
 	cancelling bool   // guarded by ch.conn.mu: Cancel was called
 	qname      string // the queue; guarded by ch.conn.mu: renamed by recovery
 
 	// guarded by ch.conn.mu
-	queue  []*Delivery
-	head   int
-	ended  bool
-	err    error
-	signal chan struct{} // cap 1: something was pushed
-	endCh  chan struct{} // closed when the consumer ends
-	done   chan struct{} // closed when ended and drained (and the handler returned)
+	queue       []*Delivery
+	head        int
+	bytes       int   // body bytes of queue[head:]
+	prefetch    int   // the per-consumer prefetch count when basic.consume was last sent
+	sentOn      *link // the link basic.consume was last sent on
+	full        bool  // at the soft limit
+	pausing     bool  // full and not suspended: counted in Conn.fullConsumers
+	overflowing bool  // past the hard limit since it was last below the soft one (logged once)
+	susp        suspState
+	suspLink    *link  // the link susp refers to
+	overrun     int    // deliveries received since the suspension's basic.cancel
+	overRead    uint64 // the read (Conn.reads) that took the buffer past the hard limit; 0 below it
+	stats       ConsumerStats
+	ended       bool
+	err         error
+	signal      chan struct{} // cap 1: something was pushed
+	endCh       chan struct{} // closed when the consumer ends
+	done        chan struct{} // closed when ended and drained (and the handler returned)
+}
+
+// suspState is where a consumer is in an ConsumerSuspend cycle.
+type suspState uint8
+
+const (
+	suspNone       suspState = iota
+	suspCancelling           // basic.cancel sent
+	suspCancelled            // cancel-ok received: the broker sends nothing
+	suspResuming             // basic.consume sent again
+)
+
+// ConsumerStats are a consumer's buffer figures and what its overflow
+// policy did (see Consumer.Stats and ConsumeOptions.Overflow).
+type ConsumerStats struct {
+	Buffered         int    // deliveries waiting in the library for the application
+	BufferedBytes    int    // their body bytes
+	MaxBuffered      int    // the most deliveries buffered at once so far
+	MaxBufferedBytes int    // the most body bytes buffered at once so far
+	Suspended        uint64 // times the library cancelled the consumer at the broker (ConsumerSuspend)
+	SuspendOverrun   int    // the most deliveries the broker sent after a suspension's basic.cancel, before it processed it
+	Dropped          uint64 // AutoAck deliveries discarded past the hard limit: lost
+	Requeued         uint64 // manual-ack deliveries rejected with requeue past the hard limit
 }
 
 var consumerSeq atomic.Uint64
@@ -174,7 +271,9 @@ var consumerSeq atomic.Uint64
 // confirmed it (basic.consume-ok). Take deliveries with Next or All. If ctx
 // ends first, Consume returns ctx.Err() and the consumer, once the broker
 // starts it, is cancelled again; messages delivered to it meanwhile are
-// requeued (or, with AutoAck, lost).
+// requeued (or, with AutoAck, lost). If the connection is lost before the
+// consume-ok, Consume fails with the cause and the consumer is not
+// restored.
 func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOptions) (*Consumer, error) {
 	return ch.consume(ctx, queue, opts, nil)
 }
@@ -196,6 +295,12 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 		return nil, err
 	}
 	c := ch.conn
+	if opts.Overflow > ConsumerDiscard {
+		return nil, fmt.Errorf("pika: ConsumeOptions.Overflow %d is not a known policy (ConsumerOverflowAuto, ConsumerSuspend or ConsumerDiscard)", opts.Overflow)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	tag := opts.Tag
 	if tag == "" {
 		tag = "pika-ctag-" + strconv.FormatUint(consumerSeq.Add(1), 10)
@@ -203,16 +308,13 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	limit := opts.BufferSize
 	if limit <= 0 {
 		limit = DefaultConsumerBuffer
-		c.mu.Lock()
-		for _, q := range []*wire.BasicQos{ch.qos, ch.qosGlobal} {
-			if q != nil && int(q.PrefetchCount) > limit {
-				limit = int(q.PrefetchCount)
-			}
-		}
-		c.mu.Unlock()
+	}
+	limitBytes := opts.BufferBytes
+	if limitBytes <= 0 {
+		limitBytes = DefaultConsumerBufferBytes
 	}
 	cons := &Consumer{
-		ch: ch, tag: tag, autoAck: opts.AutoAck, limit: limit, handler: handler,
+		ch: ch, tag: tag, autoAck: opts.AutoAck, limit: limit, limitBytes: limitBytes, handler: handler,
 		opts: opts, seq: consumerSeq.Add(1), qname: queue,
 		signal: make(chan struct{}, 1), endCh: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -224,37 +326,36 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 		c.mu.Unlock()
 		return nil, err
 	}
-	if _, dup := ch.consumers[tag]; dup {
+	if old, dup := ch.consumers[tag]; dup {
+		if !old.ended || old.sentOn == c.l {
+			c.mu.Unlock()
+			return nil, &engine.Error{Code: wire.ReplyNotAllowed, Text: "consumer tag " + strconv.Quote(tag) + " is already in use on this channel", Channel: ch.id}
+		}
+		// An abandoned consumer whose cancel died with an earlier link.
+		delete(ch.consumers, tag)
+	}
+	// The consumer is registered and its basic.consume sent in one hold of
+	// the lock, on the link current at that moment: a recovery either
+	// restores it (it is registered) or happens before (it is sent on the
+	// new link), never half of each.
+	l := c.l
+	id, err := l.eng.Call(ch.id, cons.consumeMethod())
+	if err != nil {
+		err = c.callErr(err, ch)
 		c.mu.Unlock()
-		return nil, &engine.Error{Code: wire.ReplyNotAllowed, Text: "consumer tag " + strconv.Quote(tag) + " is already in use on this channel", Channel: ch.id}
+		return nil, err
 	}
 	ch.consumers[tag] = cons
+	w := newWaiter()
+	l.waiters[id] = w
+	c.afterLocked(l)
 	c.mu.Unlock()
-
-	m := cons.consumeMethod()
-	l := c.l
-	_, err := ch.callLate(ctx, m, func(engine.Event) {
-		// consume-ok after the caller gave up: cancel it again. Until the
-		// broker's cancel-ok, deliveries reach the ended consumer, which
-		// requeues them.
-		if id, err := l.eng.Call(ch.id, &wire.BasicCancel{ConsumerTag: tag}); err == nil {
-			w := newWaiter()
-			w.abandoned = true
-			w.late = func(engine.Event) {
-				if ch.consumers[tag] == cons {
-					delete(ch.consumers, tag)
-				}
-			}
-			l.waiters[id] = w
-		}
-	})
-	if err != nil {
+	if _, err := w.wait(ctx, c); err != nil {
 		c.mu.Lock()
-		cons.endLocked(err)
-		cons.drainRejectLocked()
-		if ctx.Err() == nil && ch.consumers[tag] == cons {
-			delete(ch.consumers, tag) // the broker refused it
+		if ctx.Err() == nil {
+			err = c.callErr(err, ch)
 		}
+		cons.abandonLocked(err)
 		c.mu.Unlock()
 		return nil, err
 	}
@@ -265,13 +366,50 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 }
 
 // consumeMethod is the basic.consume that starts (or restarts) the
-// consumer.
+// consumer on the current link. Called with the connection's lock held.
 func (cons *Consumer) consumeMethod() *wire.BasicConsume {
+	ch := cons.ch
+	cons.prefetch = 0
+	if ch.qos != nil {
+		cons.prefetch = int(ch.qos.PrefetchCount)
+	}
+	cons.sentOn = ch.conn.l
 	o := cons.opts
 	return &wire.BasicConsume{
 		Queue: cons.qname, ConsumerTag: cons.tag, NoLocal: o.NoLocal, NoAck: o.AutoAck,
 		Exclusive: o.Exclusive, Arguments: o.Arguments,
 	}
+}
+
+// abandonLocked ends a consumer whose Consume call failed: its buffered
+// deliveries are requeued, and if the broker may have started it on the
+// current link, it is cancelled there; until the cancel-ok, deliveries
+// reaching it are requeued too.
+func (cons *Consumer) abandonLocked(err error) {
+	ch := cons.ch
+	c := ch.conn
+	cons.drainRejectLocked()
+	cons.endLocked(err)
+	if ch.consumers[cons.tag] != cons {
+		return // the channel closed, or the broker refused it
+	}
+	if l := c.l; ch.err == nil && cons.sentOn == l && !l.eng.IsClosed() {
+		// The channel sends its requests in order: this cancel follows
+		// the basic.consume, whatever the broker answers to it.
+		if id, err := l.eng.Call(ch.id, &wire.BasicCancel{ConsumerTag: cons.tag}); err == nil {
+			w := newWaiter()
+			w.abandoned = true
+			w.late = func(engine.Event) {
+				if ch.consumers[cons.tag] == cons {
+					delete(ch.consumers, cons.tag)
+				}
+			}
+			l.waiters[id] = w
+			c.afterLocked(l)
+			return
+		}
+	}
+	delete(ch.consumers, cons.tag)
 }
 
 // Channel returns the channel the consumer runs on.
@@ -285,9 +423,12 @@ func (cons *Consumer) Tag() string { return cons.tag }
 // last time).
 func (cons *Consumer) Done() <-chan struct{} { return cons.done }
 
-// Err returns why the consumer ended: ErrConsumerClosed after Cancel,
-// ErrConsumerCancelled after a broker cancel (queue deleted, node down),
-// or the channel's close cause; nil while it runs.
+// Err returns why the consumer ended, nil while it runs:
+// ErrConsumerClosed after Cancel; ErrConsumerCancelled after a broker
+// cancel (queue deleted, node down); when its channel closed, the
+// channel's close cause (the broker's *Error, ErrChannelClosed after
+// Channel.Close, ErrClosed after Conn.Close, or the connection's failure);
+// the error of a restart that recovery could not make.
 func (cons *Consumer) Err() error {
 	c := cons.ch.conn
 	c.mu.Lock()
@@ -295,31 +436,202 @@ func (cons *Consumer) Err() error {
 	return cons.err
 }
 
-// pushLocked buffers a delivery; a full buffer pauses the connection's
-// reader.
+// Stats returns the consumer's buffer figures and what its overflow policy
+// did so far (see ConsumeOptions.Overflow).
+func (cons *Consumer) Stats() ConsumerStats {
+	c := cons.ch.conn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := cons.stats
+	s.Buffered = len(cons.queue) - cons.head
+	s.BufferedBytes = cons.bytes
+	return s
+}
+
+// boundedLocked reports whether a prefetch count bounds what the broker
+// sends this consumer: manual acknowledgements and a per-consumer prefetch
+// count in effect when it started, or a global one on its channel.
+func (cons *Consumer) boundedLocked() bool {
+	if cons.autoAck {
+		return false
+	}
+	if cons.prefetch > 0 {
+		return true
+	}
+	g := cons.ch.qosGlobal
+	return g != nil && g.PrefetchCount > 0
+}
+
+// pushLocked buffers a delivery. A consumer that no prefetch count bounds
+// applies its limits: at the soft limit it is suspended at the broker when
+// its policy allows, and otherwise makes the reader pause while nothing is
+// awaited (see Conn.pauseLocked); past the hard limit the delivery is
+// discarded.
 func (cons *Consumer) pushLocked(d *Delivery) {
+	ch := cons.ch
+	c := ch.conn
+	brokerTag := d.DeliveryTag - ch.tagBase
 	if cons.ended {
 		// Late deliveries for a consumer abandoned before its consume-ok.
 		if !cons.autoAck {
-			cons.ch.conn.eng.Reject(cons.ch.id, d.DeliveryTag, true)
+			c.eng.Reject(ch.id, brokerTag, true)
 		}
 		return
 	}
+	bounded := cons.boundedLocked()
+	n := len(cons.queue) - cons.head
+	// Past the hard limit a delivery is discarded, except while nothing
+	// is awaited during the one read that crossed it: the reader pauses
+	// after that read, which holds at most readBufferSize bytes.
+	if !bounded && (n >= 2*cons.limit || cons.bytes >= 2*cons.limitBytes) && !cons.stoppingLocked() {
+		if c.awaitingLocked() || cons.overRead != 0 && cons.overRead != c.reads {
+			cons.overflowLocked(brokerTag)
+			return
+		}
+		cons.overRead = c.reads
+	}
+	if cons.susp == suspCancelling {
+		cons.overrun++
+		cons.stats.SuspendOverrun = max(cons.stats.SuspendOverrun, cons.overrun)
+	}
 	cons.queue = append(cons.queue, d)
-	c := cons.ch.conn
-	// A consumer being cancelled, or on a channel or connection being
-	// closed, never pauses the reader: the reply that ends it must get
-	// through.
-	if len(cons.queue)-cons.head >= cons.limit && !cons.cancelling && !cons.ch.closing && !c.closing {
-		c.readPaused = true
-		if c.resume == nil {
-			c.resume = make(chan struct{})
+	cons.bytes += len(d.Body)
+	n++
+	cons.stats.MaxBuffered = max(cons.stats.MaxBuffered, n)
+	cons.stats.MaxBufferedBytes = max(cons.stats.MaxBufferedBytes, cons.bytes)
+	if !bounded && !cons.full && (n >= cons.limit || cons.bytes >= cons.limitBytes) {
+		cons.full = true
+		// A consumer suspended (or being suspended) stops its flood at the
+		// broker; any other needs the reader to pause.
+		if cons.suspStateLocked() == suspNone && !(cons.suspendableLocked() && cons.suspendAtBrokerLocked()) {
+			cons.pausing = true
+			c.fullConsumers++
 		}
 	}
 	select {
 	case cons.signal <- struct{}{}:
 	default:
 	}
+}
+
+// stoppingLocked reports whether a basic.cancel (the application's or a
+// suspension's) or a close is on its way: what the broker sent before it
+// processed it is kept rather than discarded.
+func (cons *Consumer) stoppingLocked() bool {
+	return cons.cancelling || cons.suspStateLocked() == suspCancelling || cons.ch.closing || cons.ch.conn.closing
+}
+
+// overflowLocked applies the discard policy to a delivery past the hard
+// limit.
+func (cons *Consumer) overflowLocked(brokerTag uint64) {
+	ch := cons.ch
+	c := ch.conn
+	if cons.autoAck {
+		cons.stats.Dropped++
+	} else {
+		c.eng.Reject(ch.id, brokerTag, true)
+		cons.stats.Requeued++
+	}
+	if !cons.overflowing {
+		cons.overflowing = true
+		if c.log != nil {
+			c.log.Warn("pika: consumer buffer past its hard limit while a reply is awaited: discarding deliveries (see ConsumerStats)",
+				"channel", ch.id, "consumer_tag", cons.tag, "auto_ack", cons.autoAck,
+				"buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
+		}
+	}
+}
+
+// suspendableLocked reports whether the consumer's policy lets the library
+// cancel and restart it.
+func (cons *Consumer) suspendableLocked() bool {
+	if cons.cancelling || cons.qname == directReplyTo || cons.ch.closing {
+		return false
+	}
+	switch cons.opts.Overflow {
+	case ConsumerSuspend:
+		return true
+	case ConsumerOverflowAuto:
+		if cons.opts.Exclusive {
+			return false
+		}
+		q := cons.ch.conn.topo.queue(cons.qname)
+		return q != nil && !q.decl.AutoDelete
+	}
+	return false
+}
+
+// suspStateLocked returns the suspension state on the current link (a new
+// link restarts every consumer).
+func (cons *Consumer) suspStateLocked() suspState {
+	if cons.susp != suspNone && cons.suspLink != cons.ch.conn.l {
+		cons.susp, cons.suspLink = suspNone, nil
+	}
+	return cons.susp
+}
+
+// suspendAtBrokerLocked cancels the consumer at the broker to stop its
+// flood, and reports whether it could; resumeAtBrokerLocked starts it
+// again.
+func (cons *Consumer) suspendAtBrokerLocked() bool {
+	ch := cons.ch
+	c := ch.conn
+	l := c.l
+	id, err := l.eng.Call(ch.id, &wire.BasicCancel{ConsumerTag: cons.tag})
+	if err != nil {
+		return false
+	}
+	cons.susp, cons.suspLink = suspCancelling, l
+	cons.overrun = 0
+	cons.stats.Suspended++
+	// Nobody waits for the cancel-ok: a reader paused for another
+	// consumer need not read it.
+	w := newWaiter()
+	w.abandoned, w.quiet = true, true
+	l.quiet++
+	w.late = func(engine.Event) {
+		if cons.suspLink == l && cons.susp == suspCancelling {
+			cons.susp = suspCancelled
+			cons.resumeAtBrokerLocked()
+		}
+	}
+	l.waiters[id] = w
+	if c.log != nil {
+		c.log.Info("pika: consumer suspended at the broker until the application takes its buffered deliveries",
+			"channel", ch.id, "consumer_tag", cons.tag, "buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
+	}
+	return true
+}
+
+// resumeAtBrokerLocked restarts a suspended consumer once its buffer is
+// down to half its limits. The caller runs afterLocked.
+func (cons *Consumer) resumeAtBrokerLocked() {
+	ch := cons.ch
+	c := ch.conn
+	if cons.suspStateLocked() != suspCancelled || cons.ended || cons.cancelling || ch.err != nil || ch.closing || c.closing {
+		return
+	}
+	if len(cons.queue)-cons.head > cons.limit/2 || cons.bytes > cons.limitBytes/2 {
+		return
+	}
+	l := c.l
+	if l.eng.IsClosed() {
+		return
+	}
+	id, err := l.eng.Call(ch.id, cons.consumeMethod())
+	if err != nil {
+		return
+	}
+	cons.susp = suspResuming
+	w := newWaiter()
+	w.abandoned, w.quiet = true, true
+	l.quiet++
+	w.late = func(engine.Event) {
+		if cons.suspLink == l && cons.susp == suspResuming {
+			cons.susp, cons.suspLink = suspNone, nil
+		}
+	}
+	l.waiters[id] = w
 }
 
 // endLocked ends the consumer: no more deliveries will arrive. Buffered
@@ -335,6 +647,9 @@ func (cons *Consumer) endLocked(err error) {
 	if err != ErrConsumerCancelled && err != ErrConsumerClosed {
 		cons.dropLocked()
 	}
+	// An ended consumer receives nothing more: its buffer, however full,
+	// must not hold the reader.
+	cons.notFullLocked()
 	select {
 	case cons.signal <- struct{}{}:
 	default:
@@ -344,33 +659,72 @@ func (cons *Consumer) endLocked(err error) {
 	}
 }
 
+// notFullLocked stops counting the consumer as full.
+func (cons *Consumer) notFullLocked() {
+	cons.full = false
+	cons.overflowing = false
+	if cons.pausing {
+		cons.pausing = false
+		cons.ch.conn.fullConsumers--
+		cons.ch.conn.unpauseReaderLocked()
+	}
+}
+
 func (cons *Consumer) dropLocked() {
 	clear(cons.queue)
 	cons.queue = cons.queue[:0]
 	cons.head = 0
-	cons.unpauseLocked()
+	cons.bytes = 0
+	cons.overRead = 0
+	cons.notFullLocked()
 }
 
-// drainRejectLocked requeues buffered deliveries of an abandoned consumer.
+// drainRejectLocked requeues buffered deliveries of an abandoned consumer
+// (those of the current link: older tags are void, the broker requeued
+// them).
 func (cons *Consumer) drainRejectLocked() {
+	ch := cons.ch
 	if !cons.autoAck {
 		for _, d := range cons.queue[cons.head:] {
-			cons.ch.conn.eng.Reject(cons.ch.id, d.DeliveryTag, true)
+			if d.DeliveryTag > ch.tagBase {
+				ch.conn.eng.Reject(ch.id, d.DeliveryTag-ch.tagBase, true)
+			}
 		}
 	}
 	cons.dropLocked()
 }
 
-func (cons *Consumer) unpauseLocked() { cons.ch.conn.unpauseReaderLocked() }
-
-// unpauseReaderLocked lets a reader paused for a full consumer buffer go
-// on. Should a buffer still be full, its next delivery pauses it again.
+// unpauseReaderLocked wakes a reader paused by pauseLocked, so that it
+// checks again whether it may read.
 func (c *Conn) unpauseReaderLocked() {
-	if c.readPaused && c.resume != nil {
-		c.readPaused = false
+	if c.resume != nil {
 		close(c.resume)
 		c.resume = nil
 	}
+}
+
+// pauseLocked reports whether link l's reader must stop reading: a
+// consumer that no prefetch count bounds is at its soft limit and could not
+// be suspended, and nothing is awaited on the connection. Anything that may make a reply awaited
+// goes through afterLocked, which wakes the reader to check again.
+func (c *Conn) pauseLocked(l *link) bool {
+	return c.fullConsumers > 0 && c.l == l && !l.eng.IsClosed() && !c.awaitingLocked()
+}
+
+// awaitingLocked reports whether the connection waits for something from
+// the broker that a paused reader would hold up: a reply to a request
+// (including the abandoned ones, but not those of suspensions), a
+// publisher confirmation, or a close.
+func (c *Conn) awaitingLocked() bool {
+	if c.closing || c.state != connOpen || len(c.l.waiters) > c.l.quiet {
+		return true
+	}
+	for _, ch := range c.chans {
+		if ch.closing || ch.confirms.Len() > 0 || len(ch.flushes) > 0 || len(ch.republish) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Next returns the next delivery, waiting for one or for the end of ctx.
@@ -387,6 +741,7 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 			d := cons.queue[cons.head]
 			cons.queue[cons.head] = nil
 			cons.head++
+			cons.bytes -= len(d.Body)
 			if cons.head == len(cons.queue) {
 				cons.queue = cons.queue[:0]
 				cons.head = 0
@@ -394,8 +749,16 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 					close(cons.done)
 				}
 			}
-			if c.readPaused && len(cons.queue)-cons.head < cons.limit/2+1 {
-				cons.unpauseLocked()
+			n := len(cons.queue) - cons.head
+			if n < 2*cons.limit && cons.bytes < 2*cons.limitBytes {
+				cons.overRead = 0
+			}
+			if n <= cons.limit/2 && cons.bytes <= cons.limitBytes/2 {
+				cons.notFullLocked()
+				if cons.suspStateLocked() == suspCancelled {
+					cons.resumeAtBrokerLocked()
+					c.afterLocked(c.l)
+				}
 			}
 			if cons.head < len(cons.queue) {
 				// More is buffered: pass the wake-up on to another waiter.

@@ -81,7 +81,7 @@
 // callbacks of the same connection or channel, never the reader. A callback
 // may call the Conn and its Channels. A [Channel.ConsumeFunc] handler runs
 // on a goroutine of its consumer's own, so a slow handler delays only that
-// consumer (within the limits of the next section).
+// consumer's deliveries (see the next section).
 //
 // Notifications waiting for their callbacks are bounded by
 // [Config].NotifyBuffer (default [DefaultNotifyBuffer], 1,024) per channel
@@ -107,23 +107,70 @@
 //
 // # Memory bounds for consumers
 //
+// The design rule: nothing the application did not ask for stalls the
+// connection; only the slow consumer's deliveries wait. While a consumer
+// falls behind, the replies, publisher confirmations, returns, cancels,
+// closes and heartbeats of every channel of the connection keep flowing,
+// so an RPC, a [Confirmation.Wait] or a [Channel.Close] never waits for a
+// consumer — not even when called from that consumer's own handler.
+//
 // Deliveries wait in a per-consumer buffer until the application takes them
 // with [Consumer.Next] or [Consumer.All], or the [Channel.ConsumeFunc]
-// handler returns. The buffer holds at most [ConsumeOptions].BufferSize
-// deliveries (default [DefaultConsumerBuffer], or the channel's
-// per-consumer prefetch count when that is larger). With manual
-// acknowledgements and a prefetch count (set with [Channel.Qos] before
-// Consume) at or below the buffer size, the broker never sends more than
-// the buffer holds, so memory stays bounded and a slow consumer slows
-// nobody else: this is the recommended setup.
+// handler returns. [Consumer.Stats] reports its size, its high-water mark
+// and what the policies below did. What bounds it depends on the consumer.
 //
-// Without such a prefetch count — and always with AutoAck, whose
-// deliveries the prefetch count does not limit — a full buffer makes the
-// connection stop reading from its socket until the application catches
-// up. Memory stays bounded, but every channel and consumer of the
-// connection waits meanwhile (heartbeats keep the connection alive: the
-// broker's bytes waiting in the socket count as a sign of life). Give such
-// consumers a connection of their own, or keep up with them.
+// Manual acknowledgements on a channel with a prefetch count
+// ([Channel.Qos], per consumer before Consume, or global): the broker never
+// has more than the prefetch count of unacknowledged deliveries out, so the
+// buffer holds at most prefetch count × message size ([Config].MaxBodySize
+// at worst). The buffer takes all of it, whatever
+// [ConsumeOptions].BufferSize says, and the connection never waits for
+// such a consumer. This is the recommended setup.
+//
+// AutoAck (the prefetch count does not limit it), or manual
+// acknowledgements without a prefetch count: the buffer has a soft limit of
+// [ConsumeOptions].BufferSize deliveries (default [DefaultConsumerBuffer],
+// 1024) or [ConsumeOptions].BufferBytes body bytes (default
+// [DefaultConsumerBufferBytes], 64 MiB), whichever comes first, and
+// [ConsumeOptions].Overflow says what happens there:
+//
+//   - [ConsumerSuspend]: the library cancels the consumer at the broker
+//     (basic.cancel) and starts it again with the same tag and options once
+//     the application has taken the buffer down to half the limit. The
+//     queue keeps the messages meanwhile (other consumers may take them);
+//     nothing is lost, and the connection goes on reading. The buffer holds
+//     at most the soft limit plus what the broker had sent before it
+//     processed the cancel ([ConsumerStats].SuspendOverrun; against
+//     RabbitMQ 3.10 on loopback, up to a few hundred small messages).
+//   - [ConsumerDiscard]: the consumer keeps running, and the connection's
+//     reader pauses — the broker does not honour a client's channel.flow,
+//     so TCP back-pressure is the only other brake on such a flood — but
+//     only while nothing is awaited on the connection: no reply to a
+//     request, no publisher confirmation, no close. Anything awaited lets
+//     the reader go on at once; it pauses again once nothing is awaited,
+//     and for good once the application has taken the buffer down to half
+//     the limit. (Events nobody awaits — a return of a message published
+//     outside confirm mode, a broker's cancel or channel close,
+//     connection.blocked — wait while it pauses; heartbeats keep the
+//     connection alive, as the broker's bytes waiting in the socket count
+//     as a sign of life.) While the reader goes on, the buffer grows to
+//     twice the limits (the hard limit); past it, an AutoAck delivery is
+//     dropped (lost: the broker considered it delivered) and a manual-ack
+//     one is rejected with requeue (the broker delivers it again later),
+//     each counted in [ConsumerStats] and logged at Warn level once per
+//     episode. The buffer never holds more than the hard limit, plus the
+//     deliveries of one read of the socket (at most 128 KiB) when the reader
+//     is about to pause, and plus those that arrive after the application
+//     called [Consumer.Cancel] or a Close (what the broker had already
+//     sent).
+//   - [ConsumerOverflowAuto], the default: [ConsumerSuspend] when that is
+//     known to be safe — the queue was declared through this Conn and is
+//     not auto-delete (cancelling the last consumer of an auto-delete queue
+//     deletes it), and the consumer is not exclusive (another consumer
+//     could take the queue meanwhile) — and [ConsumerDiscard] otherwise.
+//     Direct reply-to ("amq.rabbitmq.reply-to") always gets
+//     [ConsumerDiscard], as its replies need the consumer; they are at most
+//     as many as the requests outstanding.
 //
 // Publishing is bounded too: [Channel.Publish] waits while more than
 // [Config].WriteBufferLimit bytes (default 1 MiB) wait for the socket,
@@ -253,8 +300,10 @@
 //     channel closed before the confirmation), [ErrNotConfirmMode];
 //     [Channel.WaitConfirms] returns a [*ConfirmsError] counting each.
 //   - consuming: [ErrConsumerCancelled] (the broker cancelled the consumer),
-//     [ErrConsumerClosed] (the application did), [ErrUnknownTag] and
-//     [ErrStaleDelivery] (acknowledgements that were not sent).
+//     [ErrConsumerClosed] (the application did, with [Consumer.Cancel]; a
+//     consumer whose channel closed ends with the channel's close cause
+//     instead), [ErrUnknownTag] and [ErrStaleDelivery] (acknowledgements
+//     that were not sent).
 //   - the link: [ErrHeartbeatTimeout], [ErrBlockedTimeout],
 //     [ErrRecovering], [*RecoveryError].
 //

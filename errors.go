@@ -88,8 +88,9 @@ var (
 	// ErrConsumerCancelled: the broker cancelled the consumer (its queue was
 	// deleted, or its node went down).
 	ErrConsumerCancelled = errors.New("pika: consumer cancelled by the broker")
-	// ErrConsumerClosed: the consumer was cancelled by the application, or
-	// its channel closed.
+	// ErrConsumerClosed: the application cancelled the consumer
+	// (Consumer.Cancel). A consumer whose channel closed ends with the
+	// channel's close cause instead (see Consumer.Err).
 	ErrConsumerClosed = errors.New("pika: consumer closed")
 )
 

@@ -147,11 +147,15 @@ func TestHeartbeatSurvivesPausedReader(t *testing.T) {
 	defer cancel()
 	ch := openChannel(t, c)
 	q := fxQueue(t, ch)
+	// The publishing channel is opened first: the reader pauses for the
+	// full buffer only while nothing is awaited on the connection (an
+	// AutoAck consumer of an auto-delete queue discards what arrives past
+	// twice its buffer meanwhile).
+	pub := openChannel(t, c)
 	cons, err := ch.Consume(ctx, q, ConsumeOptions{AutoAck: true, BufferSize: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := openChannel(t, c)
 	const n = 50
 	for i := 0; i < n; i++ {
 		if err := pub.Publish(ctx, "", q, Message{Body: make([]byte, 10000)}); err != nil {
@@ -165,10 +169,13 @@ func TestHeartbeatSurvivesPausedReader(t *testing.T) {
 	}
 	for i := 0; i < n; i++ {
 		if _, err := cons.Next(ctx); err != nil {
-			t.Fatalf("delivery %d: %v", i+1, err)
+			t.Fatalf("delivery %d: %v (stats %+v)", i+1, err, cons.Stats())
 		}
 	}
 	if c.IsClosed() {
 		t.Fatalf("connection closed: %v", c.Err())
+	}
+	if s := cons.Stats(); s.Dropped != 0 {
+		t.Fatalf("dropped deliveries: %+v", s)
 	}
 }

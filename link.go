@@ -33,6 +33,7 @@ type link struct {
 
 	// guarded by c.mu
 	waiters    map[engine.RequestID]*waiter
+	quiet      int       // waiters with quiet set
 	writerIdle bool      // the writer waits for wake
 	armed      time.Time // the deadline the timer goroutine sleeps towards
 	err        error     // why the link closed
@@ -164,6 +165,11 @@ func (c *Conn) afterLocked(l *link) {
 	// Bytes queued behind a request are dropped when their channel
 	// closes, without a write.
 	c.releaseSpaceLocked(l)
+	if c.readPaused {
+		// A request, a publish or a close may now await the broker: the
+		// paused reader checks again.
+		c.unpauseReaderLocked()
+	}
 	if l.writerIdle && l.eng.OutgoingLen() > 0 {
 		l.writerIdle = false
 		select {
@@ -199,13 +205,20 @@ func (l *link) readLoop() {
 		n, err := l.nc.Read(buf)
 		c.mu.Lock()
 		if n > 0 {
+			c.reads++
 			l.eng.Receive(buf[:n])
 		}
 		if err != nil {
 			l.eng.Fail(fmt.Errorf("pika: read from %s: %w", l.nc.RemoteAddr(), err))
 		}
 		c.afterLocked(l)
-		for c.readPaused && c.l == l && !l.eng.IsClosed() {
+		// A consumer's full buffer stops the reader only while nothing is
+		// awaited from the broker; whatever may change that wakes it.
+		for c.pauseLocked(l) {
+			c.readPaused = true
+			if c.resume == nil {
+				c.resume = make(chan struct{})
+			}
 			resume := c.resume
 			c.mu.Unlock()
 			select {
@@ -213,6 +226,9 @@ func (l *link) readLoop() {
 			case <-l.done:
 			}
 			c.mu.Lock()
+		}
+		if c.l == l {
+			c.readPaused = false
 		}
 		closed := l.eng.IsClosed()
 		c.mu.Unlock()
