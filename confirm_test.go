@@ -644,3 +644,43 @@ func TestOnConfirmCountsReturned(t *testing.T) {
 		t.Fatal("no OnConfirm call")
 	}
 }
+
+// TestAutoAckDeliveriesSurviveChannelClose: deliveries of an AutoAck
+// consumer are already acknowledged by the broker; when the channel closes
+// with some still buffered, they stay takeable instead of being lost.
+func TestAutoAckDeliveriesSurviveChannelClose(t *testing.T) {
+	c, p := dialMethodsPeer(t, "RabbitMQ", func(p *methodsPeer, ch uint16, m wire.Method) {
+		switch m := m.(type) {
+		case *wire.BasicConsume:
+			p.reply(ch, &wire.BasicConsumeOk{ConsumerTag: m.ConsumerTag})
+		default:
+			p.reply(ch, okReply(m))
+		}
+	})
+	ch := peerChannel(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := ch.Consume(ctx, "q", ConsumeOptions{Tag: "a", AutoAck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 3; i++ {
+		p.write(scripted.Message(ch.ID(), &wire.BasicDeliver{ConsumerTag: "a", DeliveryTag: i}, nil, []byte{byte(i)}, 0))
+	}
+	waitFor(t, "three buffered deliveries", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(cons.queue)-cons.head == 3
+	})
+	p.closeChannel(ch.ID(), wire.ReplyPreconditionFailed, "PRECONDITION_FAILED - test", &wire.BasicQos{})
+	<-ch.Done()
+	for i := 1; i <= 3; i++ {
+		d, err := cons.Next(ctx)
+		if err != nil || d.Body[0] != byte(i) {
+			t.Fatalf("delivery %d after the channel closed: %v, %v", i, d, err)
+		}
+	}
+	if _, err := cons.Next(ctx); !errors.Is(err, ErrPreconditionFailed) {
+		t.Fatalf("after the buffer: %v, want the channel's cause", err)
+	}
+}

@@ -635,8 +635,10 @@ func (cons *Consumer) resumeAtBrokerLocked() {
 }
 
 // endLocked ends the consumer: no more deliveries will arrive. Buffered
-// ones stay takeable unless the channel closed (they can no longer be
-// acknowledged, and the broker requeues them).
+// ones stay takeable, except a manual-ack consumer's when the channel
+// closed (they can no longer be acknowledged, and the broker requeues
+// them). An AutoAck consumer's were acknowledged when sent: dropping them
+// would lose them.
 func (cons *Consumer) endLocked(err error) {
 	if cons.ended {
 		return
@@ -644,7 +646,7 @@ func (cons *Consumer) endLocked(err error) {
 	cons.ended = true
 	cons.err = err
 	close(cons.endCh)
-	if err != ErrConsumerCancelled && err != ErrConsumerClosed {
+	if err != ErrConsumerCancelled && err != ErrConsumerClosed && !cons.autoAck {
 		cons.dropLocked()
 	}
 	// An ended consumer receives nothing more: its buffer, however full,
