@@ -534,11 +534,11 @@ func (cons *Consumer) overflowLocked(brokerTag uint64) {
 	}
 	if !cons.overflowing {
 		cons.overflowing = true
-		if c.log != nil {
-			c.log.Warn("pika: consumer buffer past its hard limit while a reply is awaited: discarding deliveries (see ConsumerStats)",
-				"channel", ch.id, "consumer_tag", cons.tag, "auto_ack", cons.autoAck,
-				"buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
-		}
+		// Through the log queue: the handler is application code, and
+		// the lock is held here.
+		c.logWarn("pika: consumer buffer past its hard limit while a reply is awaited: discarding deliveries (see ConsumerStats)",
+			"channel", ch.id, "consumer_tag", cons.tag, "auto_ack", cons.autoAck,
+			"buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
 	}
 }
 
@@ -596,10 +596,8 @@ func (cons *Consumer) suspendAtBrokerLocked() bool {
 		}
 	}
 	l.waiters[id] = w
-	if c.log != nil {
-		c.log.Info("pika: consumer suspended at the broker until the application takes its buffered deliveries",
-			"channel", ch.id, "consumer_tag", cons.tag, "buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
-	}
+	c.logInfo("pika: consumer suspended at the broker until the application takes its buffered deliveries",
+		"channel", ch.id, "consumer_tag", cons.tag, "buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
 	return true
 }
 

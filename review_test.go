@@ -2,6 +2,9 @@ package pika
 
 import (
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,5 +54,111 @@ func TestReviewMaxUnconfirmedWakesAfterLoss(t *testing.T) {
 		}
 	case <-wctx.Done():
 		t.Fatalf("second publish still waits for room after the loss settled the only unconfirmed message")
+	}
+}
+
+// blockingHandler is a slog.Handler that blocks on records whose message
+// contains match until release is closed.
+type blockingHandler struct {
+	match   string
+	entered chan struct{}
+	release chan struct{}
+	once    *sync.Once
+}
+
+func (h blockingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h blockingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h blockingHandler) WithGroup(string) slog.Handler            { return h }
+func (h blockingHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.match) {
+		h.once.Do(func() { close(h.entered) })
+		<-h.release
+	}
+	return nil
+}
+
+// TestReviewLoggerNotCalledUnderLock: the log records of the overflow
+// policies (consumer suspended, deliveries discarded) go through the log
+// queue like every other record: a slow Logger handler must not run with
+// the connection's lock held, where it stalls every call on the Conn.
+func TestReviewLoggerNotCalledUnderLock(t *testing.T) {
+	for _, tc := range []struct {
+		name, match string
+		opts        ConsumeOptions
+	}{
+		{"suspend", "consumer suspended", ConsumeOptions{AutoAck: true, BufferSize: 2, Overflow: ConsumerSuspend}},
+		{"discard", "past its hard limit", ConsumeOptions{AutoAck: true, BufferSize: 2, Overflow: ConsumerDiscard}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBroker(t)
+			h := blockingHandler{match: tc.match, entered: make(chan struct{}), release: make(chan struct{}), once: new(sync.Once)}
+			released := false
+			release := func() {
+				if !released {
+					released = true
+					close(h.release)
+				}
+			}
+			defer release()
+			cfg := b.config()
+			cfg.DisableRecovery = true
+			cfg.Heartbeat = NoHeartbeat
+			cfg.Logger = slog.New(h)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := DialConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				release()
+				c.Close(ctx)
+			}()
+			ch := stallChannel(t, c)
+			if _, err := ch.QueueDeclare(ctx, "lq", QueueDeclareOptions{Durable: true}); err != nil {
+				t.Fatal(err)
+			}
+			// The discard policy discards only while something is
+			// awaited: the broker never answers this declaration.
+			var pending <-chan error
+			if tc.name == "discard" {
+				b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+					_, ok := m.(*wire.ExchangeDeclare)
+					return ok
+				})
+				ch2 := stallChannel(t, c)
+				errc := make(chan error, 1)
+				go func() { errc <- ch2.ExchangeDeclare(ctx, "never", "direct", ExchangeDeclareOptions{}) }()
+				pending = errc
+				waitFor(t, "the declaration to be sent", func() bool {
+					for _, m := range b.conn(1).methods() {
+						if strings.HasSuffix(m, "exchange.declare") {
+							return true
+						}
+					}
+					return false
+				})
+			}
+			_ = pending
+			cons := stallConsume(t, ch, "lq", tc.opts)
+			fc := b.conn(1)
+			go func() {
+				for tag := uint64(1); tag <= 6; tag++ {
+					fc.deliverN(ch.ID(), cons.Tag(), tag, 10)
+				}
+			}()
+			select {
+			case <-h.entered:
+			case <-ctx.Done():
+				t.Fatalf("no %q record logged", tc.match)
+			}
+			got := make(chan ConsumerStats, 1)
+			go func() { got <- cons.Stats() }()
+			select {
+			case <-got:
+			case <-time.After(3 * time.Second):
+				t.Fatalf("Consumer.Stats blocked while the Logger handled %q: the handler runs under the connection's lock", tc.match)
+			}
+		})
 	}
 }
