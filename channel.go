@@ -350,6 +350,12 @@ func (ch *Channel) suspendLocked(cause error) {
 	for _, cons := range ch.consumers {
 		if !cons.autoAck {
 			cons.dropLocked()
+		} else {
+			// Its buffer stays; whether it is full is decided again on
+			// the new link, where a suspension of the old one no longer
+			// holds the broker back.
+			cons.overRead = 0
+			cons.notFullLocked()
 		}
 	}
 }

@@ -162,3 +162,81 @@ func TestReviewLoggerNotCalledUnderLock(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewSuspendedConsumerAcrossRecovery: an AutoAck consumer suspended
+// at the broker (ConsumerSuspend, buffer at its soft limit) when the
+// connection is lost keeps its buffer; recovery restarts it, and when the
+// broker floods it again it must be suspended again, not left "full"
+// without a brake, where deliveries past the hard limit are dropped
+// (ConsumerSuspend promises that nothing is lost).
+func TestReviewSuspendedConsumerAcrossRecovery(t *testing.T) {
+	b := newFakeBroker(t)
+	cfg := b.config()
+	cfg.Heartbeat = NoHeartbeat
+	c, _, rlog := fakeSetup(t, b, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch := stallChannel(t, c)
+	if _, err := ch.QueueDeclare(ctx, "sq", QueueDeclareOptions{Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	const limit = 4
+	cons := stallConsume(t, ch, "sq", ConsumeOptions{AutoAck: true, BufferSize: limit, Overflow: ConsumerSuspend})
+	cancels := func(fc *fakeConn) int {
+		n := 0
+		for _, m := range fc.methods() {
+			if strings.HasSuffix(m, "basic.cancel") {
+				n++
+			}
+		}
+		return n
+	}
+	fc1 := b.conn(1)
+	for tag := uint64(1); tag <= limit; tag++ {
+		fc1.deliverN(ch.ID(), cons.Tag(), tag, 10)
+	}
+	waitFor(t, "the suspension", func() bool { return cancels(fc1) == 1 && cons.Stats().Suspended == 1 })
+	fc1.kill()
+	rlog.wait(RecoveryRecovered, 1, 5*time.Second)
+	fc2 := b.conn(2)
+	// The broker sends nothing after a basic.cancel-ok: hold it back until
+	// the flood below is over.
+	var cancelOks []func()
+	var hmu sync.Mutex
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if m, ok := m.(*wire.BasicCancel); ok && fc == fc2 {
+			hmu.Lock()
+			cancelOks = append(cancelOks, func() { fc.send(chID, &wire.BasicCancelOk{ConsumerTag: m.ConsumerTag}) })
+			hmu.Unlock()
+			return true
+		}
+		return false
+	})
+	defer func() {
+		hmu.Lock()
+		defer hmu.Unlock()
+		for _, f := range cancelOks {
+			f()
+		}
+	}()
+	// The restored consumer gets a flood; a broker stops once it has
+	// processed the consumer's basic.cancel.
+	delivered := 0
+	for tag := uint64(1); tag <= 3*limit && cancels(fc2) == 0; tag++ {
+		done := fc2.deliverAsync(ch.ID(), cons.Tag(), tag, 10)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the client stopped reading after %d deliveries on the new connection", delivered)
+		}
+		delivered++
+	}
+	waitFor(t, "the deliveries to be buffered or counted", func() bool {
+		s := cons.Stats()
+		return s.Buffered+int(s.Dropped) == limit+delivered
+	})
+	if s := cons.Stats(); s.Dropped != 0 || cancels(fc2) == 0 {
+		t.Fatalf("after recovery: %d delivered, stats %+v, %d basic.cancel on the new connection: want none dropped and the consumer suspended again",
+			delivered, s, cancels(fc2))
+	}
+}
