@@ -2,6 +2,8 @@ package pika
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -238,5 +240,115 @@ func TestReviewSuspendedConsumerAcrossRecovery(t *testing.T) {
 	if s := cons.Stats(); s.Dropped != 0 || cancels(fc2) == 0 {
 		t.Fatalf("after recovery: %d delivered, stats %+v, %d basic.cancel on the new connection: want none dropped and the consumer suspended again",
 			delivered, s, cancels(fc2))
+	}
+}
+
+// TestReviewWaitConfirmsConcurrentAcrossLoss: several goroutines publish
+// and call WaitConfirms on one channel while the connection is lost (half
+// of the first connection's messages unconfirmed, republished on the
+// next). Every call returns, every message gets a definite outcome, and the
+// nacks the WaitConfirms calls count add up to the nacked confirmations:
+// each batch is reported once.
+func TestReviewWaitConfirmsConcurrentAcrossLoss(t *testing.T) {
+	b := newFakeBroker(t)
+	var mu sync.Mutex
+	published := map[int]uint64{}
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); !ok {
+			return false
+		}
+		mu.Lock()
+		published[fc.n]++
+		tag := published[fc.n]
+		mu.Unlock()
+		if fc.n == 1 {
+			if tag == 30 { // before every goroutine waits for its first batch
+				fc.kill()
+			} else if tag%2 == 1 {
+				fc.send(chID, &wire.BasicAck{DeliveryTag: tag})
+			}
+			return true
+		}
+		if tag%7 == 0 {
+			fc.send(chID, &wire.BasicNack{DeliveryTag: tag})
+		} else {
+			fc.send(chID, &wire.BasicAck{DeliveryTag: tag})
+		}
+		return true
+	})
+	_, ch, rlog := fakeSetup(t, b, b.config())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := ch.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg      sync.WaitGroup
+		cmu     sync.Mutex
+		confs   []*Confirmation
+		counted ConfirmsError
+	)
+	addResult := func(err error) {
+		if err == nil {
+			return
+		}
+		var ce *ConfirmsError
+		if !errors.As(err, &ce) {
+			t.Errorf("WaitConfirms: %v", err)
+			return
+		}
+		cmu.Lock()
+		counted.Nacked += ce.Nacked
+		counted.Returned += ce.Returned
+		counted.MaybeReturned += ce.MaybeReturned
+		counted.Unknown += ce.Unknown
+		cmu.Unlock()
+	}
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				f, err := ch.PublishWithConfirm(ctx, "", "q", Message{Body: []byte(fmt.Sprint(g, i))})
+				if err != nil {
+					t.Errorf("publish: %v", err)
+					return
+				}
+				cmu.Lock()
+				confs = append(confs, f)
+				cmu.Unlock()
+				if i%10 == 9 {
+					addResult(ch.WaitConfirms(ctx))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	addResult(ch.WaitConfirms(ctx))
+	if ctx.Err() != nil {
+		t.Fatalf("timed out; recovery: %s", rlog)
+	}
+	nacked := 0
+	for i, f := range confs {
+		select {
+		case <-f.Done():
+		default:
+			t.Fatalf("confirmation %d (tag %d) not settled after the last WaitConfirms", i, f.Tag)
+		}
+		switch err := f.Err(); {
+		case err == nil:
+		case errors.Is(err, ErrNacked):
+			nacked++
+		default:
+			t.Errorf("confirmation %d: %v", i, err)
+		}
+	}
+	if counted.Nacked != nacked || counted.Unknown != 0 || counted.Returned != 0 || counted.MaybeReturned != 0 {
+		t.Fatalf("WaitConfirms counted %+v, the confirmations say %d nacked", counted, nacked)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if nacked == 0 || published[2] <= 200-30 {
+		t.Fatalf("%d nacked, publishes per connection %v: want nacks and the unconfirmed messages republished", nacked, published)
 	}
 }
