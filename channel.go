@@ -343,6 +343,12 @@ func (ch *Channel) suspendLocked(cause error) {
 		ch.txLost = true
 	}
 	ch.suspendConfirmsLocked(cause)
+	// On the next link confirm mode is selected before anything is
+	// published: every return there is for a message in confirm mode, even
+	// if the confirm.select-ok of this link never came.
+	if ch.confirm {
+		ch.confirmOK = true
+	}
 	if ch.paused != nil {
 		close(ch.paused)
 		ch.paused = nil

@@ -352,3 +352,48 @@ func TestReviewWaitConfirmsConcurrentAcrossLoss(t *testing.T) {
 		t.Fatalf("%d nacked, publishes per connection %v: want nacks and the unconfirmed messages republished", nacked, published)
 	}
 }
+
+// TestReviewConfirmSelectLostReplyReturns: a connection lost before
+// confirm.select-ok leaves the channel in confirm mode (recovery selects it
+// again on the new connection); the returns of mandatory messages
+// published there must still be correlated: an unroutable message is
+// ErrReturned, not accepted.
+func TestReviewConfirmSelectLostReplyReturns(t *testing.T) {
+	b := newFakeBroker(t)
+	var mu sync.Mutex
+	published := map[int]uint64{}
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		switch m := m.(type) {
+		case *wire.ConfirmSelect:
+			if fc.n == 1 {
+				fc.kill() // no confirm.select-ok
+				return true
+			}
+		case *wire.BasicPublish:
+			mu.Lock()
+			published[fc.n]++
+			tag := published[fc.n]
+			mu.Unlock()
+			// Unroutable: returned, then acked, as RabbitMQ does.
+			fc.wmu.Lock()
+			fc.nc.Write(returnFrames(chID, m.Exchange, m.RoutingKey, &wire.Properties{}, "lost"))
+			fc.wmu.Unlock()
+			fc.send(chID, &wire.BasicAck{DeliveryTag: tag})
+			return true
+		}
+		return false
+	})
+	_, ch, rlog := fakeSetup(t, b, b.config())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := ch.ConfirmSelect(ctx)
+	t.Logf("ConfirmSelect across the loss: %v", err)
+	rlog.wait(RecoveryRecovered, 1, 5*time.Second)
+	f, err := ch.PublishWithConfirm(ctx, "x", "nowhere", Message{Body: []byte("lost"), Mandatory: true})
+	if err != nil {
+		t.Fatalf("publish after the recovery: %v (the channel was restored in confirm mode)", err)
+	}
+	if err := f.Wait(ctx); !errors.Is(err, ErrReturned) {
+		t.Fatalf("unroutable mandatory message after the recovery: %v, want ErrReturned", err)
+	}
+}
