@@ -849,10 +849,21 @@ func (cons *Consumer) Cancel(ctx context.Context) error {
 // message the broker sends afterwards is requeued (lost with autoAck).
 func (ch *Channel) Get(ctx context.Context, queue string, autoAck bool) (d *Delivery, ok bool, err error) {
 	c := ch.conn
-	ev, err := ch.callLate(ctx, &wire.BasicGet{Queue: queue, NoAck: autoAck}, func(ev engine.Event) {
-		if ev.Kind == engine.EventGetOk && !autoAck && c.state == connOpen {
-			c.eng.Reject(ch.id, ev.Message.DeliveryTag, true)
-		}
+	// The delivery is made when the get-ok is dispatched, under the lock:
+	// its client tag must use the tag base of the link it came on, which a
+	// connection loss right after changes.
+	var got *Delivery
+	ev, err := ch.callHooks(ctx, &wire.BasicGet{Queue: queue, NoAck: autoAck}, callHooks{
+		reply: func(ev engine.Event) {
+			if ev.Kind == engine.EventGetOk {
+				got = ch.newDelivery(&ev.Message)
+			}
+		},
+		late: func(ev engine.Event) {
+			if ev.Kind == engine.EventGetOk && !autoAck && c.state == connOpen {
+				c.eng.Reject(ch.id, ev.Message.DeliveryTag, true)
+			}
+		},
 	})
 	if err != nil {
 		return nil, false, err
@@ -860,8 +871,5 @@ func (ch *Channel) Get(ctx context.Context, queue string, autoAck bool) (d *Deli
 	if ev.Kind != engine.EventGetOk {
 		return nil, false, nil
 	}
-	c.mu.Lock()
-	d = ch.newDelivery(&ev.Message)
-	c.mu.Unlock()
-	return d, true, nil
+	return got, true, nil
 }

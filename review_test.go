@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pika-go/pika/internal/scripted"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -395,5 +396,52 @@ func TestReviewConfirmSelectLostReplyReturns(t *testing.T) {
 	}
 	if err := f.Wait(ctx); !errors.Is(err, ErrReturned) {
 		t.Fatalf("unroutable mandatory message after the recovery: %v, want ErrReturned", err)
+	}
+}
+
+// TestReviewGetTagAcrossLoss: a message fetched with Get just before the
+// connection is lost carries a tag of the lost connection: acknowledging
+// it after the recovery must fail with ErrStaleDelivery, never acknowledge
+// a message of the new connection that happens to have the same broker
+// tag.
+func TestReviewGetTagAcrossLoss(t *testing.T) {
+	for i := range 20 {
+		b := newFakeBroker(t)
+		b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+			if _, ok := m.(*wire.BasicGet); !ok {
+				return false
+			}
+			fc.wmu.Lock()
+			fc.nc.Write(scripted.Message(chID, &wire.BasicGetOk{DeliveryTag: 1, RoutingKey: "q"}, &wire.Properties{}, []byte(fmt.Sprint("conn ", fc.n)), 128<<10))
+			fc.wmu.Unlock()
+			if fc.n == 1 {
+				fc.kill()
+			}
+			return true
+		})
+		_, ch, rlog := fakeSetup(t, b, b.config())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		old, ok, err := ch.Get(ctx, "q", false)
+		if err != nil || !ok {
+			cancel()
+			t.Logf("round %d: Get on the first connection: %v %v", i, ok, err)
+			continue
+		}
+		rlog.wait(RecoveryRecovered, 1, 5*time.Second)
+		cur, ok, err := ch.Get(ctx, "q", false)
+		cancel()
+		if err != nil || !ok {
+			t.Fatalf("Get after the recovery: %v %v", ok, err)
+		}
+		if old.DeliveryTag == cur.DeliveryTag {
+			t.Fatalf("round %d: the message of the lost connection (%q) and that of the new one (%q) share client tag %d",
+				i, old.Body, cur.Body, cur.DeliveryTag)
+		}
+		if err := old.Ack(false); !errors.Is(err, ErrStaleDelivery) {
+			t.Fatalf("round %d: ack of the message fetched before the loss: %v, want ErrStaleDelivery", i, err)
+		}
+		if err := cur.Ack(false); err != nil {
+			t.Fatalf("round %d: ack of the message fetched after the loss: %v", i, err)
+		}
 	}
 }
