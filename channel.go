@@ -280,9 +280,13 @@ func (ch *Channel) dispatchLocked(ev engine.Event) {
 		// close the channel (a no-ack consumer's tags are not ackable), so
 		// it is reported and left for the broker to requeue when the
 		// channel closes.
+		// Its tag is reported numbered like Delivery.DeliveryTag, which
+		// keeps increasing across recoveries.
+		tag := ev.Message.DeliveryTag + ch.tagBase
+		ch.lastTag = max(ch.lastTag, tag)
 		ch.conn.logWarn("pika: delivery for unknown consumer", "channel", ch.id,
-			"consumer_tag", ev.Message.ConsumerTag, "delivery_tag", ev.Message.DeliveryTag)
-		ch.notify.orphan(ev.Message.ConsumerTag, ev.Message.DeliveryTag)
+			"consumer_tag", ev.Message.ConsumerTag, "delivery_tag", tag)
+		ch.notify.orphan(ev.Message.ConsumerTag, tag)
 	case engine.EventReturn:
 		ret := newReturn(&ev.Message)
 		ch.onReturnLocked(ret)

@@ -445,3 +445,63 @@ func TestReviewGetTagAcrossLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewOrphanTagAcrossRecovery: the tag OnOrphanDelivery reports is
+// the channel's delivery tag, numbered like Delivery.DeliveryTag: after a
+// recovery, rejecting it rejects the orphan delivery, not another message
+// of the new connection.
+func TestReviewOrphanTagAcrossRecovery(t *testing.T) {
+	b := newFakeBroker(t)
+	rejected := make(chan uint64, 4)
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if m, ok := m.(*wire.BasicReject); ok {
+			rejected <- m.DeliveryTag
+			return true
+		}
+		return false
+	})
+	_, ch, rlog := fakeSetup(t, b, b.config())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	orphans := make(chan uint64, 4)
+	ch.OnOrphanDelivery(func(_ string, tag uint64) { orphans <- tag })
+	cons := stallConsume(t, ch, "q", ConsumeOptions{})
+	fc1 := b.conn(1)
+	for tag := uint64(1); tag <= 3; tag++ {
+		fc1.deliver(ch.ID(), cons.Tag(), tag, "old")
+	}
+	for range 3 {
+		if _, err := cons.Next(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fc1.kill()
+	rlog.wait(RecoveryRecovered, 1, 5*time.Second)
+	fc2 := b.conn(2)
+	fc2.deliver(ch.ID(), cons.Tag(), 1, "new")
+	d, err := cons.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc2.deliver(ch.ID(), "ghost", 2, "orphan") // broker tag 2 on the new connection
+	var tag uint64
+	select {
+	case tag = <-orphans:
+	case <-ctx.Done():
+		t.Fatal("no orphan delivery reported")
+	}
+	if tag == d.DeliveryTag {
+		t.Fatalf("the orphan and the delivery %q have the same tag %d", d.Body, tag)
+	}
+	if err := ch.Reject(tag, true); err != nil {
+		t.Fatalf("reject of the orphan's tag %d: %v", tag, err)
+	}
+	select {
+	case got := <-rejected:
+		if got != 2 {
+			t.Fatalf("rejecting the orphan's tag %d sent basic.reject of broker tag %d, want 2 (the orphan)", tag, got)
+		}
+	case <-ctx.Done():
+		t.Fatal("no basic.reject sent")
+	}
+}
