@@ -633,8 +633,10 @@ func (cons *Consumer) resumeAtBrokerLocked() {
 }
 
 // endLocked ends the consumer: no more deliveries will arrive. Buffered
-// ones stay takeable unless the channel closed (they can no longer be
-// acknowledged, and the broker requeues them).
+// ones stay takeable, except a manual-ack consumer's when the channel
+// closed (they can no longer be acknowledged, and the broker requeues
+// them); an AutoAck consumer's are the only copy (the broker counted them
+// delivered), so they stay.
 func (cons *Consumer) endLocked(err error) {
 	if cons.ended {
 		return
@@ -642,7 +644,7 @@ func (cons *Consumer) endLocked(err error) {
 	cons.ended = true
 	cons.err = err
 	close(cons.endCh)
-	if err != ErrConsumerCancelled && err != ErrConsumerClosed {
+	if !cons.autoAck && err != ErrConsumerCancelled && err != ErrConsumerClosed {
 		cons.dropLocked()
 	}
 	// An ended consumer receives nothing more: its buffer, however full,

@@ -505,3 +505,38 @@ func TestReviewOrphanTagAcrossRecovery(t *testing.T) {
 		t.Fatal("no basic.reject sent")
 	}
 }
+
+// TestReviewAutoAckBufferSurvivesChannelClose: deliveries buffered for an
+// AutoAck consumer were acknowledged by the broker when it sent them: when
+// the channel closes (or recovery leaves the consumer out) they are the
+// only copy, and must stay takeable, not vanish uncounted.
+func TestReviewAutoAckBufferSurvivesChannelClose(t *testing.T) {
+	b, c := stallFake(t, false)
+	ch := stallChannel(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true})
+	fc := b.conn(1)
+	for tag := uint64(1); tag <= 3; tag++ {
+		fc.deliver(ch.ID(), cons.Tag(), tag, fmt.Sprint("m", tag))
+	}
+	waitFor(t, "3 buffered", func() bool { return cons.Stats().Buffered == 3 })
+	fc.send(ch.ID(), &wire.ChannelClose{ReplyCode: uint16(wire.ReplyNotFound), ReplyText: "NOT_FOUND - gone", ClassID: 50, MethodID: 10})
+	select {
+	case <-cons.endCh:
+	case <-ctx.Done():
+		t.Fatal("the consumer did not end")
+	}
+	for i := 1; i <= 3; i++ {
+		d, err := cons.Next(ctx)
+		if err != nil {
+			t.Fatalf("delivery %d of 3 auto-acked before the close: %v (lost)", i, err)
+		}
+		if string(d.Body) != fmt.Sprint("m", i) {
+			t.Fatalf("delivery %d: %q", i, d.Body)
+		}
+	}
+	if _, err := cons.Next(ctx); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after the buffer: %v, want the close cause", err)
+	}
+}
