@@ -292,7 +292,13 @@ func (ch *Channel) dispatchLocked(ev engine.Event) {
 		ch.onReturnLocked(ret)
 		ch.notify.returned(ret)
 	case engine.EventConfirm:
-		ch.confirmLocked(ev.Tag+ch.pubBase, ev.Multiple, ev.Ack)
+		// Tag 0 with multiple is every outstanding message, whatever the
+		// offset of the link's tags.
+		tag := ev.Tag
+		if tag != 0 || !ev.Multiple {
+			tag += ch.pubBase
+		}
+		ch.confirmLocked(tag, ev.Multiple, ev.Ack)
 	case engine.EventCancel:
 		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
 			delete(ch.consumers, ev.ConsumerTag)

@@ -540,3 +540,53 @@ func TestReviewAutoAckBufferSurvivesChannelClose(t *testing.T) {
 		t.Fatalf("after the buffer: %v, want the close cause", err)
 	}
 }
+
+// TestReviewAckAllAfterRecovery: basic.ack with delivery tag 0 and
+// multiple confirms every outstanding message (AMQP 0-9-1); after a
+// recovery, where the channel's tags continue from the lost connection's,
+// it must still settle them, not hang WaitConfirms.
+func TestReviewAckAllAfterRecovery(t *testing.T) {
+	b := newFakeBroker(t)
+	var mu sync.Mutex
+	published := map[int]uint64{}
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); !ok {
+			return false
+		}
+		mu.Lock()
+		published[fc.n]++
+		n := published[fc.n]
+		mu.Unlock()
+		if fc.n > 1 && n == 2 {
+			fc.send(chID, &wire.BasicAck{DeliveryTag: 0, Multiple: true})
+		}
+		return true
+	})
+	_, ch, rlog := fakeSetup(t, b, b.config())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ch.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var confs []*Confirmation
+	for i := range 2 {
+		f, err := ch.PublishWithConfirm(ctx, "", "q", Message{Body: []byte{byte(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		confs = append(confs, f)
+	}
+	waitFor(t, "the publishes", func() bool { mu.Lock(); defer mu.Unlock(); return published[1] == 2 })
+	b.conn(1).kill()
+	rlog.wait(RecoveryRecovered, 1, 5*time.Second)
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer wcancel()
+	if err := ch.WaitConfirms(wctx); err != nil {
+		t.Fatalf("WaitConfirms after basic.ack(0, multiple) on the new connection: %v", err)
+	}
+	for i, f := range confs {
+		if err := f.Err(); err != nil {
+			t.Errorf("confirmation %d: %v", i, err)
+		}
+	}
+}
