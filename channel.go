@@ -280,15 +280,25 @@ func (ch *Channel) dispatchLocked(ev engine.Event) {
 		// close the channel (a no-ack consumer's tags are not ackable), so
 		// it is reported and left for the broker to requeue when the
 		// channel closes.
+		// Its tag is reported numbered like Delivery.DeliveryTag, which
+		// keeps increasing across recoveries.
+		tag := ev.Message.DeliveryTag + ch.tagBase
+		ch.lastTag = max(ch.lastTag, tag)
 		ch.conn.logWarn("pika: delivery for unknown consumer", "channel", ch.id,
-			"consumer_tag", ev.Message.ConsumerTag, "delivery_tag", ev.Message.DeliveryTag)
-		ch.notify.orphan(ev.Message.ConsumerTag, ev.Message.DeliveryTag)
+			"consumer_tag", ev.Message.ConsumerTag, "delivery_tag", tag)
+		ch.notify.orphan(ev.Message.ConsumerTag, tag)
 	case engine.EventReturn:
 		ret := newReturn(&ev.Message)
 		ch.onReturnLocked(ret)
 		ch.notify.returned(ret)
 	case engine.EventConfirm:
-		ch.confirmLocked(ev.Tag+ch.pubBase, ev.Multiple, ev.Ack)
+		// Tag 0 with multiple is every outstanding message, whatever the
+		// offset of the link's tags.
+		tag := ev.Tag
+		if tag != 0 || !ev.Multiple {
+			tag += ch.pubBase
+		}
+		ch.confirmLocked(tag, ev.Multiple, ev.Ack)
 	case engine.EventCancel:
 		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
 			delete(ch.consumers, ev.ConsumerTag)
@@ -343,6 +353,12 @@ func (ch *Channel) suspendLocked(cause error) {
 		ch.txLost = true
 	}
 	ch.suspendConfirmsLocked(cause)
+	// On the next link confirm mode is selected before anything is
+	// published: every return there is for a message in confirm mode, even
+	// if the confirm.select-ok of this link never came.
+	if ch.confirm {
+		ch.confirmOK = true
+	}
 	if ch.paused != nil {
 		close(ch.paused)
 		ch.paused = nil
@@ -350,6 +366,12 @@ func (ch *Channel) suspendLocked(cause error) {
 	for _, cons := range ch.consumers {
 		if !cons.autoAck {
 			cons.dropLocked()
+		} else {
+			// Its buffer stays; whether it is full is decided again on
+			// the new link, where a suspension of the old one no longer
+			// holds the broker back.
+			cons.overRead = 0
+			cons.notFullLocked()
 		}
 	}
 }

@@ -595,6 +595,7 @@ func (ch *Channel) suspendConfirmsLocked(cause error) {
 	}
 	ch.pubBase = ch.confirms.Next() - 1
 	ch.releaseFlushesLocked()
+	ch.roomLocked() // messages settled here leave room for waiting publishers
 }
 
 // republishLocked publishes the messages kept for republishing again, in
@@ -623,6 +624,7 @@ func (ch *Channel) republishLocked() int {
 	clear(ch.republish)
 	ch.republish = ch.republish[:0]
 	ch.releaseFlushesLocked()
+	ch.roomLocked() // copies that failed to publish leave room
 	return n
 }
 

@@ -534,11 +534,11 @@ func (cons *Consumer) overflowLocked(brokerTag uint64) {
 	}
 	if !cons.overflowing {
 		cons.overflowing = true
-		if c.log != nil {
-			c.log.Warn("pika: consumer buffer past its hard limit while a reply is awaited: discarding deliveries (see ConsumerStats)",
-				"channel", ch.id, "consumer_tag", cons.tag, "auto_ack", cons.autoAck,
-				"buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
-		}
+		// Through the log queue: the handler is application code, and
+		// the lock is held here.
+		c.logWarn("pika: consumer buffer past its hard limit while a reply is awaited: discarding deliveries (see ConsumerStats)",
+			"channel", ch.id, "consumer_tag", cons.tag, "auto_ack", cons.autoAck,
+			"buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
 	}
 }
 
@@ -596,10 +596,8 @@ func (cons *Consumer) suspendAtBrokerLocked() bool {
 		}
 	}
 	l.waiters[id] = w
-	if c.log != nil {
-		c.log.Info("pika: consumer suspended at the broker until the application takes its buffered deliveries",
-			"channel", ch.id, "consumer_tag", cons.tag, "buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
-	}
+	c.logInfo("pika: consumer suspended at the broker until the application takes its buffered deliveries",
+		"channel", ch.id, "consumer_tag", cons.tag, "buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
 	return true
 }
 
@@ -853,10 +851,21 @@ func (cons *Consumer) Cancel(ctx context.Context) error {
 // message the broker sends afterwards is requeued (lost with autoAck).
 func (ch *Channel) Get(ctx context.Context, queue string, autoAck bool) (d *Delivery, ok bool, err error) {
 	c := ch.conn
-	ev, err := ch.callLate(ctx, &wire.BasicGet{Queue: queue, NoAck: autoAck}, func(ev engine.Event) {
-		if ev.Kind == engine.EventGetOk && !autoAck && c.state == connOpen {
-			c.eng.Reject(ch.id, ev.Message.DeliveryTag, true)
-		}
+	// The delivery is made when the get-ok is dispatched, under the lock:
+	// its client tag must use the tag base of the link it came on, which a
+	// connection loss right after changes.
+	var got *Delivery
+	ev, err := ch.callHooks(ctx, &wire.BasicGet{Queue: queue, NoAck: autoAck}, callHooks{
+		reply: func(ev engine.Event) {
+			if ev.Kind == engine.EventGetOk {
+				got = ch.newDelivery(&ev.Message)
+			}
+		},
+		late: func(ev engine.Event) {
+			if ev.Kind == engine.EventGetOk && !autoAck && c.state == connOpen {
+				c.eng.Reject(ch.id, ev.Message.DeliveryTag, true)
+			}
+		},
 	})
 	if err != nil {
 		return nil, false, err
@@ -864,8 +873,5 @@ func (ch *Channel) Get(ctx context.Context, queue string, autoAck bool) (d *Deli
 	if ev.Kind != engine.EventGetOk {
 		return nil, false, nil
 	}
-	c.mu.Lock()
-	d = ch.newDelivery(&ev.Message)
-	c.mu.Unlock()
-	return d, true, nil
+	return got, true, nil
 }

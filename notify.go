@@ -341,7 +341,8 @@ func (ch *Channel) OnFlow(f func(active bool)) {
 
 // OnOrphanDelivery registers f to be called for a delivery whose consumer
 // tag no consumer on this channel has (it stays unacknowledged until the
-// channel closes and the broker requeues it).
+// channel closes and the broker requeues it). deliveryTag is numbered like
+// Delivery.DeliveryTag: Channel.Ack, Nack and Reject take it.
 func (ch *Channel) OnOrphanDelivery(f func(consumerTag string, deliveryTag uint64)) {
 	ch.conn.mu.Lock()
 	defer ch.conn.mu.Unlock()

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"strconv"
+
 	"github.com/pika-go/pika/wire"
 )
 
@@ -411,6 +413,23 @@ func (c *Conn) failRequests(ch *channel, err error) {
 	ch.queue = nil
 }
 
+// maxDeliveryTagJump is how far past the highest delivery tag so far a
+// delivery's tag may be. RabbitMQ numbers a channel's deliveries 1, 2,
+// 3, ...; a broker that skips further would make the window of unacked
+// tags grow with the jump.
+const maxDeliveryTagJump = 1 << 16
+
+// deliveryTagOK checks the tag of a delivery or get-ok on ch, failing the
+// connection when it jumps more than maxDeliveryTagJump ahead.
+func (c *Conn) deliveryTagOK(ch *channel, tag uint64) bool {
+	if tag > ch.lastTag && tag-ch.lastTag > maxDeliveryTagJump {
+		c.protocolFail(wire.ReplyCommandInvalid, "delivery tag "+strconv.FormatUint(tag, 10)+" on channel "+itoa(int(ch.id))+
+			" skips more than "+itoa(maxDeliveryTagJump)+" tags past "+strconv.FormatUint(ch.lastTag, 10), nil)
+		return false
+	}
+	return true
+}
+
 // onReply matches a reply to the request in flight on ch.
 func (c *Conn) onReply(ch *channel, m wire.Method) {
 	r := ch.inflight
@@ -420,6 +439,9 @@ func (c *Conn) onReply(ch *channel, m wire.Method) {
 			what = r.m.ID().String()
 		}
 		c.protocolFail(wire.ReplyCommandInvalid, "unexpected "+m.ID().String()+" on channel "+itoa(int(ch.id))+" (pending: "+what+")", nil)
+		return
+	}
+	if g, ok := m.(*wire.BasicGetOk); ok && !c.deliveryTagOK(ch, g.DeliveryTag) {
 		return
 	}
 	ch.inflight = nil
@@ -520,6 +542,9 @@ func (c *Conn) handleChannelMethod(ch *channel, m wire.Method) {
 	}
 	switch m := m.(type) {
 	case *wire.BasicDeliver:
+		if !c.deliveryTagOK(ch, m.DeliveryTag) {
+			return
+		}
 		ch.lastTag = max(ch.lastTag, m.DeliveryTag)
 		kind := EventDelivery
 		noAck, ok := ch.consumers[m.ConsumerTag]
