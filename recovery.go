@@ -546,6 +546,12 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 		d := q.decl
 		old := d.Queue
 		if filter.Queue != nil && !filter.Queue(old, q.serverNamed) {
+			if q.serverNamed || d.Exclusive {
+				// It did not outlive the lost connection: a consumer
+				// restarted on it would fail with NOT_FOUND and close the
+				// application's channel.
+				failedQueues[old] = fmt.Errorf("%w: queue %s was left out and went with the lost connection", ErrNotRecovered, strconv.Quote(old))
+			}
 			continue
 		}
 		var until time.Time

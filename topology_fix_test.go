@@ -266,3 +266,34 @@ func TestTopologyForgetNotFound(t *testing.T) {
 }
 
 func engineErr(err error) engine.Event { return engine.Event{Kind: engine.EventReply, Err: err} }
+
+// TestFakeRecoveryFilterServerNamedQueue: when the filter leaves out a
+// server-named (or exclusive) queue, which went with the lost connection,
+// its consumers are not restarted on a queue that is not there: they end
+// with ErrNotRecovered instead of a basic.consume that would close the
+// channel with NOT_FOUND.
+func TestFakeRecoveryFilterServerNamedQueue(t *testing.T) {
+	b := newFakeBroker(t)
+	d := topoHook(b)
+	cfg := b.config()
+	cfg.RecoveryFilter = RecoveryFilter{
+		Queue: func(_ string, serverNamed bool) bool { return !serverNamed },
+	}
+	_, ch, rlog := fakeSetup(t, b, cfg) // declares a server-named queue too
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	q := rtDeclareQueue(t, ch, "", QueueDeclareOptions{Exclusive: true})
+	cons, err := ch.Consume(ctx, q, ConsumeOptions{Tag: "on-gone"})
+	mustDo(t, "consume", err)
+	b.conn(1).kill()
+	rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+	if got := d.on(2); slices.Contains(got, "consume "+q+" on-gone") {
+		t.Errorf("recovery restarted a consumer on the left-out server-named queue: %q", got)
+	}
+	if _, err := cons.Next(ctx); !errors.Is(err, ErrNotRecovered) {
+		t.Errorf("consumer of the left-out queue: %v, want ErrNotRecovered", err)
+	}
+	if ch.IsClosed() {
+		t.Errorf("the channel closed: %v", ch.Err())
+	}
+}
