@@ -17,25 +17,15 @@ import (
 // only while nothing is awaited from the broker, and never holds up a
 // reply, a confirmation or a close.
 
-// stallFake dials a fake broker without recovery or heartbeats.
+// stallFake dials a fake broker without heartbeats, with or without
+// recovery.
 func stallFake(t *testing.T, recovery bool) (*fakeBroker, *Conn) {
 	t.Helper()
 	b := newFakeBroker(t)
 	cfg := b.config()
 	cfg.DisableRecovery = !recovery
 	cfg.Heartbeat = NoHeartbeat
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := DialConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("DialConfig to the fake broker: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		c.Close(ctx)
-	})
-	return b, c
+	return b, dialFake(t, cfg)
 }
 
 // deliver writes a basic.deliver with a body of n bytes to the client. It
