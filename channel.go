@@ -45,10 +45,10 @@ type Channel struct {
 	confirms  engine.ConfirmSet[pubRecord] // by client tag
 	republish []pubRecord                  // kept at a loss, published again by recovery
 	returns   returnMatcher
-	flushes   []*flushWaiter          // WaitConfirms calls, by upTo
-	epoch     uint64                  // the current WaitConfirms batch
-	failed    map[uint64]*epochCounts // failed outcomes by batch
-	room      chan struct{}           // closed when unconfirmed messages fall below the bound
+	flushes   []*flushWaiter            // WaitConfirms calls, by upTo
+	epoch     uint64                    // the current WaitConfirms batch
+	failed    map[uint64]*ConfirmsError // failed outcomes by batch
+	room      chan struct{}             // closed when unconfirmed messages fall below the bound
 	keptFree  keptFree
 }
 

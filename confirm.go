@@ -338,11 +338,6 @@ type flushWaiter struct {
 	result error // set when done closes
 }
 
-// epochCounts are the failed outcomes of one WaitConfirms batch.
-type epochCounts struct {
-	ConfirmsError
-}
-
 // republishing reports whether messages are kept for republishing.
 func (c *Conn) republishing() bool { return !c.cfg.DisableRepublish && !c.cfg.DisableRecovery }
 
@@ -467,9 +462,9 @@ func (ch *Channel) finishLocked(rec *pubRecord, o outcome, cause error) {
 		e := ch.failed[rec.epoch]
 		if e == nil {
 			if ch.failed == nil {
-				ch.failed = make(map[uint64]*epochCounts)
+				ch.failed = make(map[uint64]*ConfirmsError)
 			}
-			e = &epochCounts{}
+			e = &ConfirmsError{}
 			ch.failed[rec.epoch] = e
 		}
 		e.add(o)
@@ -507,8 +502,7 @@ func (ch *Channel) releaseFlushesLocked() {
 		if low > fw.upTo {
 			var result error
 			if e := ch.failed[fw.epoch]; e != nil {
-				ce := e.ConfirmsError
-				result = &ce
+				result = e
 			}
 			delete(ch.failed, fw.epoch)
 			fw.result = result

@@ -46,32 +46,27 @@ func (c *Conn) loginConfig(ctx context.Context) (engine.Config, error) {
 			if wrapped {
 				m = named.Mechanism
 			}
+			// set gives a copy of a built-in mechanism the credentials.
+			set := func(u, p *string) {
+				if user != "" {
+					*u = user
+				}
+				*p = pass
+			}
 			switch m := m.(type) {
 			case PlainAuth:
-				if user != "" {
-					m.Username = user
-				}
-				m.Password = pass
+				set(&m.Username, &m.Password)
 				ms[i] = m
 			case *PlainAuth:
 				cp := *m
-				if user != "" {
-					cp.Username = user
-				}
-				cp.Password = pass
+				set(&cp.Username, &cp.Password)
 				ms[i] = &cp
 			case AMQPlainAuth:
-				if user != "" {
-					m.Username = user
-				}
-				m.Password = pass
+				set(&m.Username, &m.Password)
 				ms[i] = m
 			case *AMQPlainAuth:
 				cp := *m
-				if user != "" {
-					cp.Username = user
-				}
-				cp.Password = pass
+				set(&cp.Username, &cp.Password)
 				ms[i] = &cp
 			default:
 				ms[i] = m
