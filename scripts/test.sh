@@ -10,7 +10,9 @@
 #   6. go test -race -count=1 -timeout 30m ./...   (extra arguments to this script are
 #      passed to this go test invocation, e.g. -run TestDial -v)
 #   7. every fuzz target for PIKA_FUZZTIME (default 5s), one per invocation
-#   8. bench/ module (separate go.mod): go vet and go test, when present
+#   8. every other Go module in the repository (each directory below the root
+#      with a go.mod: bench/, plugins/*, adapters/*): go vet, then go test
+#      -race -count=1 -timeout 30m
 #
 # A failing step does not stop the later ones (so one run shows every
 # problem); the script exits non-zero if any step failed. Integration tests
@@ -154,8 +156,17 @@ run_fuzz() {
 	return $rc
 }
 
-run_bench_module() {
-	(cd bench && go vet ./... && go test -count=1 ./...)
+# other_modules lists the directories below the root that hold a go.mod, in
+# a stable order.
+other_modules() {
+	find . -mindepth 2 -name go.mod -not -path '*/testdata/*' -not -path './.git/*' \
+		-printf '%h\n' | sort
+}
+
+# run_module vets and tests the module in directory $1 under the race
+# detector.
+run_module() {
+	(cd "$1" && go vet ./... && go test -race -count=1 -timeout 30m ./...)
 }
 
 section "go toolchain"
@@ -175,12 +186,9 @@ step "go vet" go vet ./...
 step "go generate drift" check_generate
 step "go test -race" run_tests "$@"
 step "fuzz (${fuzztime} each)" run_fuzz
-if [[ -f bench/go.mod ]]; then
-	step "bench module" run_bench_module
-else
-	section "bench module"
-	echo "bench/go.mod not present yet: skipped"
-fi
+while IFS= read -r mod; do
+	step "module ${mod#./}" run_module "$mod"
+done < <(other_modules)
 
 elapsed=$((SECONDS - start))
 echo
