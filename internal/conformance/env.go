@@ -269,8 +269,8 @@ func (e *Env) Vhost() string {
 }
 
 // Fail checks that err is an AMQP error sent by the broker with code,
-// closing what scope says, and, when text is not empty, with exactly that
-// reply text; a text ending in "*" is a prefix.
+// closing what scope says, and, when text is not empty, with a reply text
+// matching it (see textMatches: "*" matches anything).
 func (e *Env) Fail(err error, code wire.ReplyCode, scope Scope, text string) *pika.Error {
 	e.T.Helper()
 	var perr *pika.Error
@@ -288,13 +288,26 @@ func (e *Env) Fail(err error, code wire.ReplyCode, scope Scope, text string) *pi
 	return perr
 }
 
-// textMatches reports whether got equals want, or starts with want's text
-// before a final "*".
+// textMatches reports whether got matches the pattern want, in which each
+// "*" stands for any run of characters (a literal "*" in RabbitMQ's text,
+// as in 'amq.*', matches itself too).
 func textMatches(got, want string) bool {
-	if p, ok := strings.CutSuffix(want, "*"); ok {
-		return strings.HasPrefix(got, p)
+	parts := strings.Split(want, "*")
+	if len(parts) == 1 {
+		return got == want
 	}
-	return got == want
+	if !strings.HasPrefix(got, parts[0]) {
+		return false
+	}
+	got = got[len(parts[0]):]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(got, p)
+		if i < 0 {
+			return false
+		}
+		got = got[i+len(p):]
+	}
+	return strings.HasSuffix(got, parts[len(parts)-1])
 }
 
 // ChannelClosed checks that a call on ch failed because the broker closed

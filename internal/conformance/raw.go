@@ -226,6 +226,7 @@ func (r *Raw) ExpectConnClose(code wire.ReplyCode, text string) *wire.Connection
 		if wire.ReplyCode(cl.ReplyCode) != code || (text != "" && !textMatches(cl.ReplyText, text)) {
 			r.e.T.Fatalf("connection.close %d %q, want %d %q", cl.ReplyCode, cl.ReplyText, code, text)
 		}
+		r.e.T.Logf("connection.close %d %q (method %d/%d)", cl.ReplyCode, cl.ReplyText, cl.ClassID, cl.MethodID)
 		r.Send(0, &wire.ConnectionCloseOk{})
 		r.ExpectEOF()
 		return cl
@@ -298,3 +299,64 @@ func (r *Raw) Close() { r.nc.Close() }
 
 // SetReadTimeout bounds the next reads to d from now.
 func (r *Raw) SetReadTimeout(d time.Duration) { r.nc.SetReadDeadline(time.Now().Add(d)) }
+
+// frameBytes builds a frame by hand: type, channel, payload and the given
+// frame-end octet (0xCE is the valid one).
+func frameBytes(typ wire.FrameType, ch uint16, payload []byte, end byte) []byte {
+	b := []byte{byte(typ), byte(ch >> 8), byte(ch)}
+	n := len(payload)
+	b = append(b, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	b = append(b, payload...)
+	return append(b, end)
+}
+
+// Publish sends basic.publish with its content header and body frames,
+// split under the negotiated frame_max.
+func (r *Raw) Publish(ch uint16, pub *wire.BasicPublish, p *wire.Properties, body []byte) {
+	r.e.T.Helper()
+	out, err := wire.AppendMessage(nil, ch, pub, p, body, r.FrameMax)
+	r.e.Must(err, "encode message")
+	r.Write(out)
+}
+
+// Header returns the bytes of a content header frame announcing size bytes.
+func (r *Raw) Header(ch uint16, size uint64) []byte {
+	r.e.T.Helper()
+	out, err := wire.AppendHeaderFrame(nil, ch, size, nil)
+	r.e.Must(err, "encode content header")
+	return out
+}
+
+// Declare declares queue q (non-exclusive, auto-delete off) on ch and
+// tracks it for deletion.
+func (r *Raw) Declare(ch uint16, q string, args wire.Table) {
+	r.e.T.Helper()
+	r.e.TrackQueue(q)
+	r.Send(ch, &wire.QueueDeclare{Queue: q, Arguments: args})
+	r.Expect(ch, &wire.QueueDeclareOk{})
+}
+
+// Deliver reads the next delivery (basic.deliver or basic.get-ok with its
+// content) on ch and returns the method and the body.
+func (r *Raw) Deliver(ch uint16) (wire.Method, *wire.ContentHeader, []byte) {
+	r.e.T.Helper()
+	f := r.Next()
+	switch f.Method.(type) {
+	case *wire.BasicDeliver, *wire.BasicGetOk, *wire.BasicReturn:
+	default:
+		r.e.T.Fatalf("got %v, want a delivery on channel %d", f, ch)
+	}
+	h := r.Next()
+	if h.Header == nil || h.Channel != ch {
+		r.e.T.Fatalf("got %v, want a content header on channel %d", h, ch)
+	}
+	var body []byte
+	for uint64(len(body)) < h.Header.BodySize {
+		b := r.Next()
+		if b.Type != wire.FrameBody || b.Channel != ch {
+			r.e.T.Fatalf("got %v, want a body frame on channel %d", b, ch)
+		}
+		body = append(body, b.Body...)
+	}
+	return f.Method, h.Header, body
+}

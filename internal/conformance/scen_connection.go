@@ -128,7 +128,7 @@ func connVhostRaw(e *Env) {
 	r.Send(0, &wire.ConnectionTuneOk{ChannelMax: tune.ChannelMax, FrameMax: tune.FrameMax})
 	r.Send(0, &wire.ConnectionOpen{VirtualHost: vhost})
 	cl := r.ExpectConnClose(wire.ReplyNotAllowed, "NOT_ALLOWED - vhost "+vhost+" not found")
-	Equal(e, "failing method", wire.MethodID(uint32(cl.ClassID)<<16|uint32(cl.MethodID)), wire.MethodConnectionOpen)
+	Equal(e, "failing method", methodOf(cl.ClassID, cl.MethodID), wire.MethodConnectionOpen)
 }
 
 func connTuneProposal(e *Env) {
