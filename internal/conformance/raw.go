@@ -21,8 +21,13 @@ type Raw struct {
 	fr       *wire.FrameReader
 	out      []byte
 	FrameMax uint32 // negotiated by Handshake
-	Start    *wire.ConnectionStart
-	Tune     *wire.ConnectionTune
+	// Props are the client properties StartOk sends: by default the
+	// capabilities of a modern client (consumer_cancel_notify,
+	// connection.blocked, publisher_confirms, basic.nack), without
+	// authentication_failure_close.
+	Props wire.Table
+	Start *wire.ConnectionStart
+	Tune  *wire.ConnectionTune
 }
 
 // RawFrame is a frame read from the broker, with its method decoded when it
@@ -66,7 +71,13 @@ func (e *Env) RawConnectHeader(header string) *Raw {
 	if dl, ok := e.Ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
-	r := &Raw{e: e, nc: nc, fr: wire.NewFrameReader(nc, 1<<20)}
+	r := &Raw{e: e, nc: nc, fr: wire.NewFrameReader(nc, 1<<20), Props: wire.Table{
+		"product": "pika conformance",
+		"capabilities": wire.Table{
+			"consumer_cancel_notify": true, "connection.blocked": true,
+			"publisher_confirms": true, "basic.nack": true,
+		},
+	}}
 	r.Write([]byte(header))
 	return r
 }
@@ -85,7 +96,17 @@ func (r *Raw) ReadFull(b []byte) {
 // heartbeats.
 func (e *Env) RawDial(frameMax uint32) *Raw {
 	e.T.Helper()
+	return e.RawDialProps(frameMax, nil)
+}
+
+// RawDialProps is RawDial sending props (when not nil) as the client
+// properties.
+func (e *Env) RawDialProps(frameMax uint32, props wire.Table) *Raw {
+	e.T.Helper()
 	r := e.RawConnect()
+	if props != nil {
+		r.Props = props
+	}
 	cfg, _ := pika.ParseURL(e.URL)
 	r.Handshake("PLAIN", "\x00"+cfg.Username+"\x00"+cfg.Password, frameMax, e.Vhost())
 	return r
@@ -113,7 +134,7 @@ func (r *Raw) StartOk(mechanism, response string) {
 	r.e.T.Helper()
 	r.Start = r.Expect(0, &wire.ConnectionStart{}).(*wire.ConnectionStart)
 	r.Send(0, &wire.ConnectionStartOk{
-		ClientProperties: wire.Table{"product": "pika conformance"},
+		ClientProperties: r.Props,
 		Mechanism:        mechanism,
 		Response:         response,
 		Locale:           "en_US",
