@@ -302,6 +302,24 @@ func (r *Raw) ExpectSilence() {
 	}
 }
 
+// ExpectSilenceFor checks that the broker sends no frame at all, heartbeats
+// included, for d, and keeps the socket open; the connection stays usable.
+func (r *Raw) ExpectSilenceFor(d time.Duration) {
+	r.e.T.Helper()
+	r.SetReadTimeout(d)
+	f, err := r.fr.ReadFrame()
+	if err == nil {
+		r.e.T.Fatalf("got a frame of type %d within %v, want silence", f.Type, d)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		r.e.T.Fatalf("read: %v, want silence on an open socket", err)
+	}
+	if dl, ok := r.e.Ctx.Deadline(); ok {
+		r.nc.SetReadDeadline(dl)
+	}
+}
+
 func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne) && !ne.Timeout()
