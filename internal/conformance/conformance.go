@@ -73,6 +73,12 @@ func Scenarios() []Scenario {
 // scenario has finished.
 func Run(t *testing.T, url string) {
 	t.Helper()
+	run(t, url)
+}
+
+// run is Run returning the name prefix of the run.
+func run(t *testing.T, url string) string {
+	t.Helper()
 	if _, err := pika.ParseURL(url); err != nil {
 		t.Fatalf("conformance: bad broker URL: %v", err)
 	}
@@ -88,7 +94,7 @@ func Run(t *testing.T, url string) {
 			defer wg.Done()
 			for s := range jobs {
 				t.Run(s.Name, func(t *testing.T) {
-					runScenario(t, url, run, s)
+					runScenario(t, url, run, s, nil)
 				})
 			}
 		}()
@@ -98,6 +104,7 @@ func Run(t *testing.T, url string) {
 	}
 	close(jobs)
 	wg.Wait()
+	return run
 }
 
 // runPrefix returns the name prefix of one Run: unique across runs and
@@ -127,7 +134,7 @@ func checkTable(ss []Scenario) error {
 	return nil
 }
 
-func runScenario(t *testing.T, url, run string, s Scenario) {
+func runScenario(t *testing.T, url, run string, s Scenario, alarm Alarm) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
 	e := &Env{
@@ -135,6 +142,7 @@ func runScenario(t *testing.T, url, run string, s Scenario) {
 		URL:    url,
 		Ctx:    ctx,
 		prefix: run + "." + sanitize(s.Name),
+		alarm:  alarm,
 	}
 	// Registered first, so it runs after every connection opened by the
 	// scenario has been closed by its own cleanup.
@@ -167,6 +175,7 @@ type Env struct {
 	Ctx context.Context
 
 	prefix string
+	alarm  Alarm // nil outside RunAlarm
 
 	mu        sync.Mutex
 	n         int

@@ -333,6 +333,18 @@ func (r *Raw) Sync(ch uint16) {
 	r.Expect(ch, &wire.BasicQosOk{})
 }
 
+// WaitDepth polls queue q with passive declares on ch until it holds n ready
+// messages. RabbitMQ routes a publish to a queue asynchronously from the
+// channel's other methods, so a publish without confirms is only known to
+// have arrived when the queue counts it.
+func (r *Raw) WaitDepth(ch uint16, q string, n uint32) {
+	r.e.T.Helper()
+	r.e.Eventually(fmt.Sprintf("%d messages in %s", n, q), func() bool {
+		r.Send(ch, &wire.QueueDeclare{Queue: q, Passive: true})
+		return r.Expect(ch, &wire.QueueDeclareOk{}).(*wire.QueueDeclareOk).MessageCount == n
+	})
+}
+
 // Close closes the socket.
 func (r *Raw) Close() { r.nc.Close() }
 

@@ -86,7 +86,7 @@ func consConsumeOkBeforeDelivery(e *Env) {
 	q := e.Name("q")
 	r.Declare(1, q, nil)
 	r.Publish(1, &wire.BasicPublish{RoutingKey: q}, nil, []byte("waiting"))
-	r.Sync(1)
+	r.WaitDepth(1, q, 1)
 	r.Send(1, &wire.BasicConsume{Queue: q, ConsumerTag: "c", NoAck: true})
 	r.Expect(1, &wire.BasicConsumeOk{})
 	m, _, body := r.Deliver(1)
@@ -281,7 +281,7 @@ func rawHeld(e *Env, bodies ...string) (*Raw, string) {
 	for _, b := range bodies {
 		r.Publish(1, &wire.BasicPublish{RoutingKey: q}, nil, []byte(b))
 	}
-	r.Sync(1)
+	r.WaitDepth(1, q, uint32(len(bodies)))
 	for i := range bodies {
 		r.Send(1, &wire.BasicGet{Queue: q})
 		m, _, _ := r.Deliver(1)
@@ -349,7 +349,7 @@ func consAckNoAckDelivery(e *Env) {
 	q := e.Name("q")
 	r.Declare(1, q, nil)
 	r.Publish(1, &wire.BasicPublish{RoutingKey: q}, nil, []byte("m"))
-	r.Sync(1)
+	r.WaitDepth(1, q, 1)
 	r.Send(1, &wire.BasicGet{Queue: q, NoAck: true})
 	r.Deliver(1)
 	r.Send(1, &wire.BasicAck{DeliveryTag: 1})
@@ -555,7 +555,7 @@ func getOk(e *Env) {
 	for _, b := range []string{"a", "b", "c"} {
 		r.Publish(1, &wire.BasicPublish{RoutingKey: q}, &wire.Properties{ContentType: "text/plain"}, []byte(b))
 	}
-	r.Sync(1)
+	r.WaitDepth(1, q, 3)
 	r.Send(1, &wire.BasicGet{Queue: q, NoAck: true})
 	m, h, body := r.Deliver(1)
 	ok := m.(*wire.BasicGetOk)
@@ -618,10 +618,7 @@ func recoverNoRequeue(e *Env) {
 func recoverAsync(e *Env) {
 	r, q := rawHeld(e, "1")
 	r.Send(1, &wire.BasicRecoverAsync{Requeue: true})
-	e.Eventually("the message back in the queue", func() bool {
-		r.Send(1, &wire.QueueDeclare{Queue: q, Passive: true})
-		return r.Expect(1, &wire.QueueDeclareOk{}).(*wire.QueueDeclareOk).MessageCount == 1
-	})
+	r.WaitDepth(1, q, 1)
 }
 
 func replyToRPC(e *Env) {

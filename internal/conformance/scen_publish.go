@@ -323,7 +323,7 @@ func pubEmptyBody(e *Env) {
 	q := e.Name("q")
 	r.Declare(1, q, nil)
 	r.Publish(1, &wire.BasicPublish{RoutingKey: q}, nil, nil)
-	r.Sync(1)
+	r.WaitDepth(1, q, 1)
 	r.Send(1, &wire.BasicGet{Queue: q, NoAck: true})
 	// Header with body size 0 and no body frame.
 	f := r.Next()
@@ -356,7 +356,7 @@ func pubBodyFramesSplitByBroker(e *Env) {
 	r.Declare(1, q, nil)
 	body := bytes.Repeat([]byte("x"), 10000)
 	r.Publish(1, &wire.BasicPublish{RoutingKey: q}, nil, body)
-	r.Sync(1)
+	r.WaitDepth(1, q, 1)
 	r.Send(1, &wire.BasicGet{Queue: q, NoAck: true})
 	r.Next() // get-ok
 	r.Next() // header

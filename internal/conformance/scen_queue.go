@@ -489,7 +489,13 @@ func qMaxLengthRejectPublishUnconfirmed(e *Env) {
 	plain := e.Chan(c)
 	e.Publish(plain, "", q, Body("1"))
 	e.Publish(plain, "", q, Body("2"))
-	e.Must(plain.Qos(e.Ctx, pika.QosOptions{}), "sync") // the channel stays open: silently dropped
+	// Switch the same channel to confirms: the nack of a third message
+	// comes after the broker handled the first two (same channel, same
+	// queue, in order).
+	e.Must(plain.ConfirmSelect(e.Ctx), "confirm.select")
+	if err := e.Confirmed(plain, "", q, Body("3")); err != pika.ErrNacked {
+		e.T.Fatalf("third publish: %v, want a nack", err)
+	}
 	e.GetBody(ch, q, "1")
 	e.GetEmpty(ch, q)
 }
