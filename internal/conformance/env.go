@@ -361,6 +361,26 @@ func (e *Env) Gone(c *pika.Conn, q string) {
 	e.Fail(err, wire.ReplyNotFound, ChannelScope, e.NotFoundQueue(q))
 }
 
+// EventuallyGone waits until queue q no longer exists, then checks the 404
+// as Gone does. Deletions that follow a close or a cancel (exclusive and
+// auto-delete queues) and expiries complete asynchronously.
+func (e *Env) EventuallyGone(c *pika.Conn, q string) {
+	e.T.Helper()
+	e.Eventually("queue "+q+" to be deleted", func() bool {
+		_, err := e.Chan(c).QueueDeclarePassive(e.Ctx, q)
+		return err != nil
+	})
+	e.Gone(c, q)
+}
+
+// WaitDepth waits until queue q holds n ready messages: requeues after a
+// channel or connection close, and publishes without confirms, reach a
+// queue asynchronously from other channels' methods.
+func (e *Env) WaitDepth(ch *pika.Channel, q string, n int) {
+	e.T.Helper()
+	e.Eventually(fmt.Sprintf("%d messages in %s", n, q), func() bool { return e.Depth(ch, q) == n })
+}
+
 // Exists checks that queue q exists.
 func (e *Env) Exists(c *pika.Conn, q string) {
 	e.T.Helper()

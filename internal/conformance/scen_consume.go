@@ -474,6 +474,7 @@ func consCloseRequeues(e *Env) {
 	e.PublishSync(ch, "", q, Body("m"))
 	e.NextBody(cons, "m")
 	e.Must(cch.Close(e.Ctx), "close the consumer's channel")
+	e.WaitDepth(ch, q, 1)
 	d := e.GetBody(ch, q, "m")
 	Equal(e, "redelivered after channel close", d.Redelivered, true)
 }
@@ -487,7 +488,7 @@ func consConnCloseRequeues(e *Env) {
 	e.PublishSync(ch, "", q, Body("m"))
 	e.Get(cch, q)
 	e.Must(other.Close(e.Ctx), "close the other connection")
-	e.Eventually("the message back in the queue", func() bool { return e.Depth(ch, q) == 1 })
+	e.WaitDepth(ch, q, 1)
 	d := e.GetBody(ch, q, "m")
 	Equal(e, "redelivered", d.Redelivered, true)
 }
@@ -630,7 +631,7 @@ func replyToRPC(e *Env) {
 	sch := e.Chan(server)
 	q := e.Queue(sch, "rpc", pika.QueueDeclareOptions{})
 	e.Publish(client, "", q, pika.Message{Body: []byte("ping"), Properties: pika.Properties{ReplyTo: "amq.rabbitmq.reply-to", CorrelationID: "7"}})
-	e.Eventually("the request", func() bool { return e.Depth(sch, q) == 1 })
+	e.WaitDepth(sch, q, 1)
 	req := e.GetBody(sch, q, "ping")
 	if !strings.HasPrefix(req.ReplyTo, "amq.rabbitmq.reply-to.") {
 		e.T.Fatalf("reply-to seen by the server %q, want amq.rabbitmq.reply-to.<token>", req.ReplyTo)

@@ -87,7 +87,7 @@ func dlReject(e *Env) {
 	ch, dlx, src, dead := dlxPair(e, nil)
 	e.PublishSync(ch, "", src, pika.Message{Body: []byte("m"), Properties: pika.Properties{Headers: pika.Table{"app": "kept"}}})
 	e.Must(e.Get(ch, src).Reject(false), "reject")
-	e.Eventually("the rejected message in the dead-letter queue", func() bool { return e.Depth(ch, dead) == 1 })
+	e.WaitDepth(ch, dead, 1)
 	d := e.GetBody(ch, dead, "m")
 	Equal(e, "exchange of the dead-lettered delivery", d.Exchange, dlx)
 	Equal(e, "routing key of the dead-lettered delivery", d.RoutingKey, src)
@@ -105,7 +105,7 @@ func dlNack(e *Env) {
 	e.Get(ch, src)
 	last := e.Get(ch, src)
 	e.Must(last.Nack(true, false), "nack multiple without requeue")
-	e.Eventually("both messages dead-lettered", func() bool { return e.Depth(ch, dead) == 2 })
+	e.WaitDepth(ch, dead, 2)
 	for _, b := range []string{"1", "2"} {
 		d := e.GetBody(ch, dead, b)
 		checkDeath(e, death(e, d)[0], 1, "rejected", src, "", src)
@@ -128,7 +128,7 @@ func dlExpired(e *Env) {
 	x := e.Exchange(ch, "x", pika.ExchangeDirect, pika.ExchangeDeclareOptions{})
 	e.Bind(ch, src, x, "key", nil)
 	e.PublishSync(ch, x, "key", Body("m"))
-	e.Eventually("the expired message in the dead-letter queue", func() bool { return e.Depth(ch, dead) == 1 })
+	e.WaitDepth(ch, dead, 1)
 	d := e.GetBody(ch, dead, "m")
 	Equal(e, "exchange", d.Exchange, dlx)
 	Equal(e, "routing key", d.RoutingKey, "key")
@@ -139,7 +139,7 @@ func dlExpired(e *Env) {
 func dlExpiredPerMessage(e *Env) {
 	ch, _, src, dead := dlxPair(e, nil)
 	e.PublishSync(ch, "", src, pika.Message{Body: []byte("m"), Properties: pika.Properties{Expiration: "20"}})
-	e.Eventually("the expired message in the dead-letter queue", func() bool { return e.Depth(ch, dead) == 1 })
+	e.WaitDepth(ch, dead, 1)
 	d := e.GetBody(ch, dead, "m")
 	ds := death(e, d)
 	checkDeath(e, ds[0], 1, "expired", src, "", src)
@@ -153,7 +153,7 @@ func dlMaxLen(e *Env) {
 	ch, _, src, dead := dlxPair(e, pika.Table{"x-max-length": int32(1)})
 	e.PublishSync(ch, "", src, Body("old"))
 	e.PublishSync(ch, "", src, Body("new"))
-	e.Eventually("the dropped head in the dead-letter queue", func() bool { return e.Depth(ch, dead) == 1 })
+	e.WaitDepth(ch, dead, 1)
 	d := e.GetBody(ch, dead, "old")
 	checkDeath(e, death(e, d)[0], 1, "maxlen", src, "", src)
 	e.GetBody(ch, src, "new")
@@ -165,7 +165,7 @@ func dlRejectPublishDLX(e *Env) {
 	if err := e.Confirmed(ch, "", src, Body("refused")); err != pika.ErrNacked {
 		e.T.Fatalf("publish beyond the limit: %v, want a nack", err)
 	}
-	e.Eventually("the refused message in the dead-letter queue", func() bool { return e.Depth(ch, dead) == 1 })
+	e.WaitDepth(ch, dead, 1)
 	d := e.GetBody(ch, dead, "refused")
 	checkDeath(e, death(e, d)[0], 1, "maxlen", src, "", src)
 	e.GetBody(ch, src, "kept")
@@ -180,7 +180,7 @@ func dlRoutingKey(e *Env) {
 	src := e.QueueArgs(ch, "src", pika.QueueArgs{DeadLetterExchange: dlx, DeadLetterRoutingKey: "dead-key"})
 	e.PublishSync(ch, "", src, Body("m"))
 	e.Must(e.Get(ch, src).Reject(false), "reject")
-	e.Eventually("the message under the dead-letter key", func() bool { return e.Depth(ch, dead) == 1 })
+	e.WaitDepth(ch, dead, 1)
 	d := e.GetBody(ch, dead, "m")
 	Equal(e, "routing key", d.RoutingKey, "dead-key")
 	// x-death keeps the original routing keys.
@@ -193,7 +193,7 @@ func dlCCKeys(e *Env) {
 	e.Bind(ch, src, x, "a", nil)
 	e.PublishSync(ch, x, "a", pika.Message{Body: []byte("m"), Properties: pika.Properties{Headers: pika.Table{"CC": []any{"b"}}}})
 	e.Must(e.Get(ch, src).Reject(false), "reject")
-	e.Eventually("the message dead-lettered", func() bool { return e.Depth(ch, dead) == 1 })
+	e.WaitDepth(ch, dead, 1)
 	d := e.GetBody(ch, dead, "m")
 	checkDeath(e, death(e, d)[0], 1, "rejected", src, x, "a", "b")
 }
@@ -205,7 +205,7 @@ func dlDefaultExchange(e *Env) {
 	src := e.Queue(ch, "src", pika.QueueDeclareOptions{Arguments: pika.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}})
 	e.PublishSync(ch, "", src, Body("m"))
 	e.Must(e.Get(ch, src).Reject(false), "reject")
-	e.Eventually("the message dead-lettered through the default exchange", func() bool { return e.Depth(ch, dead) == 1 })
+	e.WaitDepth(ch, dead, 1)
 	d := e.GetBody(ch, dead, "m")
 	Equal(e, "exchange", d.Exchange, "")
 	Equal(e, "routing key", d.RoutingKey, dead)
@@ -236,7 +236,7 @@ func dlCount(e *Env) {
 	e.PublishSync(ch, "", src, Body("m"))
 	for round := 1; round <= 2; round++ {
 		e.Must(e.Get(ch, src).Reject(false), "reject")
-		e.Eventually("the message back in the source queue", func() bool { return e.Depth(ch, src) == 1 })
+		e.WaitDepth(ch, src, 1)
 	}
 	d := e.Get(ch, src)
 	ds := death(e, d)
@@ -307,7 +307,7 @@ func quorumDeliveryLimit(e *Env) {
 	e.PublishSync(ch, "", q, Body("m"))
 	e.Must(e.Get(ch, q).Nack(false, true), "first nack")
 	e.Must(e.Get(ch, q).Nack(false, true), "second nack: over the limit")
-	e.Eventually("the message dead-lettered past the delivery limit", func() bool { return e.Depth(ch, dead) == 1 })
+	e.WaitDepth(ch, dead, 1)
 	d := e.GetBody(ch, dead, "m")
 	checkDeath(e, death(e, d)[0], 1, "delivery_limit", q, "", q)
 	e.GetEmpty(ch, q)

@@ -205,6 +205,7 @@ func txAck(e *Env) {
 	e.Must(tx.TxRollback(e.Ctx), "tx.rollback")
 	// The rolled-back ack did not happen: closing the channel requeues.
 	e.Must(tx.Close(e.Ctx), "close")
+	e.WaitDepth(ch, q, 1)
 	d = e.GetBody(ch, q, "m")
 	Equal(e, "redelivered", d.Redelivered, true)
 }

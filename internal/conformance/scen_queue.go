@@ -28,7 +28,7 @@ func qServerNamed(e *Env) {
 		e.T.Fatalf("two server-named queues share the name %q", q1.Name)
 	}
 	e.Must(ch.Publish(e.Ctx, "", q1.Name, Body("m")), "publish")
-	e.Eventually("the message in the server-named queue", func() bool { return e.Depth(ch, q1.Name) == 1 })
+	e.WaitDepth(ch, q1.Name, 1)
 }
 
 func qDeclareOkCounts(e *Env) {
@@ -209,13 +209,7 @@ func qExclusiveGoneWithConn(e *Env) {
 	owner, och := e.Open()
 	q := e.Queue(och, "q", pika.QueueDeclareOptions{Exclusive: true, Durable: true})
 	e.Must(owner.Close(e.Ctx), "close the owner")
-	c := e.Dial()
-	e.Eventually("the exclusive queue to go with its connection", func() bool {
-		ch := e.Chan(c)
-		_, err := ch.QueueDeclarePassive(e.Ctx, q)
-		return err != nil
-	})
-	e.Gone(c, q)
+	e.EventuallyGone(e.Dial(), q)
 }
 
 func qAutoDeleteLastConsumer(e *Env) {
@@ -228,7 +222,7 @@ func qAutoDeleteLastConsumer(e *Env) {
 	e.Must(c1.Cancel(e.Ctx), "cancel 1")
 	e.Exists(c, q)
 	e.Must(c2.Cancel(e.Ctx), "cancel 2")
-	e.Gone(c, q)
+	e.EventuallyGone(c, q)
 }
 
 func qAutoDeleteNoConsumer(e *Env) {
@@ -245,11 +239,7 @@ func qAutoDeleteChannelClose(e *Env) {
 	_, err := cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
 	e.Must(err, "consume")
 	e.Must(cch.Close(e.Ctx), "close the consumer's channel")
-	e.Eventually("the auto-delete queue to go with its consumer's channel", func() bool {
-		st, err := e.Chan(c).QueueDeclarePassive(e.Ctx, q)
-		_ = st
-		return err != nil
-	})
+	e.EventuallyGone(c, q)
 }
 
 func qPurge(e *Env) {
@@ -336,7 +326,7 @@ func qTTL(e *Env) {
 	ch := e.ConfirmChan(c)
 	q := e.QueueArgs(ch, "q", pika.QueueArgs{MessageTTL: 50 * time.Millisecond})
 	e.PublishSync(ch, "", q, Body("m"))
-	e.Eventually("the message to expire", func() bool { return e.Depth(ch, q) == 0 })
+	e.WaitDepth(ch, q, 0)
 	e.GetEmpty(ch, q)
 }
 
@@ -364,7 +354,7 @@ func qTTLPerMessage(e *Env) {
 	q := e.Queue(ch, "q", pika.QueueDeclareOptions{})
 	e.PublishSync(ch, "", q, pika.Message{Body: []byte("short"), Properties: pika.Properties{Expiration: "30"}})
 	e.PublishSync(ch, "", q, pika.Message{Body: []byte("long"), Properties: pika.Properties{Expiration: "600000"}})
-	e.Eventually("the short-lived message to expire", func() bool { return e.Depth(ch, q) == 1 })
+	e.WaitDepth(ch, q, 1)
 	d := e.GetBody(ch, q, "long")
 	Equal(e, "expiration of the delivered message", d.Expiration, "600000")
 }
@@ -387,7 +377,7 @@ func qTTLMin(e *Env) {
 	ch := e.ConfirmChan(c)
 	q := e.QueueArgs(ch, "q", pika.QueueArgs{MessageTTL: 40 * time.Millisecond})
 	e.PublishSync(ch, "", q, pika.Message{Body: []byte("m"), Properties: pika.Properties{Expiration: "600000"}})
-	e.Eventually("the queue TTL (the lower one) to apply", func() bool { return e.Depth(ch, q) == 0 })
+	e.WaitDepth(ch, q, 0)
 }
 
 // badExpiration publishes with expiration exp and checks the 406 close.
@@ -449,11 +439,7 @@ func qBadMaxPriority(e *Env) {
 func qExpires(e *Env) {
 	c, ch := e.Open()
 	q := e.QueueArgs(ch, "q", pika.QueueArgs{Expires: 100 * time.Millisecond})
-	e.Eventually("the unused queue to expire", func() bool {
-		_, err := e.Chan(c).QueueDeclarePassive(e.Ctx, q)
-		return err != nil
-	})
-	e.Gone(c, q)
+	e.EventuallyGone(c, q)
 }
 
 func qMaxLengthDropHead(e *Env) {

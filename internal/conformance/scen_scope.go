@@ -51,11 +51,7 @@ func scopeConnErrorDropsExclusive(e *Env) {
 	q := e.Queue(ch, "q", pika.QueueDeclareOptions{Exclusive: true})
 	err := ch.ExchangeDeclare(e.Ctx, e.Name("x"), "no-such-kind", pika.ExchangeDeclareOptions{})
 	e.ConnClosed(c, err, wire.ReplyCommandInvalid, "")
-	other := e.Dial()
-	e.Eventually("the exclusive queue to go with its connection", func() bool {
-		_, err := e.Chan(other).QueueDeclarePassive(e.Ctx, q)
-		return err != nil
-	})
+	e.EventuallyGone(e.Dial(), q)
 }
 
 func scopeChannelErrorRequeues(e *Env) {
@@ -67,6 +63,7 @@ func scopeChannelErrorRequeues(e *Env) {
 	e.Get(bad, q)
 	_, err := bad.QueueDeclarePassive(e.Ctx, e.Name("missing"))
 	e.Fail(err, wire.ReplyNotFound, ChannelScope, "")
+	e.WaitDepth(ch, q, 1)
 	d := e.GetBody(ch, q, "m")
 	Equal(e, "redelivered after the channel error", d.Redelivered, true)
 }
