@@ -13,9 +13,24 @@
 // Scenarios are isolated from each other: each opens its own connections,
 // names everything it declares from a prefix unique to the run and the
 // scenario, and deletes everything it declared when it ends, whatever
-// happened. Independent scenarios run concurrently. No scenario changes the
-// broker's global state (users, vhosts, alarms, policies), so the suite can
-// share a broker with other tests.
+// happened. Independent scenarios run concurrently. No scenario of the table
+// changes the broker's global state (users, vhosts, alarms, policies), so
+// the suite can share a broker with other tests. The scenarios of blocked
+// connections need a resource alarm, which is global: they are in a table of
+// their own, run one at a time by [RunAlarm] with a function that raises and
+// clears the alarm.
+//
+// A broker under test runs the suite from a test of its own:
+//
+//	func TestConformance(t *testing.T) {
+//		conformance.Run(t, startBroker(t).URL())
+//	}
+//
+// rabbitmq_test.go runs it against the real RabbitMQ (internal/testenv);
+// every scenario passes there. Waits for the broker are polls bounded by the
+// scenario's deadline (20 s); fixed delays appear only where a scenario must
+// see that something does not happen (a quiet period of 150 to 300 ms) or
+// lets a short TTL or heartbeat interval pass.
 //
 // Where RabbitMQ 3.10 does something a reader of the AMQP 0-9-1
 // specification would not expect, the scenario's RabbitMQ text says so

@@ -19,7 +19,7 @@ func TestRabbitMQ(t *testing.T) {
 	url := testenv.Broker(t)
 	start := time.Now()
 	prefix := run(t, url)
-	t.Logf("%d scenarios in %v", len(table), time.Since(start).Round(time.Millisecond))
+	t.Logf("the table (%d scenarios) in %v", len(table), time.Since(start).Round(time.Millisecond))
 	checkClean(t, url, prefix)
 }
 

@@ -268,7 +268,7 @@ func frameEmptyRoutingKeyDeclare(e *Env) {
 	r := e.RawDial(0)
 	r.OpenChannel(1)
 	r.Send(1, &wire.QueueDeclare{Queue: "", Passive: true})
-	r.ExpectChannelClose(1, wire.ReplyNotFound, "*")
+	r.ExpectChannelClose(1, wire.ReplyNotFound, "NOT_FOUND - no previously declared queue")
 }
 
 // methodOf returns the method id of a close's class and method fields.
