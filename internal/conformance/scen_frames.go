@@ -264,11 +264,11 @@ func frameNameTooLong(e *Env) {
 	r.ExpectConnClose(wire.ReplyFrameError, "FRAME_ERROR - cannot decode <<0,0,200,97,98>>")
 }
 
-func frameEmptyRoutingKeyDeclare(e *Env) {
+func framePassiveEmptyName(e *Env) {
 	r := e.RawDial(0)
 	r.OpenChannel(1)
 	r.Send(1, &wire.QueueDeclare{Queue: "", Passive: true})
-	r.ExpectChannelClose(1, wire.ReplyNotFound, "NOT_FOUND - no previously declared queue")
+	r.ExpectChannelClose(1, wire.ReplyNotFound, e.NotFoundQueue(""))
 }
 
 // methodOf returns the method id of a close's class and method fields.

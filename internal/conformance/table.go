@@ -587,9 +587,9 @@ var table = []Scenario{
 	{Name: "frame/short-string-overrun", Func: frameNameTooLong,
 		Checks:   "a short string whose length runs past the frame closes the connection with 501",
 		RabbitMQ: "Surprise: 501 \"FRAME_ERROR - cannot decode <<...>>\", not 502 SYNTAX_ERROR."},
-	{Name: "frame/passive-empty-name", Func: frameEmptyRoutingKeyDeclare,
+	{Name: "frame/passive-empty-name", Func: framePassiveEmptyName,
 		Checks:   "a passive queue.declare with an empty name on a channel that declared nothing closes the channel with 404",
-		RabbitMQ: "The empty name means the channel's last declared queue: \"NOT_FOUND - no previously declared queue\"."},
+		RabbitMQ: "Surprise: \"NOT_FOUND - no queue '' in vhost '/'\", where basic.get on the same fresh channel says \"no previously declared queue\" (see last-queue/none)."},
 
 	// Consumers.
 	{Name: "consume/basic", Func: consBasic,
