@@ -845,11 +845,21 @@ func (cons *Consumer) Cancel(ctx context.Context) error {
 	return err
 }
 
+// GetOptions are the options of basic.get (Channel.Get).
+type GetOptions struct {
+	// AutoAck makes the broker consider the message acknowledged as soon as
+	// it sends it (basic.get no-ack): the Delivery must not be acknowledged,
+	// and a message lost on the way is lost. The default (false) leaves it
+	// to Ack, Nack or Reject.
+	AutoAck bool
+}
+
 // Get fetches one message from queue (basic.get). It returns ok false when
-// the queue is empty. With autoAck the broker considers the message
+// the queue is empty. With opts.AutoAck the broker considers the message
 // acknowledged at once. If ctx ends first, Get returns ctx.Err() and a
-// message the broker sends afterwards is requeued (lost with autoAck).
-func (ch *Channel) Get(ctx context.Context, queue string, autoAck bool) (d *Delivery, ok bool, err error) {
+// message the broker sends afterwards is requeued (lost with AutoAck).
+func (ch *Channel) Get(ctx context.Context, queue string, opts GetOptions) (d *Delivery, ok bool, err error) {
+	autoAck := opts.AutoAck
 	c := ch.conn
 	// The delivery is made when the get-ok is dispatched, under the lock:
 	// its client tag must use the tag base of the link it came on, which a

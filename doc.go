@@ -285,7 +285,7 @@
 //     with code 404, whichever channel or connection it closed; likewise
 //     [ErrAccessRefused], [ErrPreconditionFailed], [ErrResourceLocked],
 //     [ErrNotAllowed] and the others. errors.As(err, &e) with e an *Error
-//     gives the details, and (*Error).Temporary says whether a retry could
+//     gives the details, and (*Error).Retryable says whether a retry could
 //     get past it.
 //   - state: [ErrClosed] (the connection is closed; it also matches every
 //     connection-level *Error) and [ErrChannelClosed] (the channel is

@@ -211,13 +211,13 @@ func (c *Conn) OnBlocked(f func(blocked bool, reason string)) {
 	c.notify.onBlock = append(c.notify.onBlock, f)
 }
 
-// Confirm is a publisher confirmation as seen by Channel.OnConfirm: one
+// ConfirmEvent is a publisher confirmation as seen by Channel.OnConfirm: one
 // basic.ack or basic.nack frame, and what it settled. An ack also confirms
 // mandatory messages the broker returned (it dropped them): Returned counts
 // those, and MaybeReturned those that may have been (see
 // ErrMaybeReturned), so the messages this confirmation shows delivered are
 // Count - Returned - MaybeReturned when Ack is true.
-type Confirm struct {
+type ConfirmEvent struct {
 	Tag           uint64 // the delivery tag, or the highest one with Multiple
 	Multiple      bool   // every outstanding tag up to Tag
 	Ack           bool   // true: accepted (unless returned); false: refused (basic.nack)
@@ -232,7 +232,7 @@ type chanNotifier struct {
 	box       mailbox
 	onClose   []func(error)
 	onReturn  []func(*Return)
-	onConfirm []func(Confirm)
+	onConfirm []func(ConfirmEvent)
 	onCancel  []func(string)
 	onFlow    []func(bool)
 	onOrphan  []func(string, uint64)
@@ -258,7 +258,7 @@ func (n *chanNotifier) returned(r *Return) {
 	}
 }
 
-func (n *chanNotifier) confirmed(c Confirm) {
+func (n *chanNotifier) confirmed(c ConfirmEvent) {
 	for _, f := range n.onConfirm {
 		n.box.post(func() { f(c) })
 	}
@@ -314,9 +314,9 @@ func (ch *Channel) OnReturn(f func(*Return)) {
 // OnConfirm registers f to be called with every confirmation (basic.ack or
 // basic.nack) the broker sends on this channel in confirm mode, in order,
 // with how many messages it settled and how many of those were returned
-// (see Confirm). Like OnReturn, a slow f makes Publish on this channel wait
+// (see ConfirmEvent). Like OnReturn, a slow f makes Publish on this channel wait
 // once Config.NotifyBuffer notifications wait for it.
-func (ch *Channel) OnConfirm(f func(Confirm)) {
+func (ch *Channel) OnConfirm(f func(ConfirmEvent)) {
 	ch.conn.mu.Lock()
 	defer ch.conn.mu.Unlock()
 	ch.notify.onConfirm = append(ch.notify.onConfirm, f)

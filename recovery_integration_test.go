@@ -709,7 +709,7 @@ func TestRecoveryFailWhileRecovering(t *testing.T) {
 		"Qos":          func() error { return ch.Qos(ctx, QosOptions{PrefetchCount: 1}) },
 		"Consume":      func() error { _, err := ch.Consume(ctx, q, ConsumeOptions{}); return err },
 		"WaitConfirms": func() error { return ch.WaitConfirms(ctx) },
-		"Get":          func() error { _, _, err := ch.Get(ctx, q, true); return err },
+		"Get":          func() error { _, _, err := ch.Get(ctx, q, GetOptions{AutoAck: true}); return err },
 	}
 	for name, call := range calls {
 		start := time.Now()

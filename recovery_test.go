@@ -423,8 +423,8 @@ func TestConfirmSetAcrossRecovery(t *testing.T) {
 	}
 	// The new connection: broker tag 1 is client tag 4.
 	f := ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true)
-	if f.Tag != 4 {
-		t.Fatalf("first tag after recovery: %d, want 4", f.Tag)
+	if f.Tag() != 4 {
+		t.Fatalf("first tag after recovery: %d, want 4", f.Tag())
 	}
 	ch.confirmLocked(1+ch.pubBase, false, false) // broker nacks its tag 1
 	if err := f.Err(); !errors.Is(err, ErrNacked) {

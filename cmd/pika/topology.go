@@ -173,7 +173,7 @@ func declareExchange(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *passive {
-		err = s.ch.ExchangeDeclarePassive(ctx, name, kind)
+		err = s.ch.ExchangeDeclarePassive(ctx, name)
 	} else {
 		err = s.ch.ExchangeDeclare(ctx, name, kind, opts)
 	}
