@@ -278,7 +278,9 @@ func (c *Conn) finalCloseLocked(err error) {
 		delete(c.chans, id)
 		cerr := err
 		if cerr == nil {
+			// Conn.Close: the application closed the channel too.
 			cerr = ErrClosed
+			ch.byApp = ch.err == nil
 		}
 		ch.closedLocked(cerr)
 	}

@@ -214,7 +214,9 @@ type Consumer struct {
 	autoAck    bool
 	limit      int // soft limit in deliveries (see ConsumeOptions.BufferSize)
 	limitBytes int // soft limit in body bytes
-	handler    func(*Delivery)
+	handler    func(context.Context, *Delivery)
+	handlerCtx context.Context         // the handler's ctx: ends when the consumer ends
+	endCtx     context.CancelCauseFunc // ends handlerCtx
 	opts       ConsumeOptions
 	seq        uint64 // creation order, for recovery
 
@@ -236,6 +238,7 @@ type Consumer struct {
 	overRead    uint64 // the read (Conn.reads) that took the buffer past the hard limit; 0 below it
 	stats       ConsumerStats
 	ended       bool
+	clean       bool // ended because the application asked: Cancel, Channel.Close, Conn.Close
 	err         error
 	signal      chan struct{} // cap 1: something was pushed
 	endCh       chan struct{} // closed when the consumer ends
@@ -283,14 +286,24 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 // handler delays only this consumer). The goroutine ends when the consumer
 // ends: after Cancel, a broker cancel, or the channel's close; Done is
 // closed once the handler has returned for the last time.
-func (ch *Channel) ConsumeFunc(ctx context.Context, queue string, opts ConsumeOptions, handler func(*Delivery)) (*Consumer, error) {
+//
+// The ctx handler receives is the consumer's, not the one given to
+// ConsumeFunc (which bounds only the start): it ends when the consumer ends,
+// for whatever reason (Cancel, a broker cancel, the channel's or the
+// connection's close, a restart recovery could not make), and
+// context.Cause(ctx) is then Consumer.Err. A connection loss that recovery
+// repairs does not end it. Use it for the work a delivery starts (publish a
+// reply, make an RPC), so that the work stops with the consumer. Deliveries
+// still buffered when the consumer ends by Cancel or a broker cancel are
+// still handed to handler, with ctx already ended.
+func (ch *Channel) ConsumeFunc(ctx context.Context, queue string, opts ConsumeOptions, handler func(ctx context.Context, d *Delivery)) (*Consumer, error) {
 	if handler == nil {
 		return nil, errors.New("pika: ConsumeFunc needs a handler (got nil)")
 	}
 	return ch.consume(ctx, queue, opts, handler)
 }
 
-func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOptions, handler func(*Delivery)) (*Consumer, error) {
+func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOptions, handler func(context.Context, *Delivery)) (*Consumer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -317,6 +330,9 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 		ch: ch, tag: tag, autoAck: opts.AutoAck, limit: limit, limitBytes: limitBytes, handler: handler,
 		opts: opts, seq: consumerSeq.Add(1), qname: queue,
 		signal: make(chan struct{}, 1), endCh: make(chan struct{}), done: make(chan struct{}),
+	}
+	if handler != nil {
+		cons.handlerCtx, cons.endCtx = context.WithCancelCause(context.Background())
 	}
 	if err := c.lockReady(ctx); err != nil {
 		return nil, err
@@ -643,7 +659,11 @@ func (cons *Consumer) endLocked(err error) {
 	}
 	cons.ended = true
 	cons.err = err
+	cons.clean = err == ErrConsumerClosed || cons.ch.byApp
 	close(cons.endCh)
+	if cons.endCtx != nil {
+		cons.endCtx(err)
+	}
 	if err != ErrConsumerCancelled && err != ErrConsumerClosed && !cons.autoAck {
 		cons.dropLocked()
 	}
@@ -785,29 +805,57 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 	}
 }
 
-// All returns an iterator over the deliveries, ending when ctx ends or the
-// consumer ends; Err then says why the consumer ended.
-func (cons *Consumer) All(ctx context.Context) iter.Seq[*Delivery] {
-	return func(yield func(*Delivery) bool) {
+// All returns an iterator over the deliveries: each is yielded with a nil
+// error. The iteration ends cleanly (no error yielded) when the consumer
+// ended because the application asked, with Cancel, Channel.Close or
+// Conn.Close, and its buffer is empty. Otherwise it ends with one final
+// (nil, err): err is ctx.Err() when ctx ended, and Consumer.Err when the
+// consumer ended on its own (ErrConsumerCancelled, the broker's *Error, the
+// connection's failure, ErrNotRecovered, ...):
+//
+//	for d, err := range cons.All(ctx) {
+//		if err != nil {
+//			return err // the consumer or ctx ended; d is nil
+//		}
+//		handle(d)
+//	}
+//
+// Breaking out of the loop leaves the consumer running.
+func (cons *Consumer) All(ctx context.Context) iter.Seq2[*Delivery, error] {
+	return func(yield func(*Delivery, error) bool) {
 		for {
 			d, err := cons.Next(ctx)
-			if err != nil || !yield(d) {
+			if err != nil {
+				if !cons.endedClean(err) {
+					yield(nil, err)
+				}
+				return
+			}
+			if !yield(d, nil) {
 				return
 			}
 		}
 	}
 }
 
+// endedClean reports whether err, returned by Next, is the end of a
+// consumer the application stopped.
+func (cons *Consumer) endedClean(err error) bool {
+	c := cons.ch.conn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cons.ended && cons.clean && err == cons.err
+}
+
 // run is the handler goroutine of ConsumeFunc.
 func (cons *Consumer) run() {
 	defer close(cons.done)
-	ctx := context.Background()
 	for {
-		d, err := cons.Next(ctx)
+		d, err := cons.Next(context.Background())
 		if err != nil {
 			return
 		}
-		cons.handler(d)
+		cons.handler(cons.handlerCtx, d)
 	}
 }
 
