@@ -104,6 +104,11 @@ type ConsumeOptions struct {
 }
 
 // Delivery is a message delivered to a consumer or fetched with Get.
+//
+// A Delivery may also be built by hand, to unit test a handler without a
+// broker: set Acknowledger to something that records the acknowledgements
+// (package github.com/pika-go/pika/pikamock has one). Without an
+// Acknowledger, Ack, Nack and Reject return ErrNoAcknowledger.
 type Delivery struct {
 	ConsumerTag  string // empty for Get
 	DeliveryTag  uint64 // the tag to Ack, Nack or Reject
@@ -114,8 +119,26 @@ type Delivery struct {
 	Properties
 	Body []byte
 
+	// Acknowledger is what Ack, Nack and Reject call with DeliveryTag: the
+	// channel the message arrived on, for a Delivery the library made.
+	Acknowledger Acknowledger
+
 	ch *Channel
 }
+
+// Acknowledger settles deliveries by tag. *Channel implements it; a test
+// double set as Delivery.Acknowledger stands in for it.
+type Acknowledger interface {
+	Ack(tag uint64, multiple bool) error
+	Nack(tag uint64, multiple, requeue bool) error
+	Reject(tag uint64, requeue bool) error
+}
+
+var _ Acknowledger = (*Channel)(nil)
+
+// ErrNoAcknowledger is the error of Ack, Nack and Reject on a Delivery
+// that has no Acknowledger: one built by hand, not received from a broker.
+var ErrNoAcknowledger = errors.New("pika: delivery has no Acknowledger (not received from a broker; set Delivery.Acknowledger to test a handler)")
 
 // newDelivery wraps a received message; its delivery tag becomes the
 // client tag, which keeps increasing across recoveries. Called with the
@@ -132,26 +155,43 @@ func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
 		MessageCount: m.MessageCount,
 		Properties:   m.Properties,
 		Body:         m.Body,
+		Acknowledger: ch,
 		ch:           ch,
 	}
 }
 
-// Channel returns the channel the message arrived on.
+// Channel returns the channel the message arrived on (nil for a Delivery
+// built by hand).
 func (d *Delivery) Channel() *Channel { return d.ch }
 
 // Ack acknowledges the message (and, with multiple, every earlier
-// unacknowledged one on the channel). It does not wait for the broker.
-func (d *Delivery) Ack(multiple bool) error { return d.ch.Ack(d.DeliveryTag, multiple) }
+// unacknowledged one on the channel) through d.Acknowledger (see
+// Channel.Ack). It does not wait for the broker.
+func (d *Delivery) Ack(multiple bool) error {
+	if d.Acknowledger == nil {
+		return ErrNoAcknowledger
+	}
+	return d.Acknowledger.Ack(d.DeliveryTag, multiple)
+}
 
 // Nack rejects the message (and, with multiple, every earlier unacknowledged
 // one), requeueing when requeue is set, or dead-lettering/dropping
-// otherwise.
+// otherwise, through d.Acknowledger (see Channel.Nack).
 func (d *Delivery) Nack(multiple, requeue bool) error {
-	return d.ch.Nack(d.DeliveryTag, multiple, requeue)
+	if d.Acknowledger == nil {
+		return ErrNoAcknowledger
+	}
+	return d.Acknowledger.Nack(d.DeliveryTag, multiple, requeue)
 }
 
-// Reject rejects the message, requeueing it when requeue is set.
-func (d *Delivery) Reject(requeue bool) error { return d.ch.Reject(d.DeliveryTag, requeue) }
+// Reject rejects the message, requeueing it when requeue is set, through
+// d.Acknowledger (see Channel.Reject).
+func (d *Delivery) Reject(requeue bool) error {
+	if d.Acknowledger == nil {
+		return ErrNoAcknowledger
+	}
+	return d.Acknowledger.Reject(d.DeliveryTag, requeue)
+}
 
 // Ack acknowledges delivery tag (every tag up to it with multiple; tag 0
 // with multiple acknowledges everything outstanding). It does not wait for

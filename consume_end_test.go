@@ -3,6 +3,8 @@ package pika
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -225,5 +227,83 @@ func TestConsumeFuncCtxOutlivesRecovery(t *testing.T) {
 	}
 	if err := hctx.Err(); err != nil {
 		t.Errorf("handler ctx ended by a repaired connection loss: %v (consumer Err %v)", err, cons.Err())
+	}
+}
+
+// TestDeliveryWithoutAcknowledger checks that a Delivery built by hand
+// without an Acknowledger fails its acknowledgements with
+// ErrNoAcknowledger instead of panicking, and that one with an
+// Acknowledger calls it with its tag.
+func TestDeliveryWithoutAcknowledger(t *testing.T) {
+	d := &Delivery{DeliveryTag: 3, Body: []byte("x")}
+	for name, call := range map[string]func() error{
+		"Ack":    func() error { return d.Ack(false) },
+		"Nack":   func() error { return d.Nack(false, true) },
+		"Reject": func() error { return d.Reject(false) },
+	} {
+		if err := call(); !errors.Is(err, ErrNoAcknowledger) {
+			t.Errorf("%s on a Delivery without an Acknowledger = %v, want ErrNoAcknowledger", name, err)
+		}
+	}
+	if d.Channel() != nil {
+		t.Error("Channel of a hand-built Delivery is not nil")
+	}
+	var got []string
+	d.Acknowledger = fakeAcker(func(s string) error { got = append(got, s); return nil })
+	d.Ack(true)
+	d.Nack(false, true)
+	d.Reject(false)
+	if want := []string{"ack 3 true", "nack 3 false true", "reject 3 false"}; !slices.Equal(got, want) {
+		t.Errorf("acknowledger calls %q, want %q", got, want)
+	}
+}
+
+type fakeAcker func(string) error
+
+func (f fakeAcker) Ack(tag uint64, multiple bool) error {
+	return f(fmt.Sprint("ack ", tag, " ", multiple))
+}
+func (f fakeAcker) Nack(tag uint64, multiple, requeue bool) error {
+	return f(fmt.Sprint("nack ", tag, " ", multiple, " ", requeue))
+}
+func (f fakeAcker) Reject(tag uint64, requeue bool) error {
+	return f(fmt.Sprint("reject ", tag, " ", requeue))
+}
+
+// TestReceivedDeliveryAcksOnItsChannel checks that a delivery the library
+// made acknowledges on its channel (its Acknowledger), and that replacing
+// the Acknowledger redirects the acknowledgement.
+func TestReceivedDeliveryAcksOnItsChannel(t *testing.T) {
+	b := newFakeBroker(t)
+	_, ch, cons := consumeOnFake(t, b, nil)
+	fc := b.conn(1)
+	fc.deliver(ch.ID(), "ctag", 1, "one")
+	fc.deliver(ch.ID(), "ctag", 2, "two")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d1, err := cons.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d1.Acknowledger != Acknowledger(ch) || d1.Channel() != ch {
+		t.Fatalf("delivery Acknowledger %v, Channel %v; want the channel", d1.Acknowledger, d1.Channel())
+	}
+	if err := d1.Ack(false); err != nil {
+		t.Fatal(err)
+	}
+	waitMethod(t, b, 1, "1:basic.ack")
+	d2, err := cons.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	d2.Acknowledger = fakeAcker(func(s string) error { got = append(got, s); return nil })
+	if err := d2.Reject(true); err != nil || !slices.Equal(got, []string{"reject 2 true"}) {
+		t.Errorf("Reject through a replaced Acknowledger: %v, calls %q", err, got)
+	}
+	for _, m := range fc.methods() {
+		if m == "1:basic.reject" {
+			t.Error("the reject went to the broker instead of the replaced Acknowledger")
+		}
 	}
 }
