@@ -518,11 +518,13 @@ func (b *fakeBroker) setHook(h func(fc *fakeConn, ch uint16, m wire.Method) bool
 	b.mu.Unlock()
 }
 
-// config returns a recovering Config that dials b, with a short backoff.
+// config returns a recovering Config that dials b, with a short backoff,
+// and no heartbeats (b sends none).
 func (b *fakeBroker) config() Config {
 	return Config{
 		Addr:             "fake:5672",
 		Dial:             b.dial,
+		Heartbeat:        NoHeartbeat,
 		Reconnect:        Backoff{Initial: time.Millisecond, Max: 10 * time.Millisecond},
 		HandshakeTimeout: 2 * time.Second,
 		CloseTimeout:     2 * time.Second,
