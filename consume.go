@@ -484,7 +484,9 @@ func (cons *Consumer) Done() <-chan struct{} { return cons.done }
 // cancel (queue deleted, node down); when its channel closed, the
 // channel's close cause (the broker's *Error, ErrChannelClosed after
 // Channel.Close, ErrClosed after Conn.Close, or the connection's failure);
-// the error of a restart that recovery could not make.
+// the error of a restart that recovery could not make. Next returns the same
+// error once the buffer is empty; All yields it as its final error unless
+// the application ended the consumer (Cancel, Channel.Close, Conn.Close).
 func (cons *Consumer) Err() error {
 	c := cons.ch.conn
 	c.mu.Lock()
