@@ -27,6 +27,7 @@ type Channel struct {
 	consumers map[string]*Consumer
 	paused    chan struct{} // non-nil while the broker's channel.flow stopped publishing
 	closing   bool          // Close was called
+	byApp     bool          // closed because the application closed it or its connection
 	notify    chanNotifier
 
 	// Recovery: what to restore, and the offsets that keep tags increasing
@@ -110,9 +111,11 @@ func (ch *Channel) ID() uint16 { return ch.id }
 // why.
 func (ch *Channel) Done() <-chan struct{} { return ch.done }
 
-// Err returns nil while the channel is open or after a Close the
-// application asked for, and why it closed otherwise: the broker's *Error,
-// or the connection's close cause.
+// Err returns nil while the channel is open or after a close the
+// application asked for (Channel.Close, or Conn.Close of its connection),
+// and why it closed otherwise: the broker's *Error, or the connection's
+// close cause. Calls on a closed channel fail with ErrChannelClosed, or
+// ErrClosed when its connection closed, whichever way it closed.
 func (ch *Channel) Err() error {
 	select {
 	case <-ch.done:
@@ -121,7 +124,7 @@ func (ch *Channel) Err() error {
 	}
 	ch.conn.mu.Lock()
 	defer ch.conn.mu.Unlock()
-	if ch.err == ErrChannelClosed {
+	if ch.byApp {
 		return nil
 	}
 	return ch.err
@@ -325,6 +328,9 @@ func (ch *Channel) closedLocked(err error) {
 	if err == nil {
 		err = ErrChannelClosed
 	}
+	if err == ErrChannelClosed {
+		ch.byApp = true
+	}
 	ch.err = err
 	for tag, cons := range ch.consumers {
 		delete(ch.consumers, tag)
@@ -336,7 +342,7 @@ func (ch *Channel) closedLocked(err error) {
 		ch.paused = nil
 	}
 	close(ch.done)
-	if err == ErrChannelClosed {
+	if ch.byApp {
 		err = nil
 	}
 	ch.notify.closed(err)

@@ -130,15 +130,22 @@ func (r *pubRecord) release(free *keptFree) {
 // Confirmation is the broker's verdict on one message published in confirm
 // mode (see Channel.PublishWithConfirm). It is safe for concurrent use.
 type Confirmation struct {
-	// Tag is the message's publish sequence number on its channel. When
-	// recovery publishes the message again after a connection loss, it
-	// changes to the new copy's; read it after Done is closed.
-	Tag uint64
-
 	mu      sync.Mutex
+	tag     uint64 // guarded by mu: republishing after a recovery changes it
 	settled bool
 	done    chan struct{} // made when someone waits before the outcome
 	err     error
+}
+
+// Tag returns the message's publish sequence number on its channel (the
+// delivery tag of the broker's basic.ack or basic.nack for it). When
+// recovery publishes the message again after a connection loss, the tag
+// changes to the new copy's: read it after Done is closed for the tag the
+// outcome came with. Tag is safe to call concurrently with the change.
+func (f *Confirmation) Tag() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tag
 }
 
 // closedChan is the Done channel of a Confirmation settled before anyone
@@ -347,7 +354,7 @@ func (ch *Channel) recordPublishLocked(exchange, routingKey string, msg *Message
 	tag := ch.confirms.Next()
 	rec := pubRecord{seq: tag, epoch: ch.epoch, mandatory: msg.Mandatory}
 	if want {
-		rec.conf = &Confirmation{Tag: tag}
+		rec.conf = &Confirmation{tag: tag}
 	}
 	if msg.Mandatory {
 		rec.sig = returnSig(exchange, routingKey, msg.MessageID, msg.Body)
@@ -367,7 +374,7 @@ func (ch *Channel) unconfirmedLocked() int { return ch.confirms.Len() + len(ch.r
 
 // confirmLocked settles tags after an EventConfirm (tag is the client tag).
 func (ch *Channel) confirmLocked(tag uint64, multiple, ack bool) {
-	cf := Confirm{Tag: tag, Multiple: multiple, Ack: ack}
+	cf := ConfirmEvent{Tag: tag, Multiple: multiple, Ack: ack}
 	// Each record is decided in tag order as Settle hands it over: the
 	// return matcher may attribute returns to records still in the set
 	// (later tags of this ack included), never to ones already handed.
@@ -609,7 +616,7 @@ func (ch *Channel) republishLocked() int {
 		tag := ch.confirms.Next()
 		if r.conf != nil {
 			r.conf.mu.Lock()
-			r.conf.Tag = tag
+			r.conf.tag = tag
 			r.conf.mu.Unlock()
 		}
 		ch.confirms.Add(r)

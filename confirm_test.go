@@ -334,7 +334,7 @@ func TestConfirmSelectAtomicWithPublish(t *testing.T) {
 			}
 			confs.Range(func(k, _ any) bool {
 				if err := k.(*Confirmation).Wait(ctx); err != nil {
-					t.Errorf("confirmation %d: %v", k.(*Confirmation).Tag, err)
+					t.Errorf("confirmation %d: %v", k.(*Confirmation).Tag(), err)
 				}
 				return true
 			})
@@ -374,7 +374,7 @@ func TestCallsWithEndedCtxSendNothing(t *testing.T) {
 			return err
 		},
 		"Get": func(ctx context.Context) error {
-			_, _, err := ch.Get(ctx, "q", false)
+			_, _, err := ch.Get(ctx, "q", GetOptions{})
 			return err
 		},
 		"Channel": func(ctx context.Context) error {
@@ -548,8 +548,8 @@ func TestFakeWaitConfirmsWaitsForRepublished(t *testing.T) {
 		if err := f.Err(); err != nil {
 			t.Errorf("confirmation %d: %v", i, err)
 		}
-		if f.Tag != uint64(6+i) {
-			t.Errorf("confirmation %d: tag %d after republishing, want %d", i, f.Tag, 6+i)
+		if f.Tag() != uint64(6+i) {
+			t.Errorf("confirmation %d: tag %d after republishing, want %d", i, f.Tag(), 6+i)
 		}
 	}
 	if ev := rlog.wait(RecoveryRecovered, 1, 5*time.Second); ev.Report == nil || ev.Report.Republished != 5 {
@@ -623,8 +623,8 @@ func TestPublishInConfirmModeAllocations(t *testing.T) {
 // counts a dropped message as delivered.
 func TestOnConfirmCountsReturned(t *testing.T) {
 	_, p, ch := confirmPeer(t, nil)
-	got := make(chan Confirm, 4)
-	ch.OnConfirm(func(c Confirm) { got <- c })
+	got := make(chan ConfirmEvent, 4)
+	ch.OnConfirm(func(c ConfirmEvent) { got <- c })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, b := range []string{"a", "b", "c"} {
@@ -637,7 +637,7 @@ func TestOnConfirmCountsReturned(t *testing.T) {
 	p.write(ackFrame(ch.ID(), 3, true))
 	select {
 	case c := <-got:
-		if want := (Confirm{Tag: 3, Multiple: true, Ack: true, Count: 3, Returned: 1}); c != want {
+		if want := (ConfirmEvent{Tag: 3, Multiple: true, Ack: true, Count: 3, Returned: 1}); c != want {
 			t.Fatalf("OnConfirm got %+v, want %+v", c, want)
 		}
 	case <-ctx.Done():

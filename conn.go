@@ -278,7 +278,9 @@ func (c *Conn) finalCloseLocked(err error) {
 		delete(c.chans, id)
 		cerr := err
 		if cerr == nil {
+			// Conn.Close: the application closed the channel too.
 			cerr = ErrClosed
+			ch.byApp = ch.err == nil
 		}
 		ch.closedLocked(cerr)
 	}
@@ -514,8 +516,14 @@ func copyFieldValue(v any) any {
 	return v
 }
 
-// Tuning returns the negotiated channel_max, frame_max and heartbeat.
-func (c *Conn) Tuning() engine.Tuning {
+// Tuning is what the client and the broker agreed during the handshake
+// (connection.tune-ok): the highest channel id, the largest frame and the
+// heartbeat interval (0 when heartbeats are off).
+type Tuning = engine.Tuning
+
+// Tuning returns the negotiated channel_max, frame_max and heartbeat of the
+// current connection (after a recovery, of the new one).
+func (c *Conn) Tuning() Tuning {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.eng.Tuning()

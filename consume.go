@@ -104,6 +104,11 @@ type ConsumeOptions struct {
 }
 
 // Delivery is a message delivered to a consumer or fetched with Get.
+//
+// A Delivery may also be built by hand, to unit test a handler without a
+// broker: set Acknowledger to something that records the acknowledgements
+// (package github.com/pika-go/pika/pikamock has one). Without an
+// Acknowledger, Ack, Nack and Reject return ErrNoAcknowledger.
 type Delivery struct {
 	ConsumerTag  string // empty for Get
 	DeliveryTag  uint64 // the tag to Ack, Nack or Reject
@@ -114,8 +119,26 @@ type Delivery struct {
 	Properties
 	Body []byte
 
+	// Acknowledger is what Ack, Nack and Reject call with DeliveryTag: the
+	// channel the message arrived on, for a Delivery the library made.
+	Acknowledger Acknowledger
+
 	ch *Channel
 }
+
+// Acknowledger settles deliveries by tag. *Channel implements it; a test
+// double set as Delivery.Acknowledger stands in for it.
+type Acknowledger interface {
+	Ack(tag uint64, multiple bool) error
+	Nack(tag uint64, multiple, requeue bool) error
+	Reject(tag uint64, requeue bool) error
+}
+
+var _ Acknowledger = (*Channel)(nil)
+
+// ErrNoAcknowledger is the error of Ack, Nack and Reject on a Delivery
+// that has no Acknowledger: one built by hand, not received from a broker.
+var ErrNoAcknowledger = errors.New("pika: delivery has no Acknowledger (not received from a broker; set Delivery.Acknowledger to test a handler)")
 
 // newDelivery wraps a received message; its delivery tag becomes the
 // client tag, which keeps increasing across recoveries. Called with the
@@ -132,26 +155,43 @@ func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
 		MessageCount: m.MessageCount,
 		Properties:   m.Properties,
 		Body:         m.Body,
+		Acknowledger: ch,
 		ch:           ch,
 	}
 }
 
-// Channel returns the channel the message arrived on.
+// Channel returns the channel the message arrived on (nil for a Delivery
+// built by hand).
 func (d *Delivery) Channel() *Channel { return d.ch }
 
 // Ack acknowledges the message (and, with multiple, every earlier
-// unacknowledged one on the channel). It does not wait for the broker.
-func (d *Delivery) Ack(multiple bool) error { return d.ch.Ack(d.DeliveryTag, multiple) }
+// unacknowledged one on the channel) through d.Acknowledger (see
+// Channel.Ack). It does not wait for the broker.
+func (d *Delivery) Ack(multiple bool) error {
+	if d.Acknowledger == nil {
+		return ErrNoAcknowledger
+	}
+	return d.Acknowledger.Ack(d.DeliveryTag, multiple)
+}
 
 // Nack rejects the message (and, with multiple, every earlier unacknowledged
 // one), requeueing when requeue is set, or dead-lettering/dropping
-// otherwise.
+// otherwise, through d.Acknowledger (see Channel.Nack).
 func (d *Delivery) Nack(multiple, requeue bool) error {
-	return d.ch.Nack(d.DeliveryTag, multiple, requeue)
+	if d.Acknowledger == nil {
+		return ErrNoAcknowledger
+	}
+	return d.Acknowledger.Nack(d.DeliveryTag, multiple, requeue)
 }
 
-// Reject rejects the message, requeueing it when requeue is set.
-func (d *Delivery) Reject(requeue bool) error { return d.ch.Reject(d.DeliveryTag, requeue) }
+// Reject rejects the message, requeueing it when requeue is set, through
+// d.Acknowledger (see Channel.Reject).
+func (d *Delivery) Reject(requeue bool) error {
+	if d.Acknowledger == nil {
+		return ErrNoAcknowledger
+	}
+	return d.Acknowledger.Reject(d.DeliveryTag, requeue)
+}
 
 // Ack acknowledges delivery tag (every tag up to it with multiple; tag 0
 // with multiple acknowledges everything outstanding). It does not wait for
@@ -214,7 +254,9 @@ type Consumer struct {
 	autoAck    bool
 	limit      int // soft limit in deliveries (see ConsumeOptions.BufferSize)
 	limitBytes int // soft limit in body bytes
-	handler    func(*Delivery)
+	handler    func(context.Context, *Delivery)
+	handlerCtx context.Context         // the handler's ctx: ends when the consumer ends
+	endCtx     context.CancelCauseFunc // ends handlerCtx
 	opts       ConsumeOptions
 	seq        uint64 // creation order, for recovery
 
@@ -236,6 +278,7 @@ type Consumer struct {
 	overRead    uint64 // the read (Conn.reads) that took the buffer past the hard limit; 0 below it
 	stats       ConsumerStats
 	ended       bool
+	clean       bool // ended because the application asked: Cancel, Channel.Close, Conn.Close
 	err         error
 	signal      chan struct{} // cap 1: something was pushed
 	endCh       chan struct{} // closed when the consumer ends
@@ -283,14 +326,24 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 // handler delays only this consumer). The goroutine ends when the consumer
 // ends: after Cancel, a broker cancel, or the channel's close; Done is
 // closed once the handler has returned for the last time.
-func (ch *Channel) ConsumeFunc(ctx context.Context, queue string, opts ConsumeOptions, handler func(*Delivery)) (*Consumer, error) {
+//
+// The ctx handler receives is the consumer's, not the one given to
+// ConsumeFunc (which bounds only the start): it ends when the consumer ends,
+// for whatever reason (Cancel, a broker cancel, the channel's or the
+// connection's close, a restart recovery could not make), and
+// context.Cause(ctx) is then Consumer.Err. A connection loss that recovery
+// repairs does not end it. Use it for the work a delivery starts (publish a
+// reply, make an RPC), so that the work stops with the consumer. Deliveries
+// still buffered when the consumer ends by Cancel or a broker cancel are
+// still handed to handler, with ctx already ended.
+func (ch *Channel) ConsumeFunc(ctx context.Context, queue string, opts ConsumeOptions, handler func(ctx context.Context, d *Delivery)) (*Consumer, error) {
 	if handler == nil {
 		return nil, errors.New("pika: ConsumeFunc needs a handler (got nil)")
 	}
 	return ch.consume(ctx, queue, opts, handler)
 }
 
-func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOptions, handler func(*Delivery)) (*Consumer, error) {
+func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOptions, handler func(context.Context, *Delivery)) (*Consumer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -317,6 +370,9 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 		ch: ch, tag: tag, autoAck: opts.AutoAck, limit: limit, limitBytes: limitBytes, handler: handler,
 		opts: opts, seq: consumerSeq.Add(1), qname: queue,
 		signal: make(chan struct{}, 1), endCh: make(chan struct{}), done: make(chan struct{}),
+	}
+	if handler != nil {
+		cons.handlerCtx, cons.endCtx = context.WithCancelCause(context.Background())
 	}
 	if err := c.lockReady(ctx); err != nil {
 		return nil, err
@@ -428,7 +484,9 @@ func (cons *Consumer) Done() <-chan struct{} { return cons.done }
 // cancel (queue deleted, node down); when its channel closed, the
 // channel's close cause (the broker's *Error, ErrChannelClosed after
 // Channel.Close, ErrClosed after Conn.Close, or the connection's failure);
-// the error of a restart that recovery could not make.
+// the error of a restart that recovery could not make. Next returns the same
+// error once the buffer is empty; All yields it as its final error unless
+// the application ended the consumer (Cancel, Channel.Close, Conn.Close).
 func (cons *Consumer) Err() error {
 	c := cons.ch.conn
 	c.mu.Lock()
@@ -643,7 +701,11 @@ func (cons *Consumer) endLocked(err error) {
 	}
 	cons.ended = true
 	cons.err = err
+	cons.clean = err == ErrConsumerClosed || cons.ch.byApp
 	close(cons.endCh)
+	if cons.endCtx != nil {
+		cons.endCtx(err)
+	}
 	if err != ErrConsumerCancelled && err != ErrConsumerClosed && !cons.autoAck {
 		cons.dropLocked()
 	}
@@ -785,29 +847,57 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 	}
 }
 
-// All returns an iterator over the deliveries, ending when ctx ends or the
-// consumer ends; Err then says why the consumer ended.
-func (cons *Consumer) All(ctx context.Context) iter.Seq[*Delivery] {
-	return func(yield func(*Delivery) bool) {
+// All returns an iterator over the deliveries: each is yielded with a nil
+// error. The iteration ends cleanly (no error yielded) when the consumer
+// ended because the application asked, with Cancel, Channel.Close or
+// Conn.Close, and its buffer is empty. Otherwise it ends with one final
+// (nil, err): err is ctx.Err() when ctx ended, and Consumer.Err when the
+// consumer ended on its own (ErrConsumerCancelled, the broker's *Error, the
+// connection's failure, ErrNotRecovered, ...):
+//
+//	for d, err := range cons.All(ctx) {
+//		if err != nil {
+//			return err // the consumer or ctx ended; d is nil
+//		}
+//		handle(d)
+//	}
+//
+// Breaking out of the loop leaves the consumer running.
+func (cons *Consumer) All(ctx context.Context) iter.Seq2[*Delivery, error] {
+	return func(yield func(*Delivery, error) bool) {
 		for {
 			d, err := cons.Next(ctx)
-			if err != nil || !yield(d) {
+			if err != nil {
+				if !cons.endedClean(err) {
+					yield(nil, err)
+				}
+				return
+			}
+			if !yield(d, nil) {
 				return
 			}
 		}
 	}
 }
 
+// endedClean reports whether err, returned by Next, is the end of a
+// consumer the application stopped.
+func (cons *Consumer) endedClean(err error) bool {
+	c := cons.ch.conn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cons.ended && cons.clean && err == cons.err
+}
+
 // run is the handler goroutine of ConsumeFunc.
 func (cons *Consumer) run() {
 	defer close(cons.done)
-	ctx := context.Background()
 	for {
-		d, err := cons.Next(ctx)
+		d, err := cons.Next(context.Background())
 		if err != nil {
 			return
 		}
-		cons.handler(d)
+		cons.handler(cons.handlerCtx, d)
 	}
 }
 
@@ -845,11 +935,21 @@ func (cons *Consumer) Cancel(ctx context.Context) error {
 	return err
 }
 
+// GetOptions are the options of basic.get (Channel.Get).
+type GetOptions struct {
+	// AutoAck makes the broker consider the message acknowledged as soon as
+	// it sends it (basic.get no-ack): the Delivery must not be acknowledged,
+	// and a message lost on the way is lost. The default (false) leaves it
+	// to Ack, Nack or Reject.
+	AutoAck bool
+}
+
 // Get fetches one message from queue (basic.get). It returns ok false when
-// the queue is empty. With autoAck the broker considers the message
+// the queue is empty. With opts.AutoAck the broker considers the message
 // acknowledged at once. If ctx ends first, Get returns ctx.Err() and a
-// message the broker sends afterwards is requeued (lost with autoAck).
-func (ch *Channel) Get(ctx context.Context, queue string, autoAck bool) (d *Delivery, ok bool, err error) {
+// message the broker sends afterwards is requeued (lost with AutoAck).
+func (ch *Channel) Get(ctx context.Context, queue string, opts GetOptions) (d *Delivery, ok bool, err error) {
+	autoAck := opts.AutoAck
 	c := ch.conn
 	// The delivery is made when the get-ok is dispatched, under the lock:
 	// its client tag must use the tag base of the link it came on, which a

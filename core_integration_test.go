@@ -114,21 +114,21 @@ func TestCoreGetEmptyAndAckErrors(t *testing.T) {
 	ch := openChannel(t, c)
 	q := tempQueue(t, ch)
 	ctx := context.Background()
-	if _, ok, err := ch.Get(ctx, q, false); err != nil || ok {
+	if _, ok, err := ch.Get(ctx, q, GetOptions{}); err != nil || ok {
 		t.Fatalf("Get on empty queue: ok=%v err=%v", ok, err)
 	}
 	if err := ch.Ack(42, false); !errors.Is(err, ErrUnknownTag) {
 		t.Fatalf("Ack of an undelivered tag: %v", err)
 	}
 	ch.Publish(ctx, "", q, Message{Body: []byte("one")})
-	d, ok, err := ch.Get(ctx, q, false)
+	d, ok, err := ch.Get(ctx, q, GetOptions{})
 	if err != nil || !ok || string(d.Body) != "one" || d.MessageCount != 0 {
 		t.Fatalf("Get: %+v ok=%v err=%v", d, ok, err)
 	}
 	if err := d.Reject(true); err != nil {
 		t.Fatal(err)
 	}
-	d, ok, err = ch.Get(ctx, q, true)
+	d, ok, err = ch.Get(ctx, q, GetOptions{AutoAck: true})
 	if err != nil || !ok || !d.Redelivered {
 		t.Fatalf("Get after requeue: %+v ok=%v err=%v", d, ok, err)
 	}
@@ -156,14 +156,14 @@ func TestCoreConfirmsAndReturns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.Tag != uint64(i+1) {
-			t.Fatalf("tag %d, want %d", f.Tag, i+1)
+		if f.Tag() != uint64(i+1) {
+			t.Fatalf("tag %d, want %d", f.Tag(), i+1)
 		}
 		confs = append(confs, f)
 	}
 	for _, f := range confs {
 		if err := f.Wait(ctx); err != nil {
-			t.Fatalf("confirmation %d: %v", f.Tag, err)
+			t.Fatalf("confirmation %d: %v", f.Tag(), err)
 		}
 	}
 	// Unroutable mandatory message: returned, then acked.
@@ -280,7 +280,7 @@ func TestCoreConcurrentUseOfOneChannel(t *testing.T) {
 	// Every message arrived whole: frames of different messages were not
 	// interleaved.
 	for i := 0; i < goroutines*rounds; i++ {
-		d, ok, err := ch.Get(ctx, q, true)
+		d, ok, err := ch.Get(ctx, q, GetOptions{AutoAck: true})
 		if err != nil || !ok {
 			t.Fatalf("Get %d: ok=%v err=%v", i, ok, err)
 		}
@@ -347,7 +347,7 @@ func TestCoreServerCancelReachesConsumer(t *testing.T) {
 	})
 	cancelled := make(chan string, 1)
 	ch.OnCancel(func(tag string) { cancelled <- tag })
-	cons, err := ch.ConsumeFunc(ctx, name, ConsumeOptions{}, func(*Delivery) {})
+	cons, err := ch.ConsumeFunc(ctx, name, ConsumeOptions{}, func(context.Context, *Delivery) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +405,7 @@ func TestCoreCloseLeavesNoGoroutines(t *testing.T) {
 	q := tempQueue(t, ch)
 	closed := make(chan error, 1)
 	c.OnClose(func(err error) { closed <- err })
-	if _, err := ch.ConsumeFunc(ctx, q, ConsumeOptions{}, func(d *Delivery) { d.Ack(false) }); err != nil {
+	if _, err := ch.ConsumeFunc(ctx, q, ConsumeOptions{}, func(_ context.Context, d *Delivery) { d.Ack(false) }); err != nil {
 		t.Fatal(err)
 	}
 	ch.Publish(ctx, "", q, Message{Body: []byte("x")})

@@ -37,7 +37,7 @@
 //	if err != nil {
 //		return err
 //	}
-//	d, err := cons.Next(ctx) // or: for d := range cons.All(ctx) { ... }
+//	d, err := cons.Next(ctx) // or: for d, err := range cons.All(ctx) { ... }
 //	if err != nil {
 //		return err
 //	}
@@ -104,6 +104,30 @@
 // frames) behind, further records are dropped and a Warn record says how
 // many. [Conn.Close] waits, within its ctx, until the queued records are
 // handled.
+//
+// # Callbacks
+//
+// Every OnX registration returns a function that unregisters the callback:
+//
+//	stop := ch.OnReturn(func(r *pika.Return) { ... })
+//	defer stop()
+//
+// Unregistering is idempotent and may be called from any goroutine,
+// including from a callback (its own or another's). Once it returns, the
+// callback is never started again: notifications already queued for it
+// and not yet started are dropped, not delivered late. A call already
+// running (the one that unregisters itself, or one started on the
+// callbacks' goroutine an instant before) is not interrupted, and
+// unregistering does not wait for it. Other callbacks registered for the
+// same notification are unaffected, and a callback registered twice is two
+// registrations, each with its own function.
+//
+// [Conn.OnClose] and [Channel.OnClose] follow one rule: f receives nil when
+// the application asked for the close and the cause otherwise, the value
+// [Conn.Err] or [Channel.Err] returns afterwards. A channel closed by
+// [Conn.Close] of its connection was closed by the application too: its
+// OnClose receives nil, like the connection's. (Calls made on it afterwards
+// fail with [ErrClosed].)
 //
 // # Memory bounds for consumers
 //
@@ -285,7 +309,7 @@
 //     with code 404, whichever channel or connection it closed; likewise
 //     [ErrAccessRefused], [ErrPreconditionFailed], [ErrResourceLocked],
 //     [ErrNotAllowed] and the others. errors.As(err, &e) with e an *Error
-//     gives the details, and (*Error).Temporary says whether a retry could
+//     gives the details, and (*Error).Retryable says whether a retry could
 //     get past it.
 //   - state: [ErrClosed] (the connection is closed; it also matches every
 //     connection-level *Error) and [ErrChannelClosed] (the channel is

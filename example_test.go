@@ -103,7 +103,7 @@ func ExampleChannel_ConsumeFunc() {
 	}
 	// The handler runs on a goroutine of the consumer's own, one delivery
 	// at a time; a slow handler delays only this consumer.
-	cons, err := ch.ConsumeFunc(ctx, "tasks", pika.ConsumeOptions{}, func(d *pika.Delivery) {
+	cons, err := ch.ConsumeFunc(ctx, "tasks", pika.ConsumeOptions{}, func(_ context.Context, d *pika.Delivery) {
 		fmt.Printf("got %s\n", d.Body)
 		d.Ack(false)
 	})
@@ -170,12 +170,14 @@ func ExampleConsumer_All() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	// The loop ends when ctx ends or the consumer ends.
-	for d := range cons.All(ctx) {
+	// The loop ends when ctx ends or the consumer ends; an end the
+	// application did not ask for comes as a final non-nil err.
+	for d, err := range cons.All(ctx) {
+		if err != nil {
+			log.Println("consumer ended:", err)
+			break
+		}
 		fmt.Printf("%s: %s\n", d.RoutingKey, d.Body)
-	}
-	if err := cons.Err(); err != nil {
-		log.Println("consumer ended:", err)
 	}
 }
 

@@ -64,14 +64,14 @@ func (ch *Channel) ExchangeDeclare(ctx context.Context, name, kind string, opts 
 
 // ExchangeDeclarePassive checks that the exchange name exists, without
 // creating it. A missing exchange fails with a *Error matching ErrNotFound,
-// and the broker closes the channel. RabbitMQ does not compare kind with
-// the existing exchange's kind; it is sent for the protocol's sake.
+// and the broker closes the channel. The exchange's kind is not checked
+// (RabbitMQ ignores the kind of a passive declare).
 //
 // If ctx ends before the broker's answer, ExchangeDeclarePassive returns
 // ctx.Err(); the request stays queued or on the wire and its late answer
 // (or the channel's closing, for a missing exchange) is absorbed.
-func (ch *Channel) ExchangeDeclarePassive(ctx context.Context, name, kind string) error {
-	_, err := ch.call(ctx, &wire.ExchangeDeclare{Exchange: name, Type: kind, Passive: true})
+func (ch *Channel) ExchangeDeclarePassive(ctx context.Context, name string) error {
+	_, err := ch.call(ctx, &wire.ExchangeDeclare{Exchange: name, Passive: true})
 	return err
 }
 
@@ -97,12 +97,13 @@ func (ch *Channel) ExchangeDelete(ctx context.Context, name string, opts Exchang
 	return err
 }
 
-// BindOptions are the options of queue.bind, exchange.bind and
-// exchange.unbind.
+// BindOptions are the options of queue.bind, queue.unbind, exchange.bind
+// and exchange.unbind.
 type BindOptions struct {
 	// NoWait sends the request without waiting for the broker's answer: the
 	// call returns once the request is queued for the socket, and a refusal
-	// closes the channel later (see Channel.Err).
+	// closes the channel later (see Channel.Err). QueueUnbind refuses it
+	// (queue.unbind has no no-wait form).
 	NoWait bool
 	// Arguments are the binding's arguments, e.g. the header match of a
 	// headers exchange ("x-match": "all", ...). To remove a binding, pass

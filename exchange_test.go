@@ -307,8 +307,8 @@ func TestExchangeMethodsSendWhatTheyAreAsked(t *testing.T) {
 			return ch.ExchangeDeclare(ctx, "y", ExchangeFanout, ExchangeDeclareOptions{})
 		}, &wire.ExchangeDeclare{Exchange: "y", Type: "fanout"}},
 		{"passive", func() error {
-			return ch.ExchangeDeclarePassive(ctx, "x", ExchangeHeaders)
-		}, &wire.ExchangeDeclare{Exchange: "x", Type: "headers", Passive: true}},
+			return ch.ExchangeDeclarePassive(ctx, "x")
+		}, &wire.ExchangeDeclare{Exchange: "x", Passive: true}},
 		{"bind", func() error {
 			return ch.ExchangeBind(ctx, "dst", "src", "a.*", BindOptions{Arguments: args})
 		}, &wire.ExchangeBind{Destination: "dst", Source: "src", RoutingKey: "a.*", Arguments: args}},
@@ -349,7 +349,7 @@ func TestExchangeNoWaitDoesNotWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A synchronous call after them gets its own reply.
-	if err := ch.ExchangeDeclarePassive(ctx, "x", ExchangeDirect); err != nil {
+	if err := ch.ExchangeDeclarePassive(ctx, "x"); err != nil {
 		t.Fatal(err)
 	}
 	p.expectSent(t,
@@ -357,7 +357,7 @@ func TestExchangeNoWaitDoesNotWait(t *testing.T) {
 		&wire.ExchangeBind{Destination: "x", Source: "src", RoutingKey: "k", NoWait: true},
 		&wire.ExchangeUnbind{Destination: "x", Source: "src", RoutingKey: "k", NoWait: true},
 		&wire.ExchangeDelete{Exchange: "x", NoWait: true},
-		&wire.ExchangeDeclare{Exchange: "x", Type: "direct", Passive: true},
+		&wire.ExchangeDeclare{Exchange: "x", Passive: true},
 	)
 }
 
@@ -387,7 +387,7 @@ func TestExchangeTopologyIsRecorded(t *testing.T) {
 	if err := ch.ExchangeDeclare(ctx, "dst", ExchangeFanout, ExchangeDeclareOptions{Arguments: args}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ch.ExchangeDeclarePassive(ctx, "other", ExchangeFanout); err != nil {
+	if err := ch.ExchangeDeclarePassive(ctx, "other"); err != nil {
 		t.Fatal(err)
 	}
 	if err := ch.ExchangeBind(ctx, "dst", "src", "a.#", BindOptions{Arguments: args}); err != nil {
@@ -490,7 +490,7 @@ func TestExchangeLateReplyIsAbsorbedAndRecorded(t *testing.T) {
 	close(release)
 	// The next call's reply comes after the late one: by then it was
 	// absorbed, and the exchange recorded.
-	if err := ch.ExchangeDeclarePassive(context.Background(), "slow", ExchangeDirect); err != nil {
+	if err := ch.ExchangeDeclarePassive(context.Background(), "slow"); err != nil {
 		t.Fatalf("call after an abandoned one: %v", err)
 	}
 	c.mu.Lock()

@@ -209,7 +209,7 @@ func TestFaultForcedCloseFailsEveryCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 	handled := make(chan struct{}, 1)
-	fnCons, err := consCh.ConsumeFunc(ctx, q, ConsumeOptions{AutoAck: true}, func(*Delivery) {
+	fnCons, err := consCh.ConsumeFunc(ctx, q, ConsumeOptions{AutoAck: true}, func(context.Context, *Delivery) {
 		select {
 		case handled <- struct{}{}:
 		default:
@@ -367,7 +367,7 @@ func TestFaultForcedCloseFailsEveryCaller(t *testing.T) {
 		select {
 		case <-f.Done():
 		case <-time.After(fxWait):
-			t.Fatalf("confirmation %d still unresolved after the close", f.Tag)
+			t.Fatalf("confirmation %d still unresolved after the close", f.Tag())
 		}
 		switch err := f.Err(); {
 		case err == nil:
@@ -375,7 +375,7 @@ func TestFaultForcedCloseFailsEveryCaller(t *testing.T) {
 		case errors.Is(err, ErrOutcomeUnknown) && errors.Is(err, ErrConnectionForced):
 			unknown++
 		default:
-			t.Errorf("confirmation %d: %v; want nil or ErrOutcomeUnknown caused by CONNECTION_FORCED", f.Tag, err)
+			t.Errorf("confirmation %d: %v; want nil or ErrOutcomeUnknown caused by CONNECTION_FORCED", f.Tag(), err)
 		}
 	}
 	select {
@@ -713,7 +713,7 @@ func TestFaultStallTimesOutCallsOnly(t *testing.T) {
 		t.Fatalf("call after Resume: %+v, %v", got, err)
 	}
 	for {
-		d, ok, err := ch.Get(ctx, q, true)
+		d, ok, err := ch.Get(ctx, q, GetOptions{AutoAck: true})
 		if err != nil {
 			t.Fatalf("Get after Resume: %v", err)
 		}

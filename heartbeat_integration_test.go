@@ -65,6 +65,24 @@ func TestHeartbeatOnTheWire(t *testing.T) {
 	}
 }
 
+// TestHeartbeatDefault checks the default against RabbitMQ, which proposes
+// 60 s: the client answers DefaultHeartbeat (10 s) in tune-ok, and the
+// connection uses it.
+func TestHeartbeatDefault(t *testing.T) {
+	t.Parallel()
+	url := testenv.Broker(t)
+	p := faultproxy.New(t, fxBrokerAddr(t, url))
+	cfg := fxConfig(t, url, p.Addr())
+	cfg.Heartbeat = 0
+	c := fxDial(t, cfg)
+	if tune := hbTuneOk(t, p); tune.Heartbeat != 10 {
+		t.Fatalf("tune-ok heartbeat = %d, want 10 (DefaultHeartbeat, below RabbitMQ's 60)", tune.Heartbeat)
+	}
+	if got := c.Tuning().Heartbeat; got != DefaultHeartbeat {
+		t.Fatalf("Tuning().Heartbeat = %v, want %v", got, DefaultHeartbeat)
+	}
+}
+
 func TestHeartbeatDisabled(t *testing.T) {
 	t.Parallel()
 	url := testenv.Broker(t)

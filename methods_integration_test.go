@@ -127,7 +127,7 @@ func miRoutes(t *testing.T, ch *pika.Channel, exchange, key string) bool {
 // queue is empty.
 func miGet(t *testing.T, ch *pika.Channel, queue string) string {
 	t.Helper()
-	d, ok, err := ch.Get(miCtx(t), queue, true)
+	d, ok, err := ch.Get(miCtx(t), queue, pika.GetOptions{AutoAck: true})
 	if err != nil {
 		t.Fatalf("Get %q: %v", queue, err)
 	}
@@ -176,7 +176,7 @@ func TestMethodsExchangeLifecycle(t *testing.T) {
 		if err := ch.ExchangeDeclare(ctx, name, kind, pika.ExchangeDeclareOptions{}); err != nil {
 			t.Fatalf("redeclare %s: %v", kind, err)
 		}
-		if err := ch.ExchangeDeclarePassive(ctx, name, kind); err != nil {
+		if err := ch.ExchangeDeclarePassive(ctx, name); err != nil {
 			t.Fatalf("passive %s: %v", kind, err)
 		}
 		if err := ch.ExchangeDelete(ctx, name, pika.ExchangeDeleteOptions{IfUnused: true}); err != nil {
@@ -186,7 +186,7 @@ func TestMethodsExchangeLifecycle(t *testing.T) {
 	// A deleted exchange is gone: 404 closes the channel, not the
 	// connection.
 	name := testenv.Name(t, "x-gone")
-	err := ch.ExchangeDeclarePassive(ctx, name, pika.ExchangeDirect)
+	err := ch.ExchangeDeclarePassive(ctx, name)
 	miWantError(t, "passive declare of a missing exchange", err, pika.ErrNotFound, 404)
 	miWaitClosed(t, ch)
 	if c.IsClosed() {
@@ -426,7 +426,7 @@ func TestMethodsQueueBindingsPurgeAndDelete(t *testing.T) {
 	}
 
 	// Unbinding needs the binding's arguments; then nothing routes.
-	if err := ch.QueueUnbind(ctx, name, x, "", match); err != nil {
+	if err := ch.QueueUnbind(ctx, name, x, "", pika.BindOptions{Arguments: match}); err != nil {
 		t.Fatal(err)
 	}
 	f, err := pub.PublishWithConfirm(ctx, x, "", pika.Message{
@@ -541,7 +541,7 @@ func TestMethodsNoWait(t *testing.T) {
 	}
 	// The channel's order makes a synchronous call after them see their
 	// effect.
-	if err := ch.ExchangeDeclarePassive(ctx, x, pika.ExchangeDirect); err != nil {
+	if err := ch.ExchangeDeclarePassive(ctx, x); err != nil {
 		t.Fatal(err)
 	}
 	miPublish(t, c, x, "k", "routed")
@@ -783,7 +783,7 @@ func TestMethodsTx(t *testing.T) {
 	// Acknowledgements are transactional too: a rolled-back ack leaves the
 	// message unacknowledged, and a committed one removes it.
 	miPublish(t, c, "", q, "acked")
-	d, ok, err := tx.Get(ctx, q, false)
+	d, ok, err := tx.Get(ctx, q, pika.GetOptions{})
 	if err != nil || !ok {
 		t.Fatalf("Get on the tx channel: %v, %v", ok, err)
 	}
@@ -796,7 +796,7 @@ func TestMethodsTx(t *testing.T) {
 	if err := tx.Recover(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	d, ok, err = tx.Get(ctx, q, false)
+	d, ok, err = tx.Get(ctx, q, pika.GetOptions{})
 	if err != nil || !ok || !d.Redelivered || string(d.Body) != "acked" {
 		t.Fatalf("after a rolled-back ack and Recover: %+v, %v, %v; want the message redelivered", d, ok, err)
 	}
@@ -933,6 +933,6 @@ func TestMethodsCancelledContext(t *testing.T) {
 	_, err := ch.QueueDeclarePassive(miCtx(t), name)
 	miWantError(t, "passive declare of the never-declared queue", err, pika.ErrNotFound, 404)
 	ch = miChannel(t, c)
-	err = ch.ExchangeDeclarePassive(miCtx(t), name, pika.ExchangeDirect)
+	err = ch.ExchangeDeclarePassive(miCtx(t), name)
 	miWantError(t, "passive declare of the never-declared exchange", err, pika.ErrNotFound, 404)
 }

@@ -243,7 +243,7 @@ func TestOutcomeReturnsWhileBindingsChange(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			if err := other.QueueUnbind(ctx, q, x, "", nil); err != nil {
+			if err := other.QueueUnbind(ctx, q, x, "", BindOptions{}); err != nil {
 				t.Error(err)
 				return
 			}
@@ -271,7 +271,7 @@ func TestOutcomeReturnsWhileBindingsChange(t *testing.T) {
 func collect(t *testing.T, ch *Channel, q string) *sync.Map {
 	t.Helper()
 	var got sync.Map
-	_, err := ch.ConsumeFunc(context.Background(), q, ConsumeOptions{AutoAck: true}, func(d *Delivery) {
+	_, err := ch.ConsumeFunc(context.Background(), q, ConsumeOptions{AutoAck: true}, func(_ context.Context, d *Delivery) {
 		got.Store(string(d.Body), true)
 	})
 	if err != nil {
@@ -387,7 +387,7 @@ func TestOutcomeConfirmSelectRace(t *testing.T) {
 		for f := range confs {
 			if err := f.Wait(wctx); err != nil {
 				wcancel()
-				t.Fatalf("trial %d: confirmation %d: %v", trial, f.Tag, err)
+				t.Fatalf("trial %d: confirmation %d: %v", trial, f.Tag(), err)
 			}
 		}
 		wcancel()

@@ -132,21 +132,30 @@ func (ch *Channel) QueueBind(ctx context.Context, queue, exchange, routingKey st
 	return err
 }
 
-// QueueUnbind removes a binding made with QueueBind; routingKey and args
-// must be those of the binding. RabbitMQ answers success for a binding that
-// does not exist. The binding is forgotten by automatic recovery.
-// (queue.unbind has no no-wait variant.)
+// QueueUnbind removes a binding made with QueueBind; routingKey and
+// opts.Arguments must be those of the binding. RabbitMQ answers success for a
+// binding that does not exist. The binding is forgotten by automatic
+// recovery. queue.unbind has no no-wait variant: opts.NoWait set fails with
+// ErrUnbindNoWait and sends nothing.
 //
 // If ctx ends before the broker's answer, QueueUnbind returns ctx.Err(); the
 // request stays queued or on the wire, its late answer is absorbed, and the
 // binding may still be removed.
-func (ch *Channel) QueueUnbind(ctx context.Context, queue, exchange, routingKey string, args Table) error {
-	m := &wire.QueueUnbind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, Arguments: cloneTable(args)}
+func (ch *Channel) QueueUnbind(ctx context.Context, queue, exchange, routingKey string, opts BindOptions) error {
+	if opts.NoWait {
+		return ErrUnbindNoWait
+	}
+	m := &wire.QueueUnbind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, Arguments: cloneTable(opts.Arguments)}
 	_, err := ch.topologyCall(ctx, m, false, func(c *Conn, _ engine.Event) {
 		c.topo.removeBinding(&recordedBinding{destination: queue, source: exchange, key: routingKey, args: m.Arguments})
 	})
 	return err
 }
+
+// ErrUnbindNoWait is the error of QueueUnbind with BindOptions.NoWait set:
+// AMQP's queue.unbind always has an answer, so the call cannot return
+// before it.
+var ErrUnbindNoWait = errors.New("pika: QueueUnbind: queue.unbind has no no-wait form (BindOptions.NoWait must be false)")
 
 // PurgeOptions are the options of queue.purge.
 type PurgeOptions struct {

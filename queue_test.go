@@ -35,7 +35,7 @@ func TestQueueMethodsSendWhatTheyAreAsked(t *testing.T) {
 			return nil, ch.QueueBind(ctx, "q", "x", "k", BindOptions{Arguments: Table{"x-match": "all"}})
 		}, &wire.QueueBind{Queue: "q", Exchange: "x", RoutingKey: "k", Arguments: Table{"x-match": "all"}}, nil},
 		{"unbind", func() (any, error) {
-			return nil, ch.QueueUnbind(ctx, "q", "x", "k", Table{"x-match": "all"})
+			return nil, ch.QueueUnbind(ctx, "q", "x", "k", BindOptions{Arguments: Table{"x-match": "all"}})
 		}, &wire.QueueUnbind{Queue: "q", Exchange: "x", RoutingKey: "k", Arguments: Table{"x-match": "all"}}, nil},
 		{"purge", func() (any, error) {
 			return ch.QueuePurge(ctx, "q", PurgeOptions{})
@@ -73,6 +73,10 @@ func TestQueueNoWait(t *testing.T) {
 	}
 	if err := ch.QueueBind(ctx, "q", "x", "k", BindOptions{NoWait: true}); err != nil {
 		t.Fatal(err)
+	}
+	// queue.unbind has no no-wait bit: refused, nothing sent.
+	if err := ch.QueueUnbind(ctx, "q", "x", "k", BindOptions{NoWait: true}); !errors.Is(err, ErrUnbindNoWait) {
+		t.Fatalf("no-wait unbind: %v, want ErrUnbindNoWait", err)
 	}
 	if n, err := ch.QueuePurge(ctx, "q", PurgeOptions{NoWait: true}); n != 0 || err != nil {
 		t.Fatalf("no-wait purge: %d, %v", n, err)
@@ -126,7 +130,7 @@ func TestQueueTopologyIsRecorded(t *testing.T) {
 	}
 	c.mu.Unlock()
 
-	if err := ch.QueueUnbind(ctx, "named", "x", "k", nil); err != nil {
+	if err := ch.QueueUnbind(ctx, "named", "x", "k", BindOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ch.QueueDelete(ctx, "amq.gen-peer", QueueDeleteOptions{}); err != nil {

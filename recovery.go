@@ -186,11 +186,13 @@ func (e *RecoveryError) Is(target error) bool { return target == ErrClosed }
 // OnRecovery registers f to be called with every recovery event: the loss,
 // each attempt, the recovery (with its report), or the end of attempts. Calls
 // come in order, on a goroutine of the library's; a slow f delays only later
-// notifications.
-func (c *Conn) OnRecovery(f func(RecoveryEvent)) {
+// notifications. It returns a function that unregisters f (see Callbacks in
+// the package documentation).
+func (c *Conn) OnRecovery(f func(RecoveryEvent)) (unregister func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.notify.onRecovery = append(c.notify.onRecovery, f)
+	_, unregister = c.notify.onRecovery.add(&c.mu, &c.notify.box, f)
+	return unregister
 }
 
 // recover runs after the current link was lost with cause: it reconnects

@@ -423,8 +423,8 @@ func TestConfirmSetAcrossRecovery(t *testing.T) {
 	}
 	// The new connection: broker tag 1 is client tag 4.
 	f := ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true)
-	if f.Tag != 4 {
-		t.Fatalf("first tag after recovery: %d, want 4", f.Tag)
+	if f.Tag() != 4 {
+		t.Fatalf("first tag after recovery: %d, want 4", f.Tag())
 	}
 	ch.confirmLocked(1+ch.pubBase, false, false) // broker nacks its tag 1
 	if err := f.Err(); !errors.Is(err, ErrNacked) {
@@ -518,11 +518,13 @@ func (b *fakeBroker) setHook(h func(fc *fakeConn, ch uint16, m wire.Method) bool
 	b.mu.Unlock()
 }
 
-// config returns a recovering Config that dials b, with a short backoff.
+// config returns a recovering Config that dials b, with a short backoff,
+// and no heartbeats (b sends none).
 func (b *fakeBroker) config() Config {
 	return Config{
 		Addr:             "fake:5672",
 		Dial:             b.dial,
+		Heartbeat:        NoHeartbeat,
 		Reconnect:        Backoff{Initial: time.Millisecond, Max: 10 * time.Millisecond},
 		HandshakeTimeout: 2 * time.Second,
 		CloseTimeout:     2 * time.Second,

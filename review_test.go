@@ -334,7 +334,7 @@ func TestReviewWaitConfirmsConcurrentAcrossLoss(t *testing.T) {
 		select {
 		case <-f.Done():
 		default:
-			t.Fatalf("confirmation %d (tag %d) not settled after the last WaitConfirms", i, f.Tag)
+			t.Fatalf("confirmation %d (tag %d) not settled after the last WaitConfirms", i, f.Tag())
 		}
 		switch err := f.Err(); {
 		case err == nil:
@@ -421,14 +421,14 @@ func TestReviewGetTagAcrossLoss(t *testing.T) {
 		})
 		_, ch, rlog := fakeSetup(t, b, b.config())
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		old, ok, err := ch.Get(ctx, "q", false)
+		old, ok, err := ch.Get(ctx, "q", GetOptions{})
 		if err != nil || !ok {
 			cancel()
 			t.Logf("round %d: Get on the first connection: %v %v", i, ok, err)
 			continue
 		}
 		rlog.wait(RecoveryRecovered, 1, 5*time.Second)
-		cur, ok, err := ch.Get(ctx, "q", false)
+		cur, ok, err := ch.Get(ctx, "q", GetOptions{})
 		cancel()
 		if err != nil || !ok {
 			t.Fatalf("Get after the recovery: %v %v", ok, err)

@@ -63,7 +63,8 @@ const (
 //
 // The options, each at most once unless noted, are:
 //
-//   - heartbeat: seconds, 0..65535; 0 disables heartbeats (NoHeartbeat).
+//   - heartbeat: seconds, 0..65535, as Config.Heartbeat; 0 disables
+//     heartbeats (NoHeartbeat); absent means DefaultHeartbeat (10 s).
 //   - frame_max: bytes, 4096..4294967295. The Erlang client's 0 ("no
 //     limit") is refused: it would let the broker send frames of any size.
 //   - channel_max: 0..65535; 0 means no limit, that is 65535.

@@ -127,7 +127,7 @@ func (p pikaClient) publishConfirm(ctx context.Context, e *env) error {
 		slot := i % len(ring)
 		if c := ring[slot]; c != nil {
 			if err := c.Wait(ctx); err != nil {
-				return fmt.Errorf("pika: confirmation %d: %w", c.Tag, err)
+				return fmt.Errorf("pika: confirmation %d: %w", c.Tag(), err)
 			}
 		}
 		c, err := ch.PublishWithConfirm(ctx, "", e.queue, msg)
@@ -141,7 +141,7 @@ func (p pikaClient) publishConfirm(ctx context.Context, e *env) error {
 			continue
 		}
 		if err := c.Wait(ctx); err != nil {
-			return fmt.Errorf("pika: confirmation %d: %w", c.Tag, err)
+			return fmt.Errorf("pika: confirmation %d: %w", c.Tag(), err)
 		}
 	}
 	e.m.stop()
@@ -359,7 +359,7 @@ func pikaConfirmCallback(ctx context.Context, ch *pika.Channel, e *env) error {
 	var confirmed atomic.Uint64
 	var nacked atomic.Bool
 	wake := make(chan struct{}, 1)
-	ch.OnConfirm(func(c pika.Confirm) {
+	ch.OnConfirm(func(c pika.ConfirmEvent) {
 		if !c.Ack {
 			nacked.Store(true)
 		}

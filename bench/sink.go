@@ -100,6 +100,7 @@ func (s *sinkServer) serve() {
 
 // sinkConn is one client connection of the sink.
 type sinkConn struct {
+	wmu sync.Mutex // serializes writes: replies and heartbeats
 	nc  net.Conn
 	buf []byte // read buffer
 	r   int    // start of unparsed bytes in buf
@@ -133,6 +134,8 @@ func (c *sinkConn) readFrame() (wire.Frame, error) {
 
 // send writes one method frame on channel.
 func (c *sinkConn) send(channel uint16, m wire.Method) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	var err error
 	c.out, err = wire.AppendMethodFrame(c.out[:0], channel, m)
 	if err != nil {
@@ -140,6 +143,26 @@ func (c *sinkConn) send(channel uint16, m wire.Method) error {
 	}
 	_, err = c.nc.Write(c.out)
 	return err
+}
+
+// heartbeat sends a heartbeat frame every interval until stop is closed.
+func (c *sinkConn) heartbeat(interval time.Duration, stop chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	frame := wire.AppendHeartbeatFrame(nil)
+	for {
+		select {
+		case <-t.C:
+			c.wmu.Lock()
+			_, err := c.nc.Write(frame)
+			c.wmu.Unlock()
+			if err != nil {
+				return
+			}
+		case <-stop:
+			return
+		}
+	}
 }
 
 // expect reads the next frame and decodes it as the method id.
@@ -202,8 +225,17 @@ func (s *sinkServer) handle(nc net.Conn) error {
 	if err := c.send(0, &wire.ConnectionTune{ChannelMax: 2047, FrameMax: wire.DefaultMaxFrameSize, Heartbeat: 0}); err != nil {
 		return err
 	}
-	if _, err := c.expect(wire.MethodConnectionTuneOk); err != nil {
+	tuneOk, err := c.expect(wire.MethodConnectionTuneOk)
+	if err != nil {
 		return err
+	}
+	// Clients heartbeat by default (pika 10 s, amqp091-go 10 s) and close
+	// a connection that sends them nothing for about two intervals: send
+	// heartbeats, as a broker does, or a long publish-only run dies.
+	if hb := tuneOk.(*wire.ConnectionTuneOk).Heartbeat; hb > 0 {
+		stop := make(chan struct{})
+		defer close(stop)
+		go c.heartbeat(time.Duration(hb)*time.Second/2, stop)
 	}
 	if _, err := c.expect(wire.MethodConnectionOpen); err != nil {
 		return err

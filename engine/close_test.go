@@ -63,7 +63,7 @@ func TestServerConnectionCloseWhenOpen(t *testing.T) {
 	}
 	var e *Error
 	errors.As(got, &e)
-	if !e.Temporary() || !errors.Is(got, ErrClosed) || errors.Is(got, ErrChannelClosed) ||
+	if !e.Retryable() || !errors.Is(got, ErrClosed) || errors.Is(got, ErrChannelClosed) ||
 		!errors.Is(got, ReplyCodeError(320)) {
 		t.Errorf("error predicates wrong for %v", got)
 	}
@@ -277,8 +277,8 @@ func TestErrorStrings(t *testing.T) {
 			t.Errorf("Error() = %q, want %q", got, tc.want)
 		}
 	}
-	if !(&Error{Code: 404}).Temporary() || (&Error{Code: 406}).Temporary() {
-		t.Error("Temporary") // every code: TestErrorTemporaryEveryReplyCode
+	if !(&Error{Code: 404}).Retryable() || (&Error{Code: 406}).Retryable() {
+		t.Error("Retryable") // every code: TestErrorRetryableEveryReplyCode
 	}
 	if got := ReplyCodeError(404).Error(); got != "pika: 404 NOT_FOUND" {
 		t.Errorf("ReplyCodeError.Error() = %q", got)

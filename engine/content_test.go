@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pika-go/pika/internal/scripted"
 	"github.com/pika-go/pika/wire"
@@ -103,6 +104,11 @@ func TestPublishErrors(t *testing.T) {
 	bad := &wire.Properties{Headers: wire.Table{"bad": struct{}{}}}
 	if _, err := h.c.Publish(ch, "", "q", false, false, bad, nil); !errors.Is(err, wire.ErrUnsupportedValue) {
 		t.Fatalf("Publish with a bad header: %v", err)
+	}
+	// A timestamp before 1970 has no AMQP encoding: refused, not wrapped.
+	old := &wire.Properties{Timestamp: time.Date(1969, 7, 20, 20, 17, 0, 0, time.UTC)}
+	if _, err := h.c.Publish(ch, "", "q", false, false, old, nil); !errors.Is(err, wire.ErrUnsupportedValue) {
+		t.Fatalf("Publish with a timestamp before 1970: %v, want ErrUnsupportedValue", err)
 	}
 	// The same while the publish would be queued.
 	h.call(ch, &wire.QueueDeclare{Queue: "q"})

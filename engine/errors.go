@@ -138,11 +138,17 @@ func (e ReplyCodeError) Error() string {
 	return "pika: " + strconv.Itoa(int(e)) + " " + wire.ReplyCode(e).String()
 }
 
-// Temporary reports whether a retry of the same request could get past the
+// Retryable reports whether a retry of the same request could get past the
 // error without anything in the request or the broker's configuration
 // changing: true when the reply code names a state of the broker or of
 // other clients that can pass on its own, false when it names a fault of
-// the request or a decision of the broker's configuration. By class:
+// the request or a decision of the broker's configuration. It is not the
+// spec's soft/hard split (ReplyCode.IsSoft: whether the channel or the whole
+// connection closed): 320 CONNECTION_FORCED is hard and retryable, 406
+// PRECONDITION_FAILED soft and not. A retry needs a new channel (and, for a
+// connection error, a new connection, which automatic recovery makes). To
+// test for one reply code, use errors.Is with its sentinel (pika.ErrNotFound,
+// ...). By class:
 //
 //   - 311 CONTENT_TOO_LARGE: true; the spec defines it as more than the
 //     server can accept "at the present time".
@@ -167,7 +173,7 @@ func (e ReplyCodeError) Error() string {
 //     on one side that repeating the request repeats.
 //   - 540 NOT_IMPLEMENTED: false; the broker does not support the request.
 //   - 200 REPLY_SUCCESS and codes the spec does not define: false.
-func (e *Error) Temporary() bool {
+func (e *Error) Retryable() bool {
 	switch e.Code {
 	case wire.ReplyContentTooLarge, wire.ReplyNoRoute, wire.ReplyNoConsumers,
 		wire.ReplyConnectionForced, wire.ReplyNotFound, wire.ReplyResourceLocked,

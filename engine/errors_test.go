@@ -6,10 +6,10 @@ import (
 	"github.com/pika-go/pika/wire"
 )
 
-// TestErrorTemporaryEveryReplyCode checks (*Error).Temporary against the
+// TestErrorRetryableEveryReplyCode checks (*Error).Retryable against the
 // classification its documentation gives, for every reply code the spec
 // defines and for codes it does not.
-func TestErrorTemporaryEveryReplyCode(t *testing.T) {
+func TestErrorRetryableEveryReplyCode(t *testing.T) {
 	tests := []struct {
 		code wire.ReplyCode
 		want bool
@@ -41,8 +41,8 @@ func TestErrorTemporaryEveryReplyCode(t *testing.T) {
 		seen[tt.code] = true
 		for _, conn := range []bool{false, true} {
 			e := &Error{Code: tt.code, Conn: conn, Server: true}
-			if got := e.Temporary(); got != tt.want {
-				t.Errorf("Error{Code: %d %s, Conn: %v}.Temporary() = %v, want %v", tt.code, tt.code, conn, got, tt.want)
+			if got := e.Retryable(); got != tt.want {
+				t.Errorf("Error{Code: %d %s, Conn: %v}.Retryable() = %v, want %v", tt.code, tt.code, conn, got, tt.want)
 			}
 		}
 	}

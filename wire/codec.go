@@ -169,13 +169,18 @@ func appendLongstr(dst []byte, s string, what string) ([]byte, error) {
 	return append(dst, s...), nil
 }
 
-// appendTimestamp appends t as seconds since the Unix epoch. A zero time
-// encodes as 0.
-func appendTimestamp(dst []byte, t time.Time) []byte {
+// appendTimestamp appends t as whole seconds since the Unix epoch: a
+// sub-second part is truncated, the rule of a time.Time in a Table. A zero
+// time encodes as 0; another time before 1970 is an ErrUnsupportedValue
+// (what names the field).
+func appendTimestamp(dst []byte, t time.Time, what string) ([]byte, error) {
 	if t.IsZero() {
-		return appendLongLong(dst, 0)
+		return appendLongLong(dst, 0), nil
 	}
-	return appendLongLong(dst, uint64(t.Unix()))
+	if t.Unix() < 0 {
+		return dst, &Error{Err: ErrUnsupportedValue, Offset: -1, Detail: what + ": timestamp " + t.String() + " is before 1970-01-01"}
+	}
+	return appendLongLong(dst, uint64(t.Unix())), nil
 }
 
 // itoa formats a non-negative int without fmt, for error details on paths

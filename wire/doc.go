@@ -63,9 +63,10 @@
 //	'V'    void                       nil
 //
 // Encoding also accepts int, uint and uint64 (as 'l', when the value fits)
-// and map[string]any (as 'F'). A time.Time must be whole seconds at or after
-// 1970; anything that cannot be represented exactly is an error rather than
-// silently changed. Keys are encoded in sorted order, so equal tables encode
+// and map[string]any (as 'F'). A time.Time is sent as whole seconds since
+// the epoch, its sub-second part truncated, like Properties.Timestamp; a time
+// before 1970 is an error. Other values that cannot be represented exactly
+// are errors rather than silently changed. Keys are encoded in sorted order, so equal tables encode
 // to equal bytes. A table on the wire that repeats a key is rejected.
 //
 // # Limits

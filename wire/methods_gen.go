@@ -3304,6 +3304,11 @@ func (c ReplyCode) IsHard() bool {
 // round-trips. Flag bits that name no property are ignored on encoding. A nil
 // Headers is absent; a non-nil empty one is sent.
 //
+// Timestamp follows the rule of a time.Time in a Table: AMQP timestamps are
+// whole seconds since the Unix epoch, so a sub-second part is truncated (toward
+// the past) on encoding, and a time before 1970 is an ErrUnsupportedValue. A
+// decoded Timestamp is in UTC.
+//
 // Properties is plain data: any number of goroutines may read a value, but
 // decoding into it needs exclusive access.
 type Properties struct {
@@ -3504,7 +3509,9 @@ func (p *Properties) appendFields(dst []byte) ([]byte, error) {
 		}
 	}
 	if f&FlagTimestamp != 0 {
-		b = appendTimestamp(b, p.Timestamp)
+		if b, err = appendTimestamp(b, p.Timestamp, "timestamp"); err != nil {
+			return dst, err
+		}
 	}
 	if f&FlagType != 0 {
 		if b, err = appendShortstr(b, p.Type, "type"); err != nil {

@@ -41,8 +41,10 @@ import (
 // decoded value encodes back to the same type octet. Encoding also accepts
 // int and uint (as 'l'), uint64 (as 'l' when it is at most math.MaxInt64)
 // and map[string]any (as 'F'); anything else is an [ErrUnsupportedValue].
-// A time.Time must be whole seconds at or after the Unix epoch; other times
-// are rejected rather than truncated. Decoded times are in UTC.
+// A time.Time is encoded as whole seconds since the Unix epoch: a
+// sub-second part is truncated (toward the past), the same rule as
+// Properties.Timestamp, so a time does not round-trip unless it is whole
+// seconds; a time before 1970 is rejected. Decoded times are in UTC.
 //
 // Keys are encoded in sorted order, so a Table always encodes to the same
 // bytes. A table on the wire that repeats a key is rejected with
@@ -306,9 +308,7 @@ func (e *encoder) value(v any, depth int) *encodeError {
 			e.buf = append(e.buf, v...)
 		}
 	case time.Time:
-		if v.Nanosecond() != 0 {
-			return unsupported(v, "timestamp "+v.String()+" has a sub-second part; AMQP timestamps are whole seconds")
-		}
+		// Unix truncates the sub-second part (see the Table doc).
 		if v.Unix() < 0 {
 			return unsupported(v, "timestamp "+v.String()+" is before 1970-01-01")
 		}

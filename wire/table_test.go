@@ -242,7 +242,6 @@ func TestTableEncodeErrors(t *testing.T) {
 		{"uint64 too big", Table{"u": uint64(math.MaxInt64) + 1}, ErrUnsupportedValue, []string{`key "u"`, "uint64", "9223372036854775808"}},
 		{"uint too big", Table{"u": uint(math.MaxUint64)}, ErrUnsupportedValue, []string{`key "u"`, "uint"}},
 		{"pointer", Table{"p": new(int)}, ErrUnsupportedValue, []string{"*int"}},
-		{"sub-second time", Table{"t": time.Unix(5, 1)}, ErrUnsupportedValue, []string{`key "t"`, "sub-second"}},
 		{"time before 1970", Table{"t": time.Unix(-1, 0)}, ErrUnsupportedValue, []string{"before 1970"}},
 		{"zero time", Table{"t": time.Time{}}, ErrUnsupportedValue, []string{"before 1970"}},
 		{"long key", Table{strings.Repeat("k", 256): 1}, ErrStringTooLong, []string{"256 bytes"}},
@@ -427,5 +426,47 @@ func TestTableAllTypesRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, in) {
 		t.Fatalf("got %#v\nwant %#v", got, in)
+	}
+}
+
+// TestTimestampOneRule checks that a time.Time in a Table and
+// Properties.Timestamp follow one rule: whole seconds since the epoch, a
+// sub-second part truncated toward the past, a time before 1970 refused
+// with ErrUnsupportedValue naming the field.
+func TestTimestampOneRule(t *testing.T) {
+	whole := time.Unix(1700000000, 0).UTC()
+	for _, in := range []time.Time{whole, whole.Add(time.Nanosecond), whole.Add(999999999 * time.Nanosecond), whole.In(time.FixedZone("X", 3600)).Add(time.Millisecond)} {
+		enc, err := AppendTable(nil, Table{"t": in})
+		if err != nil {
+			t.Fatalf("table with %v: %v", in, err)
+		}
+		tab, err := DecodeTable(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tab["t"]; got != whole {
+			t.Errorf("table time %v decoded as %v, want %v", in, got, whole)
+		}
+		h := ContentHeader{ClassID: ClassBasic, Properties: Properties{Timestamp: in}}
+		frame, err := h.AppendTo(nil)
+		if err != nil {
+			t.Fatalf("properties with %v: %v", in, err)
+		}
+		var back ContentHeader
+		if err := back.Decode(frame, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		if back.Properties.Timestamp != whole {
+			t.Errorf("Properties.Timestamp %v decoded as %v, want %v", in, back.Properties.Timestamp, whole)
+		}
+	}
+	for _, in := range []time.Time{time.Unix(-1, 0), time.Unix(-1, 999999999), time.Date(1969, 12, 31, 23, 0, 0, 0, time.UTC)} {
+		if _, err := AppendTable(nil, Table{"t": in}); !errors.Is(err, ErrUnsupportedValue) || !strings.Contains(err.Error(), "before 1970") {
+			t.Errorf("table with %v: %v, want ErrUnsupportedValue (before 1970)", in, err)
+		}
+		h := ContentHeader{ClassID: ClassBasic, Properties: Properties{Timestamp: in}}
+		if _, err := h.AppendTo(nil); !errors.Is(err, ErrUnsupportedValue) || !strings.Contains(err.Error(), "timestamp") || !strings.Contains(err.Error(), "before 1970") {
+			t.Errorf("Properties.Timestamp %v: %v, want ErrUnsupportedValue naming the timestamp (before 1970)", in, err)
+		}
 	}
 }

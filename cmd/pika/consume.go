@@ -331,7 +331,7 @@ func runGet(ctx context.Context, e *env, args []string) error {
 
 func get(ctx context.Context, e *env, s *session, queue string, noAck, requeue, asJSON bool) error {
 	what := fmt.Sprintf("get from queue %q", queue)
-	d, ok, err := s.ch.Get(ctx, queue, noAck)
+	d, ok, err := s.ch.Get(ctx, queue, pika.GetOptions{AutoAck: noAck})
 	if err != nil {
 		return opError(what, err)
 	}

@@ -173,7 +173,7 @@ func declareExchange(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *passive {
-		err = s.ch.ExchangeDeclarePassive(ctx, name, kind)
+		err = s.ch.ExchangeDeclarePassive(ctx, name)
 	} else {
 		err = s.ch.ExchangeDeclare(ctx, name, kind, opts)
 	}
@@ -251,7 +251,7 @@ func bind(ctx context.Context, e *env, args []string, doBind bool) error {
 	case *e2e:
 		err = s.ch.ExchangeUnbind(ctx, dest, src, key, pika.BindOptions{Arguments: bargs})
 	default:
-		err = s.ch.QueueUnbind(ctx, dest, src, key, bargs)
+		err = s.ch.QueueUnbind(ctx, dest, src, key, pika.BindOptions{Arguments: bargs})
 	}
 	return finish(s, opError(fmt.Sprintf("%s %s %q to exchange %q with routing key %q", cmd, kind, dest, src, key), err))
 }

@@ -168,7 +168,7 @@ func withCallback(ctx context.Context, ch *pika.Channel, queue string, n, _ int)
 	)
 	// Register before publishing. The callback runs on a goroutine of the
 	// library's, one confirmation at a time, in order.
-	ch.OnConfirm(func(c pika.Confirm) {
+	ch.OnConfirm(func(c pika.ConfirmEvent) {
 		mu.Lock()
 		defer mu.Unlock()
 		settled += c.Count

@@ -122,15 +122,15 @@ func startServer(ctx context.Context, conn *pika.Conn, queue string) (*server, e
 	if err := ch.Qos(ctx, pika.QosOptions{PrefetchCount: 1}); err != nil {
 		return nil, err
 	}
-	cons, err := ch.ConsumeFunc(ctx, queue, pika.ConsumeOptions{}, func(d *pika.Delivery) {
+	cons, err := ch.ConsumeFunc(ctx, queue, pika.ConsumeOptions{}, func(hctx context.Context, d *pika.Delivery) {
 		answer := "error: not a number between 0 and 90"
 		if k, err := strconv.Atoi(string(d.Body)); err == nil && k >= 0 && k <= 90 {
 			answer = strconv.FormatUint(fib(k), 10)
 		}
 		// Reply through the default exchange to the address the client
-		// gave, echoing its correlation id. The handler has no ctx of
-		// its own; bound the publish anyway.
-		pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// gave, echoing its correlation id. hctx ends when the consumer
+		// does (Close, a broker cancel); bound the publish as well.
+		pctx, cancel := context.WithTimeout(hctx, 5*time.Second)
 		defer cancel()
 		err := ch.Publish(pctx, "", d.ReplyTo, pika.Message{
 			Properties: pika.Properties{CorrelationID: d.CorrelationID, ContentType: "text/plain"},

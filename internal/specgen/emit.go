@@ -523,10 +523,8 @@ func (g *gen) appendField(f *field, expr, onErr string) {
 		g.p("b = appendLong(b, %s)", expr)
 	case "longlong":
 		g.p("b = appendLongLong(b, %s)", expr)
-	case "timestamp":
-		g.p("b = appendTimestamp(b, %s)", expr)
-	case "shortstr", "longstr", "table":
-		fn := map[string]string{"shortstr": "appendShortstr", "longstr": "appendLongstr", "table": "appendTable"}[f.Type]
+	case "shortstr", "longstr", "table", "timestamp":
+		fn := map[string]string{"shortstr": "appendShortstr", "longstr": "appendLongstr", "table": "appendTable", "timestamp": "appendTimestamp"}[f.Type]
 		g.p("if b, err = %s(b, %s, %q); err != nil {", fn, expr, f.Name)
 		g.p("%s", onErr)
 		g.p("}")
@@ -640,6 +638,10 @@ func (g *gen) properties() {
 		"encoding, a property is sent when its value is non-zero or its flag is set in Flags, so an "+
 		"empty-but-present string round-trips. Flag bits that name no property are ignored on "+
 		"encoding. A nil Headers is absent; a non-nil empty one is sent.")
+	g.p("//")
+	g.doc("", "Timestamp follows the rule of a time.Time in a Table: AMQP timestamps are whole seconds "+
+		"since the Unix epoch, so a sub-second part is truncated (toward the past) on encoding, and a "+
+		"time before 1970 is an ErrUnsupportedValue. A decoded Timestamp is in UTC.")
 	g.p("//")
 	g.doc("", "Properties is plain data: any number of goroutines may read a value, but decoding into "+
 		"it needs exclusive access.")
