@@ -170,7 +170,7 @@ func Body(s string) pika.Message { return pika.Message{Body: []byte(s)} }
 // is empty.
 func (e *Env) Get(ch *pika.Channel, q string) *pika.Delivery {
 	e.T.Helper()
-	d, ok, err := ch.Get(e.Ctx, q, false)
+	d, ok, err := ch.Get(e.Ctx, q, pika.GetOptions{AutoAck: false})
 	e.Must(err, "basic.get "+q)
 	if !ok {
 		e.T.Fatalf("basic.get %q: get-empty, want a message", q)
@@ -181,7 +181,7 @@ func (e *Env) Get(ch *pika.Channel, q string) *pika.Delivery {
 // GetBody fetches one message with auto-ack and checks its body.
 func (e *Env) GetBody(ch *pika.Channel, q, want string) *pika.Delivery {
 	e.T.Helper()
-	d, ok, err := ch.Get(e.Ctx, q, true)
+	d, ok, err := ch.Get(e.Ctx, q, pika.GetOptions{AutoAck: true})
 	e.Must(err, "basic.get "+q)
 	if !ok {
 		e.T.Fatalf("basic.get %q: get-empty, want %q", q, want)
@@ -195,7 +195,7 @@ func (e *Env) GetBody(ch *pika.Channel, q, want string) *pika.Delivery {
 // GetEmpty checks that q has no ready message.
 func (e *Env) GetEmpty(ch *pika.Channel, q string) {
 	e.T.Helper()
-	d, ok, err := ch.Get(e.Ctx, q, true)
+	d, ok, err := ch.Get(e.Ctx, q, pika.GetOptions{AutoAck: true})
 	e.Must(err, "basic.get "+q)
 	if ok {
 		e.T.Fatalf("basic.get %q: got %q, want get-empty", q, d.Body)
@@ -394,7 +394,7 @@ func (e *Env) Exists(c *pika.Conn, q string) {
 func (e *Env) ExchangeGone(c *pika.Conn, x string) {
 	e.T.Helper()
 	ch := e.Chan(c)
-	err := ch.ExchangeDeclarePassive(e.Ctx, x, pika.ExchangeDirect)
+	err := ch.ExchangeDeclarePassive(e.Ctx, x)
 	e.Fail(err, wire.ReplyNotFound, ChannelScope, e.NotFoundExchange(x))
 }
 

@@ -572,7 +572,7 @@ func getOk(e *Env) {
 func getMissing(e *Env) {
 	c, ch := e.Open()
 	q := e.Name("missing")
-	_, _, err := ch.Get(e.Ctx, q, false)
+	_, _, err := ch.Get(e.Ctx, q, pika.GetOptions{AutoAck: false})
 	e.ChannelClosed(c, ch, err, wire.ReplyNotFound, e.NotFoundQueue(q))
 }
 

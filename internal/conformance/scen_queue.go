@@ -163,7 +163,7 @@ func qExclusiveConsume(e *Env) {
 
 func qExclusiveGet(e *Env) {
 	q, c, ch := exclusiveOther(e)
-	_, _, err := ch.Get(e.Ctx, q, true)
+	_, _, err := ch.Get(e.Ctx, q, pika.GetOptions{AutoAck: true})
 	e.ChannelClosed(c, ch, err, wire.ReplyResourceLocked, lockedText(e, q))
 }
 

@@ -49,7 +49,7 @@ func checkRoutes(e *Env, kind string, binds []bnd, msgs []msg) {
 	for i, q := range queues {
 		var got []string
 		for {
-			d, ok, err := ch.Get(e.Ctx, q, true)
+			d, ok, err := ch.Get(e.Ctx, q, pika.GetOptions{AutoAck: true})
 			e.Must(err, "basic.get")
 			if !ok {
 				break
@@ -282,7 +282,7 @@ func routeAmqDirect(e *Env) {
 	e.PublishSync(ch, "amq.direct", q, Body("m"))
 	d := e.GetBody(ch, q, "m")
 	Equal(e, "exchange", d.Exchange, "amq.direct")
-	e.Must(ch.QueueUnbind(e.Ctx, q, "amq.direct", q, nil), "unbind")
+	e.Must(ch.QueueUnbind(e.Ctx, q, "amq.direct", q, pika.BindOptions{}), "unbind")
 }
 
 func routeMultipleBindingsOneCopy(e *Env) {
