@@ -241,7 +241,7 @@ func TestFlagSetParse(t *testing.T) {
 func TestHelpNamesEveryFlag(t *testing.T) {
 	for _, args := range [][]string{
 		{"publish"}, {"consume"}, {"get"}, {"declare", "queue"}, {"declare", "exchange"},
-		{"bind"}, {"unbind"}, {"delete", "queue"}, {"delete", "exchange"}, {"purge"}, {"perf"},
+		{"bind"}, {"unbind"}, {"delete", "queue"}, {"delete", "exchange"}, {"purge"}, {"perf"}, {"perf", "rpc"},
 	} {
 		name := strings.Join(args, " ")
 		t.Run(name, func(t *testing.T) {

@@ -532,6 +532,32 @@ func TestCLIPerfCount(t *testing.T) {
 	c.counts(mine) // still there
 }
 
+func TestCLIPerfRPC(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	r := c.run("", "perf", "rpc", "--count", "500", "--callers", "8", "--servers", "2", "--json")
+	if r.code != 0 {
+		t.Fatalf("perf rpc --count 500: %v", r)
+	}
+	var s map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil || strings.Count(r.stdout, "\n") != 1 {
+		t.Fatalf("perf rpc --json printed %q, not one JSON object (%v)", r.stdout, err)
+	}
+	for _, k := range []string{"calls", "errors", "timeouts", "late", "duration_s", "call_rate", "latency_p50_ms",
+		"latency_p95_ms", "latency_p99_ms", "latency_max_ms", "callers", "servers", "size"} {
+		if _, ok := s[k].(float64); !ok {
+			t.Errorf("summary key %q is %v, want a number", k, s[k])
+		}
+	}
+	if s["calls"] != 500.0 || s["errors"] != 0.0 || s["stopped"] != "count" || s["callers"] != 8.0 {
+		t.Errorf("summary %s: want 500 calls, no errors, stopped by count", r.stdout)
+	}
+	q, _ := s["queue"].(string)
+	if r := c.run("", "declare", "queue", q, "--passive"); r.code != 1 || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+		t.Errorf("perf rpc left its queue %q behind: %v", q, r)
+	}
+}
+
 func TestCLIPerfInterrupt(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)

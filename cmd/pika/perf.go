@@ -72,6 +72,9 @@ Flags:
 
 Example:
   pika perf --producers 2 --consumers 2 --rate 5000 --confirm 100 --duration 30s
+
+"pika perf rpc" measures request/reply calls instead: see "pika perf rpc
+--help".
 `
 
 // perfConfig is what the flags of pika perf ask for.
@@ -170,6 +173,9 @@ type perfRun struct {
 }
 
 func runPerf(ctx context.Context, e *env, args []string) error {
+	if len(args) > 0 && args[0] == "rpc" {
+		return runPerfRPC(ctx, e, args[1:])
+	}
 	fs := newFlagSet(e, "perf", perfHelp)
 	var cfg perfConfig
 	perfFlags(fs, &cfg)
@@ -200,8 +206,11 @@ func (r *perfRun) fail(err error) {
 	})
 }
 
-func (r *perfRun) run(ctx context.Context) (err error) {
-	setup, err := open(ctx, r.e, "pika perf setup")
+// withQueue opens a setup connection named name, declares the run's queue
+// and runs body, then deletes the queue if perf declared it (created),
+// whatever body returned.
+func (r *perfRun) withQueue(ctx context.Context, name string, body func(created bool) error) (err error) {
+	setup, err := open(ctx, r.e, name)
 	if err != nil {
 		return err
 	}
@@ -217,7 +226,15 @@ func (r *perfRun) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	return body(created)
+}
 
+func (r *perfRun) run(ctx context.Context) error {
+	return r.withQueue(ctx, "pika perf setup", func(created bool) error { return r.runLoad(ctx, created) })
+}
+
+// runLoad runs the producers and consumers on the declared queue.
+func (r *perfRun) runLoad(ctx context.Context, created bool) error {
 	// Every worker stops when stop is cancelled.
 	stop, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -632,20 +649,13 @@ type perfSummary struct {
 
 func (r *perfRun) makeSummary(elapsed time.Duration, reason string) perfSummary {
 	st := &r.stats
-	var all histCounts
-	st.lat.snapshot(&all)
-	q := all.percentiles(0.5, 0.95, 0.99)
-	maxLat := st.lat.max.Load()
-	for i := range q {
-		q[i] = min(q[i], maxLat) // a bucket's midpoint may lie above the largest value
-	}
+	lat := st.lat.summary()
 	secs := elapsed.Seconds()
 	s := perfSummary{
 		Sent: st.sent.Load(), Confirmed: st.confirmed.Load(), Nacked: st.nacked.Load(),
 		Returned: st.returned.Load(), Received: st.received.Load(),
 		DurationS:    round3(secs),
-		LatencyP50ms: round3(float64(q[0]) / 1e6), LatencyP95ms: round3(float64(q[1]) / 1e6),
-		LatencyP99ms: round3(float64(q[2]) / 1e6), LatencyMaxms: round3(float64(maxLat) / 1e6),
+		LatencyP50ms: lat[0], LatencyP95ms: lat[1], LatencyP99ms: lat[2], LatencyMaxms: lat[3],
 		Producers: r.cfg.producers, Consumers: r.cfg.consumers, Size: r.cfg.size,
 		Queue: r.queue, Stopped: reason,
 	}
@@ -657,6 +667,21 @@ func (r *perfRun) makeSummary(elapsed time.Duration, reason string) perfSummary 
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// summary returns the p50, p95, p99 and maximum of h in milliseconds,
+// rounded to the microsecond.
+func (h *histogram) summary() [4]float64 {
+	var all histCounts
+	h.snapshot(&all)
+	q := all.percentiles(0.5, 0.95, 0.99)
+	maxLat := h.max.Load()
+	var out [4]float64
+	for i := range q {
+		out[i] = round3(float64(min(q[i], maxLat)) / 1e6) // a bucket's midpoint may lie above the largest value
+	}
+	out[3] = round3(float64(maxLat) / 1e6)
+	return out
+}
 
 // summary prints the end-of-run summary.
 func (r *perfRun) summary(elapsed time.Duration, reason string, deleted bool) error {
