@@ -218,16 +218,26 @@ func TestFlagSetParse(t *testing.T) {
 	if got := e.stdout.(*bytes.Buffer).String(); got != "help text\n" {
 		t.Errorf("--help printed %q", got)
 	}
-	fs, _, _, _ = newFS()
-	_, err := fs.parse([]string{"--nope"})
-	var ue *usageError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "-nope") || !strings.Contains(err.Error(), "pika test --help") {
-		t.Errorf("unknown flag: error = %v", err)
+	// Flags are named in errors as the user wrote them.
+	for _, tt := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--nope"}, "test: unknown flag --nope\n"},
+		{[]string{"x", "-nope"}, "test: unknown flag -nope\n"},
+		{[]string{"--nope=1"}, "test: unknown flag --nope\n"},
+		{[]string{"--s"}, "test: flag needs an argument: --s\n"},
+		{[]string{"-s"}, "test: flag needs an argument: -s\n"},
+		{[]string{"--b=maybe"}, "test: invalid boolean value \"maybe\" for --b: parse error\n"},
+	} {
+		fs, _, _, _ = newFS()
+		_, err := fs.parse(tt.args)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.HasPrefix(err.Error(), tt.msg) || !strings.Contains(err.Error(), "pika test --help") {
+			t.Errorf("parse(%q): error = %v; want %q", tt.args, err, tt.msg)
+		}
 	}
 	fs, _, _, _ = newFS()
-	if _, err := fs.parse([]string{"--s"}); err == nil || !strings.Contains(err.Error(), "needs an argument") {
-		t.Errorf("flag without value: error = %v", err)
-	}
 	if err := fs.args([]string{"a"}, "A", "B"); err == nil || !strings.Contains(err.Error(), "missing B") {
 		t.Errorf("args: error = %v", err)
 	}
