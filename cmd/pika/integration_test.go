@@ -319,8 +319,8 @@ func TestCLIUnroutableAndNacked(t *testing.T) {
 	// A missing exchange is a 404, with or without --confirm.
 	for _, extra := range [][]string{nil, {"--confirm"}} {
 		r = c.run("", append([]string{"publish", key, "k", "--body", "x"}, extra...)...)
-		if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf(`pika: publish to exchange %q with routing key "k": 404 NOT_FOUND - no exchange`, key)) {
-			t.Errorf("publish %q to a missing exchange: %v; want exit 1 and the 404", extra, r)
+		if r.code != exitRefused || !strings.Contains(r.stderr, fmt.Sprintf(`pika: publish to exchange %q with routing key "k": 404 NOT_FOUND - no exchange`, key)) {
+			t.Errorf("publish %q to a missing exchange: %v; want exit 5 and the 404", extra, r)
 		}
 	}
 }
@@ -331,25 +331,32 @@ func TestCLIDeclareErrors(t *testing.T) {
 	q := c.queue("--durable")
 	r := c.run("", "declare", "queue", q)
 	want := fmt.Sprintf(`pika: declare queue %q: 406 PRECONDITION_FAILED - inequivalent arg 'durable'`, q)
-	if r.code != 1 || !strings.HasPrefix(r.stderr, want) {
-		t.Errorf("redeclare with other settings: %v; want exit 1 and %q", r, want)
+	if r.code != exitRefused || !strings.HasPrefix(r.stderr, want) {
+		t.Errorf("redeclare with other settings: %v; want exit 5 and %q", r, want)
 	}
 	missing := testenv.Name(t, "missing")
 	r = c.run("", "declare", "queue", missing, "--passive")
-	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("pika: declare queue %q: 404 NOT_FOUND", missing)) {
+	if r.code != exitRefused || !strings.Contains(r.stderr, fmt.Sprintf("pika: declare queue %q: 404 NOT_FOUND", missing)) {
 		t.Errorf("passive declare of a missing queue: %v", r)
 	}
 	r = c.run("", "consume", missing)
-	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("pika: consume from queue %q: 404 NOT_FOUND", missing)) {
+	if r.code != exitRefused || !strings.Contains(r.stderr, fmt.Sprintf("pika: consume from queue %q: 404 NOT_FOUND", missing)) {
 		t.Errorf("consume from a missing queue: %v", r)
 	}
 	r = c.run("", "declare", "queue", q, "--passive")
 	if r.code != 0 {
 		t.Errorf("passive declare of an existing queue: %v", r)
 	}
+	// The broker closes the connection (503) for an unknown exchange type:
+	// a refusal after connecting, not a failure to connect.
+	ex := testenv.Name(t, "ex")
+	r = c.run("", "declare", "exchange", ex, "bogus-type")
+	if r.code != exitRefused || !strings.Contains(r.stderr, "503 COMMAND_INVALID") || strings.Contains(r.stderr, "connect to") {
+		t.Errorf("declare exchange with a bogus type: %v; want exit 5 and the 503", r)
+	}
 	c.ok("", "publish", "", q, "--body", "x")
 	r = c.run("", "delete", "queue", q, "--if-empty")
-	if r.code != 1 || !strings.Contains(r.stderr, "406 PRECONDITION_FAILED") {
+	if r.code != exitRefused || !strings.Contains(r.stderr, "406 PRECONDITION_FAILED") {
 		t.Errorf("delete --if-empty of a queue with a message: %v", r)
 	}
 
@@ -376,7 +383,7 @@ func TestCLIExchangesAndBindings(t *testing.T) {
 	t.Cleanup(func() { c.run("", "delete", "exchange", ex) })
 	c.ok("", "declare", "exchange", fan, "fanout", "--arg", "alternate-exchange=none")
 	t.Cleanup(func() { c.run("", "delete", "exchange", fan) })
-	if r := c.run("", "declare", "exchange", ex, "fanout"); r.code != 1 || !strings.Contains(r.stderr, "406 PRECONDITION_FAILED") {
+	if r := c.run("", "declare", "exchange", ex, "fanout"); r.code != exitRefused || !strings.Contains(r.stderr, "406 PRECONDITION_FAILED") {
 		t.Errorf("redeclare exchange as another type: %v", r)
 	}
 	c.ok("", "declare", "exchange", ex, "--passive")
@@ -397,12 +404,12 @@ func TestCLIExchangesAndBindings(t *testing.T) {
 	if r := c.run("", "publish", "--confirm", "--mandatory", ex, "k", "--body", "x"); r.code != 3 {
 		t.Errorf("after unbind, a mandatory publish: %v; want exit 3 (returned)", r)
 	}
-	if r := c.run("", "bind", q, testenv.Name(t, "missing"), "k"); r.code != 1 || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+	if r := c.run("", "bind", q, testenv.Name(t, "missing"), "k"); r.code != exitRefused || !strings.Contains(r.stderr, "404 NOT_FOUND") {
 		t.Errorf("bind to a missing exchange: %v", r)
 	}
 	c.ok("", "delete", "exchange", ex)
 	c.ok("", "delete", "exchange", fan, "--if-unused")
-	if r := c.run("", "declare", "exchange", ex, "--passive"); r.code != 1 || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+	if r := c.run("", "declare", "exchange", ex, "--passive"); r.code != exitRefused || !strings.Contains(r.stderr, "404 NOT_FOUND") {
 		t.Errorf("passive declare of a deleted exchange: %v", r)
 	}
 }
@@ -506,7 +513,7 @@ func TestCLIPerfCount(t *testing.T) {
 	if !strings.HasPrefix(q, "pika-perf-") {
 		t.Fatalf("summary queue %q", q)
 	}
-	if r := c.run("", "declare", "queue", q, "--passive"); r.code != 1 || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+	if r := c.run("", "declare", "queue", q, "--passive"); r.code != exitRefused || !strings.Contains(r.stderr, "404 NOT_FOUND") {
 		t.Errorf("perf left its queue %q behind: %v", q, r)
 	}
 
@@ -553,7 +560,7 @@ func TestCLIPerfRPC(t *testing.T) {
 		t.Errorf("summary %s: want 500 calls, no errors, stopped by count", r.stdout)
 	}
 	q, _ := s["queue"].(string)
-	if r := c.run("", "declare", "queue", q, "--passive"); r.code != 1 || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+	if r := c.run("", "declare", "queue", q, "--passive"); r.code != exitRefused || !strings.Contains(r.stderr, "404 NOT_FOUND") {
 		t.Errorf("perf rpc left its queue %q behind: %v", q, r)
 	}
 }
@@ -590,7 +597,7 @@ func TestCLIPerfInterrupt(t *testing.T) {
 	if !strings.Contains(out, "(stopped: interrupted)") || !strings.Contains(out, fmt.Sprintf("queue %q (deleted)", q)) {
 		t.Errorf("perf summary after SIGINT:\n%s", out)
 	}
-	if r := c.run("", "declare", "queue", q, "--passive"); r.code != 1 || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+	if r := c.run("", "declare", "queue", q, "--passive"); r.code != exitRefused || !strings.Contains(r.stderr, "404 NOT_FOUND") {
 		t.Errorf("perf did not delete the queue it declared: %v", r)
 	}
 }

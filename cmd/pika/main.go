@@ -22,10 +22,11 @@ import (
 // Exit statuses; the usage text documents them.
 const (
 	exitOK          = 0   // success
-	exitError       = 1   // usage error, or an operation the broker refused
+	exitError       = 1   // usage error, or another failure (writing output, running --exec, ...)
 	exitEmpty       = 2   // nothing there: get on an empty queue
 	exitUnconfirmed = 3   // publish: a message was nacked or returned
 	exitConnection  = 4   // could not connect, or the connection failed
+	exitRefused     = 5   // the broker refused an operation after connecting
 	exitInterrupted = 130 // interrupted by a signal before it finished
 )
 
@@ -106,14 +107,24 @@ before an argument that starts with "-"). Run "pika COMMAND --help" for the
 flags of a command.
 
 Exit status:
-  0    success (also: consume and perf stopped by Ctrl-C / SIGTERM)
-  1    usage error, or the broker refused an operation (e.g. 404, 406)
+  0    success; also consume and perf stopped by Ctrl-C / SIGTERM (they
+       stop cleanly: consume cancels its consumer, perf prints its
+       summary)
+  1    usage error (flags, arguments, URL), or another failure (writing
+       the output, starting --exec, perf --count stalled)
   2    nothing there: get found the queue empty
   3    publish --confirm: a message was nacked, or returned as unroutable
        (--mandatory)
   4    could not connect (network, TLS, authentication, virtual host), or
-       the connection failed while working
-  130  interrupted by Ctrl-C / SIGTERM (commands other than consume, perf)
+       the connection was lost while working (network, heartbeat timeout,
+       320 CONNECTION_FORCED: broker shut down or connection closed by an
+       administrator)
+  5    the broker refused an operation after connecting, closing the
+       channel or the connection with a reply code (e.g. 403 ACCESS_REFUSED,
+       404 NOT_FOUND, 406 PRECONDITION_FAILED, 503 COMMAND_INVALID for an
+       unknown exchange type)
+  130  interrupted by Ctrl-C / SIGTERM (commands other than consume and
+       perf)
 
 Errors go to standard error and name what failed; passwords are never
 printed.
@@ -220,6 +231,8 @@ func exitStatus(e *env, err error) int {
 		if xe.err == nil {
 			return status
 		}
+	case isRefusal(err):
+		status = exitRefused
 	case isConnectionError(err):
 		status = exitConnection
 	case errors.Is(err, context.Canceled):
@@ -245,6 +258,21 @@ func describe(err error) string {
 // "authentication failed: connection closed ...".
 func trimPika(s string) string {
 	return strings.ReplaceAll(strings.TrimPrefix(s, "pika: "), ": pika: ", ": ")
+}
+
+// isRefusal reports whether err is the broker refusing an operation after
+// the connection was made (exit status 5): a channel or connection close
+// with a reply code, other than 320 CONNECTION_FORCED (the broker going
+// away or an administrator closing the connection, which is a lost
+// connection). A refusal while connecting (authentication, virtual host)
+// is a failure to connect.
+func isRefusal(err error) bool {
+	var de *dialErr
+	if errors.As(err, &de) {
+		return false
+	}
+	var pe *pika.Error
+	return errors.As(err, &pe) && pe.Server && !errors.Is(pe, pika.ErrConnectionForced)
 }
 
 // isConnectionError reports whether err means the connection could not be
