@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	cryptorand "crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -257,6 +259,67 @@ func TestCLIPublishGetConsume(t *testing.T) {
 	c.ok("", "publish", "", q, "--body", "y")
 	if out := c.ok("", "delete", "queue", q); out != "messages=1\n" {
 		t.Errorf("delete queue printed %q, want messages=1", out)
+	}
+}
+
+// TestCLIRawRoundTrip publishes random 2 MiB bodies and takes them back
+// with get --raw, consume --count 1 --raw and consume --output-dir: the
+// bytes are the same (sha256).
+func TestCLIRawRoundTrip(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	q := c.queue()
+	bodies := make([][]byte, 4)
+	for i := range bodies {
+		bodies[i] = make([]byte, 2<<20)
+		cryptorand.Read(bodies[i])
+		c.ok(string(bodies[i]), "publish", "", q)
+	}
+	same := func(what string, got, want []byte) {
+		t.Helper()
+		if sha256.Sum256(got) != sha256.Sum256(want) {
+			t.Errorf("%s: %d bytes, sha256 %x; want %d bytes, sha256 %x", what, len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
+		}
+	}
+	same("get --raw", []byte(c.ok("", "get", "--raw", q)), bodies[0])
+	same("consume --count 1 --raw", []byte(c.ok("", "consume", "--count", "1", "--raw", q)), bodies[1])
+	dir := t.TempDir()
+	if out := c.ok("", "consume", "--count", "2", "--output-dir", dir, q); out != "" {
+		t.Errorf("consume --output-dir printed %q", out)
+	}
+	for i, name := range []string{"000001", "000002"} {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		same("consume --output-dir, file "+name, got, bodies[2+i])
+	}
+	if m, _ := c.counts(q); m != 0 {
+		t.Errorf("%d messages left in the queue, want 0", m)
+	}
+
+	// An existing file is not overwritten: the message stays in the queue.
+	c.ok("x", "publish", "", q)
+	r := c.run("", "consume", "--count", "1", "--output-dir", dir, q)
+	if r.code != 1 || !strings.Contains(r.stderr, "000001") {
+		t.Errorf("consume --output-dir onto an existing file: %v; want exit 1 naming the file", r)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "000001")); len(got) != 2<<20 {
+		t.Errorf("the existing file was changed: %d bytes", len(got))
+	}
+	if m, _ := c.counts(q); m != 1 {
+		t.Errorf("%d messages in the queue after the failed write, want 1 (requeued)", m)
+	}
+	for _, args := range [][]string{
+		{"consume", "--raw", q},
+		{"consume", "--raw", "--count", "2", q},
+		{"consume", "--raw", "--count", "1", "--json", q},
+		{"consume", "--output-dir", filepath.Join(dir, "missing"), q},
+		{"get", "--raw", "--json", q},
+	} {
+		if r := c.run("", args...); r.code != 1 || !strings.Contains(r.stderr, "--help") {
+			t.Errorf("pika %q: %v; want a usage error", args, r)
+		}
 	}
 }
 
