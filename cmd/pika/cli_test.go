@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -475,5 +476,14 @@ func TestExitStatusDocs(t *testing.T) {
 	}
 	if !slices.Equal(inHelp, code) || !slices.Equal(inReadme, code) {
 		t.Errorf("exit statuses: code %v, pika --help %v, README %v", code, inHelp, inReadme)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, stderr := runCLI(t, nil, "--version")
+	want := regexp.MustCompile(`^pika \S+ \(module [^ ,)]+(, revision [0-9a-f]+(, modified)?)?\), built with ` +
+		regexp.QuoteMeta(runtime.Version()) + ` for ` + runtime.GOOS + `/` + runtime.GOARCH + "\n$")
+	if code != 0 || stderr != "" || !want.MatchString(stdout) {
+		t.Errorf("pika --version: exit %d, stdout %q, stderr %q; want %v", code, stdout, stderr, want)
 	}
 }

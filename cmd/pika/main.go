@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -102,6 +104,10 @@ Global flags (also accepted after any command):
   --url URL   broker URL, amqp://USER:PASS@HOST:PORT/VHOST or amqps://...
               (default: $AMQP_URL, else ` + defaultURL + `)
 
+"pika --version" prints the version of pika (its Go module, with the VCS
+revision it was built from when known) and of the Go toolchain that built
+it.
+
 Flags may come before or after the arguments; "--" ends the flags (use it
 before an argument that starts with "-"). Run "pika COMMAND --help" for the
 flags of a command.
@@ -130,6 +136,37 @@ Errors go to standard error and name what failed; passwords are never
 printed.
 `
 
+// versionText is the text of "pika --version": the module version from the
+// build information ("(devel)" for a build from a checkout, with its VCS
+// revision when the build recorded it) and the Go version.
+func versionText() string {
+	version, module, vcs := "unknown", "github.com/pika-go/pika", ""
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if info.Main.Path != "" {
+			module = info.Main.Path
+		}
+		if info.Main.Version != "" {
+			version = info.Main.Version
+		}
+		var rev, modified string
+		for _, st := range info.Settings {
+			switch st.Key {
+			case "vcs.revision":
+				rev = st.Value
+			case "vcs.modified":
+				if st.Value == "true" {
+					modified = ", modified"
+				}
+			}
+		}
+		if rev != "" {
+			vcs = fmt.Sprintf(", revision %.12s%s", rev, modified)
+		}
+	}
+	return fmt.Sprintf("pika %s (module %s%s), built with %s for %s/%s\n",
+		version, module, vcs, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
 func printUsage(w io.Writer) {
 	var b strings.Builder
 	for _, c := range commands {
@@ -154,6 +191,9 @@ func run(ctx context.Context, e *env, args []string) int {
 			goto command
 		case name == "h" || name == "help":
 			printUsage(e.stdout)
+			return exitOK
+		case name == "version":
+			io.WriteString(e.stdout, versionText())
 			return exitOK
 		case name == "url":
 			if !hasValue {
