@@ -33,7 +33,13 @@ output, with the keys sent, confirmed, nacked, returned, received,
 duration_s, send_rate, receive_rate (messages per second), latency_p50_ms,
 latency_p95_ms, latency_p99_ms, latency_max_ms, producers, consumers, size,
 queue and stopped ("duration", "count", "interrupted", "error" or
-"stalled").
+"stalled"), and notes when the counts differ.
+
+When sent, confirmed and received differ, the summary says why, one
+"note:" line each: messages still unconfirmed (in flight) when perf
+stopped, nacked or returned ones (refused by the broker, never in the
+queue), confirms not asked for, messages left in the queue or in flight,
+or more received than sent (the queue held messages before the run).
 
 perf stops after --duration, or once --count messages were sent and
 received, whichever comes first (10s when neither is given), or on Ctrl-C
@@ -628,23 +634,24 @@ func ms(ns uint64) string { return fmt.Sprintf("%.3f", float64(ns)/1e6) }
 
 // perfSummary is the --json summary.
 type perfSummary struct {
-	Sent         uint64  `json:"sent"`
-	Confirmed    uint64  `json:"confirmed"`
-	Nacked       uint64  `json:"nacked"`
-	Returned     uint64  `json:"returned"`
-	Received     uint64  `json:"received"`
-	DurationS    float64 `json:"duration_s"`
-	SendRate     float64 `json:"send_rate"`
-	ReceiveRate  float64 `json:"receive_rate"`
-	LatencyP50ms float64 `json:"latency_p50_ms"`
-	LatencyP95ms float64 `json:"latency_p95_ms"`
-	LatencyP99ms float64 `json:"latency_p99_ms"`
-	LatencyMaxms float64 `json:"latency_max_ms"`
-	Producers    int     `json:"producers"`
-	Consumers    int     `json:"consumers"`
-	Size         int     `json:"size"`
-	Queue        string  `json:"queue"`
-	Stopped      string  `json:"stopped"`
+	Sent         uint64   `json:"sent"`
+	Confirmed    uint64   `json:"confirmed"`
+	Nacked       uint64   `json:"nacked"`
+	Returned     uint64   `json:"returned"`
+	Received     uint64   `json:"received"`
+	DurationS    float64  `json:"duration_s"`
+	SendRate     float64  `json:"send_rate"`
+	ReceiveRate  float64  `json:"receive_rate"`
+	LatencyP50ms float64  `json:"latency_p50_ms"`
+	LatencyP95ms float64  `json:"latency_p95_ms"`
+	LatencyP99ms float64  `json:"latency_p99_ms"`
+	LatencyMaxms float64  `json:"latency_max_ms"`
+	Producers    int      `json:"producers"`
+	Consumers    int      `json:"consumers"`
+	Size         int      `json:"size"`
+	Queue        string   `json:"queue"`
+	Stopped      string   `json:"stopped"`
+	Notes        []string `json:"notes,omitempty"` // why the counts differ (see notes)
 }
 
 func (r *perfRun) makeSummary(elapsed time.Duration, reason string) perfSummary {
@@ -663,6 +670,7 @@ func (r *perfRun) makeSummary(elapsed time.Duration, reason string) perfSummary 
 		s.SendRate = round3(float64(s.Sent) / secs)
 		s.ReceiveRate = round3(float64(s.Received) / secs)
 	}
+	s.Notes = s.notes(&r.cfg)
 	return s
 }
 
@@ -704,5 +712,10 @@ func (r *perfRun) summary(elapsed time.Duration, reason string, deleted bool) er
 		s.DurationS, reason, s.Producers, s.Consumers, s.Size, s.Queue, fate,
 		s.Sent, s.SendRate, s.Confirmed, s.Nacked, s.Returned, s.Received, s.ReceiveRate,
 		s.LatencyP50ms, s.LatencyP95ms, s.LatencyP99ms, s.LatencyMaxms)
+	for _, n := range s.Notes {
+		if err == nil {
+			_, err = fmt.Fprintf(r.e.stdout, "  note: %s\n", n)
+		}
+	}
 	return err
 }
