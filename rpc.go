@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // RPCErrorHeader is the header with which a reply reports that the server's
@@ -45,11 +46,11 @@ func (e *RPCError) Error() string { return "pika: rpc server error: " + e.Text }
 // RPCClientOptions configure an RPCClient. The zero value works.
 type RPCClientOptions struct {
 	// ReplyBuffer is the reply consumer's buffer soft limit, in replies
-	// (default 16384). Replies are taken off it at once by the client's
-	// own goroutine; it matters only when more replies than this arrive
-	// faster than one goroutine can match them to calls, and replies past
-	// twice the limit are dropped (see ConsumerDiscard; such calls end
-	// with their ctx).
+	// (default 16384; the limit in bytes is DefaultConsumerBufferBytes).
+	// Replies are taken off it at once by the client's own goroutine; it
+	// matters only when more replies than this arrive faster than one
+	// goroutine can match them to calls, and replies past twice the limit
+	// are dropped (see ConsumerDiscard; such calls end with their ctx).
 	ReplyBuffer int
 }
 
@@ -61,7 +62,7 @@ type RPCStats struct {
 	Cancelled   uint64 // calls whose ctx ended before their reply
 	Interrupted uint64 // calls failed with ErrRPCInterrupted
 	Returned    uint64 // requests the broker returned as unroutable
-	Failed      uint64 // calls failed otherwise (publish refused, channel closed by the broker, client closed)
+	Failed      uint64 // calls failed otherwise: error replies (*RPCError), publish refused, channel closed by the broker, client closed
 	Pending     int    // calls waiting for their reply now
 }
 
@@ -178,7 +179,7 @@ func (c *RPCClient) session(ctx context.Context) (*rpcSession, error) {
 	s = &rpcSession{ch: ch}
 	ch.OnReturn(func(r *Return) { c.returned(s, r) })
 	// Direct reply-to: consume in no-ack mode before the first publish.
-	cons, err := ch.Consume(ctx, directReplyTo, ConsumeOptions{AutoAck: true, BufferSize: c.opts.ReplyBuffer, BufferBytes: 1 << 30})
+	cons, err := ch.Consume(ctx, directReplyTo, ConsumeOptions{AutoAck: true, BufferSize: c.opts.ReplyBuffer})
 	if err != nil {
 		ch.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("pika: rpc client: consume %s: %w", directReplyTo, err)
@@ -372,7 +373,11 @@ func (c *RPCClient) endSession(s *rpcSession, err error) {
 	if !s.ch.IsClosed() {
 		// The consumer ended on its own (recovery could not restore it):
 		// give the channel up too.
-		go s.ch.Close(context.Background())
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s.ch.Close(ctx)
+		}()
 	}
 }
 
@@ -397,6 +402,8 @@ func (c *RPCClient) watchLosses(sig <-chan struct{}) {
 		case <-sig:
 		case <-c.stop:
 			return
+		case <-c.conn.Done():
+			return // closed for good: the channel's end fails the calls
 		}
 		gen := c.conn.lossCount()
 		c.mu.Lock()

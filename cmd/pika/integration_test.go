@@ -682,6 +682,32 @@ func TestCLIConnectFailures(t *testing.T) {
 		t.Errorf("connection refused: %v; want exit 4, the redacted URL", r)
 	}
 
+	// An HTTP server: exit 4, "does not speak AMQP", with its answer.
+	web, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	go func() {
+		for {
+			conn, err := web.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				conn.Read(make([]byte, 8))
+				conn.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+			}()
+		}
+	}()
+	http := &cli{t: t, url: "amqp://guest:guest@" + web.Addr().String() + "/"}
+	r = http.run("", "get", "q")
+	want := fmt.Sprintf(`the server at %s does not speak AMQP 0-9-1 (it answered "HTTP/1.1 400 Bad Request\x0d\x0a\x0d\x0a")`, web.Addr())
+	if r.code != exitConnection || !strings.Contains(r.stderr, want) {
+		t.Errorf("an HTTP server: %v; want exit 4 and %q", r, want)
+	}
+
 	// A wrong password: exit 4, authentication named, password not shown.
 	u, err := url.Parse(c.url)
 	if err != nil {
