@@ -71,7 +71,7 @@ func init() {
 		{"unbind", "remove a binding", runUnbind},
 		{"delete", "delete a queue or an exchange", runDelete},
 		{"purge", "remove the ready messages of a queue", runPurge},
-		{"perf", "load test: producers and consumers with rates and latency", runPerf},
+		{"perf", "load test: producers and consumers with rates and latency (perf rpc: request/reply calls)", runPerf},
 	}
 }
 
