@@ -87,7 +87,9 @@ type RPCStats struct {
 // *ReturnedError (errors.Is ErrReturned).
 //
 // A server that never answers is noticed only through the ctx: give every
-// Call a deadline.
+// Call a deadline. Like Publish, a Call also waits (bounded by its ctx and
+// Config.BlockedTimeout) while the broker blocks the connection, and
+// during a recovery (unless Config.FailWhileRecovering is set).
 type RPCClient struct {
 	conn   *Conn
 	opts   RPCClientOptions

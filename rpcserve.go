@@ -58,6 +58,9 @@ type ServeOptions struct {
 // requeue (dead-lettered or dropped) and log the error at Warn level with
 // the connection's Logger.
 //
+// Serve does not recover a panic in handler: it ends the program, as it
+// would anywhere else.
+//
 // When ctx ends, Serve stops taking requests, cancels the ctx of the
 // handlers still running, and closes its channel, which gives the requests
 // not yet acknowledged back to the queue. Serve returns once its handlers
