@@ -63,6 +63,8 @@ type Conn struct {
 	closing       bool               // the application called Close
 	stopRecovery  context.CancelFunc // cancels a running recovery
 	recoveryCount int
+	losses        uint64                     // links lost so far (see lossCount)
+	lossSubs      map[chan struct{}]struct{} // signalled at each loss (see subscribeLoss)
 
 	done chan struct{} // closed when the connection is finally closed
 	err  error         // the final close cause, set before done closes
@@ -247,6 +249,13 @@ func (c *Conn) linkLostLocked(l *link, err error) {
 	}
 	c.state = connRecovering
 	c.ready = make(chan struct{})
+	c.losses++
+	for sig := range c.lossSubs {
+		select {
+		case sig <- struct{}{}:
+		default:
+		}
+	}
 	for id, ch := range c.chans {
 		if ch.closing {
 			// The application was closing it: the loss completes the close.
@@ -261,6 +270,35 @@ func (c *Conn) linkLostLocked(l *link, err error) {
 	c.stopRecovery = cancel
 	c.wg.Add(1)
 	go c.recover(ctx, l, err)
+}
+
+// lossCount returns the number of links lost so far and recovered from
+// (or being recovered from). The application publishes only on an open
+// link, so a publish made between two calls that return the same count
+// went out on the link that was current after that many losses, and any
+// answer to it arrives on that link or never.
+func (c *Conn) lossCount() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.losses
+}
+
+// subscribeLoss returns a channel that receives a value (without blocking
+// the connection: one pending signal at most) each time a link is lost and
+// recovery starts, and a function that ends the subscription.
+func (c *Conn) subscribeLoss() (<-chan struct{}, func()) {
+	sig := make(chan struct{}, 1)
+	c.mu.Lock()
+	if c.lossSubs == nil {
+		c.lossSubs = make(map[chan struct{}]struct{})
+	}
+	c.lossSubs[sig] = struct{}{}
+	c.mu.Unlock()
+	return sig, func() {
+		c.mu.Lock()
+		delete(c.lossSubs, sig)
+		c.mu.Unlock()
+	}
 }
 
 // finalCloseLocked ends the Conn for good.

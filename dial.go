@@ -105,6 +105,29 @@ func joinDialErrors(errs []error) error {
 	return &dialError{msg: "pika: every address failed: " + strings.Join(msgs, "; "), errs: errs}
 }
 
+// atAddr names the server in the handshake errors whose text alone would
+// not say where: a server of another protocol, and one that did not
+// complete the handshake in time.
+func atAddr(addr string, err error) error {
+	var na *engine.NotAMQPError
+	switch {
+	case errors.As(err, &na):
+		return &serverError{err: err, msg: "pika: the server at " + addr + " does not speak AMQP 0-9-1 (it answered " + na.Quoted() + ")"}
+	case errors.Is(err, ErrHandshakeTimeout):
+		return &serverError{err: err, msg: "pika: the server at " + addr + " did not complete the AMQP handshake: " + strings.TrimPrefix(err.Error(), "pika: ")}
+	}
+	return err
+}
+
+// serverError is a handshake error with a message naming the server.
+type serverError struct {
+	msg string
+	err error
+}
+
+func (e *serverError) Error() string { return e.msg }
+func (e *serverError) Unwrap() error { return e.err }
+
 type dialError struct {
 	msg  string
 	errs []error

@@ -395,6 +395,27 @@
 // connection.blocked that the broker sends with the open-ok of a new
 // connection is kept ([Conn.IsBlocked], [Conn.OnBlocked]).
 //
+// # RPC
+//
+// [RPCClient] makes request/reply calls over RabbitMQ's direct reply-to and
+// [Serve] answers them:
+//
+//	go pika.Serve(ctx, conn, "fib", func(ctx context.Context, req *pika.Delivery) (pika.Message, error) {
+//		return pika.Message{Body: answer(req.Body)}, nil
+//	}, pika.ServeOptions{})
+//
+//	client, err := pika.NewRPCClient(ctx, conn, pika.RPCClientOptions{})
+//	...
+//	reply, err := client.Call(ctx, "", "fib", pika.Message{Body: []byte("10")})
+//
+// A call ends with its reply, its ctx, or a clear error; it never waits for
+// a reply that cannot come. Calls waiting when the connection is lost fail
+// with [ErrRPCInterrupted] (direct reply-to delivers replies only to the
+// connection that sent the request) and are not retried; the recovered
+// connection serves new calls. Serve acknowledges a request only after the
+// broker confirmed its reply, so requests are handled at least once, and
+// RPCClient drops a second reply to the same call ([RPCStats].Late).
+//
 // # Logging
 //
 // [Config].Logger takes a [*slog.Logger]. At Debug level it receives every

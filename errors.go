@@ -60,6 +60,10 @@ var (
 	ErrHandshakeClosed = engine.ErrHandshakeClosed
 	// ErrHandshakeTimeout: the handshake did not finish in time.
 	ErrHandshakeTimeout = engine.ErrHandshakeTimeout
+	// ErrNotAMQP: the server answered the protocol header with something
+	// other than AMQP 0-9-1 (an HTTP server, say); the error shows the
+	// start of its answer.
+	ErrNotAMQP = engine.ErrNotAMQP
 	// ErrHeartbeatTimeout: the broker sent nothing for two heartbeat
 	// intervals.
 	ErrHeartbeatTimeout = engine.ErrHeartbeatTimeout

@@ -307,3 +307,66 @@ func ExampleError() {
 		}
 	}
 }
+
+func ExampleRPCClient_Call() {
+	ctx := context.Background()
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	// One client for the whole program: calls from any goroutine share
+	// its channel.
+	client, err := pika.NewRPCClient(ctx, conn, pika.RPCClientOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close(context.Background())
+
+	// Always bound a call: a server that never answers is seen only
+	// through the ctx.
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	reply, err := client.Call(cctx, "", "fib", pika.Message{Body: []byte("30")})
+	var remote *pika.RPCError
+	switch {
+	case errors.As(err, &remote):
+		log.Println("the server failed:", remote.Text)
+	case errors.Is(err, pika.ErrRPCInterrupted):
+		log.Println("connection lost during the call; retry if the request is idempotent")
+	case errors.Is(err, pika.ErrReturned):
+		log.Println("no server queue for the request")
+	case err != nil:
+		log.Fatal(err)
+	default:
+		fmt.Println("fib(30) =", string(reply.Body))
+	}
+}
+
+func ExampleServe() {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	conn, err := pika.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	// Serve answers requests from the "fib" queue until ctx ends, four at
+	// a time. An error goes back to the caller as an *RPCError.
+	err = pika.Serve(ctx, conn, "fib", func(ctx context.Context, req *pika.Delivery) (pika.Message, error) {
+		n, err := strconv.Atoi(string(req.Body))
+		if err != nil || n < 0 || n > 90 {
+			return pika.Message{}, fmt.Errorf("want a number from 0 to 90, got %q", req.Body)
+		}
+		a, b := 0, 1
+		for range n {
+			a, b = b, a+b
+		}
+		return pika.Message{Body: []byte(strconv.Itoa(a))}, nil
+	}, pika.ServeOptions{Concurrency: 4})
+	if err != nil {
+		log.Fatal(err) // the consumer ended: queue deleted, connection closed, ...
+	}
+}

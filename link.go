@@ -73,7 +73,7 @@ func (c *Conn) dialLink(ctx context.Context) (*link, error) {
 			return l, nil
 		case <-l.done:
 			l.wg.Wait()
-			err = l.err
+			err = atAddr(addr.addr, l.err)
 		case <-ctx.Done():
 			c.mu.Lock()
 			l.eng.Fail(ctx.Err())

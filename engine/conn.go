@@ -261,10 +261,19 @@ func (c *Conn) Receive(data []byte) error {
 
 // checkProtocolHeader watches the first bytes of the stream: a server that
 // does not accept AMQP 0-9-1 answers the client's header with its own
-// protocol header and closes. It returns data unchanged when the stream
-// starts with a frame.
+// protocol header and closes, and a server of another protocol answers
+// with anything else (an HTTP error, say). It returns data unchanged when
+// the stream starts with a frame (connection.start, normally).
 func (c *Conn) checkProtocolHeader(data []byte) []byte {
 	if c.headerSeen == 0 && data[0] != 'A' {
+		switch wire.FrameType(data[0]) {
+		case wire.FrameMethod, wire.FrameHeader, wire.FrameBody, wire.FrameHeartbeat:
+			// An AMQP frame, if not the expected connection.start:
+			// the frame checks report what is wrong with it.
+		default:
+			c.closeNow(&NotAMQPError{Answer: append([]byte(nil), data[:min(len(data), maxAnswer+1)]...)})
+			return nil
+		}
 		c.headerSeen = -1 // a frame: no header to watch for any more
 		return data
 	}
@@ -276,6 +285,10 @@ func (c *Conn) checkProtocolHeader(data []byte) []byte {
 	if c.headerSeen == len(wire.ProtocolHeader) {
 		got := c.in
 		c.in = c.in[:0]
+		if string(got[:4]) != "AMQP" {
+			c.closeNow(&NotAMQPError{Answer: append(append([]byte(nil), got...), data[:min(len(data), maxAnswer+1-len(got))]...)})
+			return nil
+		}
 		detail := "server sent protocol header " + quoteBytes(got)
 		c.closeNow(&handshakeError{err: ErrProtocolVersion, detail: detail})
 	}

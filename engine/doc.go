@@ -85,7 +85,8 @@
 // Errors with a reply code are [*Error] values, scoped like the protocol:
 // Conn says whether the connection or only a channel closed, Server who
 // closed it. Handshake failures wrap ErrAuthentication, ErrVhostRefused,
-// ErrHandshakeClosed, ErrHandshakeTimeout, ErrNoMechanism or
-// ErrProtocolVersion (test with errors.Is); when the server sent a close,
-// errors.As also finds its *Error.
+// ErrHandshakeClosed, ErrHandshakeTimeout, ErrNoMechanism,
+// ErrProtocolVersion or ErrNotAMQP (test with errors.Is; a server of
+// another protocol is a *NotAMQPError showing the start of its answer);
+// when the server sent a close, errors.As also finds its *Error.
 package engine

@@ -42,6 +42,10 @@ var (
 	// ErrHeartbeatTimeout is the error of a connection whose peer sent
 	// nothing for two heartbeat intervals.
 	ErrHeartbeatTimeout = errors.New("pika: heartbeat timeout (peer sent nothing for two intervals)")
+	// ErrNotAMQP is matched (errors.Is) by the *NotAMQPError of a server
+	// that answered the protocol header with something other than AMQP
+	// (an HTTP server, say).
+	ErrNotAMQP = errors.New("pika: server does not speak AMQP 0-9-1")
 	// ErrProtocolVersion is the error of a server that answered the protocol
 	// header with a header of its own: it does not speak AMQP 0-9-1.
 	ErrProtocolVersion = errors.New("pika: server rejected protocol version AMQP 0-9-1")
@@ -201,6 +205,34 @@ func replyCodeFor(err error) wire.ReplyCode {
 	}
 	return wire.ReplySyntaxError
 }
+
+// NotAMQPError is the error of a server that answered the client's
+// protocol header with bytes that are neither an AMQP frame nor an AMQP
+// protocol header: it speaks another protocol. errors.Is(err, ErrNotAMQP)
+// is true.
+type NotAMQPError struct {
+	// Answer is the start of what the server sent (at most 64 bytes).
+	Answer []byte
+}
+
+// maxAnswer bounds NotAMQPError.Answer.
+const maxAnswer = 64
+
+func (e *NotAMQPError) Error() string {
+	return "pika: server does not speak AMQP 0-9-1 (it answered " + e.Quoted() + ")"
+}
+
+// Quoted returns Answer quoted, non-printable bytes escaped, with "..."
+// when the server sent more than maxAnswer bytes.
+func (e *NotAMQPError) Quoted() string {
+	if len(e.Answer) >= maxAnswer {
+		return quoteBytes(e.Answer[:maxAnswer]) + "..."
+	}
+	return quoteBytes(e.Answer)
+}
+
+// Is makes errors.Is(err, ErrNotAMQP) true.
+func (e *NotAMQPError) Is(target error) bool { return target == ErrNotAMQP }
 
 // handshakeError is a handshake failure: one of the handshake sentinels, a
 // detail, and the server's close when there was one. errors.Is matches the

@@ -551,6 +551,55 @@ func TestProtocolVersionRejected(t *testing.T) {
 	})
 }
 
+// TestNotAMQPServer: a server of another protocol answers the protocol
+// header with its own words; the error says so and shows them, instead of
+// an unknown frame type.
+func TestNotAMQPServer(t *testing.T) {
+	long := "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n400 Bad Request"
+	tests := []struct {
+		name   string
+		chunks []string
+		want   string
+	}{
+		{"http", []string{"HTTP/1.1 400 Bad Request\r\n\r\n"}, `(it answered "HTTP/1.1 400 Bad Request\x0d\x0a\x0d\x0a")`},
+		{"long answer clipped", []string{long}, `(it answered "` + strings.ReplaceAll(long[:64], "\r\n", `\x0d\x0a`) + `"...)`},
+		{"tls alert", []string{"\x15\x03\x03\x00\x02\x02\x46"}, `(it answered "\x15\x03\x03\x00\x02\x02F")`},
+		{"starts like AMQP but is not", []string{"A", "BCDEFGH and more"}, `(it answered "ABCDEFGH and more")`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, Config{})
+			var err error
+			for _, c := range tt.chunks {
+				err = h.c.Receive([]byte(c))
+			}
+			h.pump()
+			h.peer.ExpectEmpty() // nothing sent back: it is not an AMQP peer
+			got := h.expectClosed()
+			var na *NotAMQPError
+			if !errors.Is(got, ErrNotAMQP) || !errors.As(got, &na) || err != got {
+				t.Fatalf("EventClosed %v, Receive %v: want a *NotAMQPError", got, err)
+			}
+			if want := "pika: server does not speak AMQP 0-9-1 " + tt.want; got.Error() != want {
+				t.Errorf("error\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+// TestHandshakeTimeoutSilentServer: a server that accepts the connection
+// and never sends a byte fails at the handshake timeout, saying that it
+// sent nothing.
+func TestHandshakeTimeoutSilentServer(t *testing.T) {
+	h := newHarness(t, Config{HandshakeTimeout: 5 * time.Second})
+	h.tick(5 * time.Second)
+	err := h.expectClosed()
+	want := "pika: handshake timed out: the server sent nothing in 5s (an AMQP 0-9-1 server answers the protocol header at once)"
+	if !errors.Is(err, ErrHandshakeTimeout) || err.Error() != want {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+}
+
 func TestHandshakeOutOfOrder(t *testing.T) {
 	tests := []struct {
 		name   string

@@ -59,7 +59,11 @@ func (c *Conn) Tick(now time.Time) {
 	}
 	if !c.handshakeDeadline.IsZero() && !now.Before(c.handshakeDeadline) {
 		c.handshakeDeadline = timeZero
-		c.closeNow(&handshakeError{err: ErrHandshakeTimeout, detail: "handshake not complete after " + c.s.HandshakeTimeout.String()})
+		detail := "handshake not complete after " + c.s.HandshakeTimeout.String()
+		if c.state == stateStart && c.headerSeen == 0 {
+			detail = "the server sent nothing in " + c.s.HandshakeTimeout.String() + " (an AMQP 0-9-1 server answers the protocol header at once)"
+		}
+		c.closeNow(&handshakeError{err: ErrHandshakeTimeout, detail: detail})
 		return
 	}
 	hb := c.tune.Heartbeat

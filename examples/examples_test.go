@@ -196,6 +196,8 @@ func TestExamples(t *testing.T) {
 		out := runExample(t, bin("rpc"), brokerURL, "-queue", testenv.Name(t, "rpc"), "-n", "12")
 		wantLines(t, out, "fib(1) = 1", "fib(10) = 55", "fib(12) = 144")
 		wantPrefixCount(t, out, "fib(", 12)
+		wantLines(t, out, `bad request refused by the server: not a number between 0 and 90: "ninety-one"`,
+			"client: 13 calls, 12 replies, 1 errors, 0 late replies")
 	})
 
 	t.Run("confirms", func(t *testing.T) {

@@ -6,7 +6,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -218,16 +222,26 @@ func TestFlagSetParse(t *testing.T) {
 	if got := e.stdout.(*bytes.Buffer).String(); got != "help text\n" {
 		t.Errorf("--help printed %q", got)
 	}
-	fs, _, _, _ = newFS()
-	_, err := fs.parse([]string{"--nope"})
-	var ue *usageError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "-nope") || !strings.Contains(err.Error(), "pika test --help") {
-		t.Errorf("unknown flag: error = %v", err)
+	// Flags are named in errors as the user wrote them.
+	for _, tt := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--nope"}, "test: unknown flag --nope\n"},
+		{[]string{"x", "-nope"}, "test: unknown flag -nope\n"},
+		{[]string{"--nope=1"}, "test: unknown flag --nope\n"},
+		{[]string{"--s"}, "test: flag needs an argument: --s\n"},
+		{[]string{"-s"}, "test: flag needs an argument: -s\n"},
+		{[]string{"--b=maybe"}, "test: invalid boolean value \"maybe\" for --b: parse error\n"},
+	} {
+		fs, _, _, _ = newFS()
+		_, err := fs.parse(tt.args)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.HasPrefix(err.Error(), tt.msg) || !strings.Contains(err.Error(), "pika test --help") {
+			t.Errorf("parse(%q): error = %v; want %q", tt.args, err, tt.msg)
+		}
 	}
 	fs, _, _, _ = newFS()
-	if _, err := fs.parse([]string{"--s"}); err == nil || !strings.Contains(err.Error(), "needs an argument") {
-		t.Errorf("flag without value: error = %v", err)
-	}
 	if err := fs.args([]string{"a"}, "A", "B"); err == nil || !strings.Contains(err.Error(), "missing B") {
 		t.Errorf("args: error = %v", err)
 	}
@@ -241,7 +255,7 @@ func TestFlagSetParse(t *testing.T) {
 func TestHelpNamesEveryFlag(t *testing.T) {
 	for _, args := range [][]string{
 		{"publish"}, {"consume"}, {"get"}, {"declare", "queue"}, {"declare", "exchange"},
-		{"bind"}, {"unbind"}, {"delete", "queue"}, {"delete", "exchange"}, {"purge"}, {"perf"},
+		{"bind"}, {"unbind"}, {"delete", "queue"}, {"delete", "exchange"}, {"purge"}, {"perf"}, {"perf", "rpc"},
 	} {
 		name := strings.Join(args, " ")
 		t.Run(name, func(t *testing.T) {
@@ -362,12 +376,19 @@ func TestExitStatus(t *testing.T) {
 		{withStatus(exitUnconfirmed, nil), 3, ""},
 		{&dialErr{url: "amqp://u:xxxxx@h/", err: pika.ErrAuthentication}, 4,
 			"pika: connect to amqp://u:xxxxx@h/: authentication failed\n"},
-		{opError(`declare queue "x"`, &engine.Error{Code: 406, Text: "PRECONDITION_FAILED - inequivalent arg 'durable'", Server: true, Channel: 1}), 1,
+		{opError(`declare queue "x"`, &engine.Error{Code: 406, Text: "PRECONDITION_FAILED - inequivalent arg 'durable'", Server: true, Channel: 1}), 5,
 			"pika: declare queue \"x\": 406 PRECONDITION_FAILED - inequivalent arg 'durable'\n"},
 		{opError(`get from queue "x"`, &engine.Error{Code: 320, Text: "CONNECTION_FORCED - closed via management plugin", Server: true, Conn: true}), 4,
 			"pika: get from queue \"x\": connection closed by the broker: 320 CONNECTION_FORCED - closed via management plugin\n"},
-		{opError("consume", &engine.Error{Code: 404, Server: true, Channel: 1}), 1, "pika: consume: 404 NOT_FOUND\n"},
-		{opError("consume", &engine.Error{Code: 404, Text: "no queue 'x'", Server: true, Channel: 1}), 1, "pika: consume: 404 NOT_FOUND - no queue 'x'\n"},
+		{opError("consume", &engine.Error{Code: 404, Server: true, Channel: 1}), 5, "pika: consume: 404 NOT_FOUND\n"},
+		{opError("consume", &engine.Error{Code: 404, Text: "no queue 'x'", Server: true, Channel: 1}), 5, "pika: consume: 404 NOT_FOUND - no queue 'x'\n"},
+		// A connection-level refusal after connecting is a refusal, not a
+		// failure to connect.
+		{opError(`declare exchange "x"`, &engine.Error{Code: 503, Text: "COMMAND_INVALID - unknown exchange type 'bogus-type'", Server: true, Conn: true}), 5,
+			"pika: declare exchange \"x\": connection closed by the broker: 503 COMMAND_INVALID - unknown exchange type 'bogus-type'\n"},
+		// A refusal while connecting is a failure to connect.
+		{&dialErr{url: "amqp://h/", err: &engine.Error{Code: 530, Text: "NOT_ALLOWED - vhost x not found", Server: true, Conn: true}}, 4,
+			"pika: connect to amqp://h/: connection closed by server: 530 NOT_ALLOWED - vhost x not found\n"},
 		{opError("publish", pika.ErrClosed), 4, "pika: publish: connection closed\n"},
 		{context.Canceled, 130, "pika: interrupted\n"},
 		{fmt.Errorf("publish: %w", context.Canceled), 130, "pika: interrupted\n"},
@@ -426,5 +447,43 @@ func TestReturnText(t *testing.T) {
 	r.ReplyText = "no route"
 	if got, want := returnText(r), `312 NO_ROUTE no route (exchange "ex", routing key "k")`; got != want {
 		t.Errorf("returnText = %q, want %q", got, want)
+	}
+}
+
+// TestExitStatusDocs checks that pika --help and the README list the same
+// exit statuses as the code defines.
+func TestExitStatusDocs(t *testing.T) {
+	code := []int{exitOK, exitError, exitEmpty, exitUnconfirmed, exitConnection, exitRefused, exitInterrupted}
+	var help bytes.Buffer
+	printUsage(&help)
+	_, table, ok := strings.Cut(help.String(), "Exit status:\n")
+	if !ok {
+		t.Fatal("pika --help has no exit status table")
+	}
+	var inHelp []int
+	for _, m := range regexp.MustCompile(`(?m)^  (\d+) `).FindAllStringSubmatch(table, -1) {
+		n, _ := strconv.Atoi(m[1])
+		inHelp = append(inHelp, n)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inReadme []int
+	for _, m := range regexp.MustCompile(`(?m)^\| (\d+) \| `).FindAllStringSubmatch(string(readme), -1) {
+		n, _ := strconv.Atoi(m[1])
+		inReadme = append(inReadme, n)
+	}
+	if !slices.Equal(inHelp, code) || !slices.Equal(inReadme, code) {
+		t.Errorf("exit statuses: code %v, pika --help %v, README %v", code, inHelp, inReadme)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, stderr := runCLI(t, nil, "--version")
+	want := regexp.MustCompile(`^pika \S+ \(module [^ ,)]+(, revision [0-9a-f]+(, modified)?)?\), built with ` +
+		regexp.QuoteMeta(runtime.Version()) + ` for ` + runtime.GOOS + `/` + runtime.GOARCH + "\n$")
+	if code != 0 || stderr != "" || !want.MatchString(stdout) {
+		t.Errorf("pika --version: exit %d, stdout %q, stderr %q; want %v", code, stdout, stderr, want)
 	}
 }

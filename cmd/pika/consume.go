@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -54,6 +55,14 @@ Flags:
   --requeue-on-failure   with --exec: a rejected message goes back to the
                          queue (default: it is dropped, or dead-lettered if
                          the queue has a dead-letter exchange)
+  --raw                  print each body exactly, with nothing added (no
+                         newline); only with --count 1 (bodies would run
+                         together) or --output-dir
+  --output-dir DIR       write each body, exactly, to its own file in DIR
+                         (which must exist): 000001, 000002, ... in the
+                         order of arrival; an existing file is not
+                         overwritten (consume stops with an error). A
+                         message is acknowledged once its file is written.
   --exclusive            ask to be the queue's only consumer
   --arg KEY=VALUE        a consumer argument (repeatable), e.g.
                          --arg x-stream-offset=first; typed as for declare
@@ -61,6 +70,8 @@ Flags:
 
 Examples:
   pika consume --count 1 my-queue
+  pika consume --count 1 --raw my-queue > body.bin
+  pika consume --output-dir ./bodies --count 100 my-queue
   pika consume --json my-queue | jq .body
   pika consume --exec 'cat >> out.txt' --prefetch 1 jobs
 `
@@ -74,6 +85,8 @@ func runConsume(ctx context.Context, e *env, args []string) error {
 	execCmd := fs.String("exec", "", "command per message")
 	requeue := fs.Bool("requeue-on-failure", false, "requeue on --exec failure")
 	exclusive := fs.Bool("exclusive", false, "exclusive consumer")
+	raw := fs.Bool("raw", false, "bodies exactly")
+	outDir := fs.String("output-dir", "", "one file per body")
 	var argSpecs multiFlag
 	fs.Var(&argSpecs, "arg", "consumer argument")
 	pos, err := fs.parse(args)
@@ -95,6 +108,17 @@ func runConsume(ctx context.Context, e *env, args []string) error {
 	if *requeue && *execCmd == "" {
 		return usagef("consume", "--requeue-on-failure needs --exec")
 	}
+	if *raw && *outDir == "" && *count != 1 {
+		return usagef("consume", "--raw needs --count 1 or --output-dir: the bodies of several messages would run together")
+	}
+	if (*raw || *outDir != "") && (*asJSON || *execCmd != "") {
+		return usagef("consume", "--raw and --output-dir exclude --json and --exec")
+	}
+	if *outDir != "" {
+		if fi, err := os.Stat(*outDir); err != nil || !fi.IsDir() {
+			return usagef("consume", "--output-dir %q: not a directory", *outDir)
+		}
+	}
 	cargs, err := parseTable("arg", argSpecs, true)
 	if err != nil {
 		return usagef("consume", "%v", err)
@@ -103,7 +127,7 @@ func runConsume(ctx context.Context, e *env, args []string) error {
 
 	c := &consumer{
 		e: e, queue: queue, count: *count, json: *asJSON, exec: *execCmd, requeue: *requeue,
-		out: bufio.NewWriter(e.stdout),
+		raw: *raw, outDir: *outDir, out: bufio.NewWriter(e.stdout),
 	}
 	// With --count, auto-ack would let the broker push (and forget) more
 	// messages than wanted: acknowledge each on arrival instead.
@@ -136,6 +160,8 @@ type consumer struct {
 	json                  bool
 	exec                  string
 	requeue               bool
+	raw                   bool   // bodies exactly, no newline
+	outDir                string // one file per body
 	autoAck, ackOnArrival bool
 	out                   *bufio.Writer
 	n                     int // messages handled
@@ -226,10 +252,16 @@ func (c *consumer) handle(ctx context.Context, d *pika.Delivery) error {
 }
 
 func (c *consumer) print(d *pika.Delivery) error {
+	if c.outDir != "" {
+		return c.writeFile(d)
+	}
 	var err error
-	if c.json {
+	switch {
+	case c.raw:
+		_, err = c.out.Write(d.Body)
+	case c.json:
 		err = newJSONWriter(c.out).write(toJSON(d, false))
-	} else {
+	default:
 		c.out.Write(d.Body)
 		err = c.out.WriteByte('\n')
 	}
@@ -238,6 +270,25 @@ func (c *consumer) print(d *pika.Delivery) error {
 	}
 	if err != nil {
 		return fmt.Errorf("writing to standard output: %w", err)
+	}
+	return nil
+}
+
+// writeFile writes d's body to the next file of --output-dir; it never
+// replaces an existing file.
+func (c *consumer) writeFile(d *pika.Delivery) error {
+	name := filepath.Join(c.outDir, fmt.Sprintf("%06d", c.n))
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("--output-dir: %w", err)
+	}
+	_, err = f.Write(d.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name) // not acknowledged: the message goes back to the queue
+		return fmt.Errorf("--output-dir: writing %s: %w", name, err)
 	}
 	return nil
 }
@@ -299,6 +350,7 @@ Flags:
   --requeue    print the message and put it back (a peek; it comes back
                marked redelivered)
   --json       JSON output (see pika consume --help)
+  --raw        print the body exactly, with nothing added (no newline)
   --url URL    broker URL (see pika --help)
 `
 
@@ -307,6 +359,7 @@ func runGet(ctx context.Context, e *env, args []string) error {
 	noAck := fs.Bool("no-ack", false, "auto-ack")
 	requeue := fs.Bool("requeue", false, "put the message back")
 	asJSON := fs.Bool("json", false, "JSON output")
+	raw := fs.Bool("raw", false, "body exactly")
 	pos, err := fs.parse(args)
 	if err != nil {
 		return err
@@ -317,19 +370,22 @@ func runGet(ctx context.Context, e *env, args []string) error {
 	if *noAck && *requeue {
 		return usagef("get", "--no-ack and --requeue exclude each other")
 	}
+	if *raw && *asJSON {
+		return usagef("get", "--raw and --json exclude each other")
+	}
 	queue := pos[0]
 	s, err := open(ctx, e, "pika get")
 	if err != nil {
 		return err
 	}
-	err = get(ctx, e, s, queue, *noAck, *requeue, *asJSON)
+	err = get(ctx, e, s, queue, *noAck, *requeue, *asJSON, *raw)
 	if cerr := s.close(); err == nil && cerr != nil {
 		err = opError(fmt.Sprintf("get from queue %q", queue), cerr)
 	}
 	return err
 }
 
-func get(ctx context.Context, e *env, s *session, queue string, noAck, requeue, asJSON bool) error {
+func get(ctx context.Context, e *env, s *session, queue string, noAck, requeue, asJSON, raw bool) error {
 	what := fmt.Sprintf("get from queue %q", queue)
 	d, ok, err := s.ch.Get(ctx, queue, pika.GetOptions{AutoAck: noAck})
 	if err != nil {
@@ -339,9 +395,12 @@ func get(ctx context.Context, e *env, s *session, queue string, noAck, requeue, 
 		return withStatus(exitEmpty, fmt.Errorf("%s: queue is empty", what))
 	}
 	var w io.Writer = e.stdout
-	if asJSON {
+	switch {
+	case asJSON:
 		err = newJSONWriter(w).write(toJSON(d, true))
-	} else {
+	case raw:
+		_, err = w.Write(d.Body)
+	default:
 		_, err = w.Write(append(d.Body, '\n'))
 	}
 	if err != nil {

@@ -55,6 +55,7 @@ func (fs *flagSet) parse(args []string) ([]string, error) {
 		flagSetHook(fs.FlagSet)
 	}
 	var flags, pos []string
+	written := map[string]string{} // flag name -> as written ("--count", "-count")
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -67,12 +68,16 @@ func (fs *flagSet) parse(args []string) ([]string, error) {
 		}
 		flags = append(flags, a)
 		name, _, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
-		if hasValue {
-			continue
-		}
+		written[name] = strings.SplitN(a, "=", 2)[0]
 		f := fs.Lookup(name)
 		if f == nil {
-			continue // Parse reports it
+			if name == "h" || name == "help" {
+				continue // Parse handles it
+			}
+			return nil, &usageError{cmd: fs.cmd, msg: "unknown flag " + written[name]}
+		}
+		if hasValue {
+			continue
 		}
 		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
 			continue
@@ -87,9 +92,21 @@ func (fs *flagSet) parse(args []string) ([]string, error) {
 			io.WriteString(fs.e.stdout, fs.help)
 			return nil, errHelp
 		}
-		return nil, &usageError{cmd: fs.cmd, msg: err.Error()}
+		return nil, &usageError{cmd: fs.cmd, msg: flagMessage(err.Error(), written)}
 	}
 	return pos, nil
+}
+
+// flagMessage rewrites the flag package's "-name" in msg as the user wrote
+// the flag ("--name").
+func flagMessage(msg string, written map[string]string) string {
+	for name, w := range written {
+		msg = strings.ReplaceAll(msg, " -"+name+":", " "+w+":")
+		if strings.HasSuffix(msg, ": -"+name) {
+			msg = strings.TrimSuffix(msg, "-"+name) + w
+		}
+	}
+	return msg
 }
 
 // args checks the number of arguments: want names them, in order.

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	cryptorand "crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -260,6 +262,67 @@ func TestCLIPublishGetConsume(t *testing.T) {
 	}
 }
 
+// TestCLIRawRoundTrip publishes random 2 MiB bodies and takes them back
+// with get --raw, consume --count 1 --raw and consume --output-dir: the
+// bytes are the same (sha256).
+func TestCLIRawRoundTrip(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	q := c.queue()
+	bodies := make([][]byte, 4)
+	for i := range bodies {
+		bodies[i] = make([]byte, 2<<20)
+		cryptorand.Read(bodies[i])
+		c.ok(string(bodies[i]), "publish", "", q)
+	}
+	same := func(what string, got, want []byte) {
+		t.Helper()
+		if sha256.Sum256(got) != sha256.Sum256(want) {
+			t.Errorf("%s: %d bytes, sha256 %x; want %d bytes, sha256 %x", what, len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
+		}
+	}
+	same("get --raw", []byte(c.ok("", "get", "--raw", q)), bodies[0])
+	same("consume --count 1 --raw", []byte(c.ok("", "consume", "--count", "1", "--raw", q)), bodies[1])
+	dir := t.TempDir()
+	if out := c.ok("", "consume", "--count", "2", "--output-dir", dir, q); out != "" {
+		t.Errorf("consume --output-dir printed %q", out)
+	}
+	for i, name := range []string{"000001", "000002"} {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		same("consume --output-dir, file "+name, got, bodies[2+i])
+	}
+	if m, _ := c.counts(q); m != 0 {
+		t.Errorf("%d messages left in the queue, want 0", m)
+	}
+
+	// An existing file is not overwritten: the message stays in the queue.
+	c.ok("x", "publish", "", q)
+	r := c.run("", "consume", "--count", "1", "--output-dir", dir, q)
+	if r.code != 1 || !strings.Contains(r.stderr, "000001") {
+		t.Errorf("consume --output-dir onto an existing file: %v; want exit 1 naming the file", r)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "000001")); len(got) != 2<<20 {
+		t.Errorf("the existing file was changed: %d bytes", len(got))
+	}
+	if m, _ := c.counts(q); m != 1 {
+		t.Errorf("%d messages in the queue after the failed write, want 1 (requeued)", m)
+	}
+	for _, args := range [][]string{
+		{"consume", "--raw", q},
+		{"consume", "--raw", "--count", "2", q},
+		{"consume", "--raw", "--count", "1", "--json", q},
+		{"consume", "--output-dir", filepath.Join(dir, "missing"), q},
+		{"get", "--raw", "--json", q},
+	} {
+		if r := c.run("", args...); r.code != 1 || !strings.Contains(r.stderr, "--help") {
+			t.Errorf("pika %q: %v; want a usage error", args, r)
+		}
+	}
+}
+
 func TestCLIExec(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
@@ -319,8 +382,8 @@ func TestCLIUnroutableAndNacked(t *testing.T) {
 	// A missing exchange is a 404, with or without --confirm.
 	for _, extra := range [][]string{nil, {"--confirm"}} {
 		r = c.run("", append([]string{"publish", key, "k", "--body", "x"}, extra...)...)
-		if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf(`pika: publish to exchange %q with routing key "k": 404 NOT_FOUND - no exchange`, key)) {
-			t.Errorf("publish %q to a missing exchange: %v; want exit 1 and the 404", extra, r)
+		if r.code != exitRefused || !strings.Contains(r.stderr, fmt.Sprintf(`pika: publish to exchange %q with routing key "k": 404 NOT_FOUND - no exchange`, key)) {
+			t.Errorf("publish %q to a missing exchange: %v; want exit 5 and the 404", extra, r)
 		}
 	}
 }
@@ -331,25 +394,32 @@ func TestCLIDeclareErrors(t *testing.T) {
 	q := c.queue("--durable")
 	r := c.run("", "declare", "queue", q)
 	want := fmt.Sprintf(`pika: declare queue %q: 406 PRECONDITION_FAILED - inequivalent arg 'durable'`, q)
-	if r.code != 1 || !strings.HasPrefix(r.stderr, want) {
-		t.Errorf("redeclare with other settings: %v; want exit 1 and %q", r, want)
+	if r.code != exitRefused || !strings.HasPrefix(r.stderr, want) {
+		t.Errorf("redeclare with other settings: %v; want exit 5 and %q", r, want)
 	}
 	missing := testenv.Name(t, "missing")
 	r = c.run("", "declare", "queue", missing, "--passive")
-	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("pika: declare queue %q: 404 NOT_FOUND", missing)) {
+	if r.code != exitRefused || !strings.Contains(r.stderr, fmt.Sprintf("pika: declare queue %q: 404 NOT_FOUND", missing)) {
 		t.Errorf("passive declare of a missing queue: %v", r)
 	}
 	r = c.run("", "consume", missing)
-	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("pika: consume from queue %q: 404 NOT_FOUND", missing)) {
+	if r.code != exitRefused || !strings.Contains(r.stderr, fmt.Sprintf("pika: consume from queue %q: 404 NOT_FOUND", missing)) {
 		t.Errorf("consume from a missing queue: %v", r)
 	}
 	r = c.run("", "declare", "queue", q, "--passive")
 	if r.code != 0 {
 		t.Errorf("passive declare of an existing queue: %v", r)
 	}
+	// The broker closes the connection (503) for an unknown exchange type:
+	// a refusal after connecting, not a failure to connect.
+	ex := testenv.Name(t, "ex")
+	r = c.run("", "declare", "exchange", ex, "bogus-type")
+	if r.code != exitRefused || !strings.Contains(r.stderr, "503 COMMAND_INVALID") || strings.Contains(r.stderr, "connect to") {
+		t.Errorf("declare exchange with a bogus type: %v; want exit 5 and the 503", r)
+	}
 	c.ok("", "publish", "", q, "--body", "x")
 	r = c.run("", "delete", "queue", q, "--if-empty")
-	if r.code != 1 || !strings.Contains(r.stderr, "406 PRECONDITION_FAILED") {
+	if r.code != exitRefused || !strings.Contains(r.stderr, "406 PRECONDITION_FAILED") {
 		t.Errorf("delete --if-empty of a queue with a message: %v", r)
 	}
 
@@ -376,7 +446,7 @@ func TestCLIExchangesAndBindings(t *testing.T) {
 	t.Cleanup(func() { c.run("", "delete", "exchange", ex) })
 	c.ok("", "declare", "exchange", fan, "fanout", "--arg", "alternate-exchange=none")
 	t.Cleanup(func() { c.run("", "delete", "exchange", fan) })
-	if r := c.run("", "declare", "exchange", ex, "fanout"); r.code != 1 || !strings.Contains(r.stderr, "406 PRECONDITION_FAILED") {
+	if r := c.run("", "declare", "exchange", ex, "fanout"); r.code != exitRefused || !strings.Contains(r.stderr, "406 PRECONDITION_FAILED") {
 		t.Errorf("redeclare exchange as another type: %v", r)
 	}
 	c.ok("", "declare", "exchange", ex, "--passive")
@@ -397,12 +467,12 @@ func TestCLIExchangesAndBindings(t *testing.T) {
 	if r := c.run("", "publish", "--confirm", "--mandatory", ex, "k", "--body", "x"); r.code != 3 {
 		t.Errorf("after unbind, a mandatory publish: %v; want exit 3 (returned)", r)
 	}
-	if r := c.run("", "bind", q, testenv.Name(t, "missing"), "k"); r.code != 1 || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+	if r := c.run("", "bind", q, testenv.Name(t, "missing"), "k"); r.code != exitRefused || !strings.Contains(r.stderr, "404 NOT_FOUND") {
 		t.Errorf("bind to a missing exchange: %v", r)
 	}
 	c.ok("", "delete", "exchange", ex)
 	c.ok("", "delete", "exchange", fan, "--if-unused")
-	if r := c.run("", "declare", "exchange", ex, "--passive"); r.code != 1 || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+	if r := c.run("", "declare", "exchange", ex, "--passive"); r.code != exitRefused || !strings.Contains(r.stderr, "404 NOT_FOUND") {
 		t.Errorf("passive declare of a deleted exchange: %v", r)
 	}
 }
@@ -506,7 +576,7 @@ func TestCLIPerfCount(t *testing.T) {
 	if !strings.HasPrefix(q, "pika-perf-") {
 		t.Fatalf("summary queue %q", q)
 	}
-	if r := c.run("", "declare", "queue", q, "--passive"); r.code != 1 || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+	if r := c.run("", "declare", "queue", q, "--passive"); r.code != exitRefused || !strings.Contains(r.stderr, "404 NOT_FOUND") {
 		t.Errorf("perf left its queue %q behind: %v", q, r)
 	}
 
@@ -530,6 +600,32 @@ func TestCLIPerfCount(t *testing.T) {
 		t.Errorf("perf --queue (existing): %v", r)
 	}
 	c.counts(mine) // still there
+}
+
+func TestCLIPerfRPC(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	r := c.run("", "perf", "rpc", "--count", "500", "--callers", "8", "--servers", "2", "--json")
+	if r.code != 0 {
+		t.Fatalf("perf rpc --count 500: %v", r)
+	}
+	var s map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil || strings.Count(r.stdout, "\n") != 1 {
+		t.Fatalf("perf rpc --json printed %q, not one JSON object (%v)", r.stdout, err)
+	}
+	for _, k := range []string{"calls", "errors", "timeouts", "late", "duration_s", "call_rate", "latency_p50_ms",
+		"latency_p95_ms", "latency_p99_ms", "latency_max_ms", "callers", "servers", "size"} {
+		if _, ok := s[k].(float64); !ok {
+			t.Errorf("summary key %q is %v, want a number", k, s[k])
+		}
+	}
+	if s["calls"] != 500.0 || s["errors"] != 0.0 || s["stopped"] != "count" || s["callers"] != 8.0 {
+		t.Errorf("summary %s: want 500 calls, no errors, stopped by count", r.stdout)
+	}
+	q, _ := s["queue"].(string)
+	if r := c.run("", "declare", "queue", q, "--passive"); r.code != exitRefused || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+		t.Errorf("perf rpc left its queue %q behind: %v", q, r)
+	}
 }
 
 func TestCLIPerfInterrupt(t *testing.T) {
@@ -564,7 +660,7 @@ func TestCLIPerfInterrupt(t *testing.T) {
 	if !strings.Contains(out, "(stopped: interrupted)") || !strings.Contains(out, fmt.Sprintf("queue %q (deleted)", q)) {
 		t.Errorf("perf summary after SIGINT:\n%s", out)
 	}
-	if r := c.run("", "declare", "queue", q, "--passive"); r.code != 1 || !strings.Contains(r.stderr, "404 NOT_FOUND") {
+	if r := c.run("", "declare", "queue", q, "--passive"); r.code != exitRefused || !strings.Contains(r.stderr, "404 NOT_FOUND") {
 		t.Errorf("perf did not delete the queue it declared: %v", r)
 	}
 }
@@ -584,6 +680,32 @@ func TestCLIConnectFailures(t *testing.T) {
 	r := dead.run("", "get", "q")
 	if r.code != 4 || !strings.Contains(r.stderr, fmt.Sprintf("pika: connect to amqp://someone:xxxxx@127.0.0.1:%d/: ", port)) || strings.Contains(r.stderr, "s3cret") {
 		t.Errorf("connection refused: %v; want exit 4, the redacted URL", r)
+	}
+
+	// An HTTP server: exit 4, "does not speak AMQP", with its answer.
+	web, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	go func() {
+		for {
+			conn, err := web.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				conn.Read(make([]byte, 8))
+				conn.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+			}()
+		}
+	}()
+	http := &cli{t: t, url: "amqp://guest:guest@" + web.Addr().String() + "/"}
+	r = http.run("", "get", "q")
+	want := fmt.Sprintf(`the server at %s does not speak AMQP 0-9-1 (it answered "HTTP/1.1 400 Bad Request\x0d\x0a\x0d\x0a")`, web.Addr())
+	if r.code != exitConnection || !strings.Contains(r.stderr, want) {
+		t.Errorf("an HTTP server: %v; want exit 4 and %q", r, want)
 	}
 
 	// A wrong password: exit 4, authentication named, password not shown.

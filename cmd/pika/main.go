@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -22,10 +24,11 @@ import (
 // Exit statuses; the usage text documents them.
 const (
 	exitOK          = 0   // success
-	exitError       = 1   // usage error, or an operation the broker refused
+	exitError       = 1   // usage error, or another failure (writing output, running --exec, ...)
 	exitEmpty       = 2   // nothing there: get on an empty queue
 	exitUnconfirmed = 3   // publish: a message was nacked or returned
 	exitConnection  = 4   // could not connect, or the connection failed
+	exitRefused     = 5   // the broker refused an operation after connecting
 	exitInterrupted = 130 // interrupted by a signal before it finished
 )
 
@@ -68,7 +71,7 @@ func init() {
 		{"unbind", "remove a binding", runUnbind},
 		{"delete", "delete a queue or an exchange", runDelete},
 		{"purge", "remove the ready messages of a queue", runPurge},
-		{"perf", "load test: producers and consumers with rates and latency", runPerf},
+		{"perf", "load test: producers and consumers with rates and latency (perf rpc: request/reply calls)", runPerf},
 	}
 }
 
@@ -101,23 +104,68 @@ Global flags (also accepted after any command):
   --url URL   broker URL, amqp://USER:PASS@HOST:PORT/VHOST or amqps://...
               (default: $AMQP_URL, else ` + defaultURL + `)
 
+"pika --version" prints the version of pika (its Go module, with the VCS
+revision it was built from when known) and of the Go toolchain that built
+it.
+
 Flags may come before or after the arguments; "--" ends the flags (use it
 before an argument that starts with "-"). Run "pika COMMAND --help" for the
 flags of a command.
 
 Exit status:
-  0    success (also: consume and perf stopped by Ctrl-C / SIGTERM)
-  1    usage error, or the broker refused an operation (e.g. 404, 406)
+  0    success; also consume and perf stopped by Ctrl-C / SIGTERM (they
+       stop cleanly: consume cancels its consumer, perf prints its
+       summary)
+  1    usage error (flags, arguments, URL), or another failure (writing
+       the output, starting --exec, perf --count stalled)
   2    nothing there: get found the queue empty
   3    publish --confirm: a message was nacked, or returned as unroutable
        (--mandatory)
   4    could not connect (network, TLS, authentication, virtual host), or
-       the connection failed while working
-  130  interrupted by Ctrl-C / SIGTERM (commands other than consume, perf)
+       the connection was lost while working (network, heartbeat timeout,
+       320 CONNECTION_FORCED: broker shut down or connection closed by an
+       administrator)
+  5    the broker refused an operation after connecting, closing the
+       channel or the connection with a reply code (e.g. 403 ACCESS_REFUSED,
+       404 NOT_FOUND, 406 PRECONDITION_FAILED, 503 COMMAND_INVALID for an
+       unknown exchange type)
+  130  interrupted by Ctrl-C / SIGTERM (commands other than consume and
+       perf)
 
 Errors go to standard error and name what failed; passwords are never
 printed.
 `
+
+// versionText is the text of "pika --version": the module version from the
+// build information ("(devel)" for a build from a checkout, with its VCS
+// revision when the build recorded it) and the Go version.
+func versionText() string {
+	version, module, vcs := "unknown", "github.com/pika-go/pika", ""
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if info.Main.Path != "" {
+			module = info.Main.Path
+		}
+		if info.Main.Version != "" {
+			version = info.Main.Version
+		}
+		var rev, modified string
+		for _, st := range info.Settings {
+			switch st.Key {
+			case "vcs.revision":
+				rev = st.Value
+			case "vcs.modified":
+				if st.Value == "true" {
+					modified = ", modified"
+				}
+			}
+		}
+		if rev != "" {
+			vcs = fmt.Sprintf(", revision %.12s%s", rev, modified)
+		}
+	}
+	return fmt.Sprintf("pika %s (module %s%s), built with %s for %s/%s\n",
+		version, module, vcs, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
 
 func printUsage(w io.Writer) {
 	var b strings.Builder
@@ -143,6 +191,9 @@ func run(ctx context.Context, e *env, args []string) int {
 			goto command
 		case name == "h" || name == "help":
 			printUsage(e.stdout)
+			return exitOK
+		case name == "version":
+			io.WriteString(e.stdout, versionText())
 			return exitOK
 		case name == "url":
 			if !hasValue {
@@ -220,6 +271,8 @@ func exitStatus(e *env, err error) int {
 		if xe.err == nil {
 			return status
 		}
+	case isRefusal(err):
+		status = exitRefused
 	case isConnectionError(err):
 		status = exitConnection
 	case errors.Is(err, context.Canceled):
@@ -245,6 +298,21 @@ func describe(err error) string {
 // "authentication failed: connection closed ...".
 func trimPika(s string) string {
 	return strings.ReplaceAll(strings.TrimPrefix(s, "pika: "), ": pika: ", ": ")
+}
+
+// isRefusal reports whether err is the broker refusing an operation after
+// the connection was made (exit status 5): a channel or connection close
+// with a reply code, other than 320 CONNECTION_FORCED (the broker going
+// away or an administrator closing the connection, which is a lost
+// connection). A refusal while connecting (authentication, virtual host)
+// is a failure to connect.
+func isRefusal(err error) bool {
+	var de *dialErr
+	if errors.As(err, &de) {
+		return false
+	}
+	var pe *pika.Error
+	return errors.As(err, &pe) && pe.Server && !errors.Is(pe, pika.ErrConnectionForced)
 }
 
 // isConnectionError reports whether err means the connection could not be

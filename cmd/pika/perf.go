@@ -33,7 +33,13 @@ output, with the keys sent, confirmed, nacked, returned, received,
 duration_s, send_rate, receive_rate (messages per second), latency_p50_ms,
 latency_p95_ms, latency_p99_ms, latency_max_ms, producers, consumers, size,
 queue and stopped ("duration", "count", "interrupted", "error" or
-"stalled").
+"stalled"), and notes when the counts differ.
+
+When sent, confirmed and received differ, the summary says why, one
+"note:" line each: messages still unconfirmed (in flight) when perf
+stopped, nacked or returned ones (refused by the broker, never in the
+queue), confirms not asked for, messages left in the queue or in flight,
+or more received than sent (the queue held messages before the run).
 
 perf stops after --duration, or once --count messages were sent and
 received, whichever comes first (10s when neither is given), or on Ctrl-C
@@ -72,6 +78,9 @@ Flags:
 
 Example:
   pika perf --producers 2 --consumers 2 --rate 5000 --confirm 100 --duration 30s
+
+"pika perf rpc" measures request/reply calls instead: see "pika perf rpc
+--help".
 `
 
 // perfConfig is what the flags of pika perf ask for.
@@ -170,6 +179,9 @@ type perfRun struct {
 }
 
 func runPerf(ctx context.Context, e *env, args []string) error {
+	if len(args) > 0 && args[0] == "rpc" {
+		return runPerfRPC(ctx, e, args[1:])
+	}
 	fs := newFlagSet(e, "perf", perfHelp)
 	var cfg perfConfig
 	perfFlags(fs, &cfg)
@@ -200,8 +212,11 @@ func (r *perfRun) fail(err error) {
 	})
 }
 
-func (r *perfRun) run(ctx context.Context) (err error) {
-	setup, err := open(ctx, r.e, "pika perf setup")
+// withQueue opens a setup connection named name, declares the run's queue
+// and runs body, then deletes the queue if perf declared it (created),
+// whatever body returned.
+func (r *perfRun) withQueue(ctx context.Context, name string, body func(created bool) error) (err error) {
+	setup, err := open(ctx, r.e, name)
 	if err != nil {
 		return err
 	}
@@ -217,7 +232,15 @@ func (r *perfRun) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	return body(created)
+}
 
+func (r *perfRun) run(ctx context.Context) error {
+	return r.withQueue(ctx, "pika perf setup", func(created bool) error { return r.runLoad(ctx, created) })
+}
+
+// runLoad runs the producers and consumers on the declared queue.
+func (r *perfRun) runLoad(ctx context.Context, created bool) error {
 	// Every worker stops when stop is cancelled.
 	stop, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -611,41 +634,35 @@ func ms(ns uint64) string { return fmt.Sprintf("%.3f", float64(ns)/1e6) }
 
 // perfSummary is the --json summary.
 type perfSummary struct {
-	Sent         uint64  `json:"sent"`
-	Confirmed    uint64  `json:"confirmed"`
-	Nacked       uint64  `json:"nacked"`
-	Returned     uint64  `json:"returned"`
-	Received     uint64  `json:"received"`
-	DurationS    float64 `json:"duration_s"`
-	SendRate     float64 `json:"send_rate"`
-	ReceiveRate  float64 `json:"receive_rate"`
-	LatencyP50ms float64 `json:"latency_p50_ms"`
-	LatencyP95ms float64 `json:"latency_p95_ms"`
-	LatencyP99ms float64 `json:"latency_p99_ms"`
-	LatencyMaxms float64 `json:"latency_max_ms"`
-	Producers    int     `json:"producers"`
-	Consumers    int     `json:"consumers"`
-	Size         int     `json:"size"`
-	Queue        string  `json:"queue"`
-	Stopped      string  `json:"stopped"`
+	Sent         uint64   `json:"sent"`
+	Confirmed    uint64   `json:"confirmed"`
+	Nacked       uint64   `json:"nacked"`
+	Returned     uint64   `json:"returned"`
+	Received     uint64   `json:"received"`
+	DurationS    float64  `json:"duration_s"`
+	SendRate     float64  `json:"send_rate"`
+	ReceiveRate  float64  `json:"receive_rate"`
+	LatencyP50ms float64  `json:"latency_p50_ms"`
+	LatencyP95ms float64  `json:"latency_p95_ms"`
+	LatencyP99ms float64  `json:"latency_p99_ms"`
+	LatencyMaxms float64  `json:"latency_max_ms"`
+	Producers    int      `json:"producers"`
+	Consumers    int      `json:"consumers"`
+	Size         int      `json:"size"`
+	Queue        string   `json:"queue"`
+	Stopped      string   `json:"stopped"`
+	Notes        []string `json:"notes,omitempty"` // why the counts differ (see notes)
 }
 
 func (r *perfRun) makeSummary(elapsed time.Duration, reason string) perfSummary {
 	st := &r.stats
-	var all histCounts
-	st.lat.snapshot(&all)
-	q := all.percentiles(0.5, 0.95, 0.99)
-	maxLat := st.lat.max.Load()
-	for i := range q {
-		q[i] = min(q[i], maxLat) // a bucket's midpoint may lie above the largest value
-	}
+	lat := st.lat.summary()
 	secs := elapsed.Seconds()
 	s := perfSummary{
 		Sent: st.sent.Load(), Confirmed: st.confirmed.Load(), Nacked: st.nacked.Load(),
 		Returned: st.returned.Load(), Received: st.received.Load(),
 		DurationS:    round3(secs),
-		LatencyP50ms: round3(float64(q[0]) / 1e6), LatencyP95ms: round3(float64(q[1]) / 1e6),
-		LatencyP99ms: round3(float64(q[2]) / 1e6), LatencyMaxms: round3(float64(maxLat) / 1e6),
+		LatencyP50ms: lat[0], LatencyP95ms: lat[1], LatencyP99ms: lat[2], LatencyMaxms: lat[3],
 		Producers: r.cfg.producers, Consumers: r.cfg.consumers, Size: r.cfg.size,
 		Queue: r.queue, Stopped: reason,
 	}
@@ -653,10 +670,26 @@ func (r *perfRun) makeSummary(elapsed time.Duration, reason string) perfSummary 
 		s.SendRate = round3(float64(s.Sent) / secs)
 		s.ReceiveRate = round3(float64(s.Received) / secs)
 	}
+	s.Notes = s.notes(&r.cfg)
 	return s
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// summary returns the p50, p95, p99 and maximum of h in milliseconds,
+// rounded to the microsecond.
+func (h *histogram) summary() [4]float64 {
+	var all histCounts
+	h.snapshot(&all)
+	q := all.percentiles(0.5, 0.95, 0.99)
+	maxLat := h.max.Load()
+	var out [4]float64
+	for i := range q {
+		out[i] = round3(float64(min(q[i], maxLat)) / 1e6) // a bucket's midpoint may lie above the largest value
+	}
+	out[3] = round3(float64(maxLat) / 1e6)
+	return out
+}
 
 // summary prints the end-of-run summary.
 func (r *perfRun) summary(elapsed time.Duration, reason string, deleted bool) error {
@@ -679,5 +712,10 @@ func (r *perfRun) summary(elapsed time.Duration, reason string, deleted bool) er
 		s.DurationS, reason, s.Producers, s.Consumers, s.Size, s.Queue, fate,
 		s.Sent, s.SendRate, s.Confirmed, s.Nacked, s.Returned, s.Received, s.ReceiveRate,
 		s.LatencyP50ms, s.LatencyP95ms, s.LatencyP99ms, s.LatencyMaxms)
+	for _, n := range s.Notes {
+		if err == nil {
+			_, err = fmt.Fprintf(r.e.stdout, "  note: %s\n", n)
+		}
+	}
 	return err
 }

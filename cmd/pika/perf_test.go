@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +133,53 @@ func TestPerfReportLine(t *testing.T) {
 	// The second line covers only its own second: no receives, no latency.
 	if want := "time   3.0s  sent 500/s  confirmed 0/s  nacked 0/s  returned 0/s  received 0/s  latency ms p50 0.000 p95 0.000 p99 0.000"; lines[1] != want {
 		t.Errorf("line 2 = %q, want %q", lines[1], want)
+	}
+}
+
+func TestPerfSummaryNotes(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  perfConfig
+		s    perfSummary
+		want []string
+	}{
+		{"all accounted for", perfConfig{producers: 1, consumers: 1, confirm: 10},
+			perfSummary{Sent: 100, Confirmed: 100, Received: 100}, nil},
+		{"in flight at the end", perfConfig{producers: 1, consumers: 1, confirm: 10},
+			perfSummary{Sent: 100, Confirmed: 90, Received: 95}, []string{
+				"10 of 100 sent were neither confirmed, nacked nor returned: in flight (unconfirmed) when perf stopped; their outcome is unknown",
+				"5 of the 100 sent and not refused were not received: still in the queue, or in flight, when perf stopped"}},
+		{"nacked and returned", perfConfig{producers: 1, consumers: 1, confirm: 10, mandatory: true},
+			perfSummary{Sent: 100, Confirmed: 90, Nacked: 4, Returned: 6, Received: 90}, []string{
+				"4 nacked: the broker refused them (e.g. a full queue with x-overflow reject-publish); they are not in the queue",
+				"6 returned: unroutable (--mandatory and no queue for the routing key); they are not in the queue"}},
+		{"no confirms", perfConfig{producers: 1, consumers: 1},
+			perfSummary{Sent: 100, Received: 100}, []string{
+				"confirmed is 0: publisher confirms are off (--confirm N turns them on), so nacks are not seen either"}},
+		{"more received than sent", perfConfig{producers: 1, consumers: 1, confirm: 10},
+			perfSummary{Sent: 10, Confirmed: 10, Received: 15}, []string{
+				"5 more received than sent and not refused: the queue held messages before the run, or others publish to it"}},
+		{"no consumers", perfConfig{producers: 1, confirm: 1},
+			perfSummary{Sent: 10, Confirmed: 10}, []string{"received is 0: no consumers (--consumers 0)"}},
+		{"consumers only", perfConfig{consumers: 1}, perfSummary{Received: 7}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.s.notes(&tt.cfg); !slices.Equal(got, tt.want) {
+				t.Errorf("notes:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+	// The text summary prints them.
+	var stdout bytes.Buffer
+	r := &perfRun{e: &env{stdout: &stdout}, cfg: perfConfig{producers: 1, consumers: 1, confirm: 10}, queue: "q"}
+	r.stats.sent.Store(100)
+	r.stats.confirmed.Store(90)
+	r.stats.received.Store(90)
+	if err := r.summary(time.Second, "duration", true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "\n  note: 10 of 100 sent were neither confirmed") {
+		t.Errorf("summary lacks the note:\n%s", stdout.String())
 	}
 }

@@ -1,15 +1,21 @@
-// RPC makes remote procedure calls over RabbitMQ with direct reply-to.
+// RPC makes remote procedure calls over RabbitMQ with direct reply-to,
+// using pika.RPCClient and pika.Serve.
 //
-// The server consumes requests from a queue, computes a Fibonacci number,
-// and publishes the answer to the request's ReplyTo address with the
-// request's CorrelationID. The client receives answers through RabbitMQ's
-// direct reply-to: it consumes from the pseudo-queue
-// "amq.rabbitmq.reply-to" in no-ack mode, BEFORE publishing, and on the
-// same channel that publishes the requests with ReplyTo set to
-// "amq.rabbitmq.reply-to". The broker rewrites ReplyTo into a name that
-// routes the answer straight back to this consumer, with no reply queue to
-// declare or delete. The client matches answers to requests by
-// CorrelationID and bounds each call with a timeout.
+// The server (pika.Serve) consumes requests from a queue, computes a
+// Fibonacci number, and publishes the answer to the request's ReplyTo
+// address with the request's CorrelationID; it acknowledges a request only
+// once the broker confirmed the answer, so a server that dies in between
+// leaves the request to another server. A handler error goes back to the
+// caller as a *pika.RPCError.
+//
+// The client (pika.RPCClient) receives answers through RabbitMQ's direct
+// reply-to: a no-ack consumer on the pseudo-queue "amq.rabbitmq.reply-to",
+// started before the first request on the channel that publishes them, so
+// there is no reply queue to declare or delete. Any number of goroutines
+// call at once on its one channel; it generates correlation ids, matches
+// answers to calls, drops (and counts) answers that come after their
+// call's timeout, and fails the calls in flight when the connection is
+// lost instead of letting them wait for answers that cannot come.
 //
 // Server and client run in one process to keep the example
 // self-contained; in real life they are separate programs.
@@ -25,17 +31,15 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/pika-go/pika"
 )
 
-// directReplyTo is RabbitMQ's direct reply-to pseudo-queue.
-const directReplyTo = "amq.rabbitmq.reply-to"
-
 func main() {
 	queue := flag.String("queue", "pika-example-rpc", "the request queue (deleted at the end)")
-	n := flag.Int("n", 10, "ask for fib(1) .. fib(n)")
+	n := flag.Int("n", 10, "ask for fib(1) .. fib(n), all at once")
 	callTimeout := flag.Duration("call-timeout", 5*time.Second, "how long one call may take")
 	timeout := flag.Duration("timeout", 20*time.Second, "give up after this long")
 	flag.Parse()
@@ -70,83 +74,94 @@ func run(ctx context.Context, url, queue string, n int, callTimeout time.Duratio
 	}
 	defer conn.Close(context.Background())
 
-	server, err := startServer(ctx, conn, queue)
+	ch, err := conn.Channel(ctx)
 	if err != nil {
-		return fmt.Errorf("server: %w", err)
+		return err
+	}
+	defer ch.Close(context.Background())
+	if _, err := ch.QueueDeclare(ctx, queue, pika.QueueDeclareOptions{}); err != nil {
+		return err
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		server.cons.Cancel(cctx)
-		select {
-		case <-server.cons.Done(): // the handler has returned for the last time
-		case <-cctx.Done():
-		}
-		if _, err := server.ch.QueueDelete(cctx, queue, pika.QueueDeleteOptions{}); err != nil {
+		if _, err := ch.QueueDelete(dctx, queue, pika.QueueDeleteOptions{}); err != nil {
 			fmt.Fprintln(os.Stderr, "rpc: deleting the request queue:", err)
 		}
 	}()
 
-	client, err := newClient(ctx, conn, queue)
+	// The server: four requests at a time, until serveCtx ends.
+	serveCtx, stopServer := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() {
+		served <- pika.Serve(serveCtx, conn, queue, handle, pika.ServeOptions{Concurrency: 4})
+	}()
+	defer func() {
+		stopServer()
+		if err := <-served; err != nil {
+			fmt.Fprintln(os.Stderr, "rpc: server:", err)
+		}
+	}()
+
+	client, err := pika.NewRPCClient(ctx, conn, pika.RPCClientOptions{})
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
+	defer client.Close(context.Background())
+
+	// All the calls at once, each bounded by its own timeout.
+	answers := make([]string, n+1)
+	errs := make([]error, n+1)
+	var wg sync.WaitGroup
 	for i := 1; i <= n; i++ {
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		answer, err := client.call(cctx, strconv.Itoa(i))
-		cancel()
-		if err != nil {
-			return fmt.Errorf("fib(%d): %w", i, err)
-		}
-		fmt.Printf("fib(%d) = %s\n", i, answer)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			defer cancel()
+			reply, err := client.Call(cctx, "", queue, pika.Message{
+				Properties: pika.Properties{ContentType: "text/plain"},
+				Body:       []byte(strconv.Itoa(i)),
+			})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			answers[i] = string(reply.Body)
+		}()
 	}
+	wg.Wait()
+	for i := 1; i <= n; i++ {
+		if errs[i] != nil {
+			return fmt.Errorf("fib(%d): %w", i, errs[i])
+		}
+		fmt.Printf("fib(%d) = %s\n", i, answers[i])
+	}
+
+	// A request the handler refuses comes back as a *pika.RPCError.
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	_, err = client.Call(cctx, "", queue, pika.Message{Body: []byte("ninety-one")})
+	var rerr *pika.RPCError
+	if !errors.As(err, &rerr) {
+		return fmt.Errorf("a bad request got %v, want a *pika.RPCError", err)
+	}
+	fmt.Println("bad request refused by the server:", rerr.Text)
+	st := client.Stats()
+	fmt.Printf("client: %d calls, %d replies, %d errors, %d late replies\n", st.Calls, st.Replies, st.Failed, st.Late)
 	return nil
 }
 
-// server is the RPC server: a consumer on the request queue.
-type server struct {
-	ch   *pika.Channel
-	cons *pika.Consumer
-}
-
-// startServer declares the request queue and serves it.
-func startServer(ctx context.Context, conn *pika.Conn, queue string) (*server, error) {
-	ch, err := conn.Channel(ctx)
-	if err != nil {
-		return nil, err
+// handle answers one request: fib of the number in its body.
+func handle(_ context.Context, req *pika.Delivery) (pika.Message, error) {
+	k, err := strconv.Atoi(string(req.Body))
+	if err != nil || k < 0 || k > 90 {
+		return pika.Message{}, fmt.Errorf("not a number between 0 and 90: %q", req.Body)
 	}
-	if _, err := ch.QueueDeclare(ctx, queue, pika.QueueDeclareOptions{}); err != nil {
-		return nil, err
-	}
-	// One request at a time per server; start more servers to scale.
-	if err := ch.Qos(ctx, pika.QosOptions{PrefetchCount: 1}); err != nil {
-		return nil, err
-	}
-	cons, err := ch.ConsumeFunc(ctx, queue, pika.ConsumeOptions{}, func(hctx context.Context, d *pika.Delivery) {
-		answer := "error: not a number between 0 and 90"
-		if k, err := strconv.Atoi(string(d.Body)); err == nil && k >= 0 && k <= 90 {
-			answer = strconv.FormatUint(fib(k), 10)
-		}
-		// Reply through the default exchange to the address the client
-		// gave, echoing its correlation id. hctx ends when the consumer
-		// does (Close, a broker cancel); bound the publish as well.
-		pctx, cancel := context.WithTimeout(hctx, 5*time.Second)
-		defer cancel()
-		err := ch.Publish(pctx, "", d.ReplyTo, pika.Message{
-			Properties: pika.Properties{CorrelationID: d.CorrelationID, ContentType: "text/plain"},
-			Body:       []byte(answer),
-		})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "rpc server: reply:", err)
-		}
-		// Ack after replying: a server that dies in between leaves the
-		// request to another server.
-		d.Ack(false)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &server{ch: ch, cons: cons}, nil
+	return pika.Message{
+		Properties: pika.Properties{ContentType: "text/plain"},
+		Body:       []byte(strconv.FormatUint(fib(k), 10)),
+	}, nil
 }
 
 // fib returns the k-th Fibonacci number.
@@ -156,56 +171,4 @@ func fib(k int) uint64 {
 		a, b = b, a+b
 	}
 	return a
-}
-
-// client makes calls one at a time on one channel.
-type client struct {
-	ch      *pika.Channel
-	queue   string
-	replies *pika.Consumer
-	next    int
-}
-
-func newClient(ctx context.Context, conn *pika.Conn, queue string) (*client, error) {
-	ch, err := conn.Channel(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// Direct reply-to requires consuming in no-ack mode, before the first
-	// request is published, on the channel that publishes the requests.
-	replies, err := ch.Consume(ctx, directReplyTo, pika.ConsumeOptions{AutoAck: true})
-	if err != nil {
-		return nil, err
-	}
-	return &client{ch: ch, queue: queue, replies: replies}, nil
-}
-
-// call sends one request and waits, bounded by ctx, for its answer.
-func (c *client) call(ctx context.Context, request string) (string, error) {
-	c.next++
-	corrID := "req-" + strconv.Itoa(c.next)
-	err := c.ch.Publish(ctx, "", c.queue, pika.Message{
-		Properties: pika.Properties{
-			ReplyTo:       directReplyTo,
-			CorrelationID: corrID,
-			ContentType:   "text/plain",
-		},
-		Body: []byte(request),
-	})
-	if err != nil {
-		return "", err
-	}
-	for {
-		d, err := c.replies.Next(ctx)
-		if errors.Is(err, context.DeadlineExceeded) {
-			return "", fmt.Errorf("no answer within the call timeout: %w", err)
-		}
-		if err != nil {
-			return "", err
-		}
-		if d.CorrelationID == corrID {
-			return string(d.Body), nil
-		}
-		// An answer to an earlier call that timed out: drop it.
-	}
 }

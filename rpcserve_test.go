@@ -1,0 +1,146 @@
+package pika
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pika-go/pika/internal/scripted"
+	"github.com/pika-go/pika/wire"
+)
+
+// TestServeAcksAfterConfirm drives Serve against the fake broker: the
+// request is acknowledged only once the broker confirmed the reply; a
+// nacked reply requeues the request; a handler error is replied too.
+func TestServeAcksAfterConfirm(t *testing.T) {
+	b := newFakeBroker(t)
+	var mu sync.Mutex
+	var fc *fakeConn
+	var ch uint16
+	var tag string
+	consumed := make(chan struct{})
+	seen := make(chan string, 100) // "publish rk", "ack N", "nack N requeue"
+	b.setHook(func(c *fakeConn, channel uint16, m wire.Method) bool {
+		switch m := m.(type) {
+		case *wire.BasicConsume:
+			mu.Lock()
+			fc, ch, tag = c, channel, m.ConsumerTag
+			mu.Unlock()
+			c.send(channel, &wire.BasicConsumeOk{ConsumerTag: m.ConsumerTag})
+			close(consumed)
+			return true
+		case *wire.BasicPublish:
+			seen <- "publish " + m.RoutingKey
+		case *wire.BasicAck:
+			seen <- fmt.Sprintf("ack %d", m.DeliveryTag)
+		case *wire.BasicNack:
+			seen <- fmt.Sprintf("nack %d requeue=%v", m.DeliveryTag, m.Requeue)
+		}
+		return false
+	})
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := DialConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() {
+		served <- Serve(sctx, c, "requests", func(_ context.Context, d *Delivery) (Message, error) {
+			if string(d.Body) == "fail" {
+				return Message{}, errors.New("no")
+			}
+			return Message{Body: d.Body}, nil
+		}, ServeOptions{})
+	}()
+	select {
+	case <-consumed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not consume")
+	}
+	deliver := func(dt uint64, body string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fc.wmu.Lock()
+		defer fc.wmu.Unlock()
+		fc.nc.Write(scripted.Message(ch, &wire.BasicDeliver{ConsumerTag: tag, DeliveryTag: dt, RoutingKey: "requests"},
+			&wire.Properties{ReplyTo: "amq.rabbitmq.reply-to.abc", CorrelationID: fmt.Sprint("c", dt)}, []byte(body), 128<<10))
+	}
+	confirm := func(m wire.Method) {
+		mu.Lock()
+		defer mu.Unlock()
+		fc.send(ch, m)
+	}
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case got := <-seen:
+			if got != want {
+				t.Fatalf("broker saw %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("broker never saw %q", want)
+		}
+	}
+	nothing := func(what string) {
+		t.Helper()
+		select {
+		case got := <-seen:
+			t.Fatalf("%s: broker saw %q", what, got)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	// Request 1: replied; not acked until the reply is confirmed.
+	deliver(1, "one")
+	expect("publish amq.rabbitmq.reply-to.abc")
+	nothing("before the reply's confirm")
+	confirm(&wire.BasicAck{DeliveryTag: 1})
+	expect("ack 1")
+
+	// Request 2: the reply is nacked: the request is requeued.
+	deliver(2, "two")
+	expect("publish amq.rabbitmq.reply-to.abc")
+	confirm(&wire.BasicNack{DeliveryTag: 2})
+	expect("nack 2 requeue=true")
+
+	// Request 3: the handler fails: an error reply, then the ack.
+	deliver(3, "fail")
+	expect("publish amq.rabbitmq.reply-to.abc")
+	nothing("before the error reply's confirm")
+	confirm(&wire.BasicAck{DeliveryTag: 3})
+	expect("ack 3")
+
+	// Request 4: Serve stops before the confirm: no ack (the channel's
+	// close gives the request back to the queue).
+	deliver(4, "four")
+	expect("publish amq.rabbitmq.reply-to.abc")
+	stop()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve stopped by its ctx returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its ctx ended")
+	}
+	for {
+		select {
+		case got := <-seen:
+			if got == "ack 4" || got == "nack 4 requeue=true" {
+				t.Fatalf("request 4 settled (%s) without its reply's confirm", got)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}
