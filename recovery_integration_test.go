@@ -1031,12 +1031,27 @@ func TestRecoveryConsumerWithPrefetchKeepsConsuming(t *testing.T) {
 	mu.Lock()
 	a0 := acked
 	mu.Unlock()
-	time.Sleep(time.Second)
-	mu.Lock()
-	defer mu.Unlock()
-	t.Logf("acked %d at recovery, %d a second later; %d stale acks; last error %v", a0, acked, stale, lastErr)
-	if acked == a0 {
-		t.Fatalf("the consumer stopped consuming after the recovery: %d acks refused as stale", stale)
+	// On a busy machine the backlog may be gone before the close lands:
+	// publish after the recovery, so the consumer has something to take
+	// whatever the timing, and wait for it to be acked.
+	for range 100 {
+		if err := ch.Publish(ctx, "", q, Message{Body: []byte("after")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(rtTimeout)
+	for {
+		mu.Lock()
+		a, s, e := acked, stale, lastErr
+		mu.Unlock()
+		if a > a0 {
+			t.Logf("acked %d at recovery, %d now; %d stale acks; last error %v", a0, a, s, e)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the consumer stopped consuming after the recovery: %d acked at recovery and since, %d acks refused as stale, last error %v", a, s, e)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
