@@ -1,0 +1,717 @@
+package pikatest
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pika-go/pika/wire"
+)
+
+// This file is the connection: the protocol header and handshake, the
+// frame loop that decodes frames and hands methods to the channels, the
+// writer goroutine that batches outgoing frames, heartbeats, and closing.
+
+// handshakeTimeout bounds the connection handshake, as RabbitMQ's
+// handshake_timeout (10 s).
+const handshakeTimeout = 10 * time.Second
+
+// closeOkTimeout bounds the wait for connection.close-ok after the broker
+// closed a connection.
+const closeOkTimeout = 2 * time.Second
+
+// highWater is the amount of unwritten output above which the broker stops
+// delivering to a connection's consumers until the socket drains.
+const highWater = 1 << 20
+
+type conn struct {
+	b  *Broker
+	nc net.Conn
+	id uint64
+
+	// Set during the handshake by the reader; read under b.mu after.
+	name, user, mechanism string
+	vh                    *vhost
+	props                 wire.Table
+	capBlocked, capCancel bool
+	frameMax              uint32
+	channelMax            uint16
+	heartbeat             time.Duration
+	opened                time.Time
+
+	// Guarded by b.mu.
+	channels     map[uint16]*channel
+	open         bool // handshake done, not closing
+	closing      bool // sent connection.close, awaiting close-ok
+	gone         bool
+	blockedSent  bool
+	confirmDirty []*channel
+
+	wmu        sync.Mutex
+	out, spare []byte
+	outLen     atomic.Int64
+	throttled  atomic.Bool
+	wake       chan struct{}
+	quit       chan struct{}
+	writerDone chan struct{}
+
+	dead     chan struct{} // closed when the socket is cut or the connection ends
+	deadOnce sync.Once
+
+	stallMu sync.Mutex
+	stall   chan struct{} // non-nil while stalled; closed to resume
+
+	lastRead, lastWrite atomic.Int64
+	dec                 wire.MethodDecoder
+	hdr                 wire.ContentHeader
+}
+
+func newConn(b *Broker, nc net.Conn, id uint64) *conn {
+	c := &conn{b: b, nc: nc, id: id, channels: map[uint16]*channel{},
+		wake: make(chan struct{}, 1), dead: make(chan struct{}), quit: make(chan struct{}), writerDone: make(chan struct{}),
+		frameMax: b.cfg.FrameMax, channelMax: b.cfg.ChannelMax, opened: time.Now()}
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
+	c.lastWrite.Store(now)
+	return c
+}
+
+// run serves the connection until it ends.
+func (c *conn) run() {
+	defer c.b.connWG.Done()
+	go c.writer()
+	fr := wire.NewFrameReader(readCounter{c}, c.b.cfg.FrameMax)
+	if c.handshake(fr) {
+		c.loop(fr)
+	}
+	c.finish()
+}
+
+// finish releases everything the connection holds and stops the writer,
+// which flushes what is queued and closes the socket.
+func (c *conn) finish() {
+	b := c.b
+	b.mu.Lock()
+	c.release()
+	delete(b.conns, c)
+	b.unlock()
+	c.deadOnce.Do(func() { close(c.dead) })
+	close(c.quit)
+	select {
+	case <-c.writerDone:
+	case <-time.After(closeOkTimeout):
+		c.nc.Close()
+		<-c.writerDone
+	}
+	c.nc.Close()
+}
+
+// release cancels the connection's consumers, requeues its unacked
+// messages and deletes its exclusive queues. Called with b.mu held.
+func (c *conn) release() {
+	if c.gone {
+		return
+	}
+	c.gone = true
+	c.open = false
+	for _, ch := range c.channels {
+		ch.release()
+	}
+	if c.vh != nil {
+		for _, q := range c.vh.sortedQueues() {
+			if q.exclusive && q.owner == c {
+				c.vh.deleteQueue(q)
+			}
+		}
+	}
+}
+
+// readCounter records when bytes arrive, for heartbeat timeouts, and holds
+// reads while the connection is stalled.
+type readCounter struct{ c *conn }
+
+func (r readCounter) Read(p []byte) (int, error) {
+	n, err := r.c.nc.Read(p)
+	if n > 0 {
+		r.c.lastRead.Store(time.Now().UnixNano())
+	}
+	r.c.waitStall()
+	return n, err
+}
+
+// waitStall blocks while the connection is stalled.
+func (c *conn) waitStall() {
+	c.stallMu.Lock()
+	s := c.stall
+	c.stallMu.Unlock()
+	if s != nil {
+		select {
+		case <-s:
+		case <-c.dead:
+		}
+	}
+}
+
+func (c *conn) stalled() bool {
+	c.stallMu.Lock()
+	defer c.stallMu.Unlock()
+	return c.stall != nil
+}
+
+// cut closes the socket without any AMQP goodbye.
+func (c *conn) cut() {
+	c.deadOnce.Do(func() { close(c.dead) })
+	c.nc.Close()
+}
+
+// writer sends queued output in batches until the connection ends.
+func (c *conn) writer() {
+	defer close(c.writerDone)
+	for {
+		quit := false
+		select {
+		case <-c.wake:
+		case <-c.quit:
+			quit = true
+		}
+		c.waitStall()
+		c.wmu.Lock()
+		buf := c.out
+		c.out = c.spare[:0]
+		c.spare = nil
+		c.outLen.Store(0)
+		c.wmu.Unlock()
+		if len(buf) > 0 {
+			_, err := c.nc.Write(buf)
+			c.lastWrite.Store(time.Now().UnixNano())
+			if err != nil {
+				c.nc.Close()
+				if !quit {
+					<-c.quit
+				}
+				return
+			}
+		}
+		c.wmu.Lock()
+		if c.spare == nil && cap(buf) <= 4*highWater {
+			c.spare = buf[:0]
+		}
+		c.wmu.Unlock()
+		if quit {
+			c.nc.Close()
+			return
+		}
+		if c.throttled.Swap(false) {
+			c.b.mu.Lock()
+			c.redispatch()
+			c.b.unlock()
+		}
+	}
+}
+
+// redispatch lets every queue this connection consumes from deliver again.
+func (c *conn) redispatch() {
+	now := time.Now().UnixNano()
+	for _, ch := range c.channels {
+		for _, cs := range ch.consumers {
+			if cs.q != nil {
+				cs.q.dispatch(now)
+			}
+		}
+	}
+}
+
+// writable reports whether more deliveries may be queued for the socket.
+func (c *conn) writable() bool {
+	if c.outLen.Load() < highWater {
+		return true
+	}
+	c.throttled.Store(true)
+	return false
+}
+
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// send queues a method frame.
+func (c *conn) send(channel uint16, m wire.Method) {
+	c.wmu.Lock()
+	out, err := wire.AppendMethodFrame(c.out, channel, m)
+	if err == nil {
+		c.out = out
+	}
+	c.outLen.Store(int64(len(c.out)))
+	c.wmu.Unlock()
+	c.signal()
+}
+
+// sendRaw queues a method with content (deliver, get-ok, return): the
+// method frame, a header frame with the encoded header payload, and the
+// body split at the negotiated frame size.
+func (c *conn) sendRaw(channel uint16, m wire.Method, header, body []byte) {
+	c.wmu.Lock()
+	out, err := wire.AppendMethodFrame(c.out, channel, m)
+	if err == nil {
+		out = append(out, byte(wire.FrameHeader), byte(channel>>8), byte(channel))
+		out = binary.BigEndian.AppendUint32(out, uint32(len(header)))
+		out = append(out, header...)
+		out = append(out, wire.FrameEnd)
+		out = wire.AppendBodyFrames(out, channel, body, c.frameMax)
+		c.out = out
+	}
+	c.outLen.Store(int64(len(c.out)))
+	c.wmu.Unlock()
+	c.signal()
+}
+
+// sendHeartbeat queues a heartbeat frame.
+func (c *conn) sendHeartbeat() {
+	c.wmu.Lock()
+	c.out = wire.AppendHeartbeatFrame(c.out)
+	c.wmu.Unlock()
+	c.signal()
+}
+
+// heartbeats sends heartbeats when the connection is idle and cuts it when
+// the client has been silent for two intervals, as RabbitMQ does.
+func (c *conn) heartbeats() {
+	iv := c.heartbeat
+	t := time.NewTicker(iv / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.quit:
+			return
+		case now := <-t.C:
+			if c.stalled() {
+				continue
+			}
+			n := now.UnixNano()
+			if time.Duration(n-c.lastWrite.Load()) >= iv/2 {
+				c.sendHeartbeat()
+			}
+			if time.Duration(n-c.lastRead.Load()) > 2*iv {
+				c.cut()
+				return
+			}
+		}
+	}
+}
+
+// fail reports a connection-level error: connection.close is sent and the
+// connection waits for close-ok, ignoring everything else. Called with b.mu
+// held.
+func (c *conn) fail(e *amqpError) {
+	if c.closing || c.gone {
+		return
+	}
+	c.closing = true
+	c.open = false
+	c.send(0, &wire.ConnectionClose{ReplyCode: uint16(e.code), ReplyText: e.text,
+		ClassID: uint16(e.method.Class()), MethodID: e.method.Index()})
+	for _, ch := range c.channels {
+		ch.release()
+	}
+	time.AfterFunc(closeOkTimeout, c.cut)
+}
+
+// protocolHeader reads and checks the client's protocol header. A wrong
+// one is answered with the broker's header and the socket is closed.
+func (c *conn) protocolHeader() bool {
+	var hdr [8]byte
+	if _, err := io.ReadFull(c.nc, hdr[:]); err != nil {
+		return false
+	}
+	if string(hdr[:]) != wire.ProtocolHeader {
+		c.wmu.Lock()
+		c.out = append(c.out, wire.ProtocolHeader...)
+		c.wmu.Unlock()
+		c.signal()
+		return false
+	}
+	return true
+}
+
+// handshake runs connection.start to connection.open-ok.
+func (c *conn) handshake(fr *wire.FrameReader) bool {
+	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	defer c.nc.SetReadDeadline(time.Time{})
+	if !c.protocolHeader() {
+		return false
+	}
+	c.send(0, &wire.ConnectionStart{VersionMajor: 0, VersionMinor: 9, ServerProperties: serverProperties(),
+		Mechanisms: "PLAIN AMQPLAIN", Locales: "en_US"})
+	next := func(want wire.MethodID) (wire.Method, bool) {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				c.handshakeFail(frameError(err))
+				return nil, false
+			}
+			if f.Type == wire.FrameHeartbeat {
+				continue
+			}
+			if f.Type != wire.FrameMethod || f.Channel != 0 {
+				c.handshakeFail(connErr(wire.ReplyUnexpectedFrame, "expected method frame on channel 0 during the handshake, got a %s frame on channel %d", f.Type, f.Channel))
+				return nil, false
+			}
+			m, err := c.dec.Decode(f.Payload)
+			if err != nil {
+				c.handshakeFail(frameError(err))
+				return nil, false
+			}
+			if m.ID() == wire.MethodConnectionClose {
+				c.send(0, &wire.ConnectionCloseOk{})
+				return nil, false
+			}
+			if m.ID() != want {
+				c.handshakeFail(connErr(wire.ReplyCommandInvalid, "expected '%s', got '%s'", want.Name(), m.ID().Name()))
+				return nil, false
+			}
+			return m, true
+		}
+	}
+	m, ok := next(wire.MethodConnectionStartOk)
+	if !ok {
+		return false
+	}
+	so := m.(*wire.ConnectionStartOk)
+	c.props = so.ClientProperties
+	if caps, ok := so.ClientProperties["capabilities"].(wire.Table); ok {
+		c.capBlocked, _ = caps["connection.blocked"].(bool)
+		c.capCancel, _ = caps["consumer_cancel_notify"].(bool)
+	}
+	c.name, _ = so.ClientProperties["connection_name"].(string)
+	user, pass, err := credentials(so.Mechanism, so.Response)
+	if err != nil {
+		c.handshakeFail(err)
+		return false
+	}
+	if want, ok := c.b.cfg.Users[user]; !ok || want != pass {
+		c.handshakeFail(connErr(wire.ReplyAccessRefused, "Login was refused using authentication mechanism %s. For details see the broker logfile.", so.Mechanism))
+		return false
+	}
+	c.user, c.mechanism = user, so.Mechanism
+	hb := uint16(0)
+	if c.b.cfg.Heartbeat > 0 {
+		hb = uint16(min(c.b.cfg.Heartbeat/time.Second, 65535))
+		if hb == 0 {
+			hb = 1
+		}
+	}
+	c.send(0, &wire.ConnectionTune{ChannelMax: c.b.cfg.ChannelMax, FrameMax: c.b.cfg.FrameMax, Heartbeat: hb})
+	m, ok = next(wire.MethodConnectionTuneOk)
+	if !ok {
+		return false
+	}
+	to := m.(*wire.ConnectionTuneOk)
+	switch {
+	case to.FrameMax != 0 && to.FrameMax < wire.FrameMinSize:
+		c.handshakeFail(connErr(wire.ReplyNotAllowed, "frame_max=%d < %d min size", to.FrameMax, wire.FrameMinSize))
+		return false
+	case to.FrameMax > c.b.cfg.FrameMax:
+		c.handshakeFail(connErr(wire.ReplyNotAllowed, "frame_max=%d > %d max size", to.FrameMax, c.b.cfg.FrameMax))
+		return false
+	case to.ChannelMax > c.b.cfg.ChannelMax:
+		c.handshakeFail(connErr(wire.ReplyNotAllowed, "channel_max=%d > %d max", to.ChannelMax, c.b.cfg.ChannelMax))
+		return false
+	}
+	if to.FrameMax != 0 {
+		c.frameMax = to.FrameMax
+	}
+	if to.ChannelMax != 0 {
+		c.channelMax = to.ChannelMax
+	}
+	fr.SetMaxFrameSize(c.frameMax)
+	c.heartbeat = time.Duration(to.Heartbeat) * time.Second
+	m, ok = next(wire.MethodConnectionOpen)
+	if !ok {
+		return false
+	}
+	vhName := m.(*wire.ConnectionOpen).VirtualHost
+	c.b.mu.Lock()
+	vh := c.b.vhosts[vhName]
+	closed := c.b.closed || c.b.stopped
+	if vh != nil && !closed {
+		c.vh = vh
+		c.open = true
+	}
+	alarm := c.b.alarm
+	c.b.unlock()
+	if vh == nil {
+		c.handshakeFail(connErr(wire.ReplyNotAllowed, "vhost %s not found", vhName))
+		return false
+	}
+	if closed {
+		return false
+	}
+	c.send(0, &wire.ConnectionOpenOk{})
+	if alarm && c.capBlocked {
+		c.b.mu.Lock()
+		c.blockedSent = true
+		c.send(0, &wire.ConnectionBlocked{Reason: "low on memory"})
+		c.b.unlock()
+	}
+	if c.heartbeat > 0 {
+		go c.heartbeats()
+	}
+	return true
+}
+
+// handshakeFail closes a connection that failed its handshake: with
+// connection.close, then a short wait for close-ok.
+func (c *conn) handshakeFail(e *amqpError) {
+	c.send(0, &wire.ConnectionClose{ReplyCode: uint16(e.code), ReplyText: e.text,
+		ClassID: uint16(e.method.Class()), MethodID: e.method.Index()})
+}
+
+// credentials extracts user and password from a PLAIN or AMQPLAIN response.
+func credentials(mechanism, response string) (user, pass string, e *amqpError) {
+	switch mechanism {
+	case "PLAIN":
+		parts := strings.Split(response, "\x00")
+		if len(parts) != 3 {
+			return "", "", connErr(wire.ReplyAccessRefused, "PLAIN response is not authzid NUL user NUL password")
+		}
+		return parts[1], parts[2], nil
+	case "AMQPLAIN":
+		var b bytes.Buffer
+		b.Grow(len(response) + 4)
+		binary.Write(&b, binary.BigEndian, uint32(len(response)))
+		b.WriteString(response)
+		t, err := wire.DecodeTable(b.Bytes())
+		if err != nil {
+			return "", "", connErr(wire.ReplyAccessRefused, "AMQPLAIN response is not a field table: %v", err)
+		}
+		user, _ = t["LOGIN"].(string)
+		pass, _ = t["PASSWORD"].(string)
+		return user, pass, nil
+	}
+	return "", "", connErr(wire.ReplyCommandInvalid, "unknown authentication mechanism '%s'", mechanism)
+}
+
+func serverProperties() wire.Table {
+	return wire.Table{
+		"product":      "pikatest",
+		"version":      "3.10-compatible",
+		"platform":     "Go",
+		"cluster_name": "pikatest",
+		"information":  "An in-process AMQP 0-9-1 broker for tests (github.com/pika-go/pika/pikatest)",
+		"capabilities": wire.Table{
+			"publisher_confirms":           true,
+			"exchange_exchange_bindings":   true,
+			"basic.nack":                   true,
+			"consumer_cancel_notify":       true,
+			"connection.blocked":           true,
+			"consumer_priorities":          true,
+			"authentication_failure_close": true,
+			"per_consumer_qos":             true,
+			"direct_reply_to":              true,
+		},
+	}
+}
+
+// frameError maps a wire decoding error to the connection error RabbitMQ
+// sends for a malformed frame.
+func frameError(err error) *amqpError {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		e := connErr(wire.ReplyFrameError, "%v", err)
+		e.method = we.Method
+		return e
+	}
+	return connErr(wire.ReplyFrameError, "%v", err)
+}
+
+// loop reads frames until the connection ends.
+func (c *conn) loop(fr *wire.FrameReader) {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			var we *wire.Error
+			if errors.As(err, &we) {
+				c.b.mu.Lock()
+				c.fail(frameError(err))
+				c.b.unlock()
+				// Wait for close-ok on a stream we can no longer parse:
+				// give the client the timeout to read the close, then go.
+				c.drain()
+			}
+			return
+		}
+		if done := c.frame(f); done {
+			return
+		}
+		if len(fr.Buffered()) == 0 || !completeFrame(fr.Buffered()) {
+			c.flushConfirms()
+		}
+	}
+}
+
+// drain discards input until the socket closes (after a frame error).
+func (c *conn) drain() {
+	buf := make([]byte, 4096)
+	for {
+		if _, err := c.nc.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+func completeFrame(b []byte) bool {
+	_, n, err := wire.ParseFrame(b, 0)
+	return n > 0 || err != nil
+}
+
+// frame handles one frame; true ends the connection.
+func (c *conn) frame(f wire.Frame) bool {
+	b := c.b
+	switch f.Type {
+	case wire.FrameHeartbeat:
+		return false
+	case wire.FrameMethod:
+	default:
+		b.mu.Lock()
+		defer b.unlock()
+		if c.closing {
+			return false
+		}
+		if f.Channel == 0 {
+			c.fail(connErr(wire.ReplyUnexpectedFrame, "expected method frame, got non method frame instead"))
+			return false
+		}
+		ch := c.channels[f.Channel]
+		if ch == nil {
+			c.fail(connErr(wire.ReplyChannelError, "expected 'channel.open'"))
+			return false
+		}
+		ch.contentFrame(f)
+		return false
+	}
+	m, err := c.dec.Decode(f.Payload)
+	if err != nil {
+		b.mu.Lock()
+		defer b.unlock()
+		if errors.Is(err, wire.ErrUnknownMethod) {
+			c.fail(connErr(wire.ReplyCommandInvalid, "unknown method: %v", err))
+		} else {
+			c.fail(frameError(err))
+		}
+		return false
+	}
+	id := m.ID()
+	if f.Channel == 0 {
+		return c.connectionMethod(m)
+	}
+	if id == wire.MethodBasicPublish {
+		c.waitAlarm()
+	}
+	b.mu.Lock()
+	defer b.unlock()
+	if c.closing || c.gone {
+		return false
+	}
+	if id.Class() == wire.ClassConnection {
+		c.fail(connErr(wire.ReplyCommandInvalid, "connection class method '%s' on channel %d", id.Name(), f.Channel))
+		return false
+	}
+	ch := c.channels[f.Channel]
+	if ch == nil {
+		if id != wire.MethodChannelOpen {
+			e := connErr(wire.ReplyChannelError, "expected 'channel.open'")
+			e.method = id
+			c.fail(e)
+			return false
+		}
+		if f.Channel > c.channelMax {
+			e := connErr(wire.ReplyChannelError, "channel number %d exceeds channel_max %d", f.Channel, c.channelMax)
+			e.method = id
+			c.fail(e)
+			return false
+		}
+		ch = newChannel(c, f.Channel)
+		c.channels[f.Channel] = ch
+		c.send(f.Channel, &wire.ChannelOpenOk{})
+		return false
+	}
+	ch.method(m)
+	return false
+}
+
+// connectionMethod handles a method on channel 0.
+func (c *conn) connectionMethod(m wire.Method) bool {
+	b := c.b
+	b.mu.Lock()
+	defer b.unlock()
+	switch m := m.(type) {
+	case *wire.ConnectionClose:
+		c.send(0, &wire.ConnectionCloseOk{})
+		c.release()
+		return true
+	case *wire.ConnectionCloseOk:
+		if c.closing {
+			return true
+		}
+		c.fail(connErr(wire.ReplyCommandInvalid, "unexpected connection.close-ok"))
+	case *wire.ConnectionUpdateSecret:
+		if !c.closing {
+			c.send(0, &wire.ConnectionUpdateSecretOk{})
+		}
+	case *wire.ConnectionBlocked, *wire.ConnectionUnblocked:
+		// RabbitMQ ignores these from clients.
+	default:
+		if c.closing {
+			return false
+		}
+		e := connErr(wire.ReplyCommandInvalid, "unexpected method '%s' on channel 0", m.ID().Name())
+		e.method = m.ID()
+		c.fail(e)
+	}
+	return false
+}
+
+// waitAlarm holds a publishing connection while the memory alarm is on,
+// as RabbitMQ stops reading from publishers.
+func (c *conn) waitAlarm() {
+	b := c.b
+	for {
+		b.mu.Lock()
+		if !b.alarm {
+			b.mu.Unlock()
+			return
+		}
+		w := make(chan struct{}, 1)
+		b.waiters[w] = struct{}{}
+		b.mu.Unlock()
+		select {
+		case <-w:
+		case <-c.dead:
+		}
+		b.mu.Lock()
+		delete(b.waiters, w)
+		gone := c.gone
+		b.mu.Unlock()
+		if gone || isClosed(c.dead) {
+			return
+		}
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
