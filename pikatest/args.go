@@ -25,6 +25,10 @@ func checkArgsEquivalent(what string, received, current wire.Table, key string) 
 	if rok && cok && route.ValuesEqual(r, c) {
 		return nil
 	}
+	if rok && cok {
+		return chanErr(wire.ReplyPreconditionFailed, "inequivalent arg '%s' for %s: received '%s' but current is '%s'",
+			key, what, showValue(r), showValue(c))
+	}
 	desc := func(v any, ok bool) string {
 		if !ok {
 			return "none"
@@ -87,4 +91,15 @@ func showValue(v any) string {
 		return "undefined"
 	}
 	return fmt.Sprint(v)
+}
+
+// erlangValue formats a value as Erlang prints it: binaries as <<"...">>.
+func erlangValue(v any) string {
+	switch x := v.(type) {
+	case string:
+		return `<<"` + x + `">>`
+	case []byte:
+		return `<<"` + string(x) + `">>`
+	}
+	return showValue(v)
 }

@@ -449,7 +449,9 @@ func (c *conn) handshake(fr *wire.FrameReader) bool {
 	alarm := c.b.alarm
 	c.b.unlock()
 	if vh == nil {
-		c.handshakeFail(connErr(wire.ReplyNotAllowed, "vhost %s not found", vhName))
+		e := connErr(wire.ReplyNotAllowed, "vhost %s not found", vhName)
+		e.method = wire.MethodConnectionOpen
+		c.handshakeFail(e)
 		return false
 	}
 	if closed {

@@ -61,7 +61,7 @@ func (q *queue) applyArgs(args wire.Table) *amqpError {
 		}
 		n, isInt := route.Int(v)
 		if !isInt {
-			return 0, false, invalid(name, "{unacceptable_type,"+typeName(v)+"}")
+			return 0, false, invalid(name, `"expected integer, got `+typeName(v)+`"`)
 		}
 		if n < min {
 			if n < 0 {
@@ -79,7 +79,7 @@ func (q *queue) applyArgs(args wire.Table) *amqpError {
 		case "stream":
 			return errNotImplemented("stream queues (x-queue-type 'stream') are not implemented by pikatest")
 		default:
-			return invalid("x-queue-type", fmt.Sprintf("{unsupported_type,%s}", showValue(v)))
+			return invalid("x-queue-type", fmt.Sprintf(`"unsupported queue type '%s'"`, showValue(v)))
 		}
 	}
 	if n, ok, err := intArg("x-message-ttl", 0); err != nil {
@@ -107,7 +107,7 @@ func (q *queue) applyArgs(args wire.Table) *amqpError {
 		return err
 	} else if ok {
 		if n > 255 {
-			return invalid("x-max-priority", fmt.Sprintf("{value_too_large,%d,255}", n))
+			return invalid("x-max-priority", fmt.Sprintf("{max_value_exceeded,%d}", n))
 		}
 		maxPriority = int(n)
 	}
@@ -117,7 +117,7 @@ func (q *queue) applyArgs(args wire.Table) *amqpError {
 		case "drop-head", "reject-publish", "reject-publish-dlx":
 			q.overflow = s
 		default:
-			return invalid("x-overflow", fmt.Sprintf("{invalid_value,%s}", showValue(v)))
+			return invalid("x-overflow", "invalid_overflow")
 		}
 	}
 	if v, ok := args["x-dead-letter-exchange"]; ok {
@@ -133,7 +133,7 @@ func (q *queue) applyArgs(args wire.Table) *amqpError {
 			return invalid("x-dead-letter-routing-key", "{unacceptable_type,"+typeName(v)+"}")
 		}
 		if q.dlx == nil {
-			return invalid("x-dead-letter-routing-key", "{dead_letter_exchange_not_set}")
+			return invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
 		}
 		q.dlrk = &s
 	}
@@ -150,7 +150,7 @@ func (q *queue) applyArgs(args wire.Table) *amqpError {
 		case !q.durable:
 			prop = "non-durable"
 		case q.exclusive:
-			prop = "exclusive"
+			prop = "exclusive-owner"
 		case q.autoDelete:
 			prop = "auto-delete"
 		}

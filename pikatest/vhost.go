@@ -83,7 +83,8 @@ func (vh *vhost) declareExchange(m *wire.ExchangeDeclare) *amqpError {
 	}
 	if !route.KnownType(m.Type) {
 		if strings.HasPrefix(m.Type, "x-") {
-			return errNotImplemented("exchange type '%s' is not implemented by pikatest", m.Type)
+			// RabbitMQ's answer for a plugin's type that is not enabled.
+			return connErr(wire.ReplyCommandInvalid, "unknown exchange type '%s'", m.Type)
 		}
 		return connErr(wire.ReplyCommandInvalid, "invalid exchange type '%s'", m.Type)
 	}
@@ -122,7 +123,7 @@ func (vh *vhost) deleteExchange(name string, ifUnused bool) *amqpError {
 		return nil
 	}
 	if reservedName(name) {
-		return chanErr(wire.ReplyAccessRefused, "deletion of system exchange '%s' in vhost '%s' not permitted", name, vh.name)
+		return chanErr(wire.ReplyAccessRefused, "deletion of system exchange '%s' in vhost '%s' not allowed", name, vh.name)
 	}
 	if ifUnused && len(x.bindings) > 0 {
 		return chanErr(wire.ReplyPreconditionFailed, "exchange '%s' in vhost '%s' in use", name, vh.name)
@@ -181,7 +182,7 @@ func (vh *vhost) bind(src *exchange, q *queue, dest *exchange, key string, args 
 	if src.kind == route.Headers {
 		v, ok := args["x-match"]
 		if !route.ValidMatchMode(v, ok) {
-			return chanErr(wire.ReplyPreconditionFailed, "Invalid x-match field value %s; expected all, any, all-with-x, or any-with-x", showValue(v))
+			return chanErr(wire.ReplyPreconditionFailed, "Invalid x-match field value %s; expected all, any, all-with-x, or any-with-x", erlangValue(v))
 		}
 	}
 	for _, bd := range src.bindings {
