@@ -486,6 +486,9 @@ func (ch *channel) basicGet(m *wire.BasicGet) *amqpError {
 		ch.c.send(ch.id, &wire.BasicGetEmpty{})
 		return nil
 	}
+	// Messages that expired behind the one taken do not count as left,
+	// as in RabbitMQ.
+	q.expire(now)
 	ch.nextTag++
 	tag := ch.nextTag
 	if !m.NoAck {

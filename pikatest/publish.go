@@ -332,9 +332,10 @@ func (ch *channel) advanceBase() {
 }
 
 // deliveryHeader returns the header payload to deliver m from q with:
-// quorum queues add x-delivery-count to a message returned before.
+// quorum queues add x-delivery-count, the number of times the message was
+// returned to the queue (0 on its first delivery, as RabbitMQ 3.10 sends).
 func deliveryHeader(q *queue, m *store.Message) []byte {
-	if q == nil || q.qtype != "quorum" || m.DeliveryCount == 0 {
+	if q == nil || q.qtype != "quorum" {
 		return m.Header
 	}
 	c := *m.Content
