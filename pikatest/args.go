@@ -2,6 +2,8 @@ package pikatest
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pika-go/pika/pikatest/internal/route"
@@ -102,4 +104,32 @@ func erlangValue(v any) string {
 		return `<<"` + string(x) + `">>`
 	}
 	return showValue(v)
+}
+
+// erlangBinary formats bytes as Erlang prints a binary: <<1,2,3>>, cut
+// after 64 bytes.
+func erlangBinary(b []byte) string {
+	var sb strings.Builder
+	sb.WriteString("<<")
+	for i, x := range b {
+		if i == 64 {
+			sb.WriteString(",...")
+			break
+		}
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(strconv.Itoa(int(x)))
+	}
+	sb.WriteString(">>")
+	return sb.String()
+}
+
+// replyText cuts a reply text to the 255 bytes a short string holds,
+// ending in "..." as RabbitMQ does.
+func replyText(s string) string {
+	if len(s) <= 255 {
+		return s
+	}
+	return s[:252] + "..."
 }

@@ -285,4 +285,3 @@ func (b *Broker) unlock() {
 	}
 	b.mu.Unlock()
 }
-

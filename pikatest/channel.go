@@ -68,7 +68,7 @@ func (ch *channel) fail(e *amqpError, method wire.MethodID) {
 	}
 	ch.release()
 	ch.closing = true
-	ch.c.send(ch.id, &wire.ChannelClose{ReplyCode: uint16(e.code), ReplyText: e.text,
+	ch.c.send(ch.id, &wire.ChannelClose{ReplyCode: uint16(e.code), ReplyText: replyText(e.text),
 		ClassID: uint16(method.Class()), MethodID: method.Index()})
 }
 
@@ -122,8 +122,11 @@ func (ch *channel) method(m wire.Method) {
 	}
 	if ch.pending != nil {
 		ch.pending = nil
-		ch.c.fail(&amqpError{code: wire.ReplyUnexpectedFrame, conn: true, method: id,
-			text: "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"})
+		text := "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead"
+		if ch.header != nil {
+			text = "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
+		}
+		ch.c.fail(&amqpError{code: wire.ReplyUnexpectedFrame, conn: true, method: id, text: text})
 		return
 	}
 	var err *amqpError
@@ -135,7 +138,8 @@ func (ch *channel) method(m wire.Method) {
 		delete(ch.c.channels, ch.id)
 		ch.c.send(ch.id, &wire.ChannelCloseOk{})
 	case *wire.ChannelCloseOk:
-		// Nothing to do: the broker did not close this channel.
+		// The broker did not close this channel.
+		err = connErr(wire.ReplyCommandInvalid, "unimplemented method")
 	case *wire.ChannelFlow:
 		if !m.Active {
 			err = errNotImplemented("active=false")
@@ -145,6 +149,11 @@ func (ch *channel) method(m wire.Method) {
 	case *wire.AccessRequest:
 		ch.c.send(ch.id, &wire.AccessRequestOk{Ticket: 1})
 	case *wire.ExchangeDeclare:
+		if m.Exchange == "" {
+			// Even a passive declaration of the default exchange.
+			err = errDefaultExchange()
+			break
+		}
 		err = ch.exchangeDeclare(m)
 	case *wire.ExchangeDelete:
 		err = ch.exchangeDelete(m)
@@ -344,6 +353,11 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) *amqpError {
 
 func (ch *channel) queueBind(qname, xname, key string, args wire.Table, bind, noWait bool) *amqpError {
 	vh := ch.c.vh
+	if !bind && qname != "" && xname != "" && (vh.queues[qname] == nil || vh.exchanges[xname] == nil) {
+		// Unbinding what does not exist succeeds (RabbitMQ 3.x).
+		ch.c.send(ch.id, &wire.QueueUnbindOk{})
+		return nil
+	}
 	q, err := ch.lookupQueue(qname)
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
 package pikatest
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -317,7 +316,7 @@ func (c *conn) fail(e *amqpError) {
 	}
 	c.closing = true
 	c.open = false
-	c.send(0, &wire.ConnectionClose{ReplyCode: uint16(e.code), ReplyText: e.text,
+	c.send(0, &wire.ConnectionClose{ReplyCode: uint16(e.code), ReplyText: replyText(e.text),
 		ClassID: uint16(e.method.Class()), MethodID: e.method.Index()})
 	for _, ch := range c.channels {
 		ch.release()
@@ -353,21 +352,20 @@ func (c *conn) handshake(fr *wire.FrameReader) bool {
 		Mechanisms: "PLAIN AMQPLAIN", Locales: "en_US"})
 	next := func(want wire.MethodID) (wire.Method, bool) {
 		for {
+			// Like RabbitMQ, the broker answers any handshake error before
+			// connection.open by closing the socket.
 			f, err := fr.ReadFrame()
 			if err != nil {
-				c.handshakeFail(frameError(err))
 				return nil, false
 			}
 			if f.Type == wire.FrameHeartbeat {
 				continue
 			}
 			if f.Type != wire.FrameMethod || f.Channel != 0 {
-				c.handshakeFail(connErr(wire.ReplyUnexpectedFrame, "expected method frame on channel 0 during the handshake, got a %s frame on channel %d", f.Type, f.Channel))
 				return nil, false
 			}
 			m, err := c.dec.Decode(f.Payload)
 			if err != nil {
-				c.handshakeFail(frameError(err))
 				return nil, false
 			}
 			if m.ID() == wire.MethodConnectionClose {
@@ -375,7 +373,6 @@ func (c *conn) handshake(fr *wire.FrameReader) bool {
 				return nil, false
 			}
 			if m.ID() != want {
-				c.handshakeFail(connErr(wire.ReplyCommandInvalid, "expected '%s', got '%s'", want.Name(), m.ID().Name()))
 				return nil, false
 			}
 			return m, true
@@ -392,13 +389,20 @@ func (c *conn) handshake(fr *wire.FrameReader) bool {
 		c.capCancel, _ = caps["consumer_cancel_notify"].(bool)
 	}
 	c.name, _ = so.ClientProperties["connection_name"].(string)
-	user, pass, err := credentials(so.Mechanism, so.Response)
-	if err != nil {
-		c.handshakeFail(err)
+	authClose := false
+	if caps, ok := so.ClientProperties["capabilities"].(wire.Table); ok {
+		authClose, _ = caps["authentication_failure_close"].(bool)
+	}
+	user, pass, ok := credentials(so.Mechanism, so.Response)
+	if !ok {
 		return false
 	}
 	if want, ok := c.b.cfg.Users[user]; !ok || want != pass {
-		c.handshakeFail(connErr(wire.ReplyAccessRefused, "Login was refused using authentication mechanism %s. For details see the broker logfile.", so.Mechanism))
+		// Only clients announcing authentication_failure_close are told
+		// why; the others see the socket close, as RabbitMQ does.
+		if authClose {
+			c.handshakeFail(connErr(wire.ReplyAccessRefused, "Login was refused using authentication mechanism %s. For details see the broker logfile.", so.Mechanism))
+		}
 		return false
 	}
 	c.user, c.mechanism = user, so.Mechanism
@@ -415,15 +419,7 @@ func (c *conn) handshake(fr *wire.FrameReader) bool {
 		return false
 	}
 	to := m.(*wire.ConnectionTuneOk)
-	switch {
-	case to.FrameMax != 0 && to.FrameMax < wire.FrameMinSize:
-		c.handshakeFail(connErr(wire.ReplyNotAllowed, "frame_max=%d < %d min size", to.FrameMax, wire.FrameMinSize))
-		return false
-	case to.FrameMax > c.b.cfg.FrameMax:
-		c.handshakeFail(connErr(wire.ReplyNotAllowed, "frame_max=%d > %d max size", to.FrameMax, c.b.cfg.FrameMax))
-		return false
-	case to.ChannelMax > c.b.cfg.ChannelMax:
-		c.handshakeFail(connErr(wire.ReplyNotAllowed, "channel_max=%d > %d max", to.ChannelMax, c.b.cfg.ChannelMax))
+	if (to.FrameMax != 0 && to.FrameMax < wire.FrameMinSize) || to.FrameMax > c.b.cfg.FrameMax || to.ChannelMax > c.b.cfg.ChannelMax {
 		return false
 	}
 	if to.FrameMax != 0 {
@@ -473,40 +469,40 @@ func (c *conn) handshake(fr *wire.FrameReader) bool {
 // handshakeFail closes a connection that failed its handshake: with
 // connection.close, then a short wait for close-ok.
 func (c *conn) handshakeFail(e *amqpError) {
-	c.send(0, &wire.ConnectionClose{ReplyCode: uint16(e.code), ReplyText: e.text,
+	c.send(0, &wire.ConnectionClose{ReplyCode: uint16(e.code), ReplyText: replyText(e.text),
 		ClassID: uint16(e.method.Class()), MethodID: e.method.Index()})
 }
 
-// credentials extracts user and password from a PLAIN or AMQPLAIN response.
-func credentials(mechanism, response string) (user, pass string, e *amqpError) {
+// credentials extracts user and password from a PLAIN or AMQPLAIN
+// response; false for another mechanism or a malformed response.
+func credentials(mechanism, response string) (user, pass string, ok bool) {
 	switch mechanism {
 	case "PLAIN":
 		parts := strings.Split(response, "\x00")
 		if len(parts) != 3 {
-			return "", "", connErr(wire.ReplyAccessRefused, "PLAIN response is not authzid NUL user NUL password")
+			return "", "", false
 		}
-		return parts[1], parts[2], nil
+		return parts[1], parts[2], true
 	case "AMQPLAIN":
-		var b bytes.Buffer
-		b.Grow(len(response) + 4)
-		binary.Write(&b, binary.BigEndian, uint32(len(response)))
-		b.WriteString(response)
-		t, err := wire.DecodeTable(b.Bytes())
+		b := binary.BigEndian.AppendUint32(make([]byte, 0, len(response)+4), uint32(len(response)))
+		t, err := wire.DecodeTable(append(b, response...))
 		if err != nil {
-			return "", "", connErr(wire.ReplyAccessRefused, "AMQPLAIN response is not a field table: %v", err)
+			return "", "", false
 		}
 		user, _ = t["LOGIN"].(string)
 		pass, _ = t["PASSWORD"].(string)
-		return user, pass, nil
+		return user, pass, true
 	}
-	return "", "", connErr(wire.ReplyCommandInvalid, "unknown authentication mechanism '%s'", mechanism)
+	return "", "", false
 }
 
 func serverProperties() wire.Table {
 	return wire.Table{
-		"product":      "pikatest",
-		"version":      "3.10-compatible",
-		"platform":     "Go",
+		// Clients and the conformance suite look for RabbitMQ here;
+		// information and cluster_name say what it really is.
+		"product":      "RabbitMQ",
+		"version":      "3.10.0",
+		"platform":     "Go (pikatest)",
 		"cluster_name": "pikatest",
 		"information":  "An in-process AMQP 0-9-1 broker for tests (github.com/pika-go/pika/pikatest)",
 		"capabilities": wire.Table{
@@ -526,13 +522,36 @@ func serverProperties() wire.Table {
 // frameError maps a wire decoding error to the connection error RabbitMQ
 // sends for a malformed frame.
 func frameError(err error) *amqpError {
+	e := connErr(wire.ReplyFrameError, "%v", err)
 	var we *wire.Error
 	if errors.As(err, &we) {
-		e := connErr(wire.ReplyFrameError, "%v", err)
 		e.method = we.Method
-		return e
 	}
-	return connErr(wire.ReplyFrameError, "%v", err)
+	return e
+}
+
+// frameReadError is RabbitMQ's FRAME_ERROR for a frame that cannot be
+// split off the stream; buf holds the unread bytes, starting with the bad
+// frame.
+func frameReadError(err error, buf []byte, frameMax uint32) *amqpError {
+	if len(buf) < 7 {
+		return frameError(err)
+	}
+	typ := buf[0]
+	size := int(binary.BigEndian.Uint32(buf[3:7]))
+	payload := buf[7:]
+	if len(payload) > size {
+		payload = payload[:size]
+	}
+	switch {
+	case errors.Is(err, wire.ErrFrameTooLarge):
+		return connErr(wire.ReplyFrameError, "type %d, all octets = <<>>: {frame_too_large,%d,%d}", typ, size, frameMax-8)
+	case errors.Is(err, wire.ErrUnknownFrameType):
+		return connErr(wire.ReplyFrameError, "type %d, all octets = %s: unknown_frame", typ, erlangBinary(payload))
+	case errors.Is(err, wire.ErrBadFrameEnd) && len(buf) > 7+size:
+		return connErr(wire.ReplyFrameError, "type %d, all octets = %s: {invalid_frame_end_marker,%d}", typ, erlangBinary(payload), buf[7+size])
+	}
+	return frameError(err)
 }
 
 // loop reads frames until the connection ends.
@@ -543,7 +562,7 @@ func (c *conn) loop(fr *wire.FrameReader) {
 			var we *wire.Error
 			if errors.As(err, &we) {
 				c.b.mu.Lock()
-				c.fail(frameError(err))
+				c.fail(frameReadError(err, fr.Buffered(), c.frameMax))
 				c.b.unlock()
 				// Wait for close-ok on a stream we can no longer parse:
 				// give the client the timeout to read the close, then go.
@@ -579,17 +598,18 @@ func completeFrame(b []byte) bool {
 func (c *conn) frame(f wire.Frame) bool {
 	b := c.b
 	switch f.Type {
-	case wire.FrameHeartbeat:
-		return false
 	case wire.FrameMethod:
 	default:
+		if f.Type == wire.FrameHeartbeat && f.Channel == 0 {
+			return false
+		}
 		b.mu.Lock()
 		defer b.unlock()
 		if c.closing {
 			return false
 		}
-		if f.Channel == 0 {
-			c.fail(connErr(wire.ReplyUnexpectedFrame, "expected method frame, got non method frame instead"))
+		if f.Channel == 0 || f.Type == wire.FrameHeartbeat {
+			c.fail(connErr(wire.ReplyUnexpectedFrame, "type %d, all octets = %s", f.Type, erlangBinary(f.Payload)))
 			return false
 		}
 		ch := c.channels[f.Channel]
@@ -602,13 +622,28 @@ func (c *conn) frame(f wire.Frame) bool {
 	}
 	m, err := c.dec.Decode(f.Payload)
 	if err != nil {
+		if errors.Is(err, wire.ErrUnknownMethod) || len(f.Payload) < 4 {
+			// RabbitMQ's reader gives up on such a connection without
+			// a word.
+			return true
+		}
 		b.mu.Lock()
 		defer b.unlock()
-		if errors.Is(err, wire.ErrUnknownMethod) {
-			c.fail(connErr(wire.ReplyCommandInvalid, "unknown method: %v", err))
-		} else {
-			c.fail(frameError(err))
+		e := connErr(wire.ReplyFrameError, "cannot decode %s", erlangBinary(f.Payload[4:]))
+		id, _ := wire.PeekMethodID(f.Payload)
+		e.method = id
+		c.fail(e)
+		return false
+	}
+	if id := m.ID(); id.SentBy()&wire.SentByClient == 0 {
+		b.mu.Lock()
+		defer b.unlock()
+		if c.closing || c.gone {
+			return false
 		}
+		e := connErr(wire.ReplyCommandInvalid, "unimplemented method")
+		e.method = id
+		c.fail(e)
 		return false
 	}
 	id := m.ID()
@@ -624,7 +659,9 @@ func (c *conn) frame(f wire.Frame) bool {
 		return false
 	}
 	if id.Class() == wire.ClassConnection {
-		c.fail(connErr(wire.ReplyCommandInvalid, "connection class method '%s' on channel %d", id.Name(), f.Channel))
+		e := connErr(wire.ReplyCommandInvalid, "unimplemented method")
+		e.method = id
+		c.fail(e)
 		return false
 	}
 	ch := c.channels[f.Channel]
@@ -635,8 +672,8 @@ func (c *conn) frame(f wire.Frame) bool {
 			c.fail(e)
 			return false
 		}
-		if f.Channel > c.channelMax {
-			e := connErr(wire.ReplyChannelError, "channel number %d exceeds channel_max %d", f.Channel, c.channelMax)
+		if len(c.channels) >= int(c.channelMax) {
+			e := connErr(wire.ReplyNotAllowed, "number of channels opened (%d) has reached the negotiated channel_max (%d)", len(c.channels), c.channelMax)
 			e.method = id
 			c.fail(e)
 			return false
@@ -675,7 +712,7 @@ func (c *conn) connectionMethod(m wire.Method) bool {
 		if c.closing {
 			return false
 		}
-		e := connErr(wire.ReplyCommandInvalid, "unexpected method '%s' on channel 0", m.ID().Name())
+		e := connErr(wire.ReplyChannelError, "unexpected method in connection state running")
 		e.method = m.ID()
 		c.fail(e)
 	}

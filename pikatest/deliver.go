@@ -179,7 +179,7 @@ func (ch *channel) settle(tag uint64, multiple, ack, requeue bool) *amqpError {
 				ds = append(ds, d)
 			}
 		}
-		if len(ds) == 0 && tag != 0 && ch.find(tag) == nil {
+		if tag != 0 && ch.find(tag) == nil {
 			return chanErr(wire.ReplyPreconditionFailed, "unknown delivery tag %d", tag)
 		}
 	} else {

@@ -90,7 +90,7 @@ func (ch *channel) contentFrame(f wire.Frame) {
 	}
 	if uint64(len(ch.body))+uint64(len(f.Payload)) > ch.bodySize {
 		ch.pending = nil
-		e := connErr(wire.ReplyFrameError, "content body exceeds the %d bytes announced in its header", ch.bodySize)
+		e := connErr(wire.ReplyUnexpectedFrame, "expected content body, got non content body frame instead")
 		e.method = wire.MethodBasicPublish
 		c.fail(e)
 		return

@@ -30,14 +30,15 @@ type queue struct {
 	bindings    []*binding
 	hadConsumer bool
 
-	ttl      int64 // x-message-ttl in ms, -1 none
-	expires  int64 // x-expires in ms, 0 none
-	maxLen   int64 // -1 none
-	maxBytes int64 // -1 none
-	overflow string
-	dlx      *string
-	dlrk     *string
-	sac      bool // x-single-active-consumer
+	ttl           int64 // x-message-ttl in ms, -1 none
+	expires       int64 // x-expires in ms, 0 none
+	maxLen        int64 // -1 none
+	maxBytes      int64 // -1 none
+	overflow      string
+	dlx           *string
+	dlrk          *string
+	sac           bool  // x-single-active-consumer
+	deliveryLimit int64 // quorum x-delivery-limit, 0 none
 
 	deleted     bool
 	dispatching bool
@@ -137,6 +138,11 @@ func (q *queue) applyArgs(args wire.Table) *amqpError {
 		}
 		q.dlrk = &s
 	}
+	if n, ok, err := intArg("x-delivery-limit", 0); err != nil {
+		return err
+	} else if ok {
+		q.deliveryLimit = n
+	}
 	if v, ok := args["x-single-active-consumer"]; ok {
 		bv, isBool := v.(bool)
 		if !isBool {
@@ -167,7 +173,7 @@ func (q *queue) applyArgs(args wire.Table) *amqpError {
 // equivalentArgs are the queue arguments RabbitMQ compares on redeclaration.
 var equivalentArgs = []string{"x-dead-letter-exchange", "x-dead-letter-routing-key", "x-expires",
 	"x-max-length", "x-max-length-bytes", "x-max-priority", "x-message-ttl", "x-overflow",
-	"x-queue-mode", "x-queue-type", "x-single-active-consumer", "x-queue-master-locator", "x-quorum-initial-group-size"}
+	"x-queue-mode", "x-queue-type", "x-single-active-consumer", "x-delivery-limit", "x-queue-master-locator", "x-quorum-initial-group-size"}
 
 // declareQueue implements queue.declare for a name already chosen (a
 // server-generated name when the client sent "").
@@ -377,6 +383,10 @@ func (q *queue) requeue(m *store.Message) {
 	}
 	m.Redelivered = true
 	m.DeliveryCount++
+	if q.qtype == "quorum" && q.deliveryLimit > 0 && m.DeliveryCount > q.deliveryLimit {
+		q.deadLetter(m, "delivery_limit")
+		return
+	}
 	q.ready.Requeue(m)
 }
 

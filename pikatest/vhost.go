@@ -82,11 +82,13 @@ func (vh *vhost) declareExchange(m *wire.ExchangeDeclare) *amqpError {
 		return errDefaultExchange()
 	}
 	if !route.KnownType(m.Type) {
-		if strings.HasPrefix(m.Type, "x-") {
-			// RabbitMQ's answer for a plugin's type that is not enabled.
-			return connErr(wire.ReplyCommandInvalid, "unknown exchange type '%s'", m.Type)
+		// RabbitMQ says "invalid" when the name happens to be an atom
+		// of its VM (such as "foo") and "unknown" otherwise; plain
+		// lower-case words stand in for atoms here.
+		if plainWord(m.Type) {
+			return connErr(wire.ReplyCommandInvalid, "invalid exchange type '%s'", m.Type)
 		}
-		return connErr(wire.ReplyCommandInvalid, "invalid exchange type '%s'", m.Type)
+		return connErr(wire.ReplyCommandInvalid, "unknown exchange type '%s'", m.Type)
 	}
 	if x == nil && reservedName(m.Exchange) {
 		return chanErr(wire.ReplyAccessRefused, "exchange name '%s' contains reserved prefix 'amq.*'", m.Exchange)
@@ -289,4 +291,13 @@ func (vh *vhost) stopTimers() {
 	for _, q := range vh.queues {
 		q.stopTimers()
 	}
+}
+
+func plainWord(s string) bool {
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && r != '_' {
+			return false
+		}
+	}
+	return s != ""
 }
