@@ -182,12 +182,13 @@ var ErrNoConnection = errors.New("pikatest: no such connection")
 
 // CloseConnection closes connection id the way `rabbitmqctl
 // close_connection` does: connection.close with 320 CONNECTION_FORCED and
-// reason as the text.
+// reason as the text. It returns [ErrNoConnection] for a connection that
+// is unknown or already closing.
 func (b *Broker) CloseConnection(id uint64, reason string) error {
 	b.mu.Lock()
 	defer b.unlock()
 	c := b.findConn(id)
-	if c == nil || c.gone {
+	if c == nil || c.gone || c.closing {
 		return ErrNoConnection
 	}
 	c.fail(connErr(wire.ReplyConnectionForced, "%s", reason))
