@@ -570,7 +570,7 @@ func (c *conn) loop(fr *wire.FrameReader) {
 			}
 			return
 		}
-		if done := c.frame(f); done {
+		if done := c.safeFrame(f); done {
 			return
 		}
 		if len(fr.Buffered()) == 0 || !completeFrame(fr.Buffered()) {
@@ -593,6 +593,26 @@ func completeFrame(b []byte) bool {
 	_, n, err := wire.ParseFrame(b, 0)
 	return n > 0 || err != nil
 }
+
+// safeFrame is frame, but a bug of the broker that panics closes only
+// this connection, with 541 INTERNAL_ERROR, instead of the test binary.
+func (c *conn) safeFrame(f wire.Frame) (done bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.b.mu.Lock()
+			c.fail(connErr(wire.ReplyInternalError, "pikatest: internal error: %v", r))
+			c.b.unlock()
+			done = false
+		}
+	}()
+	if frameHook != nil {
+		frameHook(f)
+	}
+	return c.frame(f)
+}
+
+// frameHook, when set by a test, sees every frame before it is handled.
+var frameHook func(wire.Frame)
 
 // frame handles one frame; true ends the connection.
 func (c *conn) frame(f wire.Frame) bool {

@@ -213,3 +213,20 @@ func TestPublishBodyAcrossFrames(t *testing.T) {
 		t.Fatal("body changed on the way")
 	}
 }
+
+func TestPanicClosesOnlyThatConnection(t *testing.T) {
+	b := newTestBroker(t)
+	frameHook = func(f wire.Frame) {
+		if f.Type == wire.FrameMethod && f.Channel == 5 {
+			panic("injected")
+		}
+	}
+	t.Cleanup(func() { frameHook = nil })
+	r := rawDial(t, b)
+	r.open()
+	r.send(5, &wire.ChannelOpen{})
+	if got := r.closeCode(); got != uint16(wire.ReplyInternalError) {
+		t.Fatalf("close code %d, want 541", got)
+	}
+	checkAlive(t, b)
+}
