@@ -1,6 +1,7 @@
 package pikatest
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -564,9 +565,7 @@ func (c *conn) loop(fr *wire.FrameReader) {
 				c.b.mu.Lock()
 				c.fail(frameReadError(err, fr.Buffered(), c.frameMax))
 				c.b.unlock()
-				// Wait for close-ok on a stream we can no longer parse:
-				// give the client the timeout to read the close, then go.
-				c.drain()
+				c.drain(fr.Buffered())
 			}
 			return
 		}
@@ -579,11 +578,25 @@ func (c *conn) loop(fr *wire.FrameReader) {
 	}
 }
 
-// drain discards input until the socket closes (after a frame error).
-func (c *conn) drain() {
-	buf := make([]byte, 4096)
+// closeOkFrame is connection.close-ok as every client sends it.
+var closeOkFrame = []byte{1, 0, 0, 0, 0, 0, 4, 0, 10, 0, 51, wire.FrameEnd}
+
+// drain discards input after a frame error, when the stream can no longer
+// be split into frames, until the client's connection.close-ok shows up in
+// it or the socket closes (fail's timer closes it in the end).
+func (c *conn) drain(pending []byte) {
+	buf := make([]byte, 0, 8192)
+	buf = append(buf, pending[min(len(pending), 1):]...)
 	for {
-		if _, err := c.nc.Read(buf); err != nil {
+		if bytes.Contains(buf, closeOkFrame) {
+			return
+		}
+		if len(buf) > 4096 {
+			buf = append(buf[:0], buf[len(buf)-len(closeOkFrame):]...)
+		}
+		n, err := c.nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
 			return
 		}
 	}
