@@ -126,7 +126,8 @@ func (ch *channel) method(m wire.Method) {
 		if ch.header != nil {
 			text = "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
 		}
-		ch.c.fail(&amqpError{code: wire.ReplyUnexpectedFrame, conn: true, method: id, text: text})
+		// RabbitMQ names the publish whose content was cut short.
+		ch.c.fail(&amqpError{code: wire.ReplyUnexpectedFrame, conn: true, method: wire.MethodBasicPublish, text: text})
 		return
 	}
 	var err *amqpError

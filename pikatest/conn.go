@@ -706,9 +706,7 @@ func (c *conn) frame(f wire.Frame) bool {
 			return false
 		}
 		if len(c.channels) >= int(c.channelMax) {
-			e := connErr(wire.ReplyNotAllowed, "number of channels opened (%d) has reached the negotiated channel_max (%d)", len(c.channels), c.channelMax)
-			e.method = id
-			c.fail(e)
+			c.fail(connErr(wire.ReplyNotAllowed, "number of channels opened (%d) has reached the negotiated channel_max (%d)", len(c.channels), c.channelMax))
 			return false
 		}
 		ch = newChannel(c, f.Channel)
