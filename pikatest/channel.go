@@ -333,10 +333,9 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) *amqpError {
 	}
 	if name == "" {
 		if m.Passive {
-			var err *amqpError
-			if name, err = ch.queueName(""); err != nil {
-				return err
-			}
+			// The last declared queue, or a queue named "" that does
+			// not exist (RabbitMQ says "no queue ''").
+			name = ch.lastQueue
 		} else {
 			name = randomName("amq.gen-")
 		}
