@@ -14,3 +14,10 @@ func TestConformance(t *testing.T) {
 	b := pikatest.NewBroker(t)
 	conformance.Run(t, b.URL())
 }
+
+// TestConformanceAlarm runs the scenarios of blocked connections with the
+// broker's memory alarm.
+func TestConformanceAlarm(t *testing.T) {
+	b := pikatest.NewBroker(t)
+	conformance.RunAlarm(t, b.URL(), func(t *testing.T, on bool) { b.SetAlarm(on) })
+}

@@ -443,7 +443,6 @@ func (c *conn) handshake(fr *wire.FrameReader) bool {
 		c.vh = vh
 		c.open = true
 	}
-	alarm := c.b.alarm
 	c.b.unlock()
 	if vh == nil {
 		e := connErr(wire.ReplyNotAllowed, "vhost %s not found", vhName)
@@ -455,12 +454,6 @@ func (c *conn) handshake(fr *wire.FrameReader) bool {
 		return false
 	}
 	c.send(0, &wire.ConnectionOpenOk{})
-	if alarm && c.capBlocked {
-		c.b.mu.Lock()
-		c.blockedSent = true
-		c.send(0, &wire.ConnectionBlocked{Reason: "low on memory"})
-		c.b.unlock()
-	}
 	if c.heartbeat > 0 {
 		go c.heartbeats()
 	}
@@ -751,7 +744,8 @@ func (c *conn) connectionMethod(m wire.Method) bool {
 }
 
 // waitAlarm holds a publishing connection while the memory alarm is on,
-// as RabbitMQ stops reading from publishers.
+// as RabbitMQ stops reading from a connection once it publishes; a client
+// that announced the capability is told with connection.blocked.
 func (c *conn) waitAlarm() {
 	b := c.b
 	for {
@@ -759,6 +753,10 @@ func (c *conn) waitAlarm() {
 		if !b.alarm {
 			b.mu.Unlock()
 			return
+		}
+		if c.capBlocked && !c.blockedSent && !c.closing {
+			c.blockedSent = true
+			c.send(0, &wire.ConnectionBlocked{Reason: "low on memory"})
 		}
 		w := make(chan struct{}, 1)
 		b.waiters[w] = struct{}{}

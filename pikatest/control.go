@@ -255,11 +255,12 @@ func (b *Broker) StallConnection(id uint64) (resume func(), err error) {
 	}, nil
 }
 
-// SetAlarm raises (true) or clears (false) a memory alarm: connections
-// that announced the connection.blocked capability get
-// connection.blocked ("low on memory") or connection.unblocked, and
-// publishing connections stop being read until the alarm clears, as in
-// RabbitMQ.
+// SetAlarm raises (true) or clears (false) a memory alarm, as RabbitMQ's:
+// a connection that publishes while it is on is no longer read from (its
+// later methods wait too) and, if it announced the connection.blocked
+// capability, gets connection.blocked ("low on memory"); connections that
+// do not publish carry on. Clearing the alarm sends connection.unblocked to
+// the blocked connections and resumes them, the held publish first.
 func (b *Broker) SetAlarm(on bool) {
 	b.mu.Lock()
 	defer b.unlock()
@@ -267,16 +268,15 @@ func (b *Broker) SetAlarm(on bool) {
 		return
 	}
 	b.alarm = on
+	if on {
+		return
+	}
 	for c := range b.conns {
-		if !c.open || !c.capBlocked {
-			continue
-		}
-		if on && !c.blockedSent {
-			c.blockedSent = true
-			c.send(0, &wire.ConnectionBlocked{Reason: "low on memory"})
-		} else if !on && c.blockedSent {
+		if c.blockedSent {
 			c.blockedSent = false
-			c.send(0, &wire.ConnectionUnblocked{})
+			if !c.closing && !c.gone {
+				c.send(0, &wire.ConnectionUnblocked{})
+			}
 		}
 	}
 }

@@ -147,26 +147,39 @@ func TestAlarmBlocksPublishers(t *testing.T) {
 	conn.OnBlocked(func(on bool, reason string) { blocked <- on })
 	ch, _ := conn.Channel(testCtx(t))
 	q, _ := ch.QueueDeclare(testCtx(t), "", pika.QueueDeclareOptions{Exclusive: true})
+	idle := dialCfg(t, b, nil)
+	idleBlocked := make(chan bool, 1)
+	idle.OnBlocked(func(on bool, reason string) { idleBlocked <- on })
 	b.SetAlarm(true)
+	// The first publish during the alarm is held, and blocks its
+	// connection.
+	if err := ch.Publish(testCtx(t), "", q.Name, pika.Message{Body: []byte("held")}); err != nil {
+		t.Fatal(err)
+	}
 	if on := <-blocked; !on {
 		t.Fatal("first notification is not blocked")
 	}
-	// A publish while blocked is held (pika holds it client-side, the
-	// broker would hold it too); nothing arrives.
-	pubCtx, cancel := context.WithTimeout(testCtx(t), 100*time.Millisecond)
-	defer cancel()
-	ch.Publish(pubCtx, "", q.Name, pika.Message{Body: []byte("held")})
 	if info, _ := b.Queue(q.Name); info.Messages != 0 {
 		t.Fatalf("message arrived during the alarm: %+v", info)
+	}
+	// A connection that does not publish is not blocked.
+	ich, err := idle.Channel(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ich.QueueDeclarePassive(testCtx(t), q.Name); err == nil {
+		t.Fatal("passive declare of another connection's exclusive queue succeeded")
+	}
+	select {
+	case <-idleBlocked:
+		t.Fatal("an idle connection was blocked")
+	default:
 	}
 	b.SetAlarm(false)
 	if on := <-blocked; on {
 		t.Fatal("second notification is not unblocked")
 	}
-	if err := ch.Publish(testCtx(t), "", q.Name, pika.Message{Body: []byte("after")}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.WaitQueue(testCtx(t), q.Name, func(qi pikatest.QueueInfo) bool { return qi.Messages >= 1 }); err != nil {
+	if _, err := b.WaitQueue(testCtx(t), q.Name, func(qi pikatest.QueueInfo) bool { return qi.Messages == 1 }); err != nil {
 		t.Fatal(err)
 	}
 }
