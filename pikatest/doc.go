@@ -10,7 +10,7 @@
 //   - Connections: PLAIN and AMQPLAIN logins against configured users,
 //     virtual hosts, tune negotiation, heartbeats (sent when idle; a client
 //     silent for two intervals is disconnected), client-provided names,
-//     connection.blocked/unblocked for clients announcing the capability.
+//     connection.blocked/unblocked during a memory alarm.
 //   - Exchanges: the default exchange and amq.direct, amq.fanout,
 //     amq.topic, amq.headers, amq.match; direct, fanout, topic (RabbitMQ's
 //     '*' and '#' rules) and headers (x-match all, any, all-with-x,
@@ -53,17 +53,25 @@
 // # Not implemented
 //
 // These fail with 540 NOT_IMPLEMENTED and a text naming what is missing:
-// stream queues (x-queue-type stream), exchange types other than direct,
-// fanout, topic and headers (x-consistent-hash, x-delayed-message, ...),
+// stream queues (x-queue-type stream), and, as in RabbitMQ itself,
 // basic.publish with immediate=true, basic.qos with a prefetch size,
-// basic.recover with requeue=false and channel.flow with active=false (the
-// last four as in RabbitMQ itself). Not modelled at all: permissions
-// (every user may do everything in every virtual host), the
-// x-queue-mode, x-queue-master-locator and similar tuning arguments (accepted
-// and compared on redeclaration, without effect), policies, the management
-// API, clustering, TLS (wrap the listener's address in your own proxy), and
-// EXTERNAL authentication. Quorum queues are classic queues that also count
-// deliveries; publisher confirms are sent as soon as a message is routed.
+// basic.recover with requeue=false and channel.flow with active=false.
+// Exchange types of plugins (x-consistent-hash, x-delayed-message, ...) get
+// what a RabbitMQ without the plugin answers: 503 COMMAND_INVALID "unknown
+// exchange type". Not modelled at all: permissions (every user may do
+// everything in every virtual host), policies, the management API,
+// clustering, TLS, EXTERNAL authentication, and flow control of publishers
+// by slow consumers (queues grow without bound). Tuning arguments such as
+// x-queue-mode and x-queue-master-locator are accepted and compared on
+// redeclaration, without effect. Quorum queues are classic queues that also
+// count deliveries (x-delivery-count, x-delivery-limit); confirms are sent
+// as soon as a message is routed.
+//
+// # Conformance
+//
+// The scenarios of internal/conformance, which CI runs against RabbitMQ,
+// run against this broker too (conformance_test.go): the same reply codes,
+// texts, failing-method ids and channel-versus-connection scoping.
 //
 // # Concurrency
 //
