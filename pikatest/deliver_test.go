@@ -1,6 +1,7 @@
 package pikatest
 
 import (
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -302,5 +303,48 @@ func TestAutoDeleteQueue(t *testing.T) {
 	ch.removeConsumer(cs)
 	if f.vh.queues["ad"] != nil {
 		t.Fatal("auto-delete queue survived its last consumer")
+	}
+}
+
+func TestConfirmCoalescing(t *testing.T) {
+	f := newFixture(t)
+	ch := f.channel(1)
+	ch.confirm = true
+	show := func() []string {
+		_, ms := f.sent(t)
+		var out []string
+		for _, m := range ms {
+			switch m := m.(type) {
+			case *wire.BasicAck:
+				out = append(out, fmt.Sprintf("ack %d %v", m.DeliveryTag, m.Multiple))
+			case *wire.BasicNack:
+				out = append(out, fmt.Sprintf("nack %d %v", m.DeliveryTag, m.Multiple))
+			}
+		}
+		return out
+	}
+	for tag := uint64(1); tag <= 3; tag++ {
+		ch.queueConfirm(confirmItem{tag: tag, ack: true})
+	}
+	f.c.flushConfirmsLocked()
+	if got := fmt.Sprint(show()); got != "[ack 3 true]" {
+		t.Fatalf("three acks: %s", got)
+	}
+	// Tag 4 is never confirmed (dropped); 5 and 6 must not be acked with
+	// multiple, which would cover 4.
+	ch.queueConfirm(confirmItem{tag: 5, ack: true})
+	ch.queueConfirm(confirmItem{tag: 6, ack: true})
+	ch.queueConfirm(confirmItem{tag: 7, ack: false})
+	f.c.flushConfirmsLocked()
+	if got := fmt.Sprint(show()); got != "[ack 5 false ack 6 false nack 7 false]" {
+		t.Fatalf("after a gap: %s", got)
+	}
+	// Once 4 is confirmed the contiguous mark moves past 7.
+	ch.queueConfirm(confirmItem{tag: 4, ack: true})
+	ch.queueConfirm(confirmItem{tag: 8, ack: true})
+	ch.queueConfirm(confirmItem{tag: 9, ack: true})
+	f.c.flushConfirmsLocked()
+	if got := fmt.Sprint(show()); got != "[ack 4 false ack 9 true]" {
+		t.Fatalf("after the gap filled: %s", got)
 	}
 }
