@@ -296,3 +296,58 @@ func TestWaitTimesOut(t *testing.T) {
 		t.Fatalf("WaitQueue: %v", err)
 	}
 }
+
+// TestClientRecovery is what the broker is for: pika's automatic recovery
+// tested in milliseconds, through a forced close, a cut and a restart.
+func TestClientRecovery(t *testing.T) {
+	b := pikatest.NewBroker(t)
+	ctx := testCtx(t)
+	conn, err := pika.Dial(ctx, b.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	ch, _ := conn.Channel(ctx)
+	if _, err := ch.QueueDeclare(ctx, "work", pika.QueueDeclareOptions{Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := ch.Consume(ctx, "work", pika.ConsumeOptions{AutoAck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := conn.Channel(ctx)
+	roundTrip := func(body string) {
+		t.Helper()
+		if err := pub.Publish(ctx, "", "work", pika.Message{Body: []byte(body)}); err != nil {
+			t.Fatalf("publish %s: %v", body, err)
+		}
+		d, err := cons.Next(ctx)
+		if err != nil || string(d.Body) != body {
+			t.Fatalf("after %s: %v %v", body, d, err)
+		}
+	}
+	waitRecovered := func(old uint64) {
+		t.Helper()
+		if _, err := b.WaitConnections(ctx, func(cs []pikatest.ConnInfo) bool {
+			return len(cs) == 1 && cs[0].ID != old && cs[0].Channels == 2
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.WaitQueue(ctx, "work", func(q pikatest.QueueInfo) bool { return q.Consumers == 1 }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roundTrip("before")
+	id := oneConn(t, b).ID
+	b.CloseConnection(id, "maintenance")
+	waitRecovered(id)
+	roundTrip("after close")
+	id = oneConn(t, b).ID
+	b.CutConnection(id)
+	waitRecovered(id)
+	roundTrip("after cut")
+	id = oneConn(t, b).ID
+	b.Restart()
+	waitRecovered(id)
+	roundTrip("after restart")
+}
