@@ -199,4 +199,3 @@ func serverProperties() wire.Table {
 		},
 	}
 }
-
