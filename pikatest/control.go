@@ -101,12 +101,18 @@ func (b *Broker) Queues() []QueueInfo {
 // Messages returns copies of the ready messages of queue name (in the
 // first virtual host) in delivery order, or nil if there is no such queue.
 func (b *Broker) Messages(name string) []Message {
+	return b.MessagesIn(b.cfg.VHosts[0], name)
+}
+
+// MessagesIn is [Broker.Messages] for a given virtual host.
+func (b *Broker) MessagesIn(vhost, name string) []Message {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	q := b.vhosts[b.cfg.VHosts[0]].queues[name]
-	if q == nil {
+	vh := b.vhosts[vhost]
+	if vh == nil || vh.queues[name] == nil {
 		return nil
 	}
+	q := vh.queues[name]
 	var out []Message
 	for _, m := range q.ready.All() {
 		out = append(out, Message{Exchange: m.Exchange, RoutingKey: m.RoutingKey, Properties: m.Props,

@@ -351,3 +351,30 @@ func TestClientRecovery(t *testing.T) {
 	waitRecovered(id)
 	roundTrip("after restart")
 }
+
+func TestVHostsAndUsers(t *testing.T) {
+	b := pikatest.NewBroker(t, pikatest.WithUser("app", "secret"), pikatest.WithVHost("/"), pikatest.WithVHost("orders"))
+	ctx := testCtx(t)
+	conn, err := pika.Dial(ctx, "amqp://app:secret@"+b.Addr()+"/orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, _ := conn.Channel(ctx)
+	ch.QueueDeclare(ctx, "q", pika.QueueDeclareOptions{})
+	ch.Publish(ctx, "", "q", pika.Message{Body: []byte("in orders")})
+	if err := b.Wait(ctx, func() bool { return len(b.MessagesIn("orders", "q")) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.Queue("q"); ok {
+		t.Fatal("queue of vhost orders seen in the first vhost")
+	}
+	if info, ok := b.QueueIn("orders", "q"); !ok || info.VHost != "orders" {
+		t.Fatalf("QueueIn = %+v %v", info, ok)
+	}
+	cfg, _ := pika.ParseURL("amqp://app:wrong@" + b.Addr() + "/orders")
+	cfg.DisableRecovery = true
+	if _, err := pika.DialConfig(ctx, cfg); !errors.Is(err, pika.ErrAuthentication) {
+		t.Fatalf("wrong password: %v", err)
+	}
+}
