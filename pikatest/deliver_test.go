@@ -348,3 +348,15 @@ func TestConfirmCoalescing(t *testing.T) {
 		t.Fatalf("after the gap filled: %s", got)
 	}
 }
+
+func TestHugeTTLsDoNotExpireAtOnce(t *testing.T) {
+	f := newFixture(t)
+	q := f.queue(t, "q", wire.Table{"x-message-ttl": int64(1) << 62, "x-expires": int64(1) << 62})
+	f.publish(q, "m", wire.Properties{Expiration: "9223372036854775807"})
+	f.b.mu.Lock()
+	q.checkExpires()
+	f.b.mu.Unlock()
+	if q.ready.Len() != 1 || q.deleted {
+		t.Fatalf("huge TTLs expired at once: ready %d, deleted %v", q.ready.Len(), q.deleted)
+	}
+}

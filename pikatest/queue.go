@@ -2,6 +2,7 @@ package pikatest
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"time"
@@ -240,7 +241,7 @@ func (q *queue) touch() {
 	q.lastUsed = time.Now()
 	if q.expTimer == nil {
 		b := q.vh.b
-		q.expTimer = time.AfterFunc(time.Duration(q.expires)*time.Millisecond, func() {
+		q.expTimer = time.AfterFunc(millis(q.expires), func() {
 			b.mu.Lock()
 			defer b.unlock()
 			q.checkExpires()
@@ -248,7 +249,7 @@ func (q *queue) touch() {
 		return
 	}
 	if len(q.consumers) == 0 {
-		q.expTimer.Reset(time.Duration(q.expires) * time.Millisecond)
+		q.expTimer.Reset(millis(q.expires))
 	}
 }
 
@@ -257,7 +258,7 @@ func (q *queue) checkExpires() {
 	if q.deleted || len(q.consumers) > 0 {
 		return
 	}
-	left := time.Duration(q.expires)*time.Millisecond - time.Since(q.lastUsed)
+	left := millis(q.expires) - time.Since(q.lastUsed)
 	if left > 0 {
 		q.expTimer.Reset(left)
 		return
@@ -317,11 +318,11 @@ func (q *queue) enqueue(c *store.Content, now int64) bool {
 	m := &store.Message{Content: c}
 	exp := int64(0)
 	if q.ttl >= 0 {
-		exp = now + q.ttl*int64(time.Millisecond)
+		exp = expiry(now, q.ttl)
 	}
 	if c.Props.Expiration != "" {
 		if ms, err := strconv.ParseInt(c.Props.Expiration, 10, 64); err == nil {
-			if e := now + ms*int64(time.Millisecond); exp == 0 || e < exp {
+			if e := expiry(now, ms); e != 0 && (exp == 0 || e < exp) {
 				exp = e
 			}
 		}
@@ -401,4 +402,22 @@ func (vh *vhost) sortedQueues() []*queue {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out
+}
+
+// maxMillis is the longest TTL or x-expires honoured; longer ones (RabbitMQ
+// accepts up to years) never come due in a test.
+const maxMillis = int64(math.MaxInt64 / int64(time.Millisecond) / 2)
+
+// millis converts a millisecond argument to a Duration without overflow.
+func millis(ms int64) time.Duration {
+	return time.Duration(min(ms, maxMillis)) * time.Millisecond
+}
+
+// expiry returns the unix-nanosecond time ms milliseconds after now, or 0
+// (never) when that is beyond what the clock can represent.
+func expiry(now, ms int64) int64 {
+	if ms > maxMillis || now > math.MaxInt64-ms*int64(time.Millisecond) {
+		return 0
+	}
+	return now + ms*int64(time.Millisecond)
 }
