@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/pika-go/pika/internal/testenv"
+	"github.com/pika-go/pika/pikatest"
 )
 
 // runTimeout bounds one example run.
@@ -127,7 +128,18 @@ func wantPrefixCount(t *testing.T, out, prefix string, n int) {
 }
 
 func TestExamples(t *testing.T) {
-	brokerURL := testenv.Broker(t)
+	runExamples(t, testenv.Broker(t))
+}
+
+// TestExamplesPikatest runs the same examples against the in-process
+// broker of package pikatest: what they print must not change.
+func TestExamplesPikatest(t *testing.T) {
+	runExamples(t, pikatest.NewBroker(t).URL())
+}
+
+// runExamples runs every example but recovery (which needs rabbitmqctl)
+// against the broker at brokerURL.
+func runExamples(t *testing.T, brokerURL string) {
 	bins := buildExamples(t)
 	bin := func(name string) string { return filepath.Join(bins, name) }
 
