@@ -27,6 +27,7 @@ type Channel struct {
 	consumers map[string]*Consumer
 	paused    chan struct{} // non-nil while the broker's channel.flow stopped publishing
 	closing   bool          // Close was called
+	announced bool          // reported to ChannelHooks as open
 	notify    chanNotifier
 
 	// Recovery: what to restore, and the offsets that keep tags increasing
@@ -72,6 +73,9 @@ func (c *Conn) Channel(ctx context.Context) (*Channel, error) {
 	c.chans[id] = ch
 	w := newWaiter()
 	l.waiters[req] = w
+	if len(c.hk.channel) > 0 {
+		w.reply = func(engine.Event) { ch.channelOpenLocked() }
+	}
 	w.late = func(engine.Event) {
 		// Opened after the caller gave up: close it again.
 		if r, err := l.eng.CloseChannel(id); err == nil {
@@ -340,6 +344,7 @@ func (ch *Channel) closedLocked(err error) {
 		err = nil
 	}
 	ch.notify.closed(err)
+	ch.channelCloseLocked(err)
 }
 
 // suspendLocked prepares the channel for a lost connection: outstanding

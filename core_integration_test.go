@@ -347,7 +347,7 @@ func TestCoreServerCancelReachesConsumer(t *testing.T) {
 	})
 	cancelled := make(chan string, 1)
 	ch.OnCancel(func(tag string) { cancelled <- tag })
-	cons, err := ch.ConsumeFunc(ctx, name, ConsumeOptions{}, func(*Delivery) {})
+	cons, err := ch.ConsumeFunc(ctx, name, ConsumeOptions{}, func(context.Context, *Delivery) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +405,7 @@ func TestCoreCloseLeavesNoGoroutines(t *testing.T) {
 	q := tempQueue(t, ch)
 	closed := make(chan error, 1)
 	c.OnClose(func(err error) { closed <- err })
-	if _, err := ch.ConsumeFunc(ctx, q, ConsumeOptions{}, func(d *Delivery) { d.Ack(false) }); err != nil {
+	if _, err := ch.ConsumeFunc(ctx, q, ConsumeOptions{}, func(_ context.Context, d *Delivery) { d.Ack(false) }); err != nil {
 		t.Fatal(err)
 	}
 	ch.Publish(ctx, "", q, Message{Body: []byte("x")})

@@ -103,7 +103,7 @@ func ExampleChannel_ConsumeFunc() {
 	}
 	// The handler runs on a goroutine of the consumer's own, one delivery
 	// at a time; a slow handler delays only this consumer.
-	cons, err := ch.ConsumeFunc(ctx, "tasks", pika.ConsumeOptions{}, func(d *pika.Delivery) {
+	cons, err := ch.ConsumeFunc(ctx, "tasks", pika.ConsumeOptions{}, func(_ context.Context, d *pika.Delivery) {
 		fmt.Printf("got %s\n", d.Body)
 		d.Ack(false)
 	})

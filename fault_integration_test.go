@@ -209,7 +209,7 @@ func TestFaultForcedCloseFailsEveryCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 	handled := make(chan struct{}, 1)
-	fnCons, err := consCh.ConsumeFunc(ctx, q, ConsumeOptions{AutoAck: true}, func(*Delivery) {
+	fnCons, err := consCh.ConsumeFunc(ctx, q, ConsumeOptions{AutoAck: true}, func(context.Context, *Delivery) {
 		select {
 		case handled <- struct{}{}:
 		default:

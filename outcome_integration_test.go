@@ -271,7 +271,7 @@ func TestOutcomeReturnsWhileBindingsChange(t *testing.T) {
 func collect(t *testing.T, ch *Channel, q string) *sync.Map {
 	t.Helper()
 	var got sync.Map
-	_, err := ch.ConsumeFunc(context.Background(), q, ConsumeOptions{AutoAck: true}, func(d *Delivery) {
+	_, err := ch.ConsumeFunc(context.Background(), q, ConsumeOptions{AutoAck: true}, func(_ context.Context, d *Delivery) {
 		got.Store(string(d.Body), true)
 	})
 	if err != nil {

@@ -916,7 +916,7 @@ func TestRecoveryAckDuringRestore(t *testing.T) {
 	var lost bool
 	var staleFresh, acked int
 	var firstErr error
-	handler := func(d *Delivery) {
+	handler := func(_ context.Context, d *Delivery) {
 		err := d.Ack(false)
 		mu.Lock()
 		defer mu.Unlock()
@@ -1009,7 +1009,7 @@ func TestRecoveryConsumerWithPrefetchKeepsConsuming(t *testing.T) {
 	var mu sync.Mutex
 	acked, stale := 0, 0
 	var lastErr error
-	if _, err := ch.ConsumeFunc(ctx, q, ConsumeOptions{}, func(d *Delivery) {
+	if _, err := ch.ConsumeFunc(ctx, q, ConsumeOptions{}, func(_ context.Context, d *Delivery) {
 		time.Sleep(time.Millisecond)
 		err := d.Ack(false)
 		mu.Lock()
@@ -1439,7 +1439,7 @@ func (w *workload) publish(ch *Channel, stop <-chan struct{}, window int) {
 }
 
 // consume is the consumer's handler: it records the message and acks it.
-func (w *workload) consume(d *Delivery) {
+func (w *workload) consume(_ context.Context, d *Delivery) {
 	var id int
 	if _, err := fmt.Sscan(string(d.Body), &id); err != nil {
 		w.t.Errorf("unexpected message %q", d.Body)

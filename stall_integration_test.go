@@ -157,7 +157,7 @@ func testSlowAutoAck(t *testing.T, declaredHere bool) {
 	var releaseOnce sync.Once
 	defer releaseOnce.Do(func() { close(release) })
 	var handled atomic.Int64
-	cons, err := chA.ConsumeFunc(context.Background(), q, ConsumeOptions{AutoAck: true}, func(d *Delivery) {
+	cons, err := chA.ConsumeFunc(context.Background(), q, ConsumeOptions{AutoAck: true}, func(_ context.Context, d *Delivery) {
 		if handled.Add(1) == 1 {
 			select {
 			case <-release:
@@ -299,7 +299,7 @@ func TestSlowConsumerConfirmInHandler(t *testing.T) {
 			var handled atomic.Int64
 			var errs atomic.Int64
 			all := make(chan struct{})
-			cons, err := ch.ConsumeFunc(ctx, q, ConsumeOptions{AutoAck: tc.autoAck, BufferSize: tc.buffer}, func(d *Delivery) {
+			cons, err := ch.ConsumeFunc(ctx, q, ConsumeOptions{AutoAck: tc.autoAck, BufferSize: tc.buffer}, func(_ context.Context, d *Delivery) {
 				conf, err := pub.PublishWithConfirm(context.Background(), "", "pika-test-nowhere", Message{Body: d.Body})
 				if err == nil {
 					err = conf.Wait(context.Background())
@@ -359,7 +359,7 @@ func TestSlowConsumerDirectReplyTo(t *testing.T) {
 	}
 	const serverBuffer = 8
 	heap0 := heapInuse()
-	server, err := srv.ConsumeFunc(ctx, q, ConsumeOptions{AutoAck: true, BufferSize: serverBuffer}, func(d *Delivery) {
+	server, err := srv.ConsumeFunc(ctx, q, ConsumeOptions{AutoAck: true, BufferSize: serverBuffer}, func(_ context.Context, d *Delivery) {
 		time.Sleep(2 * time.Millisecond) // slower than the caller
 		conf, err := srvPub.PublishWithConfirm(context.Background(), "", d.ReplyTo, Message{
 			Properties: Properties{CorrelationID: d.CorrelationID}, Body: d.Body})

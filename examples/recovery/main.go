@@ -339,7 +339,7 @@ type tally struct {
 func (t *tally) publish()       { t.mu.Lock(); t.published++; t.mu.Unlock() }
 func (t *tally) again()         { t.mu.Lock(); t.republished++; t.mu.Unlock() }
 func (t *tally) confirm(id int) { t.mu.Lock(); t.confirmed[id] = true; t.mu.Unlock() }
-func (t *tally) consume(d *pika.Delivery) {
+func (t *tally) consume(_ context.Context, d *pika.Delivery) {
 	id, err := strconv.Atoi(string(d.Body))
 	ackErr := d.Ack(false)
 	t.mu.Lock()

@@ -122,7 +122,7 @@ func startServer(ctx context.Context, conn *pika.Conn, queue string) (*server, e
 	if err := ch.Qos(ctx, pika.QosOptions{PrefetchCount: 1}); err != nil {
 		return nil, err
 	}
-	cons, err := ch.ConsumeFunc(ctx, queue, pika.ConsumeOptions{}, func(d *pika.Delivery) {
+	cons, err := ch.ConsumeFunc(ctx, queue, pika.ConsumeOptions{}, func(_ context.Context, d *pika.Delivery) {
 		answer := "error: not a number between 0 and 90"
 		if k, err := strconv.Atoi(string(d.Body)); err == nil && k >= 0 && k <= 90 {
 			answer = strconv.FormatUint(fib(k), 10)

@@ -193,7 +193,7 @@ func startWorker(ctx context.Context, conn *pika.Conn, o options, w int, results
 	if err := ch.Qos(ctx, pika.QosOptions{PrefetchCount: 1}); err != nil {
 		return nil, err
 	}
-	return ch.ConsumeFunc(ctx, o.queue, pika.ConsumeOptions{}, func(d *pika.Delivery) {
+	return ch.ConsumeFunc(ctx, o.queue, pika.ConsumeOptions{}, func(_ context.Context, d *pika.Delivery) {
 		task := string(d.Body)
 		time.Sleep(time.Duration(strings.Count(task, ".")) * o.work) // the "work"
 		// Acknowledge only once the work is done: if the worker died
