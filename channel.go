@@ -110,6 +110,9 @@ func (c *Conn) lockedCallErr(err error, ch *Channel) error {
 // ID returns the channel number.
 func (ch *Channel) ID() uint16 { return ch.id }
 
+// Conn returns the connection the channel belongs to.
+func (ch *Channel) Conn() *Conn { return ch.conn }
+
 // Done returns a channel closed when this channel has closed; Err then says
 // why.
 func (ch *Channel) Done() <-chan struct{} { return ch.done }
