@@ -61,6 +61,20 @@ func benchQueue(b *testing.B, ch *Channel) string {
 	return q
 }
 
+// waitDepth waits until queue q holds n messages.
+func waitDepth(b *testing.B, ch *Channel, q string, n int) {
+	for {
+		info, err := ch.QueueDeclarePassive(context.Background(), q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if info.Messages >= n {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // benchPublish publishes b.N messages of 100 bytes to a queue, waiting at
 // the end until the broker holds them all.
 func benchPublish(b *testing.B, cfg Config) {
@@ -78,16 +92,7 @@ func benchPublish(b *testing.B, cfg Config) {
 	}
 	// Wait for the broker: what the writer still had queued is part of
 	// the cost.
-	for {
-		info, err := ch.QueueDeclarePassive(ctx, q)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if info.Messages >= b.N {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	waitDepth(b, ch, q, b.N)
 	b.StopTimer()
 	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 }
@@ -104,16 +109,7 @@ func benchConsume(b *testing.B, cfg Config) {
 			b.Fatal(err)
 		}
 	}
-	for {
-		info, err := pub.QueueDeclarePassive(ctx, q)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if info.Messages >= b.N {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	waitDepth(b, pub, q, b.N)
 	_, ch := benchDial(b, cfg)
 	if err := ch.Qos(ctx, QosOptions{PrefetchCount: 1000}); err != nil {
 		b.Fatal(err)
