@@ -2,6 +2,7 @@ package pika
 
 import (
 	"context"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +18,11 @@ import (
 
 func BenchmarkPathPublish(b *testing.B) { benchPublish(b, Config{}) }
 
+// sinkURL, when set, is the AMQP URI of bench/'s sink (go run ./bench
+// -sink, in bench/), a server that discards what it reads, in another
+// process: BenchmarkPathPublish* then measure the client alone.
+var sinkURL = os.Getenv("PIKA_BENCH_SINK_URL")
+
 func BenchmarkPathConsume(b *testing.B) { benchConsume(b, Config{}) }
 
 // cpuTime is the process's user and system CPU time so far.
@@ -29,7 +35,11 @@ func cpuTime() time.Duration {
 // benchDial dials the broker with base's hooks (and nothing else of it).
 func benchDial(b *testing.B, base Config) (*Conn, *Channel) {
 	b.Helper()
-	cfg, err := ParseURL(testenv.Broker(b))
+	url := sinkURL
+	if url == "" {
+		url = testenv.Broker(b)
+	}
+	cfg, err := ParseURL(url)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -53,6 +63,9 @@ func benchDial(b *testing.B, base Config) (*Conn, *Channel) {
 func benchQueue(b *testing.B, ch *Channel) string {
 	b.Helper()
 	q := testenv.Name(b, "bench")
+	if sinkURL != "" {
+		return q
+	}
 	ctx := context.Background()
 	if _, err := ch.QueueDeclare(ctx, q, QueueDeclareOptions{}); err != nil {
 		b.Fatal(err)
@@ -63,7 +76,7 @@ func benchQueue(b *testing.B, ch *Channel) string {
 
 // waitDepth waits until queue q holds n messages.
 func waitDepth(b *testing.B, ch *Channel, q string, n int) {
-	for {
+	for sinkURL == "" {
 		info, err := ch.QueueDeclarePassive(context.Background(), q)
 		if err != nil {
 			b.Fatal(err)

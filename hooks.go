@@ -106,7 +106,8 @@ type PublishHook interface {
 }
 
 // Publishing is one Publish call as a PublishHook sees it. It is valid
-// until OnPublished returns; hooks must not keep it.
+// until OnPublished returns (the library reuses it after); hooks must not
+// keep it, but may keep its Ctx.
 type Publishing struct {
 	// Ctx is the ctx given to Publish. A hook may replace it with a
 	// context derived from it: later hooks, OnPublished and the message's
@@ -582,7 +583,8 @@ func (cons *Consumer) consumerEndLocked(err error) {
 // publishHooked is Publish with PublishHooks.
 func (ch *Channel) publishHooked(ctx context.Context, exchange, routingKey string, msg *Message, wantConfirm bool) (*Confirmation, error) {
 	hooks := ch.conn.hk.publish
-	p := &Publishing{Ctx: ctx, Channel: ch, Exchange: exchange, RoutingKey: routingKey, Message: *msg}
+	p := publishingPool.Get().(*Publishing)
+	*p = Publishing{Ctx: ctx, Channel: ch, Exchange: exchange, RoutingKey: routingKey, Message: *msg}
 	for _, h := range hooks {
 		h.OnPublish(p)
 	}
@@ -590,8 +592,14 @@ func (ch *Channel) publishHooked(ctx context.Context, exchange, routingKey strin
 	for _, h := range hooks {
 		h.OnPublished(p, err)
 	}
+	*p = Publishing{} // hooks must not keep it: it is reused
+	publishingPool.Put(p)
 	return conf, err
 }
+
+// publishingPool recycles Publishings: one is valid only until its
+// OnPublished calls return.
+var publishingPool = sync.Pool{New: func() any { return new(Publishing) }}
 
 // deliveryEvent reports a delivery handed to the application.
 func (c *Conn) deliveryEvent(queue string, d *Delivery) {
