@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pika-go/pika"
+	"github.com/pika-go/pika/internal/plugintest"
 	"github.com/pika-go/pika/internal/testenv"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -39,39 +40,6 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f.hooks = h
 	return f
-}
-
-func dial(t *testing.T, url string, hooks ...pika.Hook) (*pika.Conn, *pika.Channel) {
-	t.Helper()
-	cfg, err := pika.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Hooks = hooks
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pika.DialConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	ch, err := c.Channel(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, ch
-}
-
-// declare declares queue with args and deletes it when the test ends.
-func declare(t *testing.T, ch *pika.Channel, queue string, args pika.Table) {
-	t.Helper()
-	if _, err := ch.QueueDeclare(context.Background(), queue, pika.QueueDeclareOptions{Arguments: args}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, dch := dial(t, testenv.URL())
-		dch.QueueDelete(context.Background(), queue, pika.QueueDeleteOptions{})
-	})
 }
 
 // waitSpans waits until the recorder holds a span named name that ended,
@@ -132,10 +100,10 @@ func TestTracePublishConsumeAcrossConnections(t *testing.T) {
 	t.Parallel()
 	url := testenv.Broker(t)
 	f := newFixture(t)
-	_, pub := dial(t, url, f.hooks)
-	_, sub := dial(t, url, f.hooks)
+	_, pub := plugintest.Dial(t, url, f.hooks)
+	_, sub := plugintest.Dial(t, url, f.hooks)
 	q := testenv.Name(t, "otel")
-	declare(t, pub, q, nil)
+	plugintest.Declare(t, pub, q, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -244,11 +212,11 @@ func TestTraceConfirmOutcomes(t *testing.T) {
 	t.Parallel()
 	url := testenv.Broker(t)
 	f := newFixture(t)
-	_, ch := dial(t, url, f.hooks)
+	_, ch := plugintest.Dial(t, url, f.hooks)
 	ok := testenv.Name(t, "ok")
 	full := testenv.Name(t, "full")
-	declare(t, ch, ok, nil)
-	declare(t, ch, full, pika.Table{"x-max-length": int32(0), "x-overflow": "reject-publish"})
+	plugintest.Declare(t, ch, ok, nil)
+	plugintest.Declare(t, ch, full, pika.Table{"x-max-length": int32(0), "x-overflow": "reject-publish"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := ch.ConfirmSelect(ctx); err != nil {
@@ -327,10 +295,10 @@ func TestTracePullConsumer(t *testing.T) {
 	t.Parallel()
 	url := testenv.Broker(t)
 	f := newFixture(t)
-	_, pub := dial(t, url, f.hooks)
-	_, sub := dial(t, url, f.hooks)
+	_, pub := plugintest.Dial(t, url, f.hooks)
+	_, sub := plugintest.Dial(t, url, f.hooks)
 	q := testenv.Name(t, "pull")
-	declare(t, pub, q, nil)
+	plugintest.Declare(t, pub, q, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := pub.Publish(ctx, "", q, pika.Message{Body: []byte("x")}); err != nil {

@@ -11,42 +11,11 @@ import (
 
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/internal/obsmetrics"
+	"github.com/pika-go/pika/internal/plugintest"
 	"github.com/pika-go/pika/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-func dial(t *testing.T, url string, hooks ...pika.Hook) (*pika.Conn, *pika.Channel) {
-	t.Helper()
-	cfg, err := pika.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Hooks = hooks
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pika.DialConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	ch, err := c.Channel(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, ch
-}
-
-func declare(t *testing.T, ch *pika.Channel, queue string, args pika.Table) {
-	t.Helper()
-	if _, err := ch.QueueDeclare(context.Background(), queue, pika.QueueDeclareOptions{Arguments: args}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, dch := dial(t, testenv.URL())
-		dch.QueueDelete(context.Background(), queue, pika.QueueDeleteOptions{})
-	})
-}
 
 // eventually retries check until it passes (hook events that run on the
 // connection's hook goroutine arrive a moment later) or 10 s pass.
@@ -75,11 +44,11 @@ func TestCollectorAfterWorkload(t *testing.T) {
 	col := New(Options{})
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(col)
-	conn, ch := dial(t, url, col)
+	conn, ch := plugintest.Dial(t, url, col)
 	q := testenv.Name(t, "prom")
 	full := testenv.Name(t, "full")
-	declare(t, ch, q, nil)
-	declare(t, ch, full, pika.Table{"x-max-length": int32(0), "x-overflow": "reject-publish"})
+	plugintest.Declare(t, ch, q, nil)
+	plugintest.Declare(t, ch, full, pika.Table{"x-max-length": int32(0), "x-overflow": "reject-publish"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := ch.ConfirmSelect(ctx); err != nil {
@@ -211,9 +180,9 @@ func TestCollectorQueueLabel(t *testing.T) {
 	url := testenv.Broker(t)
 	col := New(Options{QueueLabel: true, ConstLabels: prometheus.Labels{"app": "test"}})
 	prometheus.NewPedanticRegistry().MustRegister(col)
-	_, ch := dial(t, url, col)
+	_, ch := plugintest.Dial(t, url, col)
 	q := testenv.Name(t, "label")
-	declare(t, ch, q, nil)
+	plugintest.Declare(t, ch, q, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for range 2 {
