@@ -113,6 +113,7 @@ func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 		done:  make(chan struct{}),
 		hk:    newHookSet(cfg.Hooks),
 	}
+	c.hookq.drainOutcomes, c.hookq.drainBytes = c.drainOutcomes, c.drainBytes
 	l, err := c.dialLink(ctx)
 	if err != nil {
 		return nil, err
@@ -443,6 +444,11 @@ func (c *Conn) Close(ctx context.Context) error {
 	// one of them, and the mailbox cannot drain while it runs. Log records
 	// are, as long as ctx allows.
 	c.logs.wait(ctx)
+	// So are the hooks' events, the final OnDisconnect included, unless
+	// Close runs in a hook or callback (which the wait could be behind).
+	if !inCallback() {
+		c.hookBox.wait(ctx)
+	}
 	if err == nil && c.err != nil && !errors.Is(c.err, ErrClosed) {
 		err = c.err
 	}

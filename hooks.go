@@ -10,7 +10,7 @@ import (
 )
 
 // Hook is a value registered in Config.Hooks to observe a connection: it
-// implements one or more of the hook interfaces of this file
+// implements one or more of the hook interfaces
 // (ConnectHook, DisconnectHook, RecoveryHook, BlockedHook, ChannelHook,
 // PublishHook, PublishOutcomeHook, DeliveryHook, ProcessHook, SettleHook,
 // ConsumerHook, BytesHook). The connection looks for each interface once,
@@ -362,6 +362,10 @@ type hookQueue struct {
 
 	read, written atomic.Int64
 	bytesPosted   atomic.Bool
+
+	// The drains as func values made once (a method value made at each
+	// post would allocate).
+	drainOutcomes, drainBytes func()
 }
 
 // hookPost posts f to the connection's hook mailbox (callable under the
@@ -385,7 +389,7 @@ func (c *Conn) outcomeLocked(ch *Channel, rec *pubRecord, o outcome, err error) 
 	q.posted = true
 	q.mu.Unlock()
 	if post {
-		c.hookPost(c.drainOutcomes)
+		c.hookPost(q.drainOutcomes)
 	}
 }
 
@@ -451,7 +455,7 @@ func (c *Conn) addBytes(read, written int) {
 		q.written.Add(int64(written))
 	}
 	if q.bytesPosted.CompareAndSwap(false, true) {
-		c.hookPost(c.drainBytes)
+		c.hookPost(q.drainBytes)
 	}
 }
 

@@ -226,7 +226,10 @@ func TestHooksConnectionLifecycle(t *testing.T) {
 	if err := c.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	rec.wait(t, "recovery recovered", "disconnect fake:5672 false")
+	// Close waits for the hooks' events: the last disconnect is there.
+	if got := rec.lines(); !hasInOrder(got, []string{"recovery recovered", "disconnect fake:5672 false"}) {
+		t.Errorf("when Close returned, the hooks had heard:\n  %s", strings.Join(got, "\n  "))
+	}
 }
 
 // TestHooksConnectFailure: a failed attempt is reported with its error,
@@ -388,3 +391,21 @@ func TestHooksSlowOutcomeHookBoundsPublish(t *testing.T) {
 type slowOutcome struct{ release chan struct{} }
 
 func (s *slowOutcome) OnPublishOutcome(PublishOutcome) { <-s.release }
+
+// TestProcessHookSeesPanic: a ProcessHook's finish function learns that
+// the handler panicked, and the panic goes on.
+func TestProcessHookSeesPanic(t *testing.T) {
+	rec := newRecorder()
+	c := &Conn{hk: newHookSet([]Hook{rec})}
+	ch := &Channel{conn: c}
+	cons := &Consumer{ch: ch, handler: func(context.Context, *Delivery) { panic("handler bug") }}
+	func() {
+		defer func() {
+			if r := recover(); r != "handler bug" {
+				t.Errorf("recovered %v, want the handler's panic", r)
+			}
+		}()
+		cons.process(context.Background(), "q", &Delivery{ch: ch, Body: []byte("m")})
+	}()
+	rec.wait(t, "process q m", "processed m "+ErrHandlerPanicked.Error())
+}
