@@ -161,8 +161,8 @@ func TestHooksBrokerConsume(t *testing.T) {
 }
 
 // TestHooksNoAllocations: with no hooks, Publish and taking a buffered
-// delivery allocate nothing, and a no-op hook of the kinds on those paths
-// adds no allocation either.
+// delivery allocate nothing, and no-op publish and delivery hooks add no
+// allocation either (Publishings are pooled).
 func TestHooksNoAllocations(t *testing.T) {
 	url := testenv.Broker(t)
 	for _, tc := range []struct {
@@ -171,7 +171,7 @@ func TestHooksNoAllocations(t *testing.T) {
 		max   float64
 	}{
 		{"none", nil, 0},
-		{"noop-delivery", []Hook{noopDelivery{}}, 0},
+		{"noop-publish-and-delivery", []Hook{noopPathHooks{}}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialHooked(t, url, tc.hooks...)
@@ -204,6 +204,10 @@ func TestHooksNoAllocations(t *testing.T) {
 	}
 }
 
-type noopDelivery struct{}
+// noopPathHooks are no-op hooks of the kinds that run on the publish and
+// delivery paths, on the caller's goroutine.
+type noopPathHooks struct{}
 
-func (noopDelivery) OnDelivery(string, *Delivery) {}
+func (noopPathHooks) OnDelivery(string, *Delivery)   {}
+func (noopPathHooks) OnPublish(*Publishing)          {}
+func (noopPathHooks) OnPublished(*Publishing, error) {}
