@@ -402,3 +402,27 @@ func histCount(rm metricdata.ResourceMetrics, name string, want map[string]strin
 	}
 	return n
 }
+
+// TestRecoveryAndBlockedInstruments: recovery events are counted by kind
+// and a blocked episode is timed, with the broker's address.
+func TestRecoveryAndBlockedInstruments(t *testing.T) {
+	f := newFixture(t)
+	c := new(pika.Conn)
+	f.hooks.OnConnect(pika.ConnectEvent{Conn: c, Addr: "rabbit:5672"})
+	f.hooks.OnBlocked(c, true, "low on memory")
+	time.Sleep(10 * time.Millisecond)
+	f.hooks.OnBlocked(c, false, "")
+	f.hooks.OnBlocked(c, false, "") // no episode open: nothing recorded
+	f.hooks.OnRecovery(c, pika.RecoveryEvent{Kind: pika.RecoveryLost})
+	f.hooks.OnRecovery(c, pika.RecoveryEvent{Kind: pika.RecoveryAttempt})
+	f.hooks.OnRecovery(c, pika.RecoveryEvent{Kind: pika.RecoveryRecovered})
+	rm := f.collect(t)
+	if n := histCount(rm, "pika.connection.blocked.duration", map[string]string{"server.address": "rabbit"}); n != 1 {
+		t.Errorf("blocked episodes recorded: %d, want 1", n)
+	}
+	for kind, want := range map[string]int64{"lost": 1, "recovered": 1, "gave_up": 0} {
+		if n := sumInt(rm, "pika.connection.recoveries", map[string]string{"pika.recovery.kind": kind}); n != want {
+			t.Errorf("recoveries{%s} = %d, want %d", kind, n, want)
+		}
+	}
+}
