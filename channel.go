@@ -28,6 +28,7 @@ type Channel struct {
 	paused    chan struct{} // non-nil while the broker's channel.flow stopped publishing
 	closing   bool          // Close was called
 	byApp     bool          // closed because the application closed it or its connection
+	announced bool          // reported to ChannelHooks as open
 	notify    chanNotifier
 
 	// Recovery: what to restore, and the offsets that keep tags increasing
@@ -73,6 +74,9 @@ func (c *Conn) Channel(ctx context.Context) (*Channel, error) {
 	c.chans[id] = ch
 	w := newWaiter()
 	l.waiters[req] = w
+	if len(c.hk.channel) > 0 {
+		w.reply = func(engine.Event) { ch.channelOpenLocked() }
+	}
 	w.late = func(engine.Event) {
 		// Opened after the caller gave up: close it again.
 		if r, err := l.eng.CloseChannel(id); err == nil {
@@ -106,6 +110,9 @@ func (c *Conn) lockedCallErr(err error, ch *Channel) error {
 
 // ID returns the channel number.
 func (ch *Channel) ID() uint16 { return ch.id }
+
+// Conn returns the connection the channel belongs to.
+func (ch *Channel) Conn() *Conn { return ch.conn }
 
 // Done returns a channel closed when this channel has closed; Err then says
 // why.
@@ -346,6 +353,7 @@ func (ch *Channel) closedLocked(err error) {
 		err = nil
 	}
 	ch.notify.closed(err)
+	ch.channelCloseLocked(err)
 }
 
 // suspendLocked prepares the channel for a lost connection: outstanding

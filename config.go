@@ -161,6 +161,11 @@ type Config struct {
 	// each attempt while the connection's queue is full. Default
 	// DefaultNotifyBuffer (1,024).
 	NotifyBuffer int
+
+	// Hooks observe the connection: each implements one or more of the
+	// hook interfaces (see Hook), looked for once when the Conn is
+	// dialled. Default: none, which costs nothing on the hot paths.
+	Hooks []Hook
 }
 
 // NoHeartbeat, as Config.Heartbeat, asks the broker for no heartbeats.

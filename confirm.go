@@ -33,6 +33,7 @@ type pubRecord struct {
 	sig       uint64        // mandatory messages: see returnSig
 	returned  *Return       // the return certainly attributed to it
 	kept      *keptMsg      // the copy for republishing; nil when not kept
+	hk        *pubHook      // for PublishOutcomeHooks; nil without them
 	mandatory bool
 }
 
@@ -349,10 +350,20 @@ type flushWaiter struct {
 func (c *Conn) republishing() bool { return !c.cfg.DisableRepublish && !c.cfg.DisableRecovery }
 
 // recordPublishLocked records a message just published on a channel in
-// confirm mode and returns its Confirmation when want is set.
-func (ch *Channel) recordPublishLocked(exchange, routingKey string, msg *Message, want bool) *Confirmation {
+// confirm mode and returns its Confirmation when want is set. p is the
+// PublishHooks' view of the message, nil without them.
+func (ch *Channel) recordPublishLocked(exchange, routingKey string, msg *Message, want bool, p *Publishing) *Confirmation {
 	tag := ch.confirms.Next()
 	rec := pubRecord{seq: tag, epoch: ch.epoch, mandatory: msg.Mandatory}
+	if p != nil {
+		p.Seq = tag
+	}
+	if len(ch.conn.hk.outcome) > 0 {
+		rec.hk = &pubHook{start: monoNow()}
+		if p != nil {
+			rec.hk.ctx = p.Ctx
+		}
+	}
 	if want {
 		rec.conf = &Confirmation{tag: tag}
 	}
@@ -451,7 +462,8 @@ func (ch *Channel) attributeReturnLocked(tag uint64, ret *Return) {
 // finishLocked records the final outcome of a message: its Confirmation,
 // the counts of its WaitConfirms batch, and the release of its kept copy.
 func (ch *Channel) finishLocked(rec *pubRecord, o outcome, cause error) {
-	if rec.conf != nil {
+	hooked := len(ch.conn.hk.outcome) > 0
+	if rec.conf != nil || hooked {
 		var err error
 		switch o {
 		case outNacked:
@@ -463,7 +475,12 @@ func (ch *Channel) finishLocked(rec *pubRecord, o outcome, cause error) {
 		case outUnknown:
 			err = &outcomeError{cause: cause}
 		}
-		rec.conf.settle(err)
+		if rec.conf != nil {
+			rec.conf.settle(err)
+		}
+		if hooked {
+			ch.conn.outcomeLocked(ch, rec, o, err)
+		}
 	}
 	if o != outAcked {
 		e := ch.failed[rec.epoch]

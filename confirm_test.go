@@ -610,7 +610,7 @@ func TestPublishInConfirmModeAllocations(t *testing.T) {
 	ch.confirms.Reset(1)
 	msg := Message{Body: make([]byte, 100), Properties: Properties{Headers: Table{"a": "b"}}}
 	allocs := testing.AllocsPerRun(1000, func() {
-		ch.recordPublishLocked("", "q", &msg, false)
+		ch.recordPublishLocked("", "q", &msg, false, nil)
 		ch.confirmLocked(ch.confirms.Next()-1, true, true)
 	})
 	if allocs > 0.1 {

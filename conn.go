@@ -72,6 +72,11 @@ type Conn struct {
 
 	notify notifier
 
+	// Hooks (see hooks.go): found once at dial, read without the lock.
+	hk      hookSet
+	hookBox mailbox   // runs the hooks that do not run on the caller's goroutine
+	hookq   hookQueue // publish outcomes and byte counts waiting for hookBox
+
 	authMu sync.Mutex // held while a SASL mechanism step runs: steps never overlap
 	// Credentials: the secret the broker last accepted through
 	// UpdateSecret (used when recovering), and the refresher's stop.
@@ -108,7 +113,9 @@ func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 		logs:  newLogQueue(cfg.Logger),
 		chans: make(map[uint16]*Channel),
 		done:  make(chan struct{}),
+		hk:    newHookSet(cfg.Hooks),
 	}
+	c.hookq.drainOutcomes, c.hookq.drainBytes = c.drainOutcomes, c.drainBytes
 	l, err := c.dialLink(ctx)
 	if err != nil {
 		return nil, err
@@ -132,6 +139,9 @@ func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 	switch ev.Kind {
 	case engine.EventOpen:
 		close(l.opened)
+		// Posted here, under the lock, so that it precedes the link's
+		// OnDisconnect in the hook mailbox.
+		c.connectEvent(l.addr, nil, time.Since(l.dialStart))
 		return
 	case engine.EventAuth:
 		l.authLocked(ev)
@@ -146,6 +156,9 @@ func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 		}
 		return
 	case engine.EventClosed:
+		if l.isOpen() {
+			c.disconnectEventLocked(l, ev.Err)
+		}
 		l.closedLocked(ev.Err)
 		if c.l == l {
 			c.linkLostLocked(l, ev.Err)
@@ -180,7 +193,7 @@ func (c *Conn) dispatchLocked(l *link, ev engine.Event) {
 		c.blockLocked(l, ev.Reason)
 	case engine.EventUnblocked:
 		c.unblockLocked()
-		c.notify.blocked(false, "")
+		c.blockedEventLocked(false, "")
 	}
 }
 
@@ -194,7 +207,7 @@ func (c *Conn) blockLocked(l *link, reason string) {
 	if c.cfg.BlockedTimeout > 0 && c.blockedTimer == nil {
 		c.blockedTimer = time.AfterFunc(c.cfg.BlockedTimeout, func() { c.blockedTooLong(l) })
 	}
-	c.notify.blocked(true, reason)
+	c.blockedEventLocked(true, reason)
 }
 
 // installLinkLocked makes l the Conn's link, taking over the blocked state
@@ -226,7 +239,7 @@ func (c *Conn) unblockLocked() {
 func (c *Conn) linkLostLocked(l *link, err error) {
 	if c.blocked {
 		c.unblockLocked()
-		c.notify.blocked(false, "")
+		c.blockedEventLocked(false, "")
 	}
 	if c.space != nil {
 		close(c.space)
@@ -265,7 +278,7 @@ func (c *Conn) linkLostLocked(l *link, err error) {
 		}
 		ch.suspendLocked(err)
 	}
-	c.notify.recovery(RecoveryEvent{Kind: RecoveryLost, Err: err})
+	c.recoveryEventLocked(RecoveryEvent{Kind: RecoveryLost, Err: err})
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stopRecovery = cancel
 	c.wg.Add(1)
@@ -471,6 +484,11 @@ func (c *Conn) Close(ctx context.Context) error {
 	// one of them, and the mailbox cannot drain while it runs. Log records
 	// are, as long as ctx allows.
 	c.logs.wait(ctx)
+	// So are the hooks' events, the final OnDisconnect included, unless
+	// Close runs in a hook or callback (which the wait could be behind).
+	if !inCallback() {
+		c.hookBox.wait(ctx)
+	}
 	if err == nil && c.err != nil && !errors.Is(c.err, ErrClosed) {
 		err = c.err
 	}

@@ -202,29 +202,42 @@ func (d *Delivery) Reject(requeue bool) error {
 // close the channel with PRECONDITION_FAILED); a tag delivered before a
 // connection recovery fails with ErrStaleDelivery and is not sent.
 func (ch *Channel) Ack(tag uint64, multiple bool) error {
-	return ch.settle(tag, func(c *Conn, brokerTag uint64) error { return c.eng.Ack(ch.id, brokerTag, multiple) })
+	return ch.settle(SettleAck, tag, multiple, false)
 }
 
 // Nack rejects delivery tag (every tag up to it with multiple), requeueing
 // when requeue is set. Tags are checked as by Ack.
 func (ch *Channel) Nack(tag uint64, multiple, requeue bool) error {
-	return ch.settle(tag, func(c *Conn, brokerTag uint64) error { return c.eng.Nack(ch.id, brokerTag, multiple, requeue) })
+	return ch.settle(SettleNack, tag, multiple, requeue)
 }
 
 // Reject rejects delivery tag, requeueing when requeue is set. Tags are
 // checked as by Ack.
 func (ch *Channel) Reject(tag uint64, requeue bool) error {
-	return ch.settle(tag, func(c *Conn, brokerTag uint64) error { return c.eng.Reject(ch.id, brokerTag, requeue) })
+	return ch.settle(SettleReject, tag, false, requeue)
 }
 
-// settle translates a client delivery tag to the current connection's and
-// sends the acknowledgement; stale tags are absorbed.
-func (ch *Channel) settle(tag uint64, send func(c *Conn, brokerTag uint64) error) error {
+// settle reports an acknowledgement to the SettleHooks, if any.
+func (ch *Channel) settle(kind SettleKind, tag uint64, multiple, requeue bool) error {
+	c := ch.conn
+	if len(c.hk.settle) == 0 {
+		_, err := ch.settleLocking(kind, tag, multiple, requeue, false)
+		return err
+	}
+	n, err := ch.settleLocking(kind, tag, multiple, requeue, true)
+	c.settleEvent(SettleEvent{Channel: ch, Kind: kind, Tag: tag, Multiple: multiple, Requeue: requeue, Count: n, Err: err})
+	return err
+}
+
+// settleLocking translates a client delivery tag to the current
+// connection's and sends the acknowledgement; stale tags are absorbed.
+// With count, it returns how many deliveries it settled.
+func (ch *Channel) settleLocking(kind SettleKind, tag uint64, multiple, requeue, count bool) (int, error) {
 	c := ch.conn
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ch.err != nil {
-		return ch.err
+		return 0, ch.err
 	}
 	// A tag above tagBase was delivered on the current link, which may be
 	// a recovering one: recovery restarts consumers before it ends, and
@@ -232,17 +245,34 @@ func (ch *Channel) settle(tag uint64, send func(c *Conn, brokerTag uint64) error
 	// the loss and the next attempt) makes every tag stale.
 	if tag != 0 && tag <= ch.tagBase || c.l.eng.IsClosed() {
 		c.logInfo("pika: acknowledgement of a delivery from before a recovery not sent", "channel", ch.id, "delivery_tag", tag)
-		return ErrStaleDelivery
+		return 0, ErrStaleDelivery
 	}
 	brokerTag := tag
 	if tag != 0 {
 		brokerTag = tag - ch.tagBase
 	}
-	if err := send(c, brokerTag); err != nil {
-		return c.callErr(err, ch)
+	before := 0
+	if count {
+		before = c.eng.Unacked(ch.id)
+	}
+	var err error
+	switch kind {
+	case SettleAck:
+		err = c.eng.Ack(ch.id, brokerTag, multiple)
+	case SettleNack:
+		err = c.eng.Nack(ch.id, brokerTag, multiple, requeue)
+	default:
+		err = c.eng.Reject(ch.id, brokerTag, requeue)
+	}
+	if err != nil {
+		return 0, c.callErr(err, ch)
+	}
+	n := 0
+	if count {
+		n = before - c.eng.Unacked(ch.id)
 	}
 	c.afterLocked(c.l)
-	return nil
+	return n, nil
 }
 
 // Consumer is a subscription to a queue. Deliveries are taken with Next or
@@ -261,6 +291,7 @@ type Consumer struct {
 	seq        uint64 // creation order, for recovery
 
 	cancelling bool   // guarded by ch.conn.mu: Cancel was called
+	announced  bool   // guarded by ch.conn.mu: reported to ConsumerHooks as started
 	qname      string // the queue; guarded by ch.conn.mu: renamed by recovery
 
 	// guarded by ch.conn.mu
@@ -336,6 +367,9 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 // reply, make an RPC), so that the work stops with the consumer. Deliveries
 // still buffered when the consumer ends by Cancel or a broker cancel are
 // still handed to handler, with ctx already ended.
+//
+// ProcessHooks (Config.Hooks) may add values to the handler's ctx, such as
+// a tracing span.
 func (ch *Channel) ConsumeFunc(ctx context.Context, queue string, opts ConsumeOptions, handler func(ctx context.Context, d *Delivery)) (*Consumer, error) {
 	if handler == nil {
 		return nil, errors.New("pika: ConsumeFunc needs a handler (got nil)")
@@ -403,6 +437,9 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	}
 	ch.consumers[tag] = cons
 	w := newWaiter()
+	if len(c.hk.consumer) > 0 {
+		w.reply = func(engine.Event) { cons.consumerStartLocked() }
+	}
 	l.waiters[id] = w
 	c.afterLocked(l)
 	c.mu.Unlock()
@@ -706,6 +743,7 @@ func (cons *Consumer) endLocked(err error) {
 	if cons.endCtx != nil {
 		cons.endCtx(err)
 	}
+	cons.consumerEndLocked(err)
 	if err != ErrConsumerCancelled && err != ErrConsumerClosed && !cons.autoAck {
 		cons.dropLocked()
 	}
@@ -800,6 +838,10 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 	for {
 		c.mu.Lock()
 		if cons.head < len(cons.queue) {
+			var queue string
+			if len(c.hk.delivery) > 0 {
+				queue = cons.qname
+			}
 			d := cons.queue[cons.head]
 			cons.queue[cons.head] = nil
 			cons.head++
@@ -830,6 +872,9 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 				}
 			}
 			c.mu.Unlock()
+			if len(c.hk.delivery) > 0 {
+				c.deliveryEvent(queue, d)
+			}
 			return d, nil
 		}
 		if cons.ended {
@@ -892,10 +937,18 @@ func (cons *Consumer) endedClean(err error) bool {
 // run is the handler goroutine of ConsumeFunc.
 func (cons *Consumer) run() {
 	defer close(cons.done)
+	c := cons.ch.conn
 	for {
 		d, err := cons.Next(context.Background())
 		if err != nil {
 			return
+		}
+		if len(c.hk.process) > 0 {
+			c.mu.Lock()
+			queue := cons.qname
+			c.mu.Unlock()
+			cons.process(cons.handlerCtx, queue, d)
+			continue
 		}
 		cons.handler(cons.handlerCtx, d)
 	}
@@ -972,6 +1025,9 @@ func (ch *Channel) Get(ctx context.Context, queue string, opts GetOptions) (d *D
 	}
 	if ev.Kind != engine.EventGetOk {
 		return nil, false, nil
+	}
+	if len(c.hk.delivery) > 0 {
+		c.deliveryEvent(queue, got)
 	}
 	return got, true, nil
 }

@@ -425,4 +425,23 @@
 // of a delivery from before a recovery that was not sent, a delivery for a
 // consumer nobody on the channel has. Use [Conn.OnRecovery] to follow
 // recovery. With no Logger, nothing is logged.
+//
+// # Observability
+//
+// [Config].Hooks takes values implementing one or more small hook
+// interfaces ([ConnectHook], [DisconnectHook], [RecoveryHook],
+// [BlockedHook], [ChannelHook], [PublishHook], [PublishOutcomeHook],
+// [DeliveryHook], [ProcessHook], [SettleHook], [ConsumerHook],
+// [BytesHook]); see [Hook] for which goroutine runs each. Hooks never run
+// under a lock of the library nor on the socket's reader; with no hooks
+// the publish and consume paths do no extra work beyond a length check.
+// A [PublishHook] may add headers with [Publishing.SetHeader] (the
+// caller's [Message].Headers is never modified: the first added header
+// copies the table) and carry a context to the message's outcome
+// ([PublishOutcome].Ctx, with the publish-to-outcome latency); a
+// [ProcessHook] derives the ctx of a [Channel.ConsumeFunc] handler. The
+// modules github.com/pika-go/pika/plugins/otelpika (OpenTelemetry spans,
+// trace context propagation through headers, and metrics) and
+// github.com/pika-go/pika/plugins/prompika (a Prometheus collector) are
+// built on them.
 package pika

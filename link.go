@@ -26,10 +26,13 @@ const readBufferSize = 128 << 10
 // stuck in a stalled socket cannot keep the timer from declaring the peer
 // dead and closing the socket.
 type link struct {
-	c     *Conn
-	nc    net.Conn
-	eng   *engine.Conn
-	debug bool // frames are logged (Config.Logger at Debug level)
+	c    *Conn
+	nc   net.Conn
+	eng  *engine.Conn
+	addr string // the host:port dialled
+	// when its dial started (for ConnectHook)
+	dialStart time.Time
+	debug     bool // frames are logged (Config.Logger at Debug level)
 
 	// guarded by c.mu
 	waiters    map[engine.RequestID]*waiter
@@ -58,8 +61,10 @@ func (c *Conn) dialLink(ctx context.Context) (*link, error) {
 	}
 	var errs []error
 	for _, addr := range c.endpoints(ctx) {
+		start := time.Now()
 		nc, err := dialTransport(ctx, &c.cfg, addr)
 		if err != nil {
+			c.connectEvent(addr.addr, err, time.Since(start))
 			errs = append(errs, err)
 			if ctx.Err() != nil {
 				break
@@ -67,6 +72,7 @@ func (c *Conn) dialLink(ctx context.Context) (*link, error) {
 			continue
 		}
 		l := c.newLink(nc, ecfg)
+		l.addr, l.dialStart = addr.addr, start
 		l.start()
 		select {
 		case <-l.opened:
@@ -82,6 +88,7 @@ func (c *Conn) dialLink(ctx context.Context) (*link, error) {
 			l.wg.Wait()
 			err = fmt.Errorf("pika: handshake with %s: %w", addr.addr, ctx.Err())
 		}
+		c.connectEvent(addr.addr, err, time.Since(start))
 		errs = append(errs, err)
 		if ctx.Err() != nil || isTerminal(err) {
 			break
@@ -203,6 +210,9 @@ func (l *link) readLoop() {
 	buf := make([]byte, readBufferSize)
 	for {
 		n, err := l.nc.Read(buf)
+		if n > 0 && len(c.hk.bytes) > 0 {
+			c.addBytes(n, 0)
+		}
 		c.mu.Lock()
 		if n > 0 {
 			c.reads++
@@ -264,7 +274,10 @@ func (l *link) writeLoop() {
 		if l.debug {
 			c.logFrames("send", buf)
 		}
-		_, err := l.nc.Write(buf)
+		n, err := l.nc.Write(buf)
+		if n > 0 && len(c.hk.bytes) > 0 {
+			c.addBytes(0, n)
+		}
 
 		c.mu.Lock()
 		c.releaseSpaceLocked(l)
@@ -321,6 +334,16 @@ func (l *link) timerLoop() {
 			t.Stop()
 			return
 		}
+	}
+}
+
+// isOpen reports whether the link completed its handshake.
+func (l *link) isOpen() bool {
+	select {
+	case <-l.opened:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -28,19 +28,19 @@ func fakeChannel(t *testing.T, b *fakeBroker, recovery bool) (*Conn, *Channel) {
 	return c, ch
 }
 
-// recorder collects the routing keys of the returns a callback received.
-type recorder struct {
+// callRecorder collects the routing keys of the returns a callback received.
+type callRecorder struct {
 	mu   sync.Mutex
 	keys []string
 }
 
-func (r *recorder) add(k string) {
+func (r *callRecorder) add(k string) {
 	r.mu.Lock()
 	r.keys = append(r.keys, k)
 	r.mu.Unlock()
 }
 
-func (r *recorder) got() []string {
+func (r *callRecorder) got() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.keys)
@@ -57,7 +57,7 @@ func TestUnregisterDropsQueuedNotifications(t *testing.T) {
 	_, ch := fakeChannel(t, b, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var first, second recorder
+	var first, second callRecorder
 	entered, release := make(chan struct{}), make(chan struct{})
 	ch.OnReturn(func(r *Return) {
 		first.add(r.RoutingKey)
@@ -103,7 +103,7 @@ func TestUnregisterFromItsOwnCallback(t *testing.T) {
 	_, ch := fakeChannel(t, b, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var self, other recorder
+	var self, other callRecorder
 	entered, release := make(chan struct{}), make(chan struct{})
 	var stop func()
 	var stopMu sync.Mutex

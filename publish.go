@@ -54,6 +54,15 @@ func (ch *Channel) PublishWithConfirm(ctx context.Context, exchange, routingKey 
 }
 
 func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg *Message, wantConfirm bool) (*Confirmation, error) {
+	if len(ch.conn.hk.publish) > 0 {
+		return ch.publishHooked(ctx, exchange, routingKey, msg, wantConfirm)
+	}
+	return ch.publishMsg(ctx, exchange, routingKey, msg, wantConfirm, nil)
+}
+
+// publishMsg publishes msg; p is the PublishHooks' view of it, nil
+// without them.
+func (ch *Channel) publishMsg(ctx context.Context, exchange, routingKey string, msg *Message, wantConfirm bool, p *Publishing) (*Confirmation, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -83,6 +92,9 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 				ch.room = make(chan struct{})
 			}
 			wait = ch.room
+		case len(c.hk.outcome) > 0 && ch.confirm && c.hookq.outcomesFull(c.cfg.MaxUnconfirmed) != nil:
+			// Outcomes wait for a slow PublishOutcomeHook: bound them.
+			wait = c.hookq.outcomesFull(c.cfg.MaxUnconfirmed)
 		default:
 			wait = ch.notify.full(c.cfg.NotifyBuffer)
 		}
@@ -111,7 +123,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	}
 	var conf *Confirmation
 	if ch.confirm {
-		conf = ch.recordPublishLocked(exchange, routingKey, msg, wantConfirm)
+		conf = ch.recordPublishLocked(exchange, routingKey, msg, wantConfirm, p)
 	}
 	c.afterLocked(c.l)
 	c.mu.Unlock()

@@ -220,7 +220,7 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 			return
 		}
 		c.mu.Lock()
-		c.notify.recovery(RecoveryEvent{Kind: RecoveryAttempt, Attempt: attempt, Delay: delay, Err: lastErr})
+		c.recoveryEventLocked(RecoveryEvent{Kind: RecoveryAttempt, Attempt: attempt, Delay: delay, Err: lastErr})
 		c.mu.Unlock()
 		t := time.NewTimer(delay)
 		select {
@@ -290,7 +290,7 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 			close(c.ready)
 			c.ready = nil
 			c.recoveryCount++
-			c.notify.recovery(RecoveryEvent{Kind: RecoveryRecovered, Attempt: attempt, Report: report})
+			c.recoveryEventLocked(RecoveryEvent{Kind: RecoveryRecovered, Attempt: attempt, Report: report})
 		}
 		c.mu.Unlock()
 		return
@@ -303,7 +303,7 @@ func (c *Conn) giveUp(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
-		c.notify.recovery(RecoveryEvent{Kind: RecoveryGaveUp, Err: err})
+		c.recoveryEventLocked(RecoveryEvent{Kind: RecoveryGaveUp, Err: err})
 	}
 	if c.l != nil && !c.l.eng.IsClosed() {
 		c.l.eng.Fail(ErrClosed)

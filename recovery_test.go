@@ -401,7 +401,7 @@ func TestConfirmSetAcrossRecovery(t *testing.T) {
 	ch.confirms.Reset(1)
 	var before []*Confirmation
 	for range 3 {
-		before = append(before, ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true))
+		before = append(before, ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true, nil))
 	}
 	ch.confirmLocked(1, false, true) // the broker confirms tag 1
 	ch.suspendLocked(ErrHeartbeatTimeout)
@@ -422,7 +422,7 @@ func TestConfirmSetAcrossRecovery(t *testing.T) {
 		}
 	}
 	// The new connection: broker tag 1 is client tag 4.
-	f := ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true)
+	f := ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true, nil)
 	if f.Tag() != 4 {
 		t.Fatalf("first tag after recovery: %d, want 4", f.Tag())
 	}
@@ -439,7 +439,7 @@ func TestConfirmSetAcrossRecoveryRepublish(t *testing.T) {
 	c := &Conn{}
 	ch := &Channel{conn: c, confirm: true, done: make(chan struct{}), consumers: map[string]*Consumer{}}
 	ch.confirms.Reset(1)
-	f := ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true)
+	f := ch.recordPublishLocked("", "q", &Message{Body: []byte("x")}, true, nil)
 	ch.suspendLocked(ErrHeartbeatTimeout)
 	if len(ch.republish) != 1 {
 		t.Fatalf("%d messages kept for republishing, want 1", len(ch.republish))

@@ -295,6 +295,15 @@ func (c *Conn) Outstanding(id uint16, tag uint64) bool {
 	return c.chans[id].unacked.has(tag)
 }
 
+// Unacked returns the number of delivery tags on channel id that await an
+// acknowledgement.
+func (c *Conn) Unacked(id uint16) int {
+	if int(id) >= len(c.chans) || c.chans[id] == nil {
+		return 0
+	}
+	return c.chans[id].unacked.n
+}
+
 // settleChannel checks a settlement of tag on channel id the way RabbitMQ
 // does (the tag itself must be outstanding, multiple or not; 0 with
 // multiple means all) and records it.

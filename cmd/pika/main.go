@@ -49,6 +49,8 @@ type env struct {
 	// that it waits for the body.
 	stdinTTY bool
 	url      string // the broker URL chosen by --url, AMQP_URL or the default
+	// hooks are set on every connection dial makes (perf --metrics).
+	hooks []pika.Hook
 }
 
 // command is one subcommand.
@@ -395,6 +397,7 @@ func dial(ctx context.Context, e *env, name string) (*pika.Conn, error) {
 		return nil, err
 	}
 	cfg.DisableRecovery = true
+	cfg.Hooks = e.hooks
 	if cfg.ConnectionName == "" {
 		cfg.ConnectionName = name
 	}

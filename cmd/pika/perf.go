@@ -74,6 +74,10 @@ Flags:
   --count N            messages to send in all; perf stops once they were
                        all received (or refused: nacked, returned)
   --json               summary as JSON (see above)
+  --metrics ADDR       serve the run's Prometheus metrics (those of the
+                       prompika plugin: pika_messages_published_total,
+                       pika_confirm_latency_seconds, ...) at
+                       http://ADDR/metrics while it runs, e.g. :9419
   --url URL            broker URL (see pika --help)
 
 Example:
@@ -98,6 +102,7 @@ type perfConfig struct {
 	duration             time.Duration
 	count                int64
 	json                 bool
+	metrics              string // --metrics ADDR
 }
 
 // perfFlags defines the flags of pika perf on fs.
@@ -116,6 +121,7 @@ func perfFlags(fs *flagSet, c *perfConfig) {
 	fs.DurationVar(&c.duration, "duration", 0, "duration")
 	fs.Int64Var(&c.count, "count", 0, "messages in all")
 	fs.BoolVar(&c.json, "json", false, "JSON summary")
+	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on ADDR")
 }
 
 // check validates the configuration and applies the default duration.
@@ -194,6 +200,15 @@ func runPerf(ctx context.Context, e *env, args []string) error {
 	}
 	if err := cfg.check(); err != nil {
 		return err
+	}
+	if cfg.metrics != "" {
+		me := *e
+		stop, err := serveMetrics(&me, cfg.metrics)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		e = &me
 	}
 	r := &perfRun{e: e, cfg: cfg, failed: make(chan struct{})}
 	err = r.run(ctx)

@@ -1,0 +1,55 @@
+package pika
+
+import (
+	"context"
+	"testing"
+)
+
+// applyBenchConfig copies the hooks of base into cfg.
+func applyBenchConfig(cfg *Config, base Config) { cfg.Hooks = base.Hooks }
+
+// BenchmarkPathPublishNoopHooks and BenchmarkPathConsumeNoopHooks are the
+// hot paths with a hook of every kind that does nothing.
+func BenchmarkPathPublishNoopHooks(b *testing.B) {
+	benchPublish(b, Config{Hooks: []Hook{noopHooks{}}})
+}
+
+func BenchmarkPathConsumeNoopHooks(b *testing.B) {
+	benchConsume(b, Config{Hooks: []Hook{noopHooks{}}})
+}
+
+// noopHooks implements every hook interface and does nothing.
+type noopHooks struct{}
+
+func (noopHooks) OnConnect(ConnectEvent)          {}
+func (noopHooks) OnDisconnect(DisconnectEvent)    {}
+func (noopHooks) OnRecovery(*Conn, RecoveryEvent) {}
+func (noopHooks) OnBlocked(*Conn, bool, string)   {}
+func (noopHooks) OnChannelOpen(*Channel)          {}
+func (noopHooks) OnChannelClose(*Channel, error)  {}
+func (noopHooks) OnPublish(*Publishing)           {}
+func (noopHooks) OnPublished(*Publishing, error)  {}
+func (noopHooks) OnPublishOutcome(PublishOutcome) {}
+func (noopHooks) OnDelivery(string, *Delivery)    {}
+func (noopHooks) OnSettle(SettleEvent)            {}
+func (noopHooks) OnConsumerStart(*Consumer)       {}
+func (noopHooks) OnConsumerEnd(*Consumer, error)  {}
+func (noopHooks) OnBytes(*Conn, int64, int64)     {}
+func (noopHooks) OnProcess(ctx context.Context, _ string, _ *Delivery) (context.Context, func(error)) {
+	return ctx, nil
+}
+
+var _ interface {
+	ConnectHook
+	DisconnectHook
+	RecoveryHook
+	BlockedHook
+	ChannelHook
+	PublishHook
+	PublishOutcomeHook
+	DeliveryHook
+	ProcessHook
+	SettleHook
+	ConsumerHook
+	BytesHook
+} = noopHooks{}

@@ -1,0 +1,411 @@
+package pika
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pika-go/pika/wire"
+)
+
+// recorder is a hook of every kind that records what it hears as lines
+// ("connect fake:5672 <nil>", ...). Its methods that can reach the
+// connection call into it (IsRecovering takes the connection's lock), so a
+// hook run under the library's lock deadlocks and the test times out.
+type recorder struct {
+	mu       sync.Mutex
+	events   []string
+	outcomes []PublishOutcome
+	settles  []SettleEvent
+	read     int64
+	written  int64
+	changed  chan struct{} // cap 1: an event was recorded
+	ctxKey   any           // set: OnPublish and OnProcess add this key to ctx
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
+
+func (r *recorder) add(format string, args ...any) {
+	r.mu.Lock()
+	r.events = append(r.events, fmt.Sprintf(format, args...))
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) probe(c *Conn) {
+	if c != nil {
+		c.IsRecovering() // deadlocks under the connection's lock
+	}
+}
+
+func (r *recorder) OnConnect(ev ConnectEvent) {
+	r.probe(ev.Conn)
+	r.add("connect %s %v", ev.Addr, ev.Err)
+}
+func (r *recorder) OnDisconnect(ev DisconnectEvent) {
+	r.probe(ev.Conn)
+	r.add("disconnect %s %v", ev.Addr, ev.Err != nil)
+}
+func (r *recorder) OnRecovery(c *Conn, ev RecoveryEvent) {
+	r.probe(c)
+	r.add("recovery %s", ev.Kind)
+}
+func (r *recorder) OnBlocked(c *Conn, blocked bool, reason string) {
+	r.probe(c)
+	r.add("blocked %v %s", blocked, reason)
+}
+func (r *recorder) OnChannelOpen(ch *Channel) {
+	r.probe(ch.conn)
+	r.add("channel open %d", ch.ID())
+}
+func (r *recorder) OnChannelClose(ch *Channel, err error) {
+	r.probe(ch.conn)
+	r.add("channel close %d %v", ch.ID(), err)
+}
+func (r *recorder) OnPublish(p *Publishing) {
+	r.probe(p.Channel.conn)
+	p.SetHeader("hooked", "yes")
+	if r.ctxKey != nil {
+		p.Ctx = context.WithValue(p.Ctx, r.ctxKey, "publish")
+	}
+	r.add("publish %s %s", p.Exchange, p.RoutingKey)
+}
+func (r *recorder) OnPublished(p *Publishing, err error) {
+	r.probe(p.Channel.conn)
+	r.add("published seq=%d %v", p.Seq, err)
+}
+func (r *recorder) OnPublishOutcome(o PublishOutcome) {
+	r.probe(o.Channel.conn)
+	r.mu.Lock()
+	r.outcomes = append(r.outcomes, o)
+	r.mu.Unlock()
+	r.add("outcome %d %s", o.Seq, o.Outcome)
+}
+func (r *recorder) OnDelivery(queue string, d *Delivery) {
+	r.probe(d.ch.conn)
+	r.add("delivery %s %s", queue, d.Body)
+}
+func (r *recorder) OnProcess(ctx context.Context, queue string, d *Delivery) (context.Context, func(error)) {
+	r.probe(d.ch.conn)
+	r.add("process %s %s", queue, d.Body)
+	if r.ctxKey != nil {
+		ctx = context.WithValue(ctx, r.ctxKey, "process")
+	}
+	return ctx, func(err error) { r.add("processed %s %v", d.Body, err) }
+}
+func (r *recorder) OnSettle(ev SettleEvent) {
+	r.probe(ev.Channel.conn)
+	r.mu.Lock()
+	r.settles = append(r.settles, ev)
+	r.mu.Unlock()
+	r.add("settle %s %d n=%d %v", ev.Kind, ev.Tag, ev.Count, ev.Err)
+}
+func (r *recorder) OnConsumerStart(cons *Consumer) {
+	r.probe(cons.ch.conn)
+	r.add("consumer start %s", cons.Tag())
+}
+func (r *recorder) OnConsumerEnd(cons *Consumer, err error) {
+	r.probe(cons.ch.conn)
+	r.add("consumer end %s %v", cons.Tag(), err)
+}
+func (r *recorder) OnBytes(c *Conn, read, written int64) {
+	r.probe(c)
+	r.mu.Lock()
+	r.read += read
+	r.written += written
+	r.mu.Unlock()
+}
+
+// lines returns the events recorded so far.
+func (r *recorder) lines() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.events...)
+}
+
+// wait waits until every want line was recorded (as a prefix of a line),
+// in that order, and fails the test after 10 s.
+func (r *recorder) wait(t *testing.T, want ...string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		got := r.lines()
+		if hasInOrder(got, want) {
+			return
+		}
+		select {
+		case <-r.changed:
+		case <-deadline:
+			t.Fatalf("hook events:\n  %s\nwant, in this order:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
+	}
+}
+
+// hasInOrder reports whether got has lines starting with each of want, in
+// order.
+func hasInOrder(got, want []string) bool {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && strings.HasPrefix(g, want[i]) {
+			i++
+		}
+	}
+	return i == len(want)
+}
+
+func TestHookSetDiscovery(t *testing.T) {
+	type onlyBlocked struct{ BlockedHook }
+	s := newHookSet([]Hook{newRecorder(), 42, onlyBlocked{}})
+	if len(s.connect) != 1 || len(s.publish) != 1 || len(s.bytes) != 1 || len(s.process) != 1 {
+		t.Errorf("a hook of every kind was not found for each: %+v", s)
+	}
+	if len(s.blocked) != 2 {
+		t.Errorf("blocked hooks: %d, want 2", len(s.blocked))
+	}
+	var empty hookSet
+	if s := newHookSet(nil); fmt.Sprint(s) != fmt.Sprint(empty) {
+		t.Errorf("no hooks: %+v", s)
+	}
+}
+
+// TestPublishingSetHeaderCopies: SetHeader never writes into the caller's
+// headers table.
+func TestPublishingSetHeaderCopies(t *testing.T) {
+	for _, h := range []Table{nil, {"a": "b"}} {
+		msg := Message{Properties: Properties{Headers: h}}
+		p := &Publishing{Message: msg}
+		p.SetHeader("traceparent", "00-x")
+		p.SetHeader("second", int32(2))
+		if len(h) > 1 || h != nil && h["a"] != "b" {
+			t.Errorf("caller's headers changed: %v", h)
+		}
+		if p.Message.Headers["traceparent"] != "00-x" || p.Message.Headers["second"] != int32(2) {
+			t.Errorf("published headers: %v", p.Message.Headers)
+		}
+		if h != nil && p.Message.Headers["a"] != "b" {
+			t.Errorf("published headers lost the caller's: %v", p.Message.Headers)
+		}
+	}
+}
+
+// TestHooksConnectionLifecycle drives connect, channel open, blocked,
+// loss, recovery, unblock and close through the fake broker, and checks
+// the hook events and their order.
+func TestHooksConnectionLifecycle(t *testing.T) {
+	b := newFakeBroker(t)
+	rec := newRecorder()
+	cfg := b.config()
+	cfg.Hooks = []Hook{rec}
+	c, ch, rlog := fakeSetup(t, b, cfg)
+	rec.wait(t, "connect fake:5672 <nil>", "channel open 1")
+
+	b.conn(1).send(0, &wire.ConnectionBlocked{Reason: "low on memory"})
+	rec.wait(t, "blocked true low on memory")
+	b.conn(1).kill()
+	rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+	// The loss of a blocked connection unblocks it.
+	rec.wait(t, "blocked true", "disconnect fake:5672 true", "blocked false", "recovery lost",
+		"recovery attempt", "connect fake:5672 <nil>", "recovery recovered")
+	for _, l := range rec.lines() {
+		if strings.HasPrefix(l, "channel close") || strings.Count(strings.Join(rec.lines(), "\n"), "channel open") != 1 {
+			t.Fatalf("recovery reported the channel closed or opened again: %q", rec.lines())
+		}
+	}
+	if err := ch.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, "recovery recovered", "channel close 1 <nil>")
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Close waits for the hooks' events: the last disconnect is there.
+	if got := rec.lines(); !hasInOrder(got, []string{"recovery recovered", "disconnect fake:5672 false"}) {
+		t.Errorf("when Close returned, the hooks had heard:\n  %s", strings.Join(got, "\n  "))
+	}
+}
+
+// TestHooksConnectFailure: a failed attempt is reported with its error,
+// and no disconnect follows it.
+func TestHooksConnectFailure(t *testing.T) {
+	rec := newRecorder()
+	refused := errors.New("refused by the test")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := DialConfig(ctx, Config{
+		Addr:  "nowhere:5672",
+		Dial:  func(context.Context, string, string) (net.Conn, error) { return nil, refused },
+		Hooks: []Hook{rec},
+	})
+	if !errors.Is(err, refused) {
+		t.Fatalf("DialConfig: %v", err)
+	}
+	rec.wait(t, "connect nowhere:5672 ")
+	for _, l := range rec.lines() {
+		if !strings.Contains(l, "refused by the test") || strings.HasPrefix(l, "disconnect") {
+			t.Errorf("event %q", l)
+		}
+	}
+}
+
+// TestHooksPublishOutcomes: each outcome (ack, nack, return, unknown)
+// reaches the PublishOutcomeHook with the publishing's context, its
+// sequence number and a latency, and the hook's header goes out.
+func TestHooksPublishOutcomes(t *testing.T) {
+	b := newFakeBroker(t)
+	type key struct{}
+	rec := newRecorder()
+	rec.ctxKey = key{}
+	var mu sync.Mutex
+	var published []string
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if p, ok := m.(*wire.BasicPublish); ok {
+			mu.Lock()
+			published = append(published, p.RoutingKey)
+			n := uint64(len(published))
+			mu.Unlock()
+			switch p.RoutingKey {
+			case "ack":
+				fc.send(ch, &wire.BasicAck{DeliveryTag: n})
+			case "nack":
+				fc.send(ch, &wire.BasicNack{DeliveryTag: n})
+			case "return":
+				fc.wmu.Lock()
+				fc.nc.Write(returnFrames(ch, "x", "return", nil, "m"))
+				fc.wmu.Unlock()
+				fc.send(ch, &wire.BasicAck{DeliveryTag: n})
+			}
+			return true
+		}
+		return false
+	})
+	cfg := b.config()
+	cfg.Hooks = []Hook{rec}
+	cfg.DisableRepublish = true
+	_, ch, rlog := fakeSetup(t, b, cfg)
+	ctx := context.Background()
+	if err := ch.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	caller := Table{"mine": "x"}
+	for _, key := range []string{"ack", "nack", "return", "silent"} {
+		conf, err := ch.PublishWithConfirm(ctx, "x", key, Message{Body: []byte("m"), Mandatory: true, Properties: Properties{Headers: caller}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if key != "silent" {
+			if err := conf.Wait(ctx); (err == nil) != (key == "ack") {
+				t.Fatalf("%s: %v", key, err)
+			}
+		}
+	}
+	if len(caller) != 1 {
+		t.Errorf("the caller's headers were changed by the hook: %v", caller)
+	}
+	b.conn(1).kill() // the silent one's outcome becomes unknown
+	rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+	rec.wait(t, "publish x ack", "published seq=1 <nil>", "outcome 1 acked", "outcome 2 nacked",
+		"outcome 3 returned", "outcome 4 unknown")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, o := range rec.outcomes {
+		if o.Ctx.Value(key{}) != "publish" {
+			t.Errorf("outcome %d: ctx lacks the publish hook's value", o.Seq)
+		}
+		if o.Latency <= 0 || o.Latency > time.Minute {
+			t.Errorf("outcome %d: latency %v", o.Seq, o.Latency)
+		}
+		if (o.Err == nil) != (o.Outcome == OutcomeAcked) {
+			t.Errorf("outcome %d %s: err %v", o.Seq, o.Outcome, o.Err)
+		}
+	}
+	if !errors.Is(rec.outcomes[1].Err, ErrNacked) || !errors.Is(rec.outcomes[2].Err, ErrReturned) || !errors.Is(rec.outcomes[3].Err, ErrOutcomeUnknown) {
+		t.Errorf("outcome errors: %v %v %v", rec.outcomes[1].Err, rec.outcomes[2].Err, rec.outcomes[3].Err)
+	}
+}
+
+// TestHooksSlowOutcomeHookBoundsPublish: a PublishOutcomeHook that does not
+// return never stalls the reader (other channels' replies arrive), and
+// Publish waits once MaxUnconfirmed outcomes queue up behind it.
+func TestHooksSlowOutcomeHookBoundsPublish(t *testing.T) {
+	b := newFakeBroker(t)
+	var mu sync.Mutex
+	n := uint64(0)
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); ok {
+			mu.Lock()
+			n++
+			tag := n
+			mu.Unlock()
+			fc.send(ch, &wire.BasicAck{DeliveryTag: tag})
+			return true
+		}
+		return false
+	})
+	release := make(chan struct{})
+	slow := &slowOutcome{release: release}
+	cfg := b.config()
+	cfg.Hooks = []Hook{slow}
+	cfg.MaxUnconfirmed = 4
+	c, ch, _ := fakeSetup(t, b, cfg)
+	defer close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ch.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The first outcome holds the hook goroutine; then up to
+	// MaxUnconfirmed wait in the queue.
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancelShort()
+	published := 0
+	var err error
+	for published < 20 {
+		if err = ch.Publish(short, "", "q", Message{Body: []byte("m")}); err != nil {
+			break
+		}
+		published++
+		if published > 1 {
+			// Let the ack come back before the next publish.
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || published > 1+4+4 {
+		t.Fatalf("published %d messages behind a stuck outcome hook (err %v): want Publish to wait", published, err)
+	}
+	// Another channel's request still gets its reply: the reader runs.
+	other, err := c.Channel(ctx)
+	if err != nil {
+		t.Fatalf("opening a channel while the outcome hook is stuck: %v", err)
+	}
+	other.Close(ctx)
+}
+
+type slowOutcome struct{ release chan struct{} }
+
+func (s *slowOutcome) OnPublishOutcome(PublishOutcome) { <-s.release }
+
+// TestProcessHookSeesPanic: a ProcessHook's finish function learns that
+// the handler panicked, and the panic goes on.
+func TestProcessHookSeesPanic(t *testing.T) {
+	rec := newRecorder()
+	c := &Conn{hk: newHookSet([]Hook{rec})}
+	ch := &Channel{conn: c}
+	cons := &Consumer{ch: ch, handler: func(context.Context, *Delivery) { panic("handler bug") }}
+	func() {
+		defer func() {
+			if r := recover(); r != "handler bug" {
+				t.Errorf("recovered %v, want the handler's panic", r)
+			}
+		}()
+		cons.process(context.Background(), "q", &Delivery{ch: ch, Body: []byte("m")})
+	}()
+	rec.wait(t, "process q m", "processed m "+ErrHandlerPanicked.Error())
+}
