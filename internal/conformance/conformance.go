@@ -64,6 +64,10 @@ type Scenario struct {
 	// Func drives the broker through e and fails e.T when the broker
 	// behaves otherwise.
 	Func func(e *Env)
+	// Slow marks a scenario that waits a second or more for a timer: a
+	// heartbeat interval on any broker, or RabbitMQ's delayed closes. Run
+	// starts slow scenarios first so that they overlap the rest.
+	Slow bool
 }
 
 // scenarioTimeout bounds one scenario, cleanup excluded.
@@ -114,8 +118,12 @@ func run(t *testing.T, url string) string {
 			}
 		}()
 	}
-	for _, s := range table {
-		jobs <- s
+	for _, slow := range []bool{true, false} {
+		for _, s := range table {
+			if s.Slow == slow {
+				jobs <- s
+			}
+		}
 	}
 	close(jobs)
 	wg.Wait()
