@@ -360,8 +360,9 @@ func consAckAfterChannelError(e *Env) {
 	// Delivery tags are per channel: a tag acked on a new channel with the
 	// same id after a channel error is unknown there.
 	r, _ := rawHeld(e, "1")
-	r.Send(1, &wire.QueueDeclare{Queue: e.Name("missing"), Passive: true})
-	r.ExpectChannelClose(1, wire.ReplyNotFound, "NOT_FOUND*")
+	missing := e.Name("missing")
+	r.Send(1, &wire.QueueDeclare{Queue: missing, Passive: true})
+	r.ExpectChannelClose(1, wire.ReplyNotFound, e.NotFoundQueue(missing))
 	r.OpenChannel(1)
 	r.Send(1, &wire.BasicAck{DeliveryTag: 1})
 	r.ExpectChannelClose(1, wire.ReplyPreconditionFailed, "PRECONDITION_FAILED - unknown delivery tag 1")
