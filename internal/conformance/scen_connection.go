@@ -281,3 +281,11 @@ func (e *Env) rawTune() (*Raw, *wire.ConnectionTune) {
 func refusedText(mechanism string) string {
 	return "ACCESS_REFUSED - Login was refused using authentication mechanism " + mechanism + ". For details see the broker logfile."
 }
+
+func connUpdateSecret(e *Env) {
+	c := e.Dial()
+	cfg, _ := pika.ParseURL(e.URL)
+	err := c.UpdateSecret(e.Ctx, cfg.Password, "rotation")
+	e.Must(err, "connection.update-secret with the same password")
+	e.Chan(c)
+}
