@@ -690,3 +690,22 @@ func consCancelOnDeleteNoCapability(e *Env) {
 	// Nothing on channel 1: the next frame answers the sync.
 	r.Sync(1)
 }
+
+func consPrefetchGlobalRaised(e *Env) {
+	c := e.Dial()
+	ch := e.ConfirmChan(c)
+	q := e.Queue(ch, "q", pika.QueueDeclareOptions{})
+	cch := e.Chan(c)
+	e.Must(cch.Qos(e.Ctx, pika.QosOptions{PrefetchCount: 1, Global: true}), "qos 1 global")
+	cons, err := cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
+	e.Must(err, "consume")
+	for i := 0; i < 3; i++ {
+		e.PublishSync(ch, "", q, Body(fmt.Sprint(i)))
+	}
+	e.NextBody(cons, "0")
+	e.Quiet(cons)
+	// Raising the channel's limit applies at once to the running consumer.
+	e.Must(cch.Qos(e.Ctx, pika.QosOptions{PrefetchCount: 3, Global: true}), "qos 3 global")
+	e.NextBody(cons, "1")
+	e.NextBody(cons, "2")
+}

@@ -496,6 +496,9 @@ var table = []Scenario{
 	{Name: "deadletter/count", Func: dlCount,
 		Checks:   "a message dead-lettered in a cycle through two queues keeps one x-death entry per (queue, reason), most recent first, with count incremented",
 		RabbitMQ: "Entries are updated in place (count 2) and moved to the front; x-first-death-* never change."},
+	{Name: "deadletter/expiry-cycle-dropped", Func: dlExpiryCycleDropped,
+		Checks:   "a message that expires in a queue dead-lettering to itself is dropped, not cycled forever",
+		RabbitMQ: "Cycle detection: a message whose x-death already holds this queue with reason expired, and no rejection since, is dropped."},
 
 	// Quorum queues.
 	{Name: "quorum/declare", Func: quorumDeclare,
@@ -655,6 +658,9 @@ var table = []Scenario{
 	{Name: "consume/prefetch-later-consumers", Func: consPrefetchLaterConsumers,
 		Checks:   "a per-consumer qos applies to consumers started after it, not to those before",
 		RabbitMQ: "The limit is captured at basic.consume."},
+	{Name: "consume/prefetch-global-raised", Func: consPrefetchGlobalRaised,
+		Checks:   "raising a global (per channel) prefetch while a consumer runs lets it receive more at once",
+		RabbitMQ: "The channel limit applies to running consumers, unlike a per-consumer limit."},
 	{Name: "consume/prefetch-zero", Func: consPrefetchZero,
 		Checks:   "prefetch 0 means no limit",
 		RabbitMQ: "As the spec says."},
