@@ -18,7 +18,8 @@
 // the suite can share a broker with other tests. The scenarios of blocked
 // connections need a resource alarm, which is global: they are in a table of
 // their own, run one at a time by [RunAlarm] with a function that raises and
-// clears the alarm.
+// clears the alarm. The scenarios of a broker restart (what survives it)
+// are in a third table, run together around one restart by [RunRestart].
 //
 // A broker under test runs the suite from a test of its own:
 //
@@ -64,6 +65,10 @@ type Scenario struct {
 	// Func drives the broker through e and fails e.T when the broker
 	// behaves otherwise.
 	Func func(e *Env)
+	// Slow marks a scenario that waits a second or more for a timer: a
+	// heartbeat interval on any broker, or RabbitMQ's delayed closes. Run
+	// starts slow scenarios first so that they overlap the rest.
+	Slow bool
 }
 
 // scenarioTimeout bounds one scenario, cleanup excluded.
@@ -114,8 +119,12 @@ func run(t *testing.T, url string) string {
 			}
 		}()
 	}
-	for _, s := range table {
-		jobs <- s
+	for _, slow := range []bool{true, false} {
+		for _, s := range table {
+			if s.Slow == slow {
+				jobs <- s
+			}
+		}
 	}
 	close(jobs)
 	wg.Wait()
@@ -150,15 +159,21 @@ func checkTable(ss []Scenario) error {
 }
 
 func runScenario(t *testing.T, url, run string, s Scenario, alarm Alarm) {
-	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
+	runScenarioWith(t, url, run, s, scenarioTimeout, func(e *Env) { e.alarm = alarm })
+}
+
+// runScenarioWith runs s, bounded by timeout, with an Env that setup
+// completes.
+func runScenarioWith(t *testing.T, url, run string, s Scenario, timeout time.Duration, setup func(*Env)) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	e := &Env{
 		T:      t,
 		URL:    url,
 		Ctx:    ctx,
 		prefix: run + "." + sanitize(s.Name),
-		alarm:  alarm,
 	}
+	setup(e)
 	// Registered first, so it runs after every connection opened by the
 	// scenario has been closed by its own cleanup.
 	t.Cleanup(e.deleteDeclared)
@@ -189,8 +204,9 @@ type Env struct {
 	URL string
 	Ctx context.Context
 
-	prefix string
-	alarm  Alarm // nil outside RunAlarm
+	prefix  string
+	alarm   Alarm  // nil outside RunAlarm
+	restart func() // nil outside RunRestart
 
 	mu        sync.Mutex
 	n         int

@@ -9,19 +9,20 @@ func TestTableComplete(t *testing.T) {
 	if n := len(table); n < 150 {
 		t.Errorf("the table has %d scenarios, want at least 150", n)
 	}
-	for _, tab := range [][]Scenario{table, alarmTable} {
+	for _, tab := range [][]Scenario{table, alarmTable, restartTable} {
 		if err := checkTable(tab); err != nil {
 			t.Error(err)
 		}
 	}
 	seen := map[string]bool{}
-	for _, s := range append(Scenarios(), AlarmScenarios()...) {
+	all := append(append(Scenarios(), AlarmScenarios()...), RestartScenarios()...)
+	for _, s := range all {
 		area, rest, ok := strings.Cut(s.Name, "/")
 		if !ok || area == "" || rest == "" || sanitize(s.Name) != strings.ReplaceAll(s.Name, "/", "_") {
 			t.Errorf("scenario name %q is not area/behaviour in plain characters", s.Name)
 		}
 		if seen[s.Name] {
-			t.Errorf("scenario %q is both in the table and the alarm table", s.Name)
+			t.Errorf("scenario %q is in two tables", s.Name)
 		}
 		seen[s.Name] = true
 	}

@@ -282,6 +282,7 @@ func (e *Env) Fail(err error, code wire.ReplyCode, scope Scope, text string) *pi
 		e.T.Fatalf("got %v (code %d, connection %v, from server %v), want the broker to close the %s with %d %s",
 			err, perr.Code, perr.Conn, perr.Server, scope, code, code)
 	}
+	e.T.Logf("%s closed by the broker: %d %q", scope, perr.Code, perr.Text)
 	if text != "" && !textMatches(perr.Text, text) {
 		e.T.Fatalf("reply text %q, want %q", perr.Text, text)
 	}

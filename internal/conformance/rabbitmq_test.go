@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"context"
 	"net"
 	neturl "net/url"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/internal/testenv"
 )
 
@@ -51,6 +53,54 @@ func TestRabbitMQAlarm(t *testing.T) {
 		testenv.WaitNoAlarms(t)
 	})
 	RunAlarm(t, url, func(t *testing.T, on bool) { set(t, on) })
+}
+
+// TestRabbitMQRestart runs the restart scenarios against the real broker,
+// restarting the RabbitMQ application (rabbitmqctl stop_app, start_app). It
+// holds the exclusive broker lock, and starts the application again
+// whatever happens.
+func TestRabbitMQRestart(t *testing.T) {
+	url := testenv.Disruptive(t)
+	var mu sync.Mutex
+	stopped := false
+	start := func(t testing.TB) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			testenv.Rabbitmqctl(t, "start_app")
+			testenv.Rabbitmqctl(t, "await_startup")
+			stopped = false
+		}
+	}
+	t.Cleanup(func() { start(t) })
+	RunRestart(t, url, func(t *testing.T) {
+		mu.Lock()
+		testenv.Rabbitmqctl(t, "stop_app")
+		stopped = true
+		mu.Unlock()
+		start(t)
+		waitAMQP(t, url)
+	})
+}
+
+// waitAMQP waits up to a minute for the broker at url to accept an AMQP
+// connection.
+func waitAMQP(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := pika.Dial(ctx, url)
+		cancel()
+		if err == nil {
+			c.Close(context.Background())
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the broker does not accept connections a minute after its restart: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // checkClean fails t when the broker still has a queue or exchange whose

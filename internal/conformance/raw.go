@@ -270,6 +270,7 @@ func (r *Raw) ExpectChannelClose(ch uint16, code wire.ReplyCode, text string) *w
 		if !ok || f.Channel != ch {
 			continue
 		}
+		r.e.T.Logf("channel.close %d %q (method %d/%d)", cl.ReplyCode, cl.ReplyText, cl.ClassID, cl.MethodID)
 		if wire.ReplyCode(cl.ReplyCode) != code || (text != "" && !textMatches(cl.ReplyText, text)) {
 			r.e.T.Fatalf("channel.close %d %q, want %d %q", cl.ReplyCode, cl.ReplyText, code, text)
 		}

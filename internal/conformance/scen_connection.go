@@ -64,8 +64,7 @@ func connBadPasswordClose(e *Env) {
 		Response:         "\x00" + cfg.Username + "\x00" + cfg.Password + "-wrong",
 		Locale:           "en_US",
 	})
-	cl := r.ExpectConnClose(wire.ReplyAccessRefused,
-		"ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.")
+	cl := r.ExpectConnClose(wire.ReplyAccessRefused, refusedText("PLAIN"))
 	Equal(e, "class of the failing method", cl.ClassID, 0)
 }
 
@@ -81,7 +80,7 @@ func connBadPasswordClient(e *Env) {
 	if !errors.Is(err, pika.ErrAuthentication) {
 		e.T.Fatalf("dial with a wrong password: %v, want ErrAuthentication", err)
 	}
-	e.Fail(err, wire.ReplyAccessRefused, ConnScope, "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN*")
+	e.Fail(err, wire.ReplyAccessRefused, ConnScope, refusedText("PLAIN"))
 }
 
 func connBadPasswordAMQPlain(e *Env) {
@@ -96,7 +95,7 @@ func connBadPasswordAMQPlain(e *Env) {
 		Response:         string(resp[4:]), // AMQPLAIN sends the table without its length
 		Locale:           "en_US",
 	})
-	r.ExpectConnClose(wire.ReplyAccessRefused, "ACCESS_REFUSED - Login was refused using authentication mechanism AMQPLAIN*")
+	r.ExpectConnClose(wire.ReplyAccessRefused, refusedText("AMQPLAIN"))
 }
 
 func connUnknownUser(e *Env) {
@@ -104,7 +103,7 @@ func connUnknownUser(e *Env) {
 	if !errors.Is(err, pika.ErrAuthentication) {
 		e.T.Fatalf("dial as an unknown user: %v, want ErrAuthentication", err)
 	}
-	e.Fail(err, wire.ReplyAccessRefused, ConnScope, "ACCESS_REFUSED - Login was refused*")
+	e.Fail(err, wire.ReplyAccessRefused, ConnScope, refusedText("PLAIN"))
 }
 
 func connUnknownMechanism(e *Env) {
@@ -276,4 +275,17 @@ func (e *Env) rawTune() (*Raw, *wire.ConnectionTune) {
 	r := e.RawConnect()
 	r.StartOk("PLAIN", "\x00"+cfg.Username+"\x00"+cfg.Password)
 	return r, r.Expect(0, &wire.ConnectionTune{}).(*wire.ConnectionTune)
+}
+
+// refusedText is RabbitMQ's text for refused credentials.
+func refusedText(mechanism string) string {
+	return "ACCESS_REFUSED - Login was refused using authentication mechanism " + mechanism + ". For details see the broker logfile."
+}
+
+func connUpdateSecret(e *Env) {
+	c := e.Dial()
+	cfg, _ := pika.ParseURL(e.URL)
+	err := c.UpdateSecret(e.Ctx, cfg.Password, "rotation")
+	e.Must(err, "connection.update-secret with the same password")
+	e.Chan(c)
 }

@@ -360,8 +360,9 @@ func consAckAfterChannelError(e *Env) {
 	// Delivery tags are per channel: a tag acked on a new channel with the
 	// same id after a channel error is unknown there.
 	r, _ := rawHeld(e, "1")
-	r.Send(1, &wire.QueueDeclare{Queue: e.Name("missing"), Passive: true})
-	r.ExpectChannelClose(1, wire.ReplyNotFound, "NOT_FOUND*")
+	missing := e.Name("missing")
+	r.Send(1, &wire.QueueDeclare{Queue: missing, Passive: true})
+	r.ExpectChannelClose(1, wire.ReplyNotFound, e.NotFoundQueue(missing))
 	r.OpenChannel(1)
 	r.Send(1, &wire.BasicAck{DeliveryTag: 1})
 	r.ExpectChannelClose(1, wire.ReplyPreconditionFailed, "PRECONDITION_FAILED - unknown delivery tag 1")
@@ -688,4 +689,23 @@ func consCancelOnDeleteNoCapability(e *Env) {
 	r.Expect(2, &wire.QueueDeleteOk{})
 	// Nothing on channel 1: the next frame answers the sync.
 	r.Sync(1)
+}
+
+func consPrefetchGlobalRaised(e *Env) {
+	c := e.Dial()
+	ch := e.ConfirmChan(c)
+	q := e.Queue(ch, "q", pika.QueueDeclareOptions{})
+	cch := e.Chan(c)
+	e.Must(cch.Qos(e.Ctx, pika.QosOptions{PrefetchCount: 1, Global: true}), "qos 1 global")
+	cons, err := cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
+	e.Must(err, "consume")
+	for i := 0; i < 3; i++ {
+		e.PublishSync(ch, "", q, Body(fmt.Sprint(i)))
+	}
+	e.NextBody(cons, "0")
+	e.Quiet(cons)
+	// Raising the channel's limit applies at once to the running consumer.
+	e.Must(cch.Qos(e.Ctx, pika.QosOptions{PrefetchCount: 3, Global: true}), "qos 3 global")
+	e.NextBody(cons, "1")
+	e.NextBody(cons, "2")
 }

@@ -312,3 +312,73 @@ func quorumDeliveryLimit(e *Env) {
 	checkDeath(e, death(e, d)[0], 1, "delivery_limit", q, "", q)
 	e.GetEmpty(ch, q)
 }
+
+// quorumQueue declares a quorum queue with extra arguments.
+func quorumQueue(e *Env, ch *pika.Channel, args pika.Table) string {
+	e.T.Helper()
+	t := pika.Table{"x-queue-type": "quorum"}
+	for k, v := range args {
+		t[k] = v
+	}
+	return e.Queue(ch, "q", pika.QueueDeclareOptions{Durable: true, Arguments: t})
+}
+
+func quorumRejectPublish(e *Env) {
+	c := e.Dial()
+	ch := e.ConfirmChan(c)
+	q := quorumQueue(e, ch, pika.Table{"x-max-length": int32(1), "x-overflow": "reject-publish"})
+	// The limit is checked before the enqueue: the queue accepts messages
+	// while it is not over the limit yet, so one more gets in.
+	e.PublishSync(ch, "", q, Body("1"))
+	e.PublishSync(ch, "", q, Body("2"))
+	if err := e.Confirmed(ch, "", q, Body("3")); err != pika.ErrNacked {
+		e.T.Fatalf("publish with the queue over x-max-length: %v, want a nack", err)
+	}
+	Equal(e, "depth", e.Depth(ch, q), 2)
+	e.GetBody(ch, q, "1")
+	e.GetBody(ch, q, "2")
+}
+
+func quorumPurgeAndCounts(e *Env) {
+	c := e.Dial()
+	ch := e.ConfirmChan(c)
+	q := quorumQueue(e, ch, nil)
+	for i := 0; i < 3; i++ {
+		e.PublishSync(ch, "", q, Body(fmt.Sprint(i)))
+	}
+	d := e.GetBody(ch, q, "0")
+	Equal(e, "get-ok message count", d.MessageCount, uint32(2))
+	n, err := ch.QueuePurge(e.Ctx, q, pika.PurgeOptions{})
+	e.Must(err, "purge")
+	Equal(e, "purge-ok count", n, 2)
+}
+
+func quorumBadPriority(e *Env) {
+	c, ch := e.Open()
+	q := e.Name("q")
+	e.TrackQueue(q)
+	_, err := ch.QueueDeclare(e.Ctx, q, pika.QueueDeclareOptions{Durable: true, Arguments: pika.Table{"x-queue-type": "quorum", "x-max-priority": int32(5)}})
+	e.ChannelClosed(c, ch, err, wire.ReplyPreconditionFailed, fmt.Sprintf(
+		"PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue '%s' in vhost '%s' of queue type rabbit_quorum_queue", q, e.Vhost()))
+}
+
+func dlExpiryCycleDropped(e *Env) {
+	// A queue dead-lettering its expired messages to itself would cycle
+	// forever; RabbitMQ drops a message whose x-death shows it already
+	// expired in this queue, with no rejection in the cycle.
+	c := e.Dial()
+	ch := e.ConfirmChan(c)
+	name := e.Name("q")
+	e.TrackQueue(name)
+	_, err := ch.QueueDeclare(e.Ctx, name, pika.QueueDeclareOptions{Arguments: pika.Table{
+		"x-message-ttl": int32(10), "x-dead-letter-exchange": "", "x-dead-letter-routing-key": name}})
+	e.Must(err, "declare the self-dead-lettering queue")
+	e.PublishSync(ch, "", name, Body("m"))
+	e.WaitDepth(ch, name, 0)
+	// A cycling message would be back in the queue most of the time: look
+	// for it a few times over 200 ms.
+	for i := 0; i < 10; i++ {
+		e.GetEmpty(ch, name)
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -46,7 +46,7 @@ func exRedeclareInternal(e *Env) {
 }
 
 func exRedeclareAE(e *Env) {
-	redeclareMismatch(e, pika.ExchangeDirect, pika.ExchangeDeclareOptions{Arguments: pika.Table{"alternate-exchange": "ae"}}, "alternate-exchange", "*")
+	redeclareMismatch(e, pika.ExchangeDirect, pika.ExchangeDeclareOptions{Arguments: pika.Table{"alternate-exchange": "ae"}}, "alternate-exchange", ": received the value 'ae' of type 'longstr' but current is none")
 }
 
 func exPassiveMissing(e *Env) {
@@ -134,7 +134,7 @@ func exDeleteReserved(e *Env) {
 	c, ch := e.Open()
 	err := ch.ExchangeDelete(e.Ctx, "amq.direct", pika.ExchangeDeleteOptions{})
 	e.ChannelClosed(c, ch, err, wire.ReplyAccessRefused, fmt.Sprintf(
-		"ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '%s' not allowed*", e.Vhost()))
+		"ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '%s' not allowed", e.Vhost()))
 }
 
 func exUnknownType(e *Env) {

@@ -104,7 +104,7 @@ func frameBodyLongerThanHeader(e *Env) {
 func frameContentOnChannelZero(e *Env) {
 	r := e.RawDial(0)
 	r.Write(r.Header(0, 3))
-	r.ExpectConnClose(wire.ReplyUnexpectedFrame, "UNEXPECTED_FRAME - type 2, all octets = <<*")
+	r.ExpectConnClose(wire.ReplyUnexpectedFrame, "UNEXPECTED_FRAME - type 2, all octets = <<0,60,0,0,0,0,0,0,0,0,0,3,0,0>>")
 }
 
 func frameHeartbeatOnChannel(e *Env) {
@@ -239,7 +239,8 @@ func frameFailingMethodIDs(e *Env) {
 	r.OpenChannel(1)
 	x := e.Name("missing")
 	r.Send(1, &wire.QueueBind{Queue: e.Name("q"), Exchange: x})
-	cl := r.ExpectChannelClose(1, wire.ReplyNotFound, "NOT_FOUND*")
+	// Neither exists: the exchange is looked up first.
+	cl := r.ExpectChannelClose(1, wire.ReplyNotFound, e.NotFoundExchange(x))
 	Equal(e, "failing method", methodOf(cl.ClassID, cl.MethodID), wire.MethodQueueBind)
 }
 

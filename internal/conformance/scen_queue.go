@@ -555,3 +555,55 @@ func qFIFO(e *Env) {
 		Equal(e, "message-count", d.MessageCount, uint32(19-i))
 	}
 }
+
+func qUnknownArgs(e *Env) {
+	c := e.Dial()
+	ch := e.ConfirmChan(c)
+	q := e.Queue(ch, "q", pika.QueueDeclareOptions{Arguments: pika.Table{"x-made-up": "v", "no-x-prefix": int32(1)}})
+	e.PublishSync(ch, "", q, Body("m"))
+	e.GetBody(ch, q, "m")
+	// Only the arguments RabbitMQ knows are compared on redeclaration.
+	_, err := ch.QueueDeclare(e.Ctx, q, pika.QueueDeclareOptions{Arguments: pika.Table{"x-made-up": "w"}})
+	e.Must(err, "redeclare with another value of an unknown argument")
+	_, err = ch.QueueDeclare(e.Ctx, q, pika.QueueDeclareOptions{})
+	e.Must(err, "redeclare without the unknown arguments")
+}
+
+func qClassicTypeExplicit(e *Env) {
+	c, ch := e.Open()
+	q := e.Queue(ch, "q", pika.QueueDeclareOptions{})
+	_, err := ch.QueueDeclare(e.Ctx, q, pika.QueueDeclareOptions{Arguments: pika.Table{"x-queue-type": "classic"}})
+	e.Must(err, "redeclare a queue declared without x-queue-type with x-queue-type classic")
+	_, err = ch.QueueDeclare(e.Ctx, q, pika.QueueDeclareOptions{Arguments: pika.Table{"x-queue-type": "quorum"}})
+	e.ChannelClosed(c, ch, err, wire.ReplyPreconditionFailed, fmt.Sprintf(
+		"PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue '%s' in vhost '%s': received the value 'quorum' of type 'longstr' but current is none", q, e.Vhost()))
+}
+
+func qLazy(e *Env) {
+	c := e.Dial()
+	ch := e.ConfirmChan(c)
+	q := e.QueueArgs(ch, "q", pika.QueueArgs{Lazy: true})
+	e.PublishSync(ch, "", q, Body("m"))
+	e.GetBody(ch, q, "m")
+}
+
+func qTTLExpirationZero(e *Env) {
+	c := e.Dial()
+	ch := e.ConfirmChan(c)
+	q := e.Queue(ch, "q", pika.QueueDeclareOptions{})
+	e.PublishSync(ch, "", q, pika.Message{Body: []byte("gone"), Properties: pika.Properties{Expiration: "0"}})
+	e.GetEmpty(ch, q)
+	cons, err := e.Chan(c).Consume(e.Ctx, q, pika.ConsumeOptions{AutoAck: true})
+	e.Must(err, "consume")
+	e.PublishSync(ch, "", q, pika.Message{Body: []byte("taken"), Properties: pika.Properties{Expiration: "0"}})
+	e.NextBody(cons, "taken")
+}
+
+func qDurableAutoDelete(e *Env) {
+	c, ch := e.Open()
+	q := e.Queue(ch, "q", pika.QueueDeclareOptions{Durable: true, AutoDelete: true})
+	cons, err := ch.Consume(e.Ctx, q, pika.ConsumeOptions{})
+	e.Must(err, "consume")
+	e.Must(cons.Cancel(e.Ctx), "cancel")
+	e.EventuallyGone(c, q)
+}
