@@ -29,8 +29,8 @@
 # that pid if it is still a beam process of that node), then removes the
 # directory. The shared epmd daemon (the default broker's) is left alone.
 #
-# RabbitMQ is installed the way scripts/ensure-rabbitmq.sh does when it is
-# missing (apt-get, as root).
+# When RabbitMQ is missing, scripts/ensure-rabbitmq.sh installs it (apt-get,
+# as root).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,29 +67,13 @@ find_bin() {
 
 ensure_installed() {
 	find_bin && return 0
-	if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+	# ensure-rabbitmq.sh installs the package (apt-get, as root) when it is
+	# missing, and starts the default broker the other tests use.
+	say "rabbitmq-server is not installed: running scripts/ensure-rabbitmq.sh"
+	bash "$root/scripts/ensure-rabbitmq.sh" || true
+	if ! find_bin; then
 		err "RabbitMQ is not installed. Install it (sudo apt-get install -y rabbitmq-server),"
 		err "or set RABBITMQ_BIN to the directory holding rabbitmq-server and rabbitmqctl."
-		exit 1
-	fi
-	say "rabbitmq-server is not installed; installing it with apt-get (one time)..."
-	local log=${TMPDIR:-/tmp}/cluster-apt.log policy=/usr/sbin/policy-rc.d made_policy=
-	# No init system in containers: keep the package from starting the
-	# default service (policy-rc.d exit 101), as ensure-rabbitmq.sh does.
-	if [[ ! -e $policy ]]; then
-		printf '#!/bin/sh\nexit 101\n' >"$policy"
-		chmod 755 "$policy"
-		made_policy=1
-	fi
-	local rc=0
-	{
-		apt-get update -qq &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server
-	} >"$log" 2>&1 || rc=$?
-	[[ -n $made_policy ]] && rm -f "$policy"
-	if ! find_bin; then
-		err "apt-get could not install rabbitmq-server (exit $rc); log: $log"
-		tail -n 20 "$log" >&2 || true
 		exit 1
 	fi
 }
