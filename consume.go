@@ -219,6 +219,7 @@ type Consumer struct {
 	seq        uint64 // creation order, for recovery
 
 	cancelling bool   // guarded by ch.conn.mu: Cancel was called
+	reviving   bool   // guarded by ch.conn.mu: cancelled by the broker, its queue being checked (see Conn.reviveLocked)
 	qname      string // the queue; guarded by ch.conn.mu: renamed by recovery
 
 	// guarded by ch.conn.mu
@@ -425,7 +426,8 @@ func (cons *Consumer) Done() <-chan struct{} { return cons.done }
 
 // Err returns why the consumer ended, nil while it runs:
 // ErrConsumerClosed after Cancel; ErrConsumerCancelled after a broker
-// cancel (queue deleted, node down); when its channel closed, the
+// cancel of a queue that no longer exists (or, with recovery off, after any
+// broker cancel: queue deleted, node down); when its channel closed, the
 // channel's close cause (the broker's *Error, ErrChannelClosed after
 // Channel.Close, ErrClosed after Conn.Close, or the connection's failure);
 // the error of a restart that recovery could not make.

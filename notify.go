@@ -323,7 +323,11 @@ func (ch *Channel) OnConfirm(f func(Confirm)) {
 }
 
 // OnCancel registers f to be called with the tag of every consumer the
-// broker cancels on this channel (queue deleted, node down).
+// broker cancels on this channel (queue deleted, node down). With recovery
+// on, a cancelled consumer ends only once the broker says its queue no
+// longer exists: when the queue still exists (a classic queue whose node
+// went down), the consumer waits for it and restarts (see
+// RecoveryConsumerWaiting).
 func (ch *Channel) OnCancel(f func(consumerTag string)) {
 	ch.conn.mu.Lock()
 	defer ch.conn.mu.Unlock()

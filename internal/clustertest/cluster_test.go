@@ -189,23 +189,23 @@ func nodeNamed(t testing.TB, nodes []node, name string) node {
 	return node{}
 }
 
-// queueInfo is a row of rabbitmqctl list_queues.
+// queueInfo is a row of rabbitmqctl list_queues about a quorum queue or a
+// stream.
 type queueInfo struct {
 	Name    string   `json:"name"`
 	Type    string   `json:"type"`
 	Leader  string   `json:"leader"`
 	Members []string `json:"members"`
 	Online  []string `json:"online"`
-	Pid     string   `json:"pid"`
 }
 
 // listQueue returns what rabbitmqctl list_queues, run on a running node,
-// says about queue: for quorum queues and streams its leader and members
-// (the documented way to find a queue's leader without the management
-// plugin; the queue.declare-ok does not say), for classic queues its pid.
+// says about queue, a quorum queue or a stream: its leader and members (the
+// documented way to find a queue's leader without the management plugin;
+// the queue.declare-ok does not say).
 func listQueue(t testing.TB, via node, queue string) queueInfo {
 	t.Helper()
-	out := ctl(t, via, "-q", "list_queues", "name", "type", "leader", "members", "online", "pid", "--formatter", "json")
+	out := ctl(t, via, "-q", "list_queues", "name", "type", "leader", "members", "online", "--formatter", "json")
 	var rows []queueInfo
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("list_queues output: %v: %s", err, out)
