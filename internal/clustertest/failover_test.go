@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,6 +123,11 @@ func TestFailoverQuorumUnderLoad(t *testing.T) {
 	cconn := dial(t, nodes, 1, nil)
 	cconn.OnRecovery(onRecovery("consumer"))
 	cch := channel(t, cconn)
+	// RabbitMQ 3.10 keeps a quorum queue's consumers across leader changes
+	// (rabbit_fifo_client registers them with the new leader): no
+	// basic.cancel is expected.
+	var brokerCancels atomic.Int32
+	cch.OnCancel(func(string) { brokerCancels.Add(1) })
 	if err := cch.Qos(ctx, pika.QosOptions{PrefetchCount: 200}); err != nil {
 		t.Fatal(err)
 	}
@@ -269,6 +275,9 @@ func TestFailoverQuorumUnderLoad(t *testing.T) {
 	})
 	if err := cons.Err(); err != nil {
 		t.Errorf("the consumer ended: %v", err)
+	}
+	if n := brokerCancels.Load(); n != 0 {
+		t.Errorf("the broker cancelled the quorum queue's consumer %d times", n)
 	}
 
 	st.mu.Lock()
