@@ -22,7 +22,7 @@ func connectionsPerNode(t *testing.T, nodes []node, prefix string) map[string]in
 	t.Helper()
 	out := ctl(t, nodes[0], "-q", "list_connections", "port", "client_properties", "--formatter", "json")
 	var rows []struct {
-		Port  int            `json:"port"`
+		Port  int     `json:"port"`
 		Props [][]any `json:"client_properties"` // [key, type, value] triples
 	}
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
