@@ -325,10 +325,16 @@ func TestClusterFormed(t *testing.T) {
 			t.Errorf("feature flag %s is not enabled: %s", f, flags)
 		}
 	}
-	// The nodes share one enabled_plugins file: one node's listeners say
-	// what every node's are.
-	lis := ctl(t, nodes[0], "-q", "status", "--formatter", "json")
-	if strings.Contains(lis, `"protocol":"http"`) || strings.Contains(lis, `"port":15672`) || strings.Contains(lis, `"port":15692`) {
-		t.Errorf("node %s listens on a plugin's fixed port: %s", nodes[0].name, lis)
+	// The nodes share one enabled_plugins file (empty): none listens on a
+	// plugin's fixed port (management 15672, prometheus 15692, stream
+	// 5552), only on its AMQP port and its distribution port.
+	status := ctl(t, nodes[0], "-q", "status", "--formatter", "json")
+	for _, port := range []string{"15672", "15692", "5552"} {
+		if strings.Contains(status, `"port":`+port+`,`) {
+			t.Errorf("node %s listens on port %s: %s", nodes[0].name, port, status)
+		}
+	}
+	if !strings.Contains(status, `"active_plugins":[]`) {
+		t.Errorf("node %s has plugins enabled: %s", nodes[0].name, status)
 	}
 }

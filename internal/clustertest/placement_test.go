@@ -121,7 +121,7 @@ func TestConsumerLocality(t *testing.T) {
 	if err := pch.ConfirmSelect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	const msgs = 5000
+	const msgs = 3000
 	body := make([]byte, 1024)
 	drain := func(at node) time.Duration {
 		t.Helper()
