@@ -176,7 +176,7 @@ run_cluster() {
 	}
 	go vet -tags cluster ./internal/clustertest || rc=1
 	PIKA_CLUSTER_URLS=$(bash scripts/cluster.sh urls) \
-		go test -race -count=1 -timeout 7m -tags cluster -v ./internal/clustertest 2>&1 |
+		go test -race -count=1 -timeout 10m -tags cluster -v ./internal/clustertest 2>&1 |
 		grep -Ev '^=== (RUN|PAUSE|CONT)' || rc=1
 	bash scripts/cluster.sh stop || rc=1
 	return $rc

@@ -159,7 +159,7 @@ func TestFailoverQuorumUnderLoad(t *testing.T) {
 	confs := make(chan published, 20000)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { // publish, about 1000 messages a second at most
+	go func() { // publish, about 500 messages a second at most
 		defer wg.Done()
 		defer close(confs)
 		for seq := 1; pubCtx.Err() == nil; seq++ {
@@ -185,7 +185,7 @@ func TestFailoverQuorumUnderLoad(t *testing.T) {
 			}
 			confs <- published{seq, at, conf}
 			if seq%10 == 0 {
-				time.Sleep(10 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond)
 			}
 		}
 	}()
@@ -248,12 +248,16 @@ func TestFailoverQuorumUnderLoad(t *testing.T) {
 		defer st.mu.Unlock()
 		return len(st.confirmed) > 200
 	})
+	// rabbitmqctl runs are slow on a busy machine: the members are
+	// checked (and the leader found) once per cycle, before the leader's
+	// stop; a node restarted by start_app rejoins its queue's Raft group
+	// as it boots.
 	for cycle := 1; cycle <= failoverCycles; cycle++ {
 		stopAndMeasure(cycle, "publisher's node", nodeOf(t, nodes, pconn.RemoteAddr()))
 		leader := waitMembers()
 		stopAndMeasure(cycle, "leader's node", nodeNamed(t, nodes, leader))
-		waitMembers()
 	}
+	waitMembers()
 	stopPub()
 	wg.Wait()
 
