@@ -14,7 +14,7 @@
 #      on ports 5681-5683 beside the default broker), go vet and go test
 #      -race -tags cluster ./internal/clustertest with PIKA_CLUSTER_URLS, then
 #      scripts/cluster.sh stop (always). Outside CI, PIKA_CLUSTER=0 skips this
-#      step (it takes about 5 minutes); with CI=true it always runs.
+#      step (it takes about 7 minutes); with CI=true it always runs.
 #   9. every other Go module in the repository (each directory below the root
 #      with a go.mod: bench/, plugins/*, adapters/*): go vet, then go test
 #      -race -count=1 -timeout 30m
