@@ -182,13 +182,18 @@ start_node() {
 	)
 }
 
-# wait_node waits for node $1's application to run.
+# wait_node waits for node $1's application to run; when it does not, it
+# writes why to the node's failure file (the waits run in parallel: the
+# reports are printed one after the other afterwards).
 wait_node() {
-	local n=$1
-	if ! ctl "$n" -q wait --timeout "$start_wait" "$(pid_file "$n")" >/dev/null 2>"$(node_dir "$n")/wait.err"; then
-		err "node $(node_name "$n") (AMQP port $(amqp_port "$n")) did not start within ${start_wait}s:"
-		sed 's/^/    /' "$(node_dir "$n")/wait.err" >&2 || true
-		node_log_tail "$n"
+	local n=$1 d
+	d=$(node_dir "$n")
+	if ! ctl "$n" -q wait --timeout "$start_wait" "$(pid_file "$n")" >/dev/null 2>"$d/wait.err"; then
+		{
+			err "node $(node_name "$n") (AMQP port $(amqp_port "$n")) did not start within ${start_wait}s:"
+			sed 's/^/    /' "$d/wait.err" >&2 || true
+			node_log_tail "$n"
+		} 2>"$d/failure.txt"
 		return 1
 	fi
 }
@@ -206,18 +211,17 @@ join_step() {
 	fi
 }
 
-# in_parallel runs "$@ N" for nodes 2 and 3 (join_cluster one after the
-# other, other steps at once) and fails if any failed.
+# join_node joins node $1 to node 1: stop_app, join_cluster, start_app.
+join_node() {
+	join_step "$1" stop_app && join_step "$1" join_cluster && join_step "$1" start_app
+}
+
+# in_parallel runs "$1 N" for nodes 2 and 3 at once and fails if any
+# failed.
 in_parallel() {
 	local n rc=0 pids=()
-	if [[ $2 == join_cluster ]]; then
-		for n in "${nodes[@]:1}"; do
-			"$1" "$n" "$2" || return 1
-		done
-		return 0
-	fi
 	for n in "${nodes[@]:1}"; do
-		"$1" "$n" "$2" &
+		"$1" "$n" &
 		pids+=($!)
 	done
 	for n in "${pids[@]}"; do
@@ -240,7 +244,14 @@ cmd_start() {
 		say "found $running node(s) of an earlier run in $dir: stopping them first"
 		cmd_stop
 	fi
+	local names
+	names=$(epmd -names 2>/dev/null || true)
 	for n in "${nodes[@]}"; do
+		if grep -q "^name pika-c$n at " <<<"$names"; then
+			err "an Erlang node named $(node_name "$n") already runs (epmd -names), but not from $dir:"
+			err "another cluster.sh run with another PIKA_CLUSTER_DIR? Stop it with that PIKA_CLUSTER_DIR first."
+			exit 1
+		fi
 		local p
 		for p in "$(amqp_port "$n")" "$(dist_port "$n")"; do
 			if ! port_free "$p"; then
@@ -271,14 +282,17 @@ cmd_start() {
 		wait "$n" || failed=1
 	done
 	if ((failed)); then
+		for n in "${nodes[@]}"; do
+			[[ -s $(node_dir "$n")/failure.txt ]] && cat "$(node_dir "$n")/failure.txt" >&2
+		done
 		err "stopping the nodes this run started"
 		cmd_stop >&2 || true
 		exit 1
 	fi
 	say "3 nodes up after $((SECONDS - t0))s; joining pika-c2 and pika-c3 to $(node_name 1)"
-	# stop_app and start_app run on both nodes at once; the joins one
-	# after the other.
-	if ! in_parallel join_step stop_app || ! in_parallel join_step join_cluster || ! in_parallel join_step start_app; then
+	# Nodes 2 and 3 join at the same time (each: stop_app, join_cluster,
+	# start_app): rabbitmqctl runs take seconds each on a busy machine.
+	if ! in_parallel join_node; then
 		cmd_stop >&2 || true
 		exit 1
 	fi
@@ -318,7 +332,7 @@ stop_one() {
 	if [[ -f $sp ]]; then
 		local s
 		s=$(tr -dc 0-9 <"$sp")
-		if [[ -n $s && -r /proc/$s/cmdline ]] && tr '\0' ' ' <"/proc/$s/cmdline" | grep -q rabbitmq-server; then
+		if [[ -n $s && -r /proc/$s/cmdline ]] && tr '\0' ' ' <"/proc/$s/cmdline" 2>/dev/null | grep -q rabbitmq-server; then
 			kill -TERM "$s" 2>/dev/null || true
 		fi
 	fi
