@@ -310,7 +310,7 @@ func (ch *Channel) dispatchLocked(ev engine.Event) {
 		}
 		ch.confirmLocked(tag, ev.Multiple, ev.Ack)
 	case engine.EventCancel:
-		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
+		if cons := ch.consumers[ev.ConsumerTag]; cons != nil && !ch.conn.reviveLocked(cons, ErrConsumerCancelled) {
 			delete(ch.consumers, ev.ConsumerTag)
 			cons.endLocked(ErrConsumerCancelled)
 			ch.conn.consumerCancelledLocked(cons.qname)

@@ -101,6 +101,12 @@ type ConsumeOptions struct {
 	// Overflow says what else happens at the soft limit (default
 	// ConsumerOverflowAuto); see ConsumerOverflow.
 	Overflow ConsumerOverflow
+	// Stream, for a consumer of a stream, sets x-stream-offset every time
+	// the consumer starts (first, after a recovery, after a restart) to
+	// resume right after the last delivery the application marked
+	// processed, and drops deliveries at or before it (see
+	// StreamTracker). Arguments must not hold x-stream-offset then.
+	Stream *StreamTracker
 }
 
 // Delivery is a message delivered to a consumer or fetched with Get.
@@ -292,6 +298,7 @@ type Consumer struct {
 
 	cancelling bool   // guarded by ch.conn.mu: Cancel was called
 	announced  bool   // guarded by ch.conn.mu: reported to ConsumerHooks as started
+	reviving   bool   // guarded by ch.conn.mu: cancelled by the broker, its queue being checked (see Conn.reviveLocked)
 	qname      string // the queue; guarded by ch.conn.mu: renamed by recovery
 
 	// guarded by ch.conn.mu
@@ -388,6 +395,9 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := checkConsumeArguments(opts, c.ServerProperties); err != nil {
+		return nil, err
+	}
 	tag := opts.Tag
 	if tag == "" {
 		tag = "pika-ctag-" + strconv.FormatUint(consumerSeq.Add(1), 10)
@@ -468,9 +478,16 @@ func (cons *Consumer) consumeMethod() *wire.BasicConsume {
 	}
 	cons.sentOn = ch.conn.l
 	o := cons.opts
+	args := o.Arguments
+	if o.Stream != nil {
+		// Checked by Consume: the tracker's offsets are valid.
+		if a, err := streamArguments(o.Arguments, o.Stream); err == nil {
+			args = a
+		}
+	}
 	return &wire.BasicConsume{
 		Queue: cons.qname, ConsumerTag: cons.tag, NoLocal: o.NoLocal, NoAck: o.AutoAck,
-		Exclusive: o.Exclusive, Arguments: o.Arguments,
+		Exclusive: o.Exclusive, Arguments: args,
 	}
 }
 
@@ -518,7 +535,8 @@ func (cons *Consumer) Done() <-chan struct{} { return cons.done }
 
 // Err returns why the consumer ended, nil while it runs:
 // ErrConsumerClosed after Cancel; ErrConsumerCancelled after a broker
-// cancel (queue deleted, node down); when its channel closed, the
+// cancel of a queue that no longer exists (or, with recovery off, after any
+// broker cancel: queue deleted, node down); when its channel closed, the
 // channel's close cause (the broker's *Error, ErrChannelClosed after
 // Channel.Close, ErrClosed after Conn.Close, or the connection's failure);
 // the error of a restart that recovery could not make. Next returns the same
@@ -570,6 +588,14 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 		// Late deliveries for a consumer abandoned before its consume-ok.
 		if !cons.autoAck {
 			c.eng.Reject(ch.id, brokerTag, true)
+		}
+		return
+	}
+	if st := cons.opts.Stream; st != nil && st.seen(d) {
+		// Sent again from the start of its chunk after a resume: the
+		// application processed it already. The ack keeps the credit.
+		if !cons.autoAck {
+			c.eng.Ack(ch.id, brokerTag, false)
 		}
 		return
 	}

@@ -369,13 +369,29 @@
 //
 // The record of what to restore follows what the broker says: a queue is
 // forgotten (with its bindings) when the application deletes it, when the
-// broker cancels a consumer of it (it was deleted), and when a call on it
-// fails with NOT_FOUND; an exchange too. A queue with x-expires that was
-// unused (no declare, get or consumer seen) for longer than its expiry
-// when recovery runs is checked with a passive declare and, if the broker
-// no longer has it, not declared again (RecoveryReport.Expired; its
-// consumers end with [ErrQueueExpired]). [Config].RecoveryFilter leaves
-// chosen exchanges, queues, bindings and consumers out.
+// broker cancels a consumer of it and a passive declare then finds it
+// deleted, and when a call on it fails with NOT_FOUND "no queue"; an
+// exchange too. A queue with x-expires that was unused (no declare, get or
+// consumer seen) for longer than its expiry when recovery runs is checked
+// with a passive declare and, if the broker no longer has it, not declared
+// again (RecoveryReport.Expired; its consumers end with
+// [ErrQueueExpired]). [Config].RecoveryFilter leaves chosen exchanges,
+// queues, bindings and consumers out.
+//
+// In a cluster, RabbitMQ also cancels the consumers of a classic queue
+// whose node goes down, and answers NOT_FOUND ("home node ... is down or
+// inaccessible") to its declaration, though the queue still exists. Such a
+// consumer does not end: whether the broker cancelled it or recovery found
+// its queue unavailable, the library checks the queue (a passive declare on
+// a channel of its own) after each [Config].Reconnect delay, reports each
+// wait to [Conn.OnRecovery] ([RecoveryConsumerWaiting], its Err matching
+// [ErrQueueUnavailable]) and restarts the consumer, with its tag, on its
+// channel once the queue is back ([RecoveryConsumerRestored]). RabbitMQ
+// 3.10 does not cancel the consumers of a quorum queue when its leader
+// moves: they keep running. A stream consumer restarted by recovery
+// attaches again with the x-stream-offset it was given, unless a
+// [StreamTracker] (ConsumeOptions.Stream) makes it resume after the last
+// offset processed.
 //
 // [Channel.Close] during a recovery closes the channel at once if the
 // recovery has not reopened it yet, and on the new connection (consumers

@@ -370,3 +370,47 @@ func ExampleServe() {
 		log.Fatal(err) // the consumer ended: queue deleted, connection closed, ...
 	}
 }
+
+// A stream consumer on a cluster that neither loses nor re-reads messages
+// across node failures: the tracker makes every restart of the consumer
+// (recovery on another node included) attach right after the last offset
+// processed.
+func ExampleStreamTracker() {
+	ctx := context.Background()
+	cfg, err := pika.ParseURL("amqp://guest:guest@node1:5672,node2:5672,node3:5672/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	conn, err := pika.DialConfig(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	args, _ := pika.QueueArgs{Type: pika.QueueStream}.Table()
+	if _, err := ch.QueueDeclare(ctx, "events", pika.QueueDeclareOptions{Durable: true, Arguments: args}); err != nil {
+		log.Fatal(err)
+	}
+	// Streams need a prefetch count and manual acknowledgements.
+	if err := ch.Qos(ctx, pika.QosOptions{PrefetchCount: 100}); err != nil {
+		log.Fatal(err)
+	}
+	tracker := pika.NewStreamTracker(pika.StreamFirst)
+	cons, err := ch.Consume(ctx, "events", pika.ConsumeOptions{Stream: tracker})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for {
+		d, err := cons.Next(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		off, _ := pika.StreamOffsetOf(d)
+		fmt.Printf("%d: %s\n", off, d.Body)
+		tracker.Processed(d)
+		d.Ack(false)
+	}
+}

@@ -401,7 +401,11 @@ func (ch *Channel) OnConfirm(f func(ConfirmEvent)) (unregister func()) {
 }
 
 // OnCancel registers f to be called with the tag of every consumer the
-// broker cancels on this channel (queue deleted, node down). It returns a
+// broker cancels on this channel (queue deleted, node down). With recovery
+// on, a cancelled consumer ends only once the broker says its queue no
+// longer exists: when the queue still exists (a classic queue whose node
+// went down), the consumer waits for it and restarts (see
+// RecoveryConsumerWaiting). It returns a
 // function that unregisters f (see Callbacks in the package documentation).
 func (ch *Channel) OnCancel(f func(consumerTag string)) (unregister func()) {
 	ch.conn.mu.Lock()

@@ -120,6 +120,17 @@ const (
 	RecoveryAttempt                           // attempt Attempt starts after Delay
 	RecoveryRecovered                         // the connection is back; Report says how
 	RecoveryGaveUp                            // recovery stopped; Err is the final error
+	// RecoveryConsumerWaiting: the consumer ConsumerTag of Queue is
+	// stopped, because the broker cancelled it or recovery could not
+	// restart it, while its queue exists but is unavailable (Err matches
+	// ErrQueueUnavailable: a classic queue whose node is down) or could
+	// not be checked; attempt Attempt to restart it starts after Delay
+	// (Config.Reconnect decides, and ends the consumer with Err when it
+	// gives up).
+	RecoveryConsumerWaiting
+	// RecoveryConsumerRestored: the consumer ConsumerTag of Queue runs
+	// again, with its tag, on its channel, after Attempt attempts.
+	RecoveryConsumerRestored
 )
 
 func (k RecoveryKind) String() string {
@@ -132,6 +143,10 @@ func (k RecoveryKind) String() string {
 		return "recovered"
 	case RecoveryGaveUp:
 		return "gave-up"
+	case RecoveryConsumerWaiting:
+		return "consumer-waiting"
+	case RecoveryConsumerRestored:
+		return "consumer-restored"
 	}
 	return "recovery-kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -144,6 +159,9 @@ type RecoveryEvent struct {
 	Attempt int             // RecoveryAttempt, RecoveryRecovered: the attempt number
 	Delay   time.Duration   // RecoveryAttempt: the wait before it
 	Report  *RecoveryReport // RecoveryRecovered
+
+	Queue       string // RecoveryConsumerWaiting, RecoveryConsumerRestored: the consumer's queue
+	ConsumerTag string // RecoveryConsumerWaiting, RecoveryConsumerRestored: the consumer
 }
 
 // RecoveryReport says what a recovery restored.
@@ -709,6 +727,16 @@ func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryRe
 				delete(cons.ch.consumers, cons.tag)
 			}
 			cons.endLocked(ErrNotRecovered)
+			continue
+		}
+		if cons.reviving {
+			continue // its reviver restarts it (see Conn.reviveLocked)
+		}
+		if qerr, failed := failedQueues[cons.qname]; failed && queueUnavailable(qerr) && c.reviveLocked(cons, &unavailableErr{qerr}) {
+			// Its queue exists but its node is down: the consumer waits
+			// for it instead of ending.
+			report.Failed = append(report.Failed, RecoveryFailure{
+				Entity: "consumer " + strconv.Quote(cons.tag) + " on channel " + strconv.Itoa(int(cons.ch.id)) + " (waiting for its queue)", Err: &unavailableErr{qerr}})
 			continue
 		}
 		if qerr, failed := failedQueues[cons.qname]; failed {

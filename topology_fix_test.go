@@ -70,12 +70,13 @@ func mustDo(t *testing.T, what string, err error) {
 }
 
 // TestFakeTopologyForgetsWhatTheBrokerSaysIsGone: a queue whose consumer
-// the broker cancelled (it was deleted), a queue a passive declare found
+// the broker cancelled (it was deleted: a passive declare then finds it
+// missing), a queue a passive declare found
 // missing and an exchange a bind found missing are not declared again by
 // recovery, nor are their bindings; the rest is.
 func TestFakeTopologyForgetsWhatTheBrokerSaysIsGone(t *testing.T) {
 	b := newFakeBroker(t)
-	d := topoHook(b, "gone")
+	d := topoHook(b, "gone", "deleted")
 	c, ch, rlog := fakeSetup(t, b, b.config())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -10,7 +10,12 @@
 #   6. go test -race -count=1 -timeout 30m ./...   (extra arguments to this script are
 #      passed to this go test invocation, e.g. -run TestDial -v)
 #   7. every fuzz target for PIKA_FUZZTIME (default 5s), one per invocation
-#   8. every other Go module in the repository (each directory below the root
+#   8. the cluster tests: scripts/cluster.sh start (a 3-node RabbitMQ cluster
+#      on ports 5681-5683 beside the default broker), go vet and go test
+#      -race -tags cluster ./internal/clustertest with PIKA_CLUSTER_URLS, then
+#      scripts/cluster.sh stop (always). Outside CI, PIKA_CLUSTER=0 skips this
+#      step (it takes about 7 minutes); with CI=true it always runs.
+#   9. every other Go module in the repository (each directory below the root
 #      with a go.mod: bench/, plugins/*, adapters/*): go vet, then go test
 #      -race -count=1 -timeout 30m
 #
@@ -156,6 +161,27 @@ run_fuzz() {
 	return $rc
 }
 
+# run_cluster starts the test cluster, runs the cluster tests against it and
+# stops it, whatever happened.
+run_cluster() {
+	if [[ ${PIKA_CLUSTER:-} == 0 && ${CI:-} != true ]]; then
+		echo "skipped (PIKA_CLUSTER=0); run it with: bash scripts/cluster.sh start, then"
+		echo "  PIKA_CLUSTER_URLS=\$(bash scripts/cluster.sh urls) go test -race -tags cluster ./internal/clustertest"
+		return 0
+	fi
+	local rc=0
+	bash scripts/cluster.sh start || {
+		bash scripts/cluster.sh stop || true
+		return 1
+	}
+	go vet -tags cluster ./internal/clustertest || rc=1
+	PIKA_CLUSTER_URLS=$(bash scripts/cluster.sh urls) \
+		go test -race -count=1 -timeout 10m -tags cluster -v ./internal/clustertest 2>&1 |
+		grep -Ev '^=== (RUN|PAUSE|CONT)' || rc=1
+	bash scripts/cluster.sh stop || rc=1
+	return $rc
+}
+
 # other_modules lists the directories below the root that hold a go.mod, in
 # a stable order.
 other_modules() {
@@ -186,6 +212,7 @@ step "go vet" go vet ./...
 step "go generate drift" check_generate
 step "go test -race" run_tests "$@"
 step "fuzz (${fuzztime} each)" run_fuzz
+step "cluster tests (scripts/cluster.sh, internal/clustertest)" run_cluster
 while IFS= read -r mod; do
 	step "module ${mod#./}" run_module "$mod"
 done < <(other_modules)

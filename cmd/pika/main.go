@@ -392,12 +392,21 @@ func (e *dialErr) Unwrap() error { return e.err }
 // tool reports a lost connection instead of hiding it) and a connection
 // name that shows in the broker's management UI.
 func dial(ctx context.Context, e *env, name string) (*pika.Conn, error) {
+	return dialWith(ctx, e, name, nil)
+}
+
+// dialWith is dial with mod, when not nil, adjusting the configuration
+// (recovery included) before the dial.
+func dialWith(ctx context.Context, e *env, name string, mod func(*pika.Config)) (*pika.Conn, error) {
 	cfg, err := parseBrokerURL(e.url)
 	if err != nil {
 		return nil, err
 	}
 	cfg.DisableRecovery = true
 	cfg.Hooks = e.hooks
+	if mod != nil {
+		mod(&cfg)
+	}
 	if cfg.ConnectionName == "" {
 		cfg.ConnectionName = name
 	}

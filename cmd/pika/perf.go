@@ -78,7 +78,22 @@ Flags:
                        prompika plugin: pika_messages_published_total,
                        pika_confirm_latency_seconds, ...) at
                        http://ADDR/metrics while it runs, e.g. :9419
-  --url URL            broker URL (see pika --help)
+  --recover            automatic recovery for the producers' and consumers'
+                       connections: a lost connection is re-established
+                       (to the next host of a cluster URL) instead of
+                       ending the run; each recovery event is a line of
+                       the live output ("recovery producer 1: ...")
+  --quorum             declare the queue as a durable quorum queue
+                       (replicated across a cluster's nodes)
+  --shuffle            try the URL's hosts in a random order for each
+                       connection, to spread them over a cluster
+  --url URL            broker URL (see pika --help); a cluster's nodes as
+                       a comma-separated host list:
+                       amqp://guest:guest@host1:5672,host2:5672,host3:5672/
+
+Watching a node failure of a cluster (scripts/cluster.sh):
+  pika perf --url amqp://guest:guest@127.0.0.1:5681,127.0.0.1:5682,127.0.0.1:5683/ \
+    --recover --quorum --shuffle --confirm 100 --rate 2000 --duration 60s
 
 Example:
   pika perf --producers 2 --consumers 2 --rate 5000 --confirm 100 --duration 30s
@@ -103,6 +118,9 @@ type perfConfig struct {
 	count                int64
 	json                 bool
 	metrics              string // --metrics ADDR
+	recover              bool
+	quorum               bool
+	shuffle              bool
 }
 
 // perfFlags defines the flags of pika perf on fs.
@@ -122,6 +140,9 @@ func perfFlags(fs *flagSet, c *perfConfig) {
 	fs.Int64Var(&c.count, "count", 0, "messages in all")
 	fs.BoolVar(&c.json, "json", false, "JSON summary")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on ADDR")
+	fs.BoolVar(&c.recover, "recover", false, "automatic recovery")
+	fs.BoolVar(&c.quorum, "quorum", false, "quorum queue")
+	fs.BoolVar(&c.shuffle, "shuffle", false, "shuffle the URL's hosts")
 }
 
 // check validates the configuration and applies the default duration.
@@ -177,6 +198,9 @@ type perfRun struct {
 	stats perfStats
 
 	claimed atomic.Int64 // messages claimed by producers in --count mode
+
+	linesMu    sync.Mutex // serializes the live output's lines
+	recoveries atomic.Int64
 
 	stalled  error // set by wait when --count messages stopped arriving
 	errOnce  sync.Once
@@ -330,7 +354,9 @@ func (r *perfRun) wait(ctx context.Context, start time.Time, producersDone <-cha
 		case <-deadline:
 			return "duration"
 		case now := <-tick.C:
+			r.linesMu.Lock()
 			rep.line(lines, now.Sub(start))
+			r.linesMu.Unlock()
 		case <-producersDone:
 			pDone = true
 			producersDone = nil
@@ -379,13 +405,18 @@ func (r *perfRun) declareQueue(ctx context.Context, s *session) (created bool, e
 		rand.Read(rnd[:])
 		r.queue = "pika-perf-" + hex.EncodeToString(rnd[:])
 	}
-	var args pika.Table
+	args := pika.Table{}
 	if r.cfg.consumers > 0 {
 		// A safety net if perf is killed: the broker deletes the queue a
 		// minute after it was last used (consumed from or declared).
-		args = pika.Table{"x-expires": int64(60000)}
+		args["x-expires"] = int64(60000)
 	}
-	if _, err := s.ch.QueueDeclare(ctx, r.queue, pika.QueueDeclareOptions{Arguments: args}); err != nil {
+	opts := pika.QueueDeclareOptions{Arguments: args}
+	if r.cfg.quorum {
+		args["x-queue-type"] = string(pika.QueueQuorum)
+		opts.Durable = true
+	}
+	if _, err := s.ch.QueueDeclare(ctx, r.queue, opts); err != nil {
 		return false, opError(fmt.Sprintf("declare queue %q", r.queue), err)
 	}
 	return true, nil
@@ -413,10 +444,68 @@ func (r *perfRun) deleteQueue(s *session) error {
 	return opError(what, err)
 }
 
+// dial connects a producer or consumer called who, with recovery and
+// shuffled hosts when asked; with recovery, each recovery event is a line
+// of the live output.
+func (r *perfRun) dial(ctx context.Context, who string) (*pika.Conn, error) {
+	conn, err := dialWith(ctx, r.e, "pika perf "+who, func(c *pika.Config) {
+		c.DisableRecovery = !r.cfg.recover
+		c.ShuffleAddrs = r.cfg.shuffle
+		if r.cfg.recover {
+			c.Reconnect = pika.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
+		}
+	})
+	if err != nil || !r.cfg.recover {
+		return conn, err
+	}
+	start := time.Now()
+	var lost time.Time
+	conn.OnRecovery(func(ev pika.RecoveryEvent) {
+		var what string
+		switch ev.Kind {
+		case pika.RecoveryLost:
+			lost = time.Now()
+			what = "connection lost: " + trimPika(ev.Err.Error())
+		case pika.RecoveryAttempt:
+			if ev.Attempt == 1 {
+				return // the loss line said it
+			}
+			what = fmt.Sprintf("attempt %d in %v: %s", ev.Attempt, ev.Delay.Round(time.Millisecond), trimPika(ev.Err.Error()))
+		case pika.RecoveryRecovered:
+			r.recoveries.Add(1)
+			what = fmt.Sprintf("recovered to %s after %v (attempt %d", ev.Report.Addr, time.Since(lost).Round(time.Millisecond), ev.Attempt)
+			if ev.Report.Republished > 0 {
+				what += fmt.Sprintf(", %d republished", ev.Report.Republished)
+			}
+			what += ")"
+		case pika.RecoveryGaveUp:
+			what = "recovery gave up: " + trimPika(ev.Err.Error())
+		default:
+			what = ev.Kind.String()
+			if ev.Err != nil {
+				what += ": " + trimPika(ev.Err.Error())
+			}
+		}
+		r.printLine(fmt.Sprintf("time %5.1fs  recovery %s: %s\n", time.Since(start).Seconds(), who, what))
+	})
+	return conn, nil
+}
+
+// printLine writes one line of the live output.
+func (r *perfRun) printLine(line string) {
+	w := r.e.stdout
+	if r.cfg.json {
+		w = r.e.stderr
+	}
+	r.linesMu.Lock()
+	defer r.linesMu.Unlock()
+	io.WriteString(w, line)
+}
+
 // producer publishes until stop is cancelled or, in count mode, the count
 // is reached. Errors stop the run.
 func (r *perfRun) producer(stop context.Context, id int) {
-	conn, err := dial(stop, r.e, fmt.Sprintf("pika perf producer %d", id))
+	conn, err := r.dial(stop, fmt.Sprintf("producer %d", id))
 	if err != nil {
 		if stop.Err() == nil {
 			r.fail(fmt.Errorf("perf producer %d: %w", id, err))
@@ -531,7 +620,7 @@ func (r *perfRun) publish(stop context.Context, conn *pika.Conn, id int) error {
 // consumer consumes until stop is cancelled; it signals ready once its
 // consumer is registered. Errors stop the run.
 func (r *perfRun) consumer(stop context.Context, id int, ready chan<- struct{}) {
-	conn, err := dial(stop, r.e, fmt.Sprintf("pika perf consumer %d", id))
+	conn, err := r.dial(stop, fmt.Sprintf("consumer %d", id))
 	if err != nil {
 		if stop.Err() == nil {
 			r.fail(fmt.Errorf("perf consumer %d: %w", id, err))
@@ -591,7 +680,7 @@ func (r *perfRun) consume(stop context.Context, conn *pika.Conn, ready chan<- st
 		unacked++
 		lastTag = d.DeliveryTag
 		if unacked >= every {
-			if err := ch.Ack(lastTag, every > 1); err != nil {
+			if err := ch.Ack(lastTag, every > 1); err != nil && !(cfg.recover && errors.Is(err, pika.ErrStaleDelivery)) {
 				loopErr = opError("ack", err)
 				break
 			}

@@ -183,3 +183,38 @@ func TestPerfSummaryNotes(t *testing.T) {
 		t.Errorf("summary lacks the note:\n%s", stdout.String())
 	}
 }
+
+// TestPerfClusterFlags: --recover, --quorum and --shuffle set their fields,
+// and the help shows a cluster URL.
+func TestPerfClusterFlags(t *testing.T) {
+	e := &env{stdout: new(bytes.Buffer), stderr: new(bytes.Buffer)}
+	fs := newFlagSet(e, "perf", perfHelp)
+	var c perfConfig
+	perfFlags(fs, &c)
+	if _, err := fs.parse([]string{"--recover", "--quorum", "--shuffle", "--url", "amqp://h1:5681,h2:5682/"}); err != nil {
+		t.Fatal(err)
+	}
+	if !c.recover || !c.quorum || !c.shuffle || e.url != "amqp://h1:5681,h2:5682/" {
+		t.Errorf("after --recover --quorum --shuffle --url: %+v, url %q", c, e.url)
+	}
+	if !strings.Contains(perfHelp, "--recover") || !strings.Contains(perfHelp, "host1:5672,host2:5672") {
+		t.Errorf("perf help does not document --recover and cluster URLs")
+	}
+}
+
+// TestPerfRecoveryLines: recovery events are lines of the live output,
+// on standard error with --json (standard output keeps the JSON summary).
+func TestPerfRecoveryLines(t *testing.T) {
+	for _, js := range []bool{false, true} {
+		var stdout, stderr bytes.Buffer
+		r := &perfRun{e: &env{stdout: &stdout, stderr: &stderr}, cfg: perfConfig{json: js}}
+		r.printLine("time   1.0s  recovery producer 1: recovered to 127.0.0.1:5682 after 131ms (attempt 1)\n")
+		got, other := stdout.String(), stderr.String()
+		if js {
+			got, other = other, got
+		}
+		if !strings.Contains(got, "recovery producer 1: recovered to") || other != "" {
+			t.Errorf("json %v: line on the wrong stream: stdout %q, stderr %q", js, stdout.String(), stderr.String())
+		}
+	}
+}

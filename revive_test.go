@@ -1,0 +1,175 @@
+package pika
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pika-go/pika/wire"
+)
+
+// downQueueHook makes the fake broker answer every declaration of queue
+// (passive or not) with RabbitMQ's NOT_FOUND for a classic queue whose node
+// is down, while down() is true, and counts the basic.consume of it.
+type downQueueHook struct {
+	mu       sync.Mutex
+	down     bool
+	consumes int
+}
+
+func (h *downQueueHook) set(down bool) {
+	h.mu.Lock()
+	h.down = down
+	h.mu.Unlock()
+}
+
+func (h *downQueueHook) consumed() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.consumes
+}
+
+func (h *downQueueHook) install(b *fakeBroker, queue string) {
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		switch m := m.(type) {
+		case *wire.QueueDeclare:
+			if m.Queue == queue && h.down {
+				fc.send(ch, &wire.ChannelClose{ReplyCode: uint16(wire.ReplyNotFound), ClassID: 50, MethodID: 10,
+					ReplyText: "NOT_FOUND - home node 'rabbit@node1' of durable queue '" + queue + "' in vhost '/' is down or inaccessible"})
+				return true
+			}
+		case *wire.BasicConsume:
+			if m.Queue == queue {
+				h.consumes++
+			}
+		}
+		return false
+	})
+}
+
+// downQueueSetup dials a fake broker with a downQueueHook on queue "q",
+// declares q (durable) and consumes it with tag "c1".
+func downQueueSetup(t *testing.T) (*fakeBroker, *downQueueHook, *recoveryLog, *Channel, *Consumer) {
+	t.Helper()
+	b := newFakeBroker(t)
+	h := &downQueueHook{}
+	h.install(b, "q")
+	c := dialFake(t, b.config())
+	rlog := watchRecovery(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch, err := c.Channel(ctx)
+	mustDo(t, "channel", err)
+	rtDeclareQueue(t, ch, "q", QueueDeclareOptions{Durable: true})
+	cons, err := ch.Consume(ctx, "q", ConsumeOptions{Tag: "c1"})
+	mustDo(t, "consume", err)
+	return b, h, rlog, ch, cons
+}
+
+// waitRestored checks that cons still runs while its queue is down, brings
+// the queue back and waits for the consumer's restart.
+func waitRestored(t *testing.T, h *downQueueHook, rlog *recoveryLog, cons *Consumer) {
+	t.Helper()
+	select {
+	case <-cons.Done():
+		t.Fatalf("the consumer ended while its queue was down: %v", cons.Err())
+	default:
+	}
+	h.set(false)
+	rlog.wait(RecoveryConsumerRestored, 1, 10*time.Second)
+}
+
+// TestFakeBrokerCancelOfDownQueueRestoresConsumer: RabbitMQ cancels the
+// consumers of a classic queue whose node goes down (basic.cancel), though
+// the queue still exists. The consumer must not end as if the queue had been
+// deleted: the library checks the queue until it is back, tells the
+// application (RecoveryConsumerWaiting, then RecoveryConsumerRestored), and
+// starts the consumer again with its tag, so that its deliveries reach the
+// same Consumer.
+func TestFakeBrokerCancelOfDownQueueRestoresConsumer(t *testing.T) {
+	b, h, rlog, ch, cons := downQueueSetup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	h.set(true)
+	b.conn(1).send(ch.ID(), &wire.BasicCancel{ConsumerTag: "c1", NoWait: true})
+	ev := rlog.wait(RecoveryConsumerWaiting, 2, 10*time.Second)
+	if !errors.Is(ev.Err, ErrQueueUnavailable) || !errors.Is(ev.Err, ErrNotFound) || ev.Queue != "q" || ev.ConsumerTag != "c1" {
+		t.Errorf("waiting event %+v: want Err matching ErrQueueUnavailable and ErrNotFound, queue q, tag c1", ev)
+	}
+	waitRestored(t, h, rlog, cons)
+	if n := h.consumed(); n != 2 {
+		t.Errorf("basic.consume of q sent %d times, want 2 (the first, and the restart)", n)
+	}
+	b.conn(1).deliver(ch.ID(), "c1", 1, "after")
+	d, err := cons.Next(ctx)
+	if err != nil {
+		t.Fatalf("Next after the restart: %v", err)
+	}
+	if string(d.Body) != "after" {
+		t.Errorf("delivery %q, want \"after\"", d.Body)
+	}
+	if b.count() != 1 {
+		t.Errorf("%d connections, want 1: the connection itself was never lost", b.count())
+	}
+}
+
+// TestFakeBrokerCancelOfDeletedQueueEndsConsumer: a basic.cancel for a
+// queue that the broker then says does not exist ends the consumer with
+// ErrConsumerCancelled, without a restart.
+func TestFakeBrokerCancelOfDeletedQueueEndsConsumer(t *testing.T) {
+	b := newFakeBroker(t)
+	topoHook(b, "gone")
+	c := dialFake(t, b.config())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch, err := c.Channel(ctx)
+	mustDo(t, "channel", err)
+	cons, err := ch.Consume(ctx, "gone", ConsumeOptions{Tag: "c1"})
+	mustDo(t, "consume", err)
+	b.conn(1).send(ch.ID(), &wire.BasicCancel{ConsumerTag: "c1", NoWait: true})
+	if _, err := cons.Next(ctx); !errors.Is(err, ErrConsumerCancelled) {
+		t.Fatalf("Next = %v, want ErrConsumerCancelled", err)
+	}
+	n := 0
+	for _, m := range b.conn(1).methods() {
+		if m == "1:basic.consume" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("basic.consume sent %d times, want 1: %v", n, b.conn(1).methods())
+	}
+}
+
+// TestFakeBrokerRecoveryWaitsForDownQueue: when the connection is lost and
+// the queue's node is down at the reconnection (its declaration fails with
+// NOT_FOUND "home node ... is down"), recovery completes, reports the
+// consumer as waiting for its queue, and restarts it once the queue is back,
+// instead of ending it.
+func TestFakeBrokerRecoveryWaitsForDownQueue(t *testing.T) {
+	b, h, rlog, ch, cons := downQueueSetup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	h.set(true)
+	b.conn(1).kill()
+	ev := rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+	if len(ev.Report.Failed) != 2 || !errors.Is(ev.Report.Failed[len(ev.Report.Failed)-1].Err, ErrQueueUnavailable) {
+		t.Errorf("report %+v: want the queue's failure and the consumer waiting for it", *ev.Report)
+	}
+	rlog.wait(RecoveryConsumerWaiting, 1, 10*time.Second)
+	waitRestored(t, h, rlog, cons)
+	b.conn(2).deliver(ch.ID(), "c1", 1, "back")
+	d, err := cons.Next(ctx)
+	if err != nil {
+		t.Fatalf("Next after the restart: %v\nevents:\n%v", err, rlog)
+	}
+	if string(d.Body) != "back" {
+		t.Errorf("delivery %q, want \"back\"", d.Body)
+	}
+}
