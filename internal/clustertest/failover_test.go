@@ -131,7 +131,7 @@ func TestFailoverQuorumUnderLoad(t *testing.T) {
 	if err := cch.Qos(ctx, pika.QosOptions{PrefetchCount: 200}); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := cch.ConsumeFunc(ctx, queue, pika.ConsumeOptions{}, func(d *pika.Delivery) {
+	cons, err := cch.ConsumeFunc(ctx, queue, pika.ConsumeOptions{}, func(_ context.Context, d *pika.Delivery) {
 		seq, err := strconv.Atoi(d.MessageID)
 		if err != nil {
 			t.Errorf("delivery with message id %q", d.MessageID)

@@ -87,7 +87,7 @@ func TestQuorumFeatures(t *testing.T) {
 		var d *pika.Delivery
 		eventually(t, 30*time.Second, "the message was not dead-lettered after its delivery limit", func() bool {
 			var ok bool
-			d, ok, err = dch.Get(ctx, dlq, true)
+			d, ok, err = dch.Get(ctx, dlq, pika.GetOptions{AutoAck: true})
 			if err != nil {
 				t.Fatal(err)
 			}
