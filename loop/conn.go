@@ -49,6 +49,7 @@ type Conn struct {
 	tick       *Timer // the engine's deadline
 	armed      time.Time
 	closeTimer *Timer
+	timedOut   bool // Close gave up waiting for close-ok
 
 	onClose   handlers[func(error)]
 	onBlocked handlers[func(blocked bool, reason string)]
@@ -397,6 +398,9 @@ func (c *Conn) closedEvent(err error) {
 
 // closeResult is what Close's callback gets: nil after a clean close.
 func (c *Conn) closeResult() error {
+	if c.timedOut {
+		return ErrCloseTimeout
+	}
 	if c.err == nil {
 		return nil
 	}
@@ -425,6 +429,7 @@ func (c *Conn) Close(cb func(error)) {
 	}
 	if c.closeTimer == nil {
 		c.closeTimer = c.l.AfterFunc(c.cfg.CloseTimeout, func() {
+			c.timedOut = true
 			c.transportFailed(ErrCloseTimeout)
 		})
 	}

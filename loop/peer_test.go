@@ -206,3 +206,20 @@ func both(t *testing.T, test func(t *testing.T, pair func(*testing.T) (net.Conn,
 		})
 	}
 }
+
+// nextOrEOF is next that returns nil when the client hung up.
+func (p *peer) nextOrEOF() *scripted.Sent {
+	p.t.Helper()
+	buf := make([]byte, 4096)
+	for {
+		if s, ok := p.c.TryNext(); ok {
+			return &s
+		}
+		p.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := p.nc.Read(buf)
+		p.c.Write(buf[:n])
+		if err != nil && n == 0 {
+			return nil
+		}
+	}
+}
