@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"testing"
 	"time"
 
@@ -47,7 +46,9 @@ func TestNotifications(t *testing.T) {
 		run(t, 10*time.Second, func(l *Loop, stop func()) {
 			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
 				c.OnBlocked(func(blocked bool, reason string) { got = append(got, fmt.Sprint("blocked ", blocked, " ", reason)) })
-				ch.OnReturn(func(r *pika.Return) { got = append(got, fmt.Sprint("return ", int(r.ReplyCode), " ", r.RoutingKey, " ", string(r.Body))) })
+				ch.OnReturn(func(r *pika.Return) {
+					got = append(got, fmt.Sprint("return ", int(r.ReplyCode), " ", r.RoutingKey, " ", string(r.Body)))
+				})
 				unflow := ch.OnFlow(func(active bool) { got = append(got, fmt.Sprint("flow ", active)) })
 				ch.OnFlow(func(active bool) { got = append(got, fmt.Sprint("flow2 ", active)); unflow() })
 				ch.Consume("q", ConsumeOptions{OnEnd: func(err error) {
@@ -65,9 +66,7 @@ func TestNotifications(t *testing.T) {
 			"blocked true low on memory", "blocked false ", // connection-level: at once
 			"return 312 nowhere r", "flow false", "flow2 false", "end true", "declare <nil>",
 		}
-		if !slices.Equal(got, want) {
-			t.Errorf("callbacks ran\n\t%q\nwant\n\t%q", got, want)
-		}
+		expectCalls(t, got, want)
 	})
 }
 
@@ -145,9 +144,7 @@ func TestGetAckCancelTx(t *testing.T) {
 			"tx.select <nil>", "tx.commit <nil>", "tx.rollback <nil>",
 			"consume amq.ctag-1 <nil>", "delivery d", "cancel <nil>", "end true", "channel close <nil>",
 		}
-		if !slices.Equal(got, want) {
-			t.Errorf("callbacks ran\n\t%q\nwant\n\t%q", got, want)
-		}
+		expectCalls(t, got, want)
 	})
 }
 

@@ -81,9 +81,7 @@ func TestCallbackOrderFollowsCalls(t *testing.T) {
 		})
 		wait()
 		want := []string{"calls made", "select <nil>", "confirm <nil>", "declare q2 <nil>", "consume ctag <nil>", "delivery m", "close <nil>"}
-		if !slices.Equal(got, want) {
-			t.Errorf("callbacks ran\n\t%q\nwant\n\t%q", got, want)
-		}
+		expectCalls(t, got, want)
 	})
 }
 
@@ -150,9 +148,7 @@ func TestChannelCloseFailsEverythingInOrder(t *testing.T) {
 			"delete after close: true",
 			"channel 2: <nil>",
 		}
-		if !slices.Equal(got, want) {
-			t.Errorf("callbacks ran\n\t%q\nwant\n\t%q", got, want)
-		}
+		expectCalls(t, got, want)
 	})
 }
 

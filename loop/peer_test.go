@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -221,5 +222,13 @@ func (p *peer) nextOrEOF() *scripted.Sent {
 		if err != nil && n == 0 {
 			return nil
 		}
+	}
+}
+
+// expectCalls compares the callbacks that ran with those expected.
+func expectCalls(t *testing.T, got, want []string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Errorf("callbacks ran\n\t%q\nwant\n\t%q", got, want)
 	}
 }
