@@ -37,89 +37,83 @@ func TestIntegrationSurface(t *testing.T) {
 	var got []string
 	var returned []string
 	run(t, 20*time.Second, func(l *Loop, stop func()) {
-		l.Dial(url, func(c *Conn, err error) {
-			if err != nil {
-				t.Errorf("dial: %v", err)
-				stop()
-				return
-			}
-			c.Channel(func(ch *Channel, err error) {
-				if err != nil {
-					t.Errorf("channel: %v", err)
-					stop()
-					return
-				}
-				ch.OnReturn(func(r *pika.Return) { returned = append(returned, fmt.Sprint(int(r.ReplyCode), " ", string(r.Body))) })
-				steps(t, &got, func() { c.Close(func(error) { stop() }) },
-					func(next func(string, error)) {
-						ch.ExchangeDeclare(ex, pika.ExchangeTopic, pika.ExchangeDeclareOptions{AutoDelete: true}, func(err error) { next("exchange.declare", err) })
-					},
-					func(next func(string, error)) {
-						ch.ExchangeDeclare(ex2, pika.ExchangeFanout, pika.ExchangeDeclareOptions{}, func(err error) { next("exchange.declare 2", err) })
-					},
-					func(next func(string, error)) {
-						ch.ExchangeBind(ex2, ex, "a.#", pika.BindOptions{}, func(err error) { next("exchange.bind", err) })
-					},
-					func(next func(string, error)) {
-						ch.QueueDeclare(q, pika.QueueDeclareOptions{}, func(qq pika.Queue, err error) { next("queue.declare "+fmt.Sprint(qq.Name == q), err) })
-					},
-					func(next func(string, error)) {
-						ch.QueueBind(q, ex2, "", pika.BindOptions{}, func(err error) { next("queue.bind", err) })
-					},
-					func(next func(string, error)) {
-						ch.Qos(pika.QosOptions{PrefetchCount: 10}, func(err error) { next("basic.qos", err) })
-					},
-					func(next func(string, error)) {
-						ch.Publish(ex, "a.b", pika.Message{Body: []byte("routed")})
-						ch.Publish(ex, "b", pika.Message{Body: []byte("unroutable"), Mandatory: true})
-						ch.TxSelect(func(err error) { next("tx.select", err) })
-					},
-					func(next func(string, error)) {
-						ch.Publish("", q, pika.Message{Body: []byte("rolled back")})
-						ch.TxRollback(func(err error) { next("tx.rollback", err) })
-					},
-					func(next func(string, error)) {
-						ch.Publish("", q, pika.Message{Body: []byte("committed")})
-						ch.TxCommit(func(err error) { next("tx.commit", err) })
-					},
-					func(next func(string, error)) {
-						ch.QueueDeclarePassive(q, func(qq pika.Queue, err error) { next(fmt.Sprint("passive: ", qq.Messages, " messages"), err) })
-					},
-					func(next func(string, error)) {
-						ch.Get(q, false, func(d *Delivery, ok bool, err error) {
-							if ok {
-								err = errors.Join(err, d.Ack(false))
-								next("get "+string(d.Body), err)
-								return
-							}
-							next("get nothing", err)
-						})
-					},
-					func(next func(string, error)) {
-						ch.QueuePurge(q, pika.PurgeOptions{}, func(n int, err error) { next(fmt.Sprint("purge ", n), err) })
-					},
-					func(next func(string, error)) {
-						ch.QueueUnbind(q, ex2, "", pika.BindOptions{}, func(err error) { next("queue.unbind", err) })
-					},
-					func(next func(string, error)) {
-						ch.ExchangeUnbind(ex2, ex, "a.#", pika.BindOptions{}, func(err error) { next("exchange.unbind", err) })
-					},
-					func(next func(string, error)) {
-						ch.QueueDelete(q, pika.QueueDeleteOptions{}, func(n int, err error) { next(fmt.Sprint("queue.delete ", n), err) })
-					},
-					func(next func(string, error)) {
-						ch.ExchangeDelete(ex2, pika.ExchangeDeleteOptions{}, func(err error) { next("exchange.delete", err) })
-					},
-					func(next func(string, error)) {
-						ch.ExchangeDelete(ex, pika.ExchangeDeleteOptions{}, func(err error) { next("exchange.delete", err) })
-					},
-					func(next func(string, error)) {
-						ch.QueueDeclarePassive(q, func(_ pika.Queue, err error) {
-							next(fmt.Sprint("passive of the deleted queue: not found ", errors.Is(err, pika.ErrNotFound), ", channel closed ", ch.IsClosed()), nil)
-						})
-					},
-				)
-			})
+		cfg, err := pika.ParseURL(url)
+		if err != nil {
+			t.Error(err)
+			stop()
+			return
+		}
+		withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+			ch.OnReturn(func(r *pika.Return) { returned = append(returned, fmt.Sprint(int(r.ReplyCode), " ", string(r.Body))) })
+			steps(t, &got, func() { c.Close(func(error) { stop() }) },
+				func(next func(string, error)) {
+					ch.ExchangeDeclare(ex, pika.ExchangeTopic, pika.ExchangeDeclareOptions{AutoDelete: true}, func(err error) { next("exchange.declare", err) })
+				},
+				func(next func(string, error)) {
+					ch.ExchangeDeclare(ex2, pika.ExchangeFanout, pika.ExchangeDeclareOptions{}, func(err error) { next("exchange.declare 2", err) })
+				},
+				func(next func(string, error)) {
+					ch.ExchangeBind(ex2, ex, "a.#", pika.BindOptions{}, func(err error) { next("exchange.bind", err) })
+				},
+				func(next func(string, error)) {
+					ch.QueueDeclare(q, pika.QueueDeclareOptions{}, func(qq pika.Queue, err error) { next("queue.declare "+fmt.Sprint(qq.Name == q), err) })
+				},
+				func(next func(string, error)) {
+					ch.QueueBind(q, ex2, "", pika.BindOptions{}, func(err error) { next("queue.bind", err) })
+				},
+				func(next func(string, error)) {
+					ch.Qos(pika.QosOptions{PrefetchCount: 10}, func(err error) { next("basic.qos", err) })
+				},
+				func(next func(string, error)) {
+					ch.Publish(ex, "a.b", pika.Message{Body: []byte("routed")})
+					ch.Publish(ex, "b", pika.Message{Body: []byte("unroutable"), Mandatory: true})
+					ch.TxSelect(func(err error) { next("tx.select", err) })
+				},
+				func(next func(string, error)) {
+					ch.Publish("", q, pika.Message{Body: []byte("rolled back")})
+					ch.TxRollback(func(err error) { next("tx.rollback", err) })
+				},
+				func(next func(string, error)) {
+					ch.Publish("", q, pika.Message{Body: []byte("committed")})
+					ch.TxCommit(func(err error) { next("tx.commit", err) })
+				},
+				func(next func(string, error)) {
+					ch.QueueDeclarePassive(q, func(qq pika.Queue, err error) { next(fmt.Sprint("passive: ", qq.Messages, " messages"), err) })
+				},
+				func(next func(string, error)) {
+					ch.Get(q, false, func(d *Delivery, ok bool, err error) {
+						if ok {
+							err = errors.Join(err, d.Ack(false))
+							next("get "+string(d.Body), err)
+							return
+						}
+						next("get nothing", err)
+					})
+				},
+				func(next func(string, error)) {
+					ch.QueuePurge(q, pika.PurgeOptions{}, func(n int, err error) { next(fmt.Sprint("purge ", n), err) })
+				},
+				func(next func(string, error)) {
+					ch.QueueUnbind(q, ex2, "", pika.BindOptions{}, func(err error) { next("queue.unbind", err) })
+				},
+				func(next func(string, error)) {
+					ch.ExchangeUnbind(ex2, ex, "a.#", pika.BindOptions{}, func(err error) { next("exchange.unbind", err) })
+				},
+				func(next func(string, error)) {
+					ch.QueueDelete(q, pika.QueueDeleteOptions{}, func(n int, err error) { next(fmt.Sprint("queue.delete ", n), err) })
+				},
+				func(next func(string, error)) {
+					ch.ExchangeDelete(ex2, pika.ExchangeDeleteOptions{}, func(err error) { next("exchange.delete", err) })
+				},
+				func(next func(string, error)) {
+					ch.ExchangeDelete(ex, pika.ExchangeDeleteOptions{}, func(err error) { next("exchange.delete", err) })
+				},
+				func(next func(string, error)) {
+					ch.QueueDeclarePassive(q, func(_ pika.Queue, err error) {
+						next(fmt.Sprint("passive of the deleted queue: not found ", errors.Is(err, pika.ErrNotFound), ", channel closed ", ch.IsClosed()), nil)
+					})
+				},
+			)
 		})
 	})
 	want := []string{
