@@ -28,7 +28,7 @@ type Channel struct {
 	err        error
 	confirming bool
 	confirms   engine.ConfirmSet[*slot]
-	consumers  map[string]*Consumer
+	consumers  map[string]*Consumer // nil until the first consumer
 
 	onClose  handlers[func(error)]
 	onReturn handlers[func(*pika.Return)]
@@ -105,9 +105,9 @@ func (c *Conn) Channel(cb func(*Channel, error)) {
 		c.l.defer_(func() { cb(nil, err) })
 		return
 	}
-	ch := &Channel{c: c, id: id, consumers: make(map[string]*Consumer)}
+	ch := &Channel{c: c, id: id}
 	c.chans[id] = ch
-	c.reqs[req] = func(ev engine.Event) {
+	c.addReq(req, func(ev engine.Event) {
 		if ev.Err != nil {
 			if c.chans[id] == ch {
 				delete(c.chans, id)
@@ -118,7 +118,7 @@ func (c *Conn) Channel(cb func(*Channel, error)) {
 			return
 		}
 		cb(ch, nil)
-	}
+	})
 	c.l.markDirty(c)
 }
 
@@ -165,7 +165,7 @@ func (ch *Channel) call(m wire.Method, onReply func(ev engine.Event) func()) {
 		ch.complete(s, onReply(engine.Event{Kind: engine.EventReply, Channel: ch.id, Err: err}))
 		return
 	}
-	ch.c.reqs[id] = func(ev engine.Event) { ch.complete(s, onReply(ev)) }
+	ch.c.addReq(id, func(ev engine.Event) { ch.complete(s, onReply(ev)) })
 	ch.c.l.markDirty(ch.c)
 }
 
@@ -226,7 +226,7 @@ func (ch *Channel) Close(cb func(error)) {
 		ch.complete(s, fin(err))
 		return
 	}
-	ch.c.reqs[req] = func(ev engine.Event) { ch.complete(s, fin(ev.Err)) }
+	ch.c.addReq(req, func(ev engine.Event) { ch.complete(s, fin(ev.Err)) })
 	ch.c.l.markDirty(ch.c)
 }
 

@@ -29,7 +29,7 @@ var (
 // the loop's goroutine; its callbacks run there.
 type Conn struct {
 	l      *Loop
-	cfg    pika.Config
+	cfg    *pika.Config // until the handshake ends (memory: see attach)
 	eng    *engine.Conn
 	t      transport
 	log    *slog.Logger // frames at Debug level; nil when not enabled
@@ -42,8 +42,10 @@ type Conn struct {
 	inDirty bool
 
 	chans  map[uint16]*Channel
-	reqs   map[engine.RequestID]func(engine.Event)
-	drains []*Channel // channels with callbacks ready to run
+	reqs   map[engine.RequestID]func(engine.Event) // nil when empty
+	drains []*Channel                              // channels with callbacks ready to run
+
+	closeTimeout time.Duration
 
 	spare      []byte // the other outgoing buffer
 	tick       *Timer // the engine's deadline
@@ -109,11 +111,11 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 		cfg.CloseTimeout = pika.DefaultCloseTimeout
 	}
 	c := &Conn{
-		l:      l,
-		cfg:    cfg,
-		dialCb: cb,
-		chans:  make(map[uint16]*Channel),
-		reqs:   make(map[engine.RequestID]func(engine.Event)),
+		l:            l,
+		cfg:          &cfg,
+		dialCb:       cb,
+		chans:        make(map[uint16]*Channel, 1),
+		closeTimeout: cfg.CloseTimeout,
 	}
 	if cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.log = cfg.Logger
@@ -292,7 +294,9 @@ func (c *Conn) process() {
 		if c.t != nil {
 			c.t.write(buf)
 		}
-		if cap(buf) > maxSpare {
+		// Busy connections alternate two buffers; a small one is not kept,
+		// so that an idle connection holds none.
+		if cap(buf) < minSpare || cap(buf) > maxSpare {
 			buf = nil
 		}
 		c.spare = buf[:0]
@@ -313,15 +317,27 @@ func (c *Conn) process() {
 	}
 }
 
-// maxSpare is the largest outgoing buffer a connection keeps between
-// writes.
-const maxSpare = 256 << 10
+// minSpare and maxSpare bound the outgoing buffer a connection keeps
+// between writes.
+const (
+	minSpare = 4 << 10
+	maxSpare = 256 << 10
+)
+
+// addReq registers the completion of request id.
+func (c *Conn) addReq(id engine.RequestID, fn func(engine.Event)) {
+	if c.reqs == nil {
+		c.reqs = make(map[engine.RequestID]func(engine.Event), 1)
+	}
+	c.reqs[id] = fn
+}
 
 // dispatch handles one engine event.
 func (c *Conn) dispatch(ev engine.Event) {
 	switch ev.Kind {
 	case engine.EventOpen:
 		c.open = true
+		c.cfg = nil // the Config is for dialing: idle connections do not keep it
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil
 			cb(c, nil)
@@ -329,6 +345,9 @@ func (c *Conn) dispatch(ev engine.Event) {
 	case engine.EventReply, engine.EventGetOk:
 		if fn, ok := c.reqs[ev.Request]; ok {
 			delete(c.reqs, ev.Request)
+			if len(c.reqs) == 0 {
+				c.reqs = nil // an idle connection keeps no map buckets
+			}
 			fn(ev)
 		}
 	case engine.EventDelivery, engine.EventOrphanDelivery, engine.EventReturn,
@@ -428,7 +447,7 @@ func (c *Conn) Close(cb func(error)) {
 		c.closeCbs = append(c.closeCbs, cb)
 	}
 	if c.closeTimer == nil {
-		c.closeTimer = c.l.AfterFunc(c.cfg.CloseTimeout, func() {
+		c.closeTimer = c.l.AfterFunc(c.closeTimeout, func() {
 			c.timedOut = true
 			c.transportFailed(ErrCloseTimeout)
 		})

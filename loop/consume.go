@@ -105,6 +105,9 @@ func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Deli
 			cons.tag = ok.ConsumerTag
 		}
 		// Registered now, not when cb runs: deliveries follow at once.
+		if ch.consumers == nil {
+			ch.consumers = make(map[string]*Consumer)
+		}
 		ch.consumers[cons.tag] = cons
 		if cb == nil {
 			return nil
