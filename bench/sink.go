@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pika-go/pika/wire"
@@ -106,7 +107,7 @@ func (s *sinkServer) serve() {
 		}
 		go func() {
 			defer nc.Close()
-			if err := s.handle(nc); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			if err := s.handle(nc); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {
 				fmt.Fprintln(os.Stderr, "sink:", err)
 			}
 		}()
