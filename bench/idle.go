@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -31,7 +32,9 @@ import (
 // that its RSS and CPU are its alone; the clients take turns, round after
 // round.
 
-// idleClients are the clients the idle mode compares.
+// idleClients are the clients the idle mode compares by default;
+// "loop-fallback" (package loop with every connection on its fallback
+// path, as TLS connections are) can be asked for with -idle-clients.
 var idleClients = []string{"loop", cPika, cAMQP091}
 
 // idleResult is what one child measured.
@@ -124,7 +127,9 @@ const dialParallel = 64
 func openIdle(client, url string, n int) (func() error, error) {
 	switch client {
 	case "loop":
-		return openIdleLoop(url, n)
+		return openIdleLoop(url, n, false)
+	case "loop-fallback":
+		return openIdleLoop(url, n, true)
 	case cPika:
 		conns := make([]*pika.Conn, n)
 		err := parallel(n, func(i int) error {
@@ -204,8 +209,28 @@ func parallel(n int, fn func(i int) error) error {
 	return first
 }
 
-// openIdleLoop opens n connections on one Loop, dialParallel at a time.
-func openIdleLoop(url string, n int) (func() error, error) {
+// plainConn hides a connection's type, so that package loop takes its
+// fallback path.
+type plainConn struct{ net.Conn }
+
+// openIdleLoop opens n connections on one Loop, dialParallel at a time,
+// on the fallback path (a reader and a writer goroutine per connection)
+// when fallback is set.
+func openIdleLoop(url string, n int, fallback bool) (func() error, error) {
+	cfg, err := pika.ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	if fallback {
+		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			nc, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return plainConn{nc}, nil
+		}
+	}
 	l, err := loop.New()
 	if err != nil {
 		return nil, err
@@ -224,7 +249,7 @@ func openIdleLoop(url string, n int) (func() error, error) {
 				return
 			}
 			dialed++
-			l.Dial(url, func(c *loop.Conn, err error) {
+			l.DialConfig(cfg, func(c *loop.Conn, err error) {
 				if err != nil {
 					opened <- err
 					return
@@ -268,7 +293,7 @@ func openIdleLoop(url string, n int) (func() error, error) {
 
 // runIdle runs the idle mode from the parent: the sink, then every client
 // in its own child, rounds times, interleaved.
-func runIdle(w io.Writer, n, rounds int, heartbeat, settle, window time.Duration, logw io.Writer) error {
+func runIdle(w io.Writer, clients []string, n, rounds int, heartbeat, settle, window time.Duration, logw io.Writer) error {
 	sink, err := startSinkEnv(sinkHeartbeatEnv + "=" + strconv.Itoa(int(heartbeat/time.Second)))
 	if err != nil {
 		return err
@@ -281,7 +306,7 @@ func runIdle(w io.Writer, n, rounds int, heartbeat, settle, window time.Duration
 	}
 	results := make(map[string][]idleResult)
 	for r := 1; r <= rounds; r++ {
-		for _, c := range idleClients {
+		for _, c := range clients {
 			cmd := exec.Command(exe, "-idle-client", c, "-idle", strconv.Itoa(n), "-url", url,
 				"-idle-settle", settle.String(), "-idle-window", window.String())
 			cmd.Stderr = os.Stderr
@@ -300,13 +325,13 @@ func runIdle(w io.Writer, n, rounds int, heartbeat, settle, window time.Duration
 			}
 		}
 	}
-	printIdle(w, n, rounds, heartbeat, results)
+	printIdle(w, clients, n, rounds, heartbeat, results)
 	return nil
 }
 
 // printIdle prints the medians (with min–max) of every client, and the
 // loop's ratios to the others.
-func printIdle(w io.Writer, n, rounds int, heartbeat time.Duration, results map[string][]idleResult) {
+func printIdle(w io.Writer, clients []string, n, rounds int, heartbeat time.Duration, results map[string][]idleResult) {
 	stat := func(c string, f func(idleResult) float64) (med, lo, hi float64) {
 		var xs []float64
 		for _, r := range results[c] {
@@ -326,15 +351,26 @@ func printIdle(w io.Writer, n, rounds int, heartbeat time.Duration, results map[
 		{"CPU while idle (ms per s)", 1000, func(r idleResult) float64 { return r.CPUPerSec }},
 	}
 	fmt.Fprintf(w, "%d idle connections, one channel each, heartbeat %v; median (min-max) of %d rounds\n\n", n, heartbeat, rounds)
-	fmt.Fprintf(w, "| metric | loop | pika | amqp091-go | loop/pika | loop/amqp091-go |\n|---|---|---|---|---|---|\n")
+	// The first client is compared with each of the others.
+	fmt.Fprintf(w, "| metric |")
+	for _, c := range clients {
+		fmt.Fprintf(w, " %s |", c)
+	}
+	for _, c := range clients[1:] {
+		fmt.Fprintf(w, " %s/%s |", clients[0], c)
+	}
+	fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---|", 2*len(clients)-1))
 	for _, m := range metrics {
 		fmt.Fprintf(w, "| %s |", m.name)
 		meds := map[string]float64{}
-		for _, c := range idleClients {
+		for _, c := range clients {
 			med, lo, hi := stat(c, m.f)
 			meds[c] = med
 			fmt.Fprintf(w, " %.1f (%.1f-%.1f) |", med*m.scale, lo*m.scale, hi*m.scale)
 		}
-		fmt.Fprintf(w, " %.2f | %.2f |\n", meds["loop"]/meds[cPika], meds["loop"]/meds[cAMQP091])
+		for _, c := range clients[1:] {
+			fmt.Fprintf(w, " %.2f |", meds[clients[0]]/meds[c])
+		}
+		fmt.Fprintln(w)
 	}
 }

@@ -68,21 +68,22 @@ func brokerURL() string {
 
 func mainErr() error {
 	var (
-		opts       options
-		workloads  string
-		clients    string
-		asJSON     bool
-		chartPath  string
-		cpuProfile string
-		memProfile string
-		quiet      bool
-		sinkOnly   bool
-		from       string
-		idleN      int
-		idleClient string
-		idleHB     time.Duration
-		idleSettle time.Duration
-		idleWindow time.Duration
+		opts           options
+		workloads      string
+		clients        string
+		asJSON         bool
+		chartPath      string
+		cpuProfile     string
+		memProfile     string
+		quiet          bool
+		sinkOnly       bool
+		from           string
+		idleN          int
+		idleClient     string
+		idleClientList string
+		idleHB         time.Duration
+		idleSettle     time.Duration
+		idleWindow     time.Duration
 	)
 	flag.StringVar(&opts.URL, "url", brokerURL(), "broker AMQP URI (default from PIKA_TEST_URL)")
 	flag.IntVar(&opts.N, "n", 200000, "messages per run")
@@ -110,6 +111,7 @@ func mainErr() error {
 	flag.DurationVar(&idleHB, "idle-heartbeat", 5*time.Second, "idle mode: the heartbeat interval the sink proposes (whole seconds)")
 	flag.DurationVar(&idleSettle, "idle-settle", 3*time.Second, "idle mode: wait after the last connection opened before measuring")
 	flag.DurationVar(&idleWindow, "idle-window", 10*time.Second, "idle mode: the window over which idle CPU is measured")
+	flag.StringVar(&idleClientList, "idle-clients", strings.Join(idleClients, ","), "idle mode: the clients to compare, the first with each other (loop, loop-fallback, pika, amqp091-go)")
 	flag.StringVar(&idleClient, "idle-client", "", "internal: run as the idle mode's child for this client")
 	flag.Parse()
 	if idleClient != "" {
@@ -120,7 +122,7 @@ func mainErr() error {
 		if !quiet {
 			logw = os.Stderr
 		}
-		return runIdle(os.Stdout, idleN, opts.Rounds, idleHB, idleSettle, idleWindow, logw)
+		return runIdle(os.Stdout, splitList(idleClientList), idleN, opts.Rounds, idleHB, idleSettle, idleWindow, logw)
 	}
 	switch pikaConfirmMode {
 	case "ring", "onconfirm", "batch":

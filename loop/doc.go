@@ -53,7 +53,10 @@
 // and no buffer while idle (the loop has one 64 KiB read buffer for all
 // its connections). The goroutines of a loop are then constant in the
 // number of connections: the one running Run, and a short-lived goroutine
-// per dial (name resolution and TCP connect block in Go).
+// per dial (name resolution and TCP connect block in Go). Measured with
+// 10,000 idle connections with heartbeats (BENCHMARKS.md): about 5 KiB of
+// Go heap and 6 KiB of resident memory per connection, a quarter of
+// amqp091-go's, and no goroutine.
 //
 // TLS connections, connections made by a Config.Dial that returns
 // something other than a *net.TCPConn or *net.UnixConn, and every
