@@ -76,22 +76,10 @@ const faultConns = 100
 func openMany(t *testing.T, l *Loop, cfg pika.Config, stop func(), ready func(conns []*Conn)) {
 	var conns []*Conn
 	for i := 0; i < faultConns; i++ {
-		l.DialConfig(cfg, func(c *Conn, err error) {
-			if err != nil {
-				t.Errorf("dial: %v", err)
-				stop()
-				return
+		withChannel(t, l, cfg, stop, func(c *Conn, _ *Channel) {
+			if conns = append(conns, c); len(conns) == faultConns {
+				ready(conns)
 			}
-			c.Channel(func(ch *Channel, err error) {
-				if err != nil {
-					t.Errorf("channel: %v", err)
-					stop()
-					return
-				}
-				if conns = append(conns, c); len(conns) == faultConns {
-					ready(conns)
-				}
-			})
 		})
 	}
 }
