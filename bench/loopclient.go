@@ -25,11 +25,12 @@ const loopBuffered = 1 << 20
 // loopSession is a Loop running on its own goroutine with one connection
 // and channel.
 type loopSession struct {
-	l      *loop.Loop
-	c      *loop.Conn
-	ch     *loop.Channel
-	cancel context.CancelFunc
-	ran    chan error
+	pending func(error) // the done of the do in progress
+	l       *loop.Loop
+	c       *loop.Conn
+	ch      *loop.Channel
+	cancel  context.CancelFunc
+	ran     chan error
 }
 
 // open starts a Loop, dials and opens a channel (not measured).
@@ -51,6 +52,13 @@ func (loopClient) open(ctx context.Context, e *env) (*loopSession, error) {
 					return
 				}
 				s.c = c
+				// Every workload's wait ends when the connection is lost
+				// (the loop does not recover).
+				c.OnClose(func(err error) {
+					if err != nil {
+						s.lost(err)
+					}
+				})
 				c.Channel(func(ch *loop.Channel, err error) {
 					s.ch = ch
 					done(err)
@@ -74,7 +82,7 @@ func (s *loopSession) do(ctx context.Context, fn func(done func(error))) error {
 		default:
 		}
 	}
-	if !s.l.Post(func() { fn(done) }) {
+	if !s.l.Post(func() { s.pending = done; fn(done) }) {
 		return fmt.Errorf("loop: the loop stopped")
 	}
 	select {
@@ -82,6 +90,13 @@ func (s *loopSession) do(ctx context.Context, fn func(done func(error))) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// lost ends the wait in progress with the connection's loss.
+func (s *loopSession) lost(err error) {
+	if s.pending != nil {
+		s.pending(fmt.Errorf("loop: connection lost: %w", err))
 	}
 }
 

@@ -321,7 +321,7 @@ func (c *Conn) process() {
 // between writes.
 const (
 	minSpare = 4 << 10
-	maxSpare = 256 << 10
+	maxSpare = 4 << 20
 )
 
 // addReq registers the completion of request id.

@@ -17,7 +17,8 @@ type fdConn struct {
 	l      *Loop
 	c      *Conn
 	fd     int
-	out    []byte // bytes the socket did not take yet
+	out    []byte // bytes the socket did not take yet: out[off:]
+	off    int
 	wwatch bool   // writability is watched
 	// closing: the connection ended; the socket closes once out is sent,
 	// or when closeTimer fires.
@@ -82,7 +83,7 @@ func newFDConn(l *Loop, c *Conn, fd int, remote string) (*fdConn, error) {
 	return t, nil
 }
 
-func (t *fdConn) pending() int { return len(t.out) }
+func (t *fdConn) pending() int { return len(t.out) - t.off }
 
 // write sends b, keeping what the socket does not take now. b is not
 // retained.
@@ -90,7 +91,7 @@ func (t *fdConn) write(b []byte) {
 	if t.fd < 0 {
 		return
 	}
-	if len(t.out) == 0 {
+	if t.pending() == 0 {
 		n, ok := t.writeSome(b)
 		if !ok {
 			return
@@ -133,16 +134,20 @@ func (t *fdConn) watchWrite(on bool) {
 }
 
 func (t *fdConn) onWritable() {
-	if len(t.out) > 0 {
-		n, ok := t.writeSome(t.out)
+	if t.pending() > 0 {
+		n, ok := t.writeSome(t.out[t.off:])
 		if !ok {
 			return
 		}
-		rest := copy(t.out, t.out[n:])
-		t.out = t.out[:rest]
+		t.off += n
 	}
-	if len(t.out) == 0 {
-		t.out = nil
+	if t.pending() == 0 {
+		// Keep a moderate buffer for the next burst, none after a huge
+		// one.
+		t.out, t.off = t.out[:0], 0
+		if cap(t.out) > maxSpare {
+			t.out = nil
+		}
 		t.watchWrite(false)
 		if t.closing {
 			t.closeNow()
@@ -196,7 +201,7 @@ func (t *fdConn) closeAfterFlush() {
 		return
 	}
 	t.closing = true
-	if len(t.out) == 0 {
+	if t.pending() == 0 {
 		t.closeNow()
 		return
 	}
@@ -212,7 +217,7 @@ func (t *fdConn) closeNow() {
 	syscall.Close(t.fd)
 	delete(t.l.fds, t.fd)
 	t.fd = -1
-	t.out = nil
+	t.out, t.off = nil, 0
 	if t.closeTimer != nil {
 		t.closeTimer.Stop()
 	}
