@@ -19,7 +19,7 @@ type fdConn struct {
 	fd     int
 	out    []byte // bytes the socket did not take yet: out[off:]
 	off    int
-	wwatch bool   // writability is watched
+	wwatch bool // writability is watched
 	// closing: the connection ended; the socket closes once out is sent,
 	// or when closeTimer fires.
 	closing    bool
