@@ -77,8 +77,10 @@ func (l *Loop) Dial(rawURL string, cb func(*Conn, error)) {
 //
 // The transport is established by a short-lived goroutine (the TCP
 // connect, name resolution and TLS handshake block), which tries cfg's
-// addresses in order like pika.DialConfig; the AMQP handshake then runs
-// on the loop. A plain TCP connection (or a *net.TCPConn or *net.UnixConn
+// addresses in order (Config.Addrs, ShuffleAddrs, every address of a host
+// name) until one accepts the TCP and TLS connection; the AMQP handshake
+// then runs on the loop. Unlike pika.DialConfig, a handshake that fails
+// there is not retried on the next address: cb gets its error. A plain TCP connection (or a *net.TCPConn or *net.UnixConn
 // returned by Config.Dial) takes the descriptor path; TLS and other
 // connections the fallback path (see the package documentation).
 //
