@@ -40,6 +40,9 @@ type slot struct {
 	ready   bool
 	fn      func()
 	confirm func(error) // a publish's confirmation callback, until settled
+	// A delivery runs its consumer's handler: no closure to allocate.
+	cons *Consumer
+	d    *Delivery
 }
 
 // reserve takes the next place in the channel's callback order.
@@ -78,8 +81,11 @@ func (ch *Channel) drain() {
 			ch.slots = ch.slots[:0]
 			ch.head = 0
 		}
-		if s.fn != nil {
+		switch {
+		case s.fn != nil:
 			s.fn()
+		case s.cons != nil:
+			s.cons.handler(s.d)
 		}
 	}
 	if ch.head > 64 && ch.head*2 > len(ch.slots) {
@@ -239,8 +245,13 @@ func (ch *Channel) dispatch(ev engine.Event) {
 			ch.orphan(ev.Message)
 			return
 		}
+		// The delivery carries its own place in the order: one
+		// allocation for both.
 		d := ch.newDelivery(&ev.Message)
-		ch.push(func() { cons.handler(d) })
+		s := &d.slot
+		s.cons, s.d = cons, d
+		ch.slots = append(ch.slots, s)
+		ch.complete(s, nil)
 	case engine.EventOrphanDelivery:
 		ch.orphan(ev.Message)
 	case engine.EventReturn:

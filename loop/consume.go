@@ -48,7 +48,8 @@ type Delivery struct {
 	pika.Properties
 	Body []byte
 
-	ch *Channel
+	ch   *Channel
+	slot slot // its place in the channel's callback order
 }
 
 func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
