@@ -46,6 +46,8 @@ type Conn struct {
 	drains []*Channel                              // channels with callbacks ready to run
 
 	closeTimeout time.Duration
+	ds           dialState
+	redial       bool // the handshake failed: dial the next address
 
 	spare      []byte // the other outgoing buffer
 	tick       *Timer // the engine's deadline
@@ -79,8 +81,9 @@ func (l *Loop) Dial(rawURL string, cb func(*Conn, error)) {
 // connect, name resolution and TLS handshake block), which tries cfg's
 // addresses in order (Config.Addrs, ShuffleAddrs, every address of a host
 // name) until one accepts the TCP and TLS connection; the AMQP handshake
-// then runs on the loop. Unlike pika.DialConfig, a handshake that fails
-// there is not retried on the next address: cb gets its error. A plain TCP connection (or a *net.TCPConn or *net.UnixConn
+// then runs on the loop. A handshake that fails moves on to the next
+// address, like pika.DialConfig, unless the broker refused the login or
+// the virtual host; cb gets every address's error when none is left. A plain TCP connection (or a *net.TCPConn or *net.UnixConn
 // returned by Config.Dial) takes the descriptor path; TLS and other
 // connections the fallback path (see the package documentation).
 //
@@ -123,35 +126,79 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 		c.log = cfg.Logger
 	}
 	l.conns[c] = struct{}{}
+	c.startDial()
+}
+
+// dialState is what a connection's dial has left to try.
+type dialState struct {
+	resolved bool
+	eps      []amqpdial.Endpoint // the addresses not tried yet
+	errs     []error             // how the tried ones failed
+}
+
+// startDial starts a goroutine that establishes the transport to the next
+// address that accepts and hands it to attach.
+func (c *Conn) startDial() {
+	l, cfg, ds := c.l, c.cfg, &c.ds
 	ctx := l.base
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		nc, remote, err := dialAny(ctx, &cfg)
+		nc, remote, err := dialNext(ctx, cfg, ds)
 		if !l.Post(func() { c.attach(nc, remote, err) }) && nc != nil {
 			nc.Close()
 		}
 	}()
 }
 
-// dialAny establishes the transport to the first address that accepts.
-func dialAny(ctx context.Context, cfg *pika.Config) (netConn, string, error) {
-	addrs := cfg.Addrs
-	if len(addrs) == 0 {
-		addrs = []string{cfg.Addr}
+// dialNext establishes the transport to the first address of ds that
+// accepts, resolving cfg's addresses the first time. Only the dial
+// goroutine touches ds while it runs.
+func dialNext(ctx context.Context, cfg *pika.Config, ds *dialState) (netConn, string, error) {
+	if !ds.resolved {
+		ds.resolved = true
+		addrs := cfg.Addrs
+		if len(addrs) == 0 {
+			addrs = []string{cfg.Addr}
+		}
+		ds.eps = amqpdial.Endpoints(ctx, addrs, cfg.ShuffleAddrs, cfg.Dial != nil)
 	}
-	var errs []error
-	for _, ep := range amqpdial.Endpoints(ctx, addrs, cfg.ShuffleAddrs, cfg.Dial != nil) {
+	for len(ds.eps) > 0 {
+		ep := ds.eps[0]
+		ds.eps = ds.eps[1:]
 		nc, err := amqpdial.Transport(ctx, cfg.DialTimeout, cfg.Dial, cfg.TLS, ep)
 		if err == nil {
 			return nc, ep.Addr, nil
 		}
-		errs = append(errs, err)
+		ds.errs = append(ds.errs, err)
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, "", amqpdial.JoinErrors(errs)
+	return nil, "", amqpdial.JoinErrors(ds.errs)
+}
+
+// redialAfter decides, when the handshake on one address failed with err,
+// whether to try the next address: not when none is left, the loop is
+// stopping, or the broker refused the login (another node would too).
+func (c *Conn) redialAfter(err error) bool {
+	c.ds.errs = append(c.ds.errs, err)
+	if len(c.ds.eps) == 0 || c.l.base.Err() != nil || errors.Is(err, pika.ErrAuthentication) ||
+		errors.Is(err, pika.ErrVhostRefused) || errors.Is(err, engine.ErrNoMechanism) {
+		return false
+	}
+	c.redial = true
+	return true
+}
+
+// restartDial resets a connection whose handshake failed and dials the
+// next address.
+func (c *Conn) restartDial() {
+	c.redial = false
+	c.eng, c.t, c.tick, c.closeTimer = nil, nil, nil, nil
+	c.closed, c.err, c.armed = false, nil, time.Time{}
+	c.l.conns[c] = struct{}{}
+	c.startDial()
 }
 
 // attach runs on the loop when the dial goroutine is done: it starts the
@@ -304,6 +351,9 @@ func (c *Conn) process() {
 		c.spare = buf[:0]
 	}
 	if c.closed {
+		if c.redial {
+			c.restartDial()
+		}
 		return
 	}
 	d := c.eng.Deadline()
@@ -400,11 +450,14 @@ func (c *Conn) closedEvent(err error) {
 	}
 	delete(c.l.conns, c)
 	if cb := c.dialCb; cb != nil {
-		c.dialCb = nil
 		if err == nil {
 			err = pika.ErrClosed
 		}
-		cb(nil, fmt.Errorf("pika: handshake with %s: %w", c.remote, err))
+		if c.redialAfter(fmt.Errorf("pika: handshake with %s: %w", c.remote, err)) {
+			return // process calls restartDial
+		}
+		c.dialCb = nil
+		cb(nil, amqpdial.JoinErrors(c.ds.errs))
 		return
 	}
 	for _, fn := range c.onClose.list() {

@@ -230,3 +230,49 @@ func TestHeartbeats(t *testing.T) {
 		}
 	})
 }
+
+// A handshake that fails on one address (the peer hangs up) moves on to
+// the next address, like pika.DialConfig; a refused login does not (see
+// TestDialAuthenticationRefused).
+func TestDialNextAddressAfterAFailedHandshake(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		badClient, badServer := pair(t)
+		go func() {
+			hdr := make([]byte, 8)
+			badServer.Read(hdr)
+			badServer.Close()
+		}()
+		cfg, wait := scriptedConfig(t, pair, func(p *peer) {
+			p.handshake(0)
+			p.closeConn()
+		})
+		good := cfg.Dial
+		var dialed []string
+		cfg.Addrs = []string{"bad:5672", "good:5672"}
+		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialed = append(dialed, addr) // the dial goroutines run one after the other
+			if addr == "bad:5672" {
+				return badClient, nil
+			}
+			return good(ctx, network, addr)
+		}
+		var dialErr error
+		run(t, 10*time.Second, func(l *Loop, stop func()) {
+			l.DialConfig(cfg, func(c *Conn, err error) {
+				dialErr = err
+				if err != nil {
+					stop()
+					return
+				}
+				c.Close(func(error) { stop() })
+			})
+		})
+		wait()
+		if dialErr != nil {
+			t.Errorf("dial: %v", dialErr)
+		}
+		if !slices.Equal(dialed, []string{"bad:5672", "good:5672"}) {
+			t.Errorf("dialed %q", dialed)
+		}
+	})
+}
