@@ -3,10 +3,8 @@ package loop
 import (
 	"context"
 	"net"
-	"os"
 	"runtime"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -146,26 +144,6 @@ var transports = []struct {
 }{
 	{"fd", socketPair},
 	{"goroutines", func(t *testing.T) (net.Conn, net.Conn) { c, s := net.Pipe(); return c, s }},
-}
-
-// socketPair returns the two ends of a Unix socket pair as net.Conns: the
-// client's end is a *net.UnixConn, which takes the descriptor path.
-func socketPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conv := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		nc, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return nc
-	}
-	return conv(fds[0]), conv(fds[1])
 }
 
 // scriptedConfig returns a Config whose dial hands over client and runs
