@@ -2,14 +2,12 @@ package pika
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"fmt"
-	"math/rand/v2"
 	"net"
 	"strings"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/amqpdial"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -21,32 +19,16 @@ type endpoint struct {
 
 // endpoints lists the addresses to try, in order: each configured address
 // (Config.Addrs, or Config.Addr), shuffled when Config.ShuffleAddrs is set,
-// each host name expanded to every address it resolves to.
+// each host name expanded to every address it resolves to (see
+// amqpdial.Endpoints, shared with package loop).
 func (c *Conn) endpoints(ctx context.Context) []endpoint {
 	addrs := c.cfg.Addrs
 	if len(addrs) == 0 {
 		addrs = []string{c.cfg.Addr}
 	}
-	addrs = append([]string(nil), addrs...)
-	if c.cfg.ShuffleAddrs {
-		rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
-	}
 	var out []endpoint
-	for _, a := range addrs {
-		host, port, err := net.SplitHostPort(a)
-		if err != nil || c.cfg.Dial != nil || net.ParseIP(host) != nil {
-			out = append(out, endpoint{addr: a, serverName: host})
-			continue
-		}
-		ips, err := net.DefaultResolver.LookupHost(ctx, host)
-		if err != nil || len(ips) == 0 {
-			// Let the dial report the resolution error.
-			out = append(out, endpoint{addr: a, serverName: host})
-			continue
-		}
-		for _, ip := range ips {
-			out = append(out, endpoint{addr: net.JoinHostPort(ip, port), serverName: host})
-		}
+	for _, ep := range amqpdial.Endpoints(ctx, addrs, c.cfg.ShuffleAddrs, c.cfg.Dial != nil) {
+		out = append(out, endpoint{addr: ep.Addr, serverName: ep.ServerName})
 	}
 	return out
 }
@@ -54,56 +36,12 @@ func (c *Conn) endpoints(ctx context.Context) []endpoint {
 // dialTransport opens the TCP (or custom) connection to ep and runs TLS
 // over it, bounded by ctx and Config.DialTimeout.
 func dialTransport(ctx context.Context, cfg *Config, ep endpoint) (net.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	defer cancel()
-	var nc net.Conn
-	var err error
-	if cfg.Dial != nil {
-		nc, err = cfg.Dial(dctx, "tcp", ep.addr)
-	} else {
-		var d net.Dialer
-		nc, err = d.DialContext(dctx, "tcp", ep.addr)
-	}
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) {
-			return nil, fmt.Errorf("pika: %w", err) // it names the address
-		}
-		return nil, fmt.Errorf("pika: dial %s: %w", ep.addr, err)
-	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	if cfg.TLS != nil {
-		tcfg := cfg.TLS.Clone()
-		if tcfg.ServerName == "" {
-			tcfg.ServerName = ep.serverName
-		}
-		tlsConn := tls.Client(nc, tcfg)
-		if err := tlsConn.HandshakeContext(dctx); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("pika: TLS handshake with %s: %w", ep.addr, err)
-		}
-		nc = tlsConn
-	}
-	return nc, nil
+	return amqpdial.Transport(ctx, cfg.DialTimeout, cfg.Dial, cfg.TLS, amqpdial.Endpoint{Addr: ep.addr, ServerName: ep.serverName})
 }
 
 // joinDialErrors returns the single error of a one-address dial as it is,
 // and names every address's failure otherwise.
-func joinDialErrors(errs []error) error {
-	switch len(errs) {
-	case 0:
-		return errors.New("pika: no address to dial")
-	case 1:
-		return errs[0]
-	}
-	msgs := make([]string, len(errs))
-	for i, e := range errs {
-		msgs[i] = e.Error()
-	}
-	return &dialError{msg: "pika: every address failed: " + strings.Join(msgs, "; "), errs: errs}
-}
+func joinDialErrors(errs []error) error { return amqpdial.JoinErrors(errs) }
 
 // atAddr names the server in the handshake errors whose text alone would
 // not say where: a server of another protocol, and one that did not
@@ -127,14 +65,6 @@ type serverError struct {
 
 func (e *serverError) Error() string { return e.msg }
 func (e *serverError) Unwrap() error { return e.err }
-
-type dialError struct {
-	msg  string
-	errs []error
-}
-
-func (e *dialError) Error() string   { return e.msg }
-func (e *dialError) Unwrap() []error { return e.errs }
 
 // isTerminal reports whether a connection failure should stop attempts:
 // the broker refused the credentials or the virtual host.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/amqpdial"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -368,17 +369,11 @@ func (l *link) closedLocked(err error) {
 // after the protocol header) at Debug level, through the log queue.
 // Inbound frames are logged by the engine's trace hook.
 func (c *Conn) logFrames(dir string, b []byte) {
-	for len(b) > 0 {
-		if len(b) >= 8 && string(b[:4]) == "AMQP" {
+	amqpdial.EachFrame(b, func(f wire.Frame, header bool) {
+		if header {
 			c.logAt(slog.LevelDebug, "amqp frame", "dir", dir, "type", "protocol-header")
-			b = b[8:]
-			continue
-		}
-		f, n, err := wire.ParseFrame(b, ^uint32(0))
-		if err != nil || n == 0 {
 			return
 		}
-		b = b[n:]
 		c.logFrame(dir, f)
-	}
+	})
 }

@@ -192,8 +192,8 @@ func TestBrokerSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReport(t, rep, wPublish, wPublishConfirm, wConsume)
-	if len(declared) != 6 {
-		t.Errorf("%d queues declared, want 6 (3 workloads x 2 clients): %q", len(declared), declared)
+	if want := 3 * len(allClients); len(declared) != want {
+		t.Errorf("%d queues declared, want %d (3 workloads x %d clients): %q", len(declared), want, len(allClients), declared)
 	}
 	checkGone(t, url, declared)
 }
@@ -273,5 +273,34 @@ func TestNiceCeil(t *testing.T) {
 		if got := niceCeil(tc.in); got != tc.want {
 			t.Errorf("niceCeil(%v) = %v, want %v", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestIdleOpen opens a few idle connections with every client of the idle
+// mode against the sink (heartbeats on), in this process, and closes them.
+func TestIdleOpen(t *testing.T) {
+	sink, err := startSinkEnv(sinkHeartbeatEnv + "=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.stop()
+	url := "amqp://guest:guest@" + sink.addr + "/"
+	for _, c := range append([]string{"loop-fallback"}, idleClients...) {
+		t.Run(c, func(t *testing.T) {
+			closeAll, err := openIdle(c, url, 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Past two heartbeat intervals: the connections must live on
+			// the sink's heartbeats and their own (the loop's closeAll
+			// reports a connection that did not).
+			time.Sleep(2500 * time.Millisecond)
+			if err := closeAll(); err != nil {
+				t.Errorf("a connection was lost while idle: %v", err)
+			}
+		})
+	}
+	if _, err := openIdle("nope", url, 1); err == nil {
+		t.Error("an unknown client: no error")
 	}
 }

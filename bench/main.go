@@ -32,6 +32,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -67,16 +68,22 @@ func brokerURL() string {
 
 func mainErr() error {
 	var (
-		opts       options
-		workloads  string
-		clients    string
-		asJSON     bool
-		chartPath  string
-		cpuProfile string
-		memProfile string
-		quiet      bool
-		sinkOnly   bool
-		from       string
+		opts           options
+		workloads      string
+		clients        string
+		asJSON         bool
+		chartPath      string
+		cpuProfile     string
+		memProfile     string
+		quiet          bool
+		sinkOnly       bool
+		from           string
+		idleN          int
+		idleClient     string
+		idleClientList string
+		idleHB         time.Duration
+		idleSettle     time.Duration
+		idleWindow     time.Duration
 	)
 	flag.StringVar(&opts.URL, "url", brokerURL(), "broker AMQP URI (default from PIKA_TEST_URL)")
 	flag.IntVar(&opts.N, "n", 200000, "messages per run")
@@ -100,7 +107,23 @@ func mainErr() error {
 	flag.BoolVar(&sinkOnly, "sink", false, "run only the sink server (prints its address; stdin commands: expect N)")
 	flag.StringVar(&pikaConfirmMode, "pika-confirm", pikaConfirmMode, "pika's publish-confirm style: ring (PublishWithConfirm), onconfirm (Publish + OnConfirm), batch (WaitConfirms every window)")
 	flag.StringVar(&amqpConfirmMode, "amqp-confirm", amqpConfirmMode, "amqp091-go's publish-confirm style: ring (wait on the deferred confirmation window messages back), batch (publish window, then wait for all)")
+	flag.IntVar(&idleN, "idle", 0, "idle mode: measure this many idle connections per client (loop, pika, amqp091-go) against the sink, -rounds times, instead of the workloads")
+	flag.DurationVar(&idleHB, "idle-heartbeat", 5*time.Second, "idle mode: the heartbeat interval the sink proposes (whole seconds)")
+	flag.DurationVar(&idleSettle, "idle-settle", 3*time.Second, "idle mode: wait after the last connection opened before measuring")
+	flag.DurationVar(&idleWindow, "idle-window", 10*time.Second, "idle mode: the window over which idle CPU is measured")
+	flag.StringVar(&idleClientList, "idle-clients", strings.Join(idleClients, ","), "idle mode: the clients to compare, the first with each other (loop, loop-fallback, pika, amqp091-go)")
+	flag.StringVar(&idleClient, "idle-client", "", "internal: run as the idle mode's child for this client")
 	flag.Parse()
+	if idleClient != "" {
+		return runIdleChild(idleClient, opts.URL, idleN, idleSettle, idleWindow)
+	}
+	if idleN > 0 {
+		var logw io.Writer
+		if !quiet {
+			logw = os.Stderr
+		}
+		return runIdle(os.Stdout, splitList(idleClientList), idleN, opts.Rounds, idleHB, idleSettle, idleWindow, logw)
+	}
 	switch pikaConfirmMode {
 	case "ring", "onconfirm", "batch":
 	default:

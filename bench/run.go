@@ -40,7 +40,7 @@ const (
 	cAMQP091 = "amqp091-go"
 )
 
-var allClients = []client{pikaClient{}, amqpClient{}}
+var allClients = []client{pikaClient{}, amqpClient{}, loopClient{}}
 
 // options configure a bench run.
 type options struct {

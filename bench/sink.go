@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pika-go/pika/wire"
@@ -40,6 +41,21 @@ const sinkEnv = "PIKA_BENCH_SINK"
 
 // sinkReadBuffer is the size of the sink's socket read buffer.
 const sinkReadBuffer = 256 << 10
+
+// sinkHeartbeatEnv, set to a number of seconds in the sink's environment,
+// makes it propose that heartbeat interval and keep every connection
+// alive with heartbeats of its own (the idle mode's many connections), with
+// a small read buffer per connection. Unset, the sink proposes none.
+const sinkHeartbeatEnv = "PIKA_BENCH_SINK_HEARTBEAT"
+
+// sinkHeartbeat returns the heartbeat interval of sinkHeartbeatEnv, or 0.
+func sinkHeartbeat() uint16 {
+	n, err := strconv.ParseUint(os.Getenv(sinkHeartbeatEnv), 10, 16)
+	if err != nil {
+		return 0
+	}
+	return uint16(n)
+}
 
 // sinkServer serves sink connections. It is safe for concurrent use.
 type sinkServer struct {
@@ -91,7 +107,7 @@ func (s *sinkServer) serve() {
 		}
 		go func() {
 			defer nc.Close()
-			if err := s.handle(nc); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			if err := s.handle(nc); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {
 				fmt.Fprintln(os.Stderr, "sink:", err)
 			}
 		}()
@@ -100,12 +116,15 @@ func (s *sinkServer) serve() {
 
 // sinkConn is one client connection of the sink.
 type sinkConn struct {
-	wmu sync.Mutex // serializes writes: replies and heartbeats
-	nc  net.Conn
-	buf []byte // read buffer
-	r   int    // start of unparsed bytes in buf
-	w   int    // end of read bytes in buf
-	out []byte
+	nc net.Conn
+	// hb is the interval of the sink's own heartbeats (0: none); nextHB
+	// when the next is due. readFrame sends them while it waits.
+	hb     time.Duration
+	nextHB time.Time
+	buf    []byte // read buffer
+	r      int    // start of unparsed bytes in buf
+	w      int    // end of read bytes in buf
+	out    []byte
 }
 
 // readFrame returns the next frame, reading as needed. The frame aliases
@@ -124,8 +143,18 @@ func (c *sinkConn) readFrame() (wire.Frame, error) {
 			c.w = copy(c.buf, c.buf[c.r:c.w])
 			c.r = 0
 		}
+		if c.hb > 0 {
+			c.nc.SetReadDeadline(c.nextHB)
+		}
 		m, err := c.nc.Read(c.buf[c.w:])
 		c.w += m
+		if c.hb > 0 && m == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			if _, err := c.nc.Write(wire.AppendHeartbeatFrame(c.out[:0])); err != nil {
+				return wire.Frame{}, err
+			}
+			c.nextHB = time.Now().Add(c.hb)
+			continue
+		}
 		if m == 0 && err != nil {
 			return wire.Frame{}, err
 		}
@@ -134,8 +163,6 @@ func (c *sinkConn) readFrame() (wire.Frame, error) {
 
 // send writes one method frame on channel.
 func (c *sinkConn) send(channel uint16, m wire.Method) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	var err error
 	c.out, err = wire.AppendMethodFrame(c.out[:0], channel, m)
 	if err != nil {
@@ -143,26 +170,6 @@ func (c *sinkConn) send(channel uint16, m wire.Method) error {
 	}
 	_, err = c.nc.Write(c.out)
 	return err
-}
-
-// heartbeat sends a heartbeat frame every interval until stop is closed.
-func (c *sinkConn) heartbeat(interval time.Duration, stop chan struct{}) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	frame := wire.AppendHeartbeatFrame(nil)
-	for {
-		select {
-		case <-t.C:
-			c.wmu.Lock()
-			_, err := c.nc.Write(frame)
-			c.wmu.Unlock()
-			if err != nil {
-				return
-			}
-		case <-stop:
-			return
-		}
-	}
 }
 
 // expect reads the next frame and decodes it as the method id.
@@ -193,7 +200,12 @@ var publishID = func() [4]byte {
 }()
 
 func (s *sinkServer) handle(nc net.Conn) error {
-	c := &sinkConn{nc: nc, buf: make([]byte, sinkReadBuffer)}
+	hb := sinkHeartbeat()
+	bufSize := sinkReadBuffer
+	if hb > 0 {
+		bufSize = 4 << 10 // many idle connections
+	}
+	c := &sinkConn{nc: nc, buf: make([]byte, bufSize)}
 	hdr := make([]byte, len(wire.ProtocolHeader))
 	if _, err := io.ReadFull(nc, hdr); err != nil {
 		return fmt.Errorf("protocol header: %w", err)
@@ -222,26 +234,23 @@ func (s *sinkServer) handle(nc net.Conn) error {
 	if _, err := c.expect(wire.MethodConnectionStartOk); err != nil {
 		return err
 	}
-	if err := c.send(0, &wire.ConnectionTune{ChannelMax: 2047, FrameMax: wire.DefaultMaxFrameSize, Heartbeat: 0}); err != nil {
+	if err := c.send(0, &wire.ConnectionTune{ChannelMax: 2047, FrameMax: wire.DefaultMaxFrameSize, Heartbeat: hb}); err != nil {
 		return err
 	}
-	tuneOk, err := c.expect(wire.MethodConnectionTuneOk)
-	if err != nil {
+	if _, err := c.expect(wire.MethodConnectionTuneOk); err != nil {
 		return err
-	}
-	// Clients heartbeat by default (pika 10 s, amqp091-go 10 s) and close
-	// a connection that sends them nothing for about two intervals: send
-	// heartbeats, as a broker does, or a long publish-only run dies.
-	if hb := tuneOk.(*wire.ConnectionTuneOk).Heartbeat; hb > 0 {
-		stop := make(chan struct{})
-		defer close(stop)
-		go c.heartbeat(time.Duration(hb)*time.Second/2, stop)
 	}
 	if _, err := c.expect(wire.MethodConnectionOpen); err != nil {
 		return err
 	}
 	if err := c.send(0, &wire.ConnectionOpenOk{}); err != nil {
 		return err
+	}
+	if hb > 0 {
+		// The sink's heartbeats go out every half interval, like a
+		// client's: the client hears from it well within two intervals.
+		c.hb = time.Duration(hb) * time.Second / 2
+		c.nextHB = time.Now().Add(c.hb)
 	}
 
 	var count int64
@@ -309,13 +318,16 @@ type sinkProc struct {
 
 // startSink starts the sink as a child process: this executable again, with
 // sinkEnv set.
-func startSink() (*sinkProc, error) {
+func startSink() (*sinkProc, error) { return startSinkEnv() }
+
+// startSinkEnv is startSink with extra environment entries for the child.
+func startSinkEnv(env ...string) (*sinkProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("sink: finding this executable: %w", err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), sinkEnv+"=1")
+	cmd.Env = append(append(os.Environ(), sinkEnv+"=1"), env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

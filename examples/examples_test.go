@@ -43,7 +43,7 @@ const runTimeout = 20 * time.Second
 
 // exampleNames lists the example directories; every one must have a case
 // below (TestEveryExampleIsRun checks the directory against it).
-var exampleNames = []string{"hello", "workqueue", "pubsub", "routing", "topics", "rpc", "confirms", "tls", "recovery"}
+var exampleNames = []string{"hello", "workqueue", "pubsub", "routing", "topics", "rpc", "confirms", "tls", "recovery", "ownloop"}
 
 // buildExamples builds every example with one go build into a temporary
 // directory and returns it.
@@ -220,6 +220,20 @@ func runExamples(t *testing.T, brokerURL string) {
 		wantLines(t, out,
 			"mandatory message returned: pika: message returned by the broker: NO_ROUTE (errors.Is ErrReturned: true, reply code 312)",
 			`OnReturn saw "nobody will get this" come back: 312 NO_ROUTE`)
+	})
+
+	t.Run("ownloop", func(t *testing.T) {
+		out := runExample(t, bin("ownloop"), brokerURL, "-n", "50")
+		wantLines(t, out, "connection open", "published 50 messages",
+			"50 confirmed, 50 received and acknowledged", "connection closed")
+		// The example's promise: a driver of the engine in at most 200 lines.
+		src, err := os.ReadFile(filepath.Join("ownloop", "main.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := bytes.Count(src, []byte("\n")); n > 200 {
+			t.Errorf("ownloop/main.go has %d lines, more than 200", n)
+		}
 	})
 
 	t.Run("tls", func(t *testing.T) {

@@ -1,0 +1,80 @@
+// Package loop runs AMQP 0-9-1 connections on an event loop, with
+// completion callbacks: Pika's SelectConnection for Go. Threading rule: a
+// [Loop] and everything it owns — its connections, channels, consumers,
+// deliveries and timers — belong to the one goroutine that calls
+// [Loop.Run]. Their methods must be called on that goroutine (from a
+// callback, a function given to [Loop.Post], a timer of [Loop.AfterFunc],
+// or before Run starts by the goroutine that then calls it), and every
+// callback runs on it. [Loop.Post] is the only call safe from other
+// goroutines. Code on the loop therefore needs no lock, and a callback
+// that blocks blocks every connection of the loop.
+//
+// The name says what the caller owns: not a client with its own
+// goroutines like package pika, but a loop that it runs, on which many
+// connections and the application's callbacks take turns. It reads
+// loop.New, loop.Conn, loop.Channel.
+//
+// # Use
+//
+//	l, err := loop.New()
+//	...
+//	l.Dial("amqp://guest:guest@localhost:5672/", func(c *loop.Conn, err error) {
+//		if err != nil { ... }
+//		c.Channel(func(ch *loop.Channel, err error) {
+//			ch.QueueDeclare("hello", pika.QueueDeclareOptions{}, func(q pika.Queue, err error) {
+//				ch.Publish("", q.Name, pika.Message{Body: []byte("hi")})
+//			})
+//		})
+//	})
+//	err = l.Run(ctx) // until ctx ends
+//
+// Every call that talks to the broker returns at once and reports its
+// outcome to a callback; the options and result types are package pika's
+// (pika.QueueDeclareOptions, pika.Queue, pika.Message, ...), and so are the
+// errors (*pika.Error with its reply code, pika.ErrClosed,
+// pika.ErrNacked, ...).
+//
+// # Order
+//
+// Callbacks of one channel run in the order of the calls that started
+// them: a callback never runs before the callback of an earlier call on
+// the same channel, publish confirmations included. Notifications (a
+// delivery to a consumer's handler, a return, a flow change, a consumer's
+// end, the channel's close) take their place when they arrive, after the
+// callbacks of the calls made before. A delivery thus waits for the
+// confirmations of messages published earlier on its channel: consume and
+// publish on different channels when that matters. Callbacks never run
+// inside the call that starts their work, even when it fails at once.
+//
+// # I/O paths
+//
+// On Linux (epoll) and on macOS and the BSDs (kqueue), a plain TCP
+// connection is a non-blocking socket watched by the loop: no goroutine,
+// and no buffer while idle (the loop has one 64 KiB read buffer for all
+// its connections). The goroutines of a loop are then constant in the
+// number of connections: the one running Run, and a short-lived goroutine
+// per dial (name resolution and TCP connect block in Go). Measured with
+// 10,000 idle connections with heartbeats (BENCHMARKS.md): about 5 KiB of
+// Go heap and 6 KiB of resident memory per connection, a quarter of
+// amqp091-go's, and no goroutine.
+//
+// TLS connections, connections made by a Config.Dial that returns
+// something other than a *net.TCPConn or *net.UnixConn, and every
+// connection on other platforms take the fallback path: a reader
+// goroutine per connection that hands each read to the loop with Post and
+// waits until the loop has taken it, and a writer goroutine that writes
+// what the loop queued — two goroutines and a 32 KiB read buffer per
+// connection, and a hand-over between goroutines per read: measured, about
+// 44 KiB of Go heap and stacks and 20 KiB of resident memory per idle
+// connection, against the descriptor path's 5 and 7 (BENCHMARKS.md).
+//
+// # Not done yet
+//
+// A Conn of this package does not recover: a lost connection stays lost
+// (its OnClose handlers run with the cause), whatever pika.Config's
+// recovery fields say; reconnect from OnClose with AfterFunc, or use
+// package pika, which recovers. PublishConfirm does not accept mandatory
+// messages (returns are reported to OnReturn, but not matched to their
+// confirmations as package pika does), and Config.Credentials and
+// Config.SecretRefresh are refused.
+package loop
