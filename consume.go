@@ -104,6 +104,14 @@ type ConsumeOptions struct {
 }
 
 // Delivery is a message delivered to a consumer or fetched with Get.
+//
+// The application owns a Delivery and its Body: the library never changes
+// them. To make consuming cheap, the
+// Deliveries of small messages (bodies up to 512 bytes) are allocated 32 at
+// a time per channel and their bodies share 8 KiB chunks: keeping one such
+// Delivery (or its Body) for long keeps its neighbours' memory, at most a
+// few hundred KiB, reachable. Copy what you keep for long from many small
+// messages; keeping a few, or the last one to acknowledge later, is fine.
 type Delivery struct {
 	ConsumerTag  string // empty for Get
 	DeliveryTag  uint64 // the tag to Ack, Nack or Reject
@@ -123,7 +131,19 @@ type Delivery struct {
 func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
 	tag := m.DeliveryTag + ch.tagBase
 	ch.lastTag = max(ch.lastTag, tag)
-	return &Delivery{
+	var d *Delivery
+	if len(m.Body) <= engine.ArenaMaxBody {
+		// A small message: its Delivery comes from the channel's slab,
+		// as its body came from the engine's shared chunk (see Delivery).
+		if len(ch.delivSlab) == 0 {
+			ch.delivSlab = make([]Delivery, delivSlabSize)
+		}
+		d = &ch.delivSlab[0]
+		ch.delivSlab = ch.delivSlab[1:]
+	} else {
+		d = new(Delivery)
+	}
+	*d = Delivery{
 		ConsumerTag:  m.ConsumerTag,
 		DeliveryTag:  tag,
 		Redelivered:  m.Redelivered,
@@ -134,7 +154,12 @@ func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
 		Body:         m.Body,
 		ch:           ch,
 	}
+	return d
 }
+
+// delivSlabSize is how many Deliveries of small messages a channel
+// allocates at once.
+const delivSlabSize = 32
 
 // Channel returns the channel the message arrived on.
 func (d *Delivery) Channel() *Channel { return d.ch }
