@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/pika-go/pika/engine"
@@ -101,6 +102,14 @@ type ConsumeOptions struct {
 	// Overflow says what else happens at the soft limit (default
 	// ConsumerOverflowAuto); see ConsumerOverflow.
 	Overflow ConsumerOverflow
+	// Inline runs the handler of ConsumeFunc on the connection's reader
+	// goroutine, right after the socket read that brought its deliveries,
+	// instead of on a goroutine of the consumer's own. That saves waking a
+	// second goroutine for every read: consuming costs less CPU. It is for
+	// handlers that never block; see "Inline handlers" in the package
+	// documentation for the contract and what happens if one blocks.
+	// Consume (without a handler) fails with Inline set.
+	Inline bool
 }
 
 // Delivery is a message delivered to a consumer or fetched with Get.
@@ -240,6 +249,8 @@ type Consumer struct {
 	limit      int // soft limit in deliveries (see ConsumeOptions.BufferSize)
 	limitBytes int // soft limit in body bytes
 	handler    func(*Delivery)
+	inline     bool       // the handler runs on the reader goroutine (see inline.go)
+	inlineMu   sync.Mutex // held while an inline handler runs: one call at a time, in order
 	opts       ConsumeOptions
 	seq        uint64 // creation order, for recovery
 
@@ -260,6 +271,7 @@ type Consumer struct {
 	overrun     int    // deliveries received since the suspension's basic.cancel
 	overRead    uint64 // the read (Conn.reads) that took the buffer past the hard limit; 0 below it
 	stats       ConsumerStats
+	inlineReady bool // in Conn.inlineReady
 	ended       bool
 	err         error
 	signal      chan struct{} // cap 1: something was pushed
@@ -319,6 +331,9 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if opts.Inline && handler == nil {
+		return nil, errors.New("pika: ConsumeOptions.Inline needs a handler: use ConsumeFunc")
+	}
 	c := ch.conn
 	if opts.Overflow > ConsumerDiscard {
 		return nil, fmt.Errorf("pika: ConsumeOptions.Overflow %d is not a known policy (ConsumerOverflowAuto, ConsumerSuspend or ConsumerDiscard)", opts.Overflow)
@@ -340,7 +355,7 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	}
 	cons := &Consumer{
 		ch: ch, tag: tag, autoAck: opts.AutoAck, limit: limit, limitBytes: limitBytes, handler: handler,
-		opts: opts, seq: consumerSeq.Add(1), qname: queue,
+		opts: opts, seq: consumerSeq.Add(1), qname: queue, inline: opts.Inline,
 		signal: make(chan struct{}, 1), endCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := c.lockReady(ctx); err != nil {
@@ -384,7 +399,7 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 		c.mu.Unlock()
 		return nil, err
 	}
-	if handler != nil {
+	if handler != nil && !cons.inline {
 		go cons.run()
 	}
 	return cons, nil
@@ -532,6 +547,9 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 			cons.pausing = true
 			c.fullConsumers++
 		}
+	}
+	if cons.inline {
+		c.inlineReadyLocked(cons)
 	}
 	select {
 	case cons.signal <- struct{}{}:
@@ -682,6 +700,12 @@ func (cons *Consumer) endLocked(err error) {
 	if cons.handler == nil && cons.head == len(cons.queue) {
 		close(cons.done)
 	}
+	if cons.inline {
+		// No read brings this consumer anything more: what is still
+		// buffered goes to the handler from a goroutine, which then
+		// closes done.
+		go cons.run()
+	}
 }
 
 // notFullLocked stops counting the consumer as full.
@@ -762,36 +786,7 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 	c := cons.ch.conn
 	for {
 		c.mu.Lock()
-		if cons.head < len(cons.queue) {
-			d := cons.queue[cons.head]
-			cons.queue[cons.head] = nil
-			cons.head++
-			cons.bytes -= len(d.Body)
-			if cons.head == len(cons.queue) {
-				cons.queue = cons.queue[:0]
-				cons.head = 0
-				if cons.ended && cons.handler == nil {
-					close(cons.done)
-				}
-			}
-			n := len(cons.queue) - cons.head
-			if n < 2*cons.limit && cons.bytes < 2*cons.limitBytes {
-				cons.overRead = 0
-			}
-			if n <= cons.limit/2 && cons.bytes <= cons.limitBytes/2 {
-				cons.notFullLocked()
-				if cons.suspStateLocked() == suspCancelled {
-					cons.resumeAtBrokerLocked()
-					c.afterLocked(c.l)
-				}
-			}
-			if cons.head < len(cons.queue) {
-				// More is buffered: pass the wake-up on to another waiter.
-				select {
-				case cons.signal <- struct{}{}:
-				default:
-				}
-			}
+		if d := cons.takeLocked(); d != nil {
 			c.mu.Unlock()
 			return d, nil
 		}
@@ -808,6 +803,45 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// takeLocked takes the next buffered delivery, nil when none is, and
+// updates the buffer's limits.
+func (cons *Consumer) takeLocked() *Delivery {
+	if cons.head == len(cons.queue) {
+		return nil
+	}
+	c := cons.ch.conn
+	d := cons.queue[cons.head]
+	cons.queue[cons.head] = nil
+	cons.head++
+	cons.bytes -= len(d.Body)
+	if cons.head == len(cons.queue) {
+		cons.queue = cons.queue[:0]
+		cons.head = 0
+		if cons.ended && cons.handler == nil {
+			close(cons.done)
+		}
+	}
+	n := len(cons.queue) - cons.head
+	if n < 2*cons.limit && cons.bytes < 2*cons.limitBytes {
+		cons.overRead = 0
+	}
+	if n <= cons.limit/2 && cons.bytes <= cons.limitBytes/2 {
+		cons.notFullLocked()
+		if cons.suspStateLocked() == suspCancelled {
+			cons.resumeAtBrokerLocked()
+			c.afterLocked(c.l)
+		}
+	}
+	if cons.head < len(cons.queue) {
+		// More is buffered: pass the wake-up on to another waiter.
+		select {
+		case cons.signal <- struct{}{}:
+		default:
+		}
+	}
+	return d
 }
 
 // All returns an iterator over the deliveries, ending when ctx ends or the
@@ -828,11 +862,19 @@ func (cons *Consumer) run() {
 	defer close(cons.done)
 	ctx := context.Background()
 	for {
+		if cons.inline {
+			cons.inlineMu.Lock() // after the reader's last call
+		}
 		d, err := cons.Next(ctx)
+		if err == nil {
+			cons.handler(d)
+		}
+		if cons.inline {
+			cons.inlineMu.Unlock()
+		}
 		if err != nil {
 			return
 		}
-		cons.handler(d)
 	}
 }
 

@@ -212,6 +212,10 @@ func (l *link) readLoop() {
 			l.eng.Fail(fmt.Errorf("pika: read from %s: %w", l.nc.RemoteAddr(), err))
 		}
 		c.afterLocked(l)
+		if len(c.inlineReady) > 0 {
+			// Inline handlers, without the lock (see inline.go).
+			c.runInlineLocked()
+		}
 		// A consumer's full buffer stops the reader only while nothing is
 		// awaited from the broker; whatever may change that wakes it.
 		for c.pauseLocked(l) {
@@ -307,9 +311,10 @@ func (l *link) timerLoop() {
 		select {
 		case <-fire:
 			c.mu.Lock()
-			if c.readPaused && c.l == l {
-				// The reader paused for a slow consumer: the broker's bytes
-				// wait in the socket, so it is not silent.
+			if (c.readPaused || c.readerBusy) && c.l == l {
+				// The reader paused for a slow consumer, or runs an inline
+				// handler: the broker's bytes wait in the socket, so it is
+				// not silent.
 				l.eng.NoteReceive()
 			}
 			l.eng.Tick(time.Now())

@@ -50,7 +50,7 @@ func (a *bodyArena) alloc(n int) []byte {
 	}
 	off := len(a.buf)
 	a.buf = a.buf[:off+n]
-	return a.buf[off:off:off+n]
+	return a.buf[off : off : off+n]
 }
 
 // Conn is the client side of one AMQP 0-9-1 connection as a state machine.
