@@ -77,6 +77,7 @@ func mainErr() error {
 		quiet      bool
 		sinkOnly   bool
 		from       string
+		idle       idleOptions
 	)
 	flag.StringVar(&opts.URL, "url", brokerURL(), "broker AMQP URI (default from PIKA_TEST_URL)")
 	flag.IntVar(&opts.N, "n", 200000, "messages per run")
@@ -100,7 +101,16 @@ func mainErr() error {
 	flag.BoolVar(&sinkOnly, "sink", false, "run only the sink server (prints its address; stdin commands: expect N)")
 	flag.StringVar(&pikaConfirmMode, "pika-confirm", pikaConfirmMode, "pika's publish-confirm style: ring (PublishWithConfirm), onconfirm (Publish + OnConfirm), batch (WaitConfirms every window)")
 	flag.StringVar(&amqpConfirmMode, "amqp-confirm", amqpConfirmMode, "amqp091-go's publish-confirm style: ring (wait on the deferred confirmation window messages back), batch (publish window, then wait for all)")
+	flag.StringVar(&pikaConsumeMode, "pika-consume", pikaConsumeMode, "pika's consume style: next (Consumer.Next), handler (ConsumeFunc), inline (ConsumeFunc with ConsumeOptions.Inline)")
+	flag.IntVar(&idle.Conns, "idle", 0, "instead of the workloads, measure this many idle connections per client (see idle.go)")
+	flag.DurationVar(&idle.Heartbeat, "idle-heartbeat", 5*time.Second, "idle: the heartbeat interval both clients ask for")
+	flag.DurationVar(&idle.Wait, "idle-wait", 15*time.Second, "idle: how long the connections stay idle before the measurement")
 	flag.Parse()
+	switch pikaConsumeMode {
+	case "next", "handler", "inline":
+	default:
+		return fmt.Errorf("-pika-consume %q: want next, handler or inline", pikaConsumeMode)
+	}
 	switch pikaConfirmMode {
 	case "ring", "onconfirm", "batch":
 	default:
@@ -116,6 +126,15 @@ func mainErr() error {
 	}
 	if sinkOnly {
 		return runSinkChild()
+	}
+	if idle.Conns > 0 {
+		idle.URL, idle.Rounds, idle.Clients = opts.URL, opts.Rounds, splitList(clients)
+		if !quiet {
+			idle.Log = os.Stderr
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return runIdle(ctx, idle, os.Stdout, asJSON)
 	}
 	opts.Workloads = splitList(workloads)
 	opts.Clients = splitList(clients)
