@@ -275,3 +275,51 @@ func TestNiceCeil(t *testing.T) {
 		}
 	}
 }
+
+// TestConsumeModesSmoke: pika's handler and inline consume styles complete
+// the consume workload.
+func TestConsumeModesSmoke(t *testing.T) {
+	brokerOrSkip(t)
+	defer func(m string) { pikaConsumeMode = m }(pikaConsumeMode)
+	for _, mode := range []string{"handler", "inline"} {
+		pikaConsumeMode = mode
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		opts := smokeOptions(wConsume)
+		opts.Clients = []string{cPika}
+		rep, err := run(ctx, opts)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if p := rep.Workloads[wConsume].Clients[cPika]; p == nil || p.MsgsPerS <= 0 {
+			t.Fatalf("%s: no consume figures", mode)
+		}
+	}
+}
+
+// TestIdleSmoke: the idle mode measures a few connections of each client
+// and reports per-connection figures.
+func TestIdleSmoke(t *testing.T) {
+	url := brokerOrSkip(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out strings.Builder
+	o := idleOptions{URL: url, Conns: 3, Rounds: 1, Heartbeat: 5 * time.Second, Wait: 100 * time.Millisecond, Clients: []string{cPika, cAMQP091}}
+	if err := runIdle(ctx, o, &out, true); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Runs []idleResult `json:"runs"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Runs) != 2 {
+		t.Fatalf("%d runs, want 2: %s", len(rep.Runs), out.String())
+	}
+	for _, r := range rep.Runs {
+		if r.GoroutinesPer < 1 || r.HeapPerConn <= 0 {
+			t.Errorf("%s: implausible figures %+v", r.Client, r)
+		}
+	}
+}
