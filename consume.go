@@ -115,12 +115,12 @@ type ConsumeOptions struct {
 // Delivery is a message delivered to a consumer or fetched with Get.
 //
 // The application owns a Delivery and its Body: the library never changes
-// them. To make consuming cheap, the
-// Deliveries of small messages (bodies up to 512 bytes) are allocated 32 at
-// a time per channel and their bodies share 8 KiB chunks: keeping one such
-// Delivery (or its Body) for long keeps its neighbours' memory, at most a
-// few hundred KiB, reachable. Copy what you keep for long from many small
-// messages; keeping a few, or the last one to acknowledge later, is fine.
+// them. To make consuming cheap, the Deliveries of small messages (bodies
+// up to 512 bytes) are allocated 32 at a time per channel and their bodies
+// share 8 KiB chunks: keeping one such Delivery (or its Body) for long
+// keeps its neighbours' memory, at most a few hundred KiB, reachable. Copy
+// what you keep for long from many small messages; keeping a few, or the
+// last one to acknowledge later, is fine.
 type Delivery struct {
 	ConsumerTag  string // empty for Get
 	DeliveryTag  uint64 // the tag to Ack, Nack or Reject
