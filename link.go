@@ -22,8 +22,11 @@ const (
 	smallReadBuffer = 512
 	// quietReads is how many reads in a row that would have fit in the
 	// small buffer make the reader give the large one back (so does a
-	// read of a lone heartbeat).
-	quietReads = 8
+	// read of a lone heartbeat, the sign of an idle connection). It is
+	// large so that a busy connection whose reads are sometimes small
+	// (slow deliveries, acks) does not switch back and forth, which
+	// costs a second read each time a burst fills the small buffer.
+	quietReads = 256
 )
 
 // readBuffers pools the large read buffers of busy links.
