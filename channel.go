@@ -52,6 +52,8 @@ type Channel struct {
 	failed    map[uint64]*ConfirmsError // failed outcomes by batch
 	room      chan struct{}             // closed when unconfirmed messages fall below the bound
 	keptFree  keptFree
+	confSlab  []Confirmation // the rest of the slab PublishWithConfirm hands out (see Confirmation)
+	delivSlab []Delivery     // the rest of the slab small deliveries come from (see Delivery)
 }
 
 // Channel opens a new channel. ctx bounds the wait for the broker's

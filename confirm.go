@@ -130,12 +130,20 @@ func (r *pubRecord) release(free *keptFree) {
 
 // Confirmation is the broker's verdict on one message published in confirm
 // mode (see Channel.PublishWithConfirm). It is safe for concurrent use.
+//
+// Confirmations are carved from a per-channel slab (confSlabSize at a
+// time), so that PublishWithConfirm allocates nothing per message: a
+// Confirmation the application keeps keeps its slab (a few KiB) alive.
 type Confirmation struct {
 	mu      sync.Mutex
 	tag     uint64 // guarded by mu: republishing after a recovery changes it
 	settled bool
-	done    chan struct{} // made when someone waits before the outcome
-	err     error
+	done    chan struct{} // made by Done before the outcome; closed by settle
+	// wake is the signal of the one Wait call in progress (from
+	// waitSignals, cap 1), nil otherwise; settle sends on it. A second
+	// concurrent Wait uses done instead.
+	wake chan struct{}
+	err  error
 }
 
 // Tag returns the message's publish sequence number on its channel (the
@@ -148,6 +156,26 @@ func (f *Confirmation) Tag() uint64 {
 	defer f.mu.Unlock()
 	return f.tag
 }
+
+// confSlabSize is how many Confirmations a channel allocates at once.
+const confSlabSize = 64
+
+// newConfirmationLocked hands out the channel's next Confirmation from its
+// slab.
+func (ch *Channel) newConfirmationLocked(tag uint64) *Confirmation {
+	if len(ch.confSlab) == 0 {
+		ch.confSlab = make([]Confirmation, confSlabSize)
+	}
+	f := &ch.confSlab[0]
+	ch.confSlab = ch.confSlab[1:]
+	f.tag = tag
+	return f
+}
+
+// waitSignals pools the signal channels of Confirmation.Wait, so that
+// waiting for a confirmation allocates nothing in the steady state. A
+// signal goes back to the pool empty and referenced by no Confirmation.
+var waitSignals = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
 
 // closedChan is the Done channel of a Confirmation settled before anyone
 // asked for one.
@@ -199,17 +227,45 @@ func (f *Confirmation) Wait(ctx context.Context) error {
 		f.mu.Unlock()
 		return err
 	}
-	if f.done == nil {
-		f.done = make(chan struct{})
+	if f.wake != nil || f.done != nil {
+		// Someone else waits already (or asked for Done): share the
+		// closed-on-settle channel.
+		if f.done == nil {
+			f.done = make(chan struct{})
+		}
+		done := f.done
+		f.mu.Unlock()
+		select {
+		case <-done:
+			return f.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	done := f.done
+	// The common case, one waiter: a pooled signal instead of a channel
+	// made per confirmation.
+	wake := waitSignals.Get().(chan struct{})
+	f.wake = wake
 	f.mu.Unlock()
+	var err error
 	select {
-	case <-done:
-		return f.Err()
+	case <-wake:
 	case <-ctx.Done():
-		return ctx.Err()
 	}
+	f.mu.Lock()
+	f.wake = nil
+	select {
+	case <-wake: // settle signalled after ctx ended: leave it empty
+	default:
+	}
+	if f.settled {
+		err = f.err
+	} else {
+		err = ctx.Err()
+	}
+	f.mu.Unlock()
+	waitSignals.Put(wake)
+	return err
 }
 
 // settle records the outcome once; later calls do nothing.
@@ -223,6 +279,9 @@ func (f *Confirmation) settle(err error) {
 	f.err = err
 	if f.done != nil {
 		close(f.done)
+	}
+	if f.wake != nil {
+		f.wake <- struct{}{} // cap 1, sent at most once: never blocks
 	}
 }
 
@@ -365,7 +424,7 @@ func (ch *Channel) recordPublishLocked(exchange, routingKey string, msg *Message
 		}
 	}
 	if want {
-		rec.conf = &Confirmation{tag: tag}
+		rec.conf = ch.newConfirmationLocked(tag)
 	}
 	if msg.Mandatory {
 		rec.sig = returnSig(exchange, routingKey, msg.MessageID, msg.Body)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -683,4 +684,101 @@ func TestAutoAckDeliveriesSurviveChannelClose(t *testing.T) {
 	if _, err := cons.Next(ctx); !errors.Is(err, ErrPreconditionFailed) {
 		t.Fatalf("after the buffer: %v, want the channel's cause", err)
 	}
+}
+
+// TestPublishWithConfirmAllocations: a Confirmation comes from the
+// channel's slab and settling it allocates nothing, so publishing with a
+// confirmation costs well under one allocation per message.
+func TestPublishWithConfirmAllocations(t *testing.T) {
+	ch := &Channel{conn: &Conn{cfg: Config{DisableRepublish: true}}, confirm: true}
+	ch.confirms.Reset(1)
+	msg := Message{Body: make([]byte, 100)}
+	allocs := testing.AllocsPerRun(1000, func() {
+		f := ch.recordPublishLocked("", "q", &msg, true, nil)
+		ch.confirmLocked(ch.confirms.Next()-1, true, true)
+		if err := f.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 0.1 {
+		t.Fatalf("%.3f allocations per PublishWithConfirm record, want <= 0.1", allocs)
+	}
+}
+
+// TestConfirmationWaitOrderings: Wait returns the outcome whether it comes
+// before, during or after the wait; a wait ended by its ctx leaves nothing
+// behind that a later Wait, or another Confirmation sharing the pooled
+// signal, would mistake for an outcome; concurrent waiters all see it.
+func TestConfirmationWaitOrderings(t *testing.T) {
+	ctx := context.Background()
+	t.Run("settled before", func(t *testing.T) {
+		f := &Confirmation{}
+		f.settle(ErrNacked)
+		if err := f.Wait(ctx); err != ErrNacked {
+			t.Fatalf("Wait = %v", err)
+		}
+	})
+	t.Run("settled during", func(t *testing.T) {
+		f := &Confirmation{}
+		go func() {
+			for {
+				f.mu.Lock()
+				w := f.wake
+				f.mu.Unlock()
+				if w != nil {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			f.settle(ErrNacked)
+		}()
+		if err := f.Wait(ctx); err != ErrNacked {
+			t.Fatalf("Wait = %v", err)
+		}
+	})
+	t.Run("ctx ends, then settled", func(t *testing.T) {
+		for range 100 {
+			f, g := &Confirmation{}, &Confirmation{}
+			cctx, cancel := context.WithCancel(ctx)
+			go func() {
+				time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
+				f.settle(nil) // races with the cancel
+			}()
+			go cancel()
+			err := f.Wait(cctx)
+			if err != nil && err != context.Canceled {
+				t.Fatalf("Wait = %v", err)
+			}
+			f.mu.Lock()
+			if f.wake != nil {
+				t.Fatal("the signal stayed attached after Wait returned")
+			}
+			f.mu.Unlock()
+			// g may get the same pooled signal: it must not see f's.
+			gctx, gcancel := context.WithTimeout(ctx, 5*time.Millisecond)
+			if err := g.Wait(gctx); err != context.DeadlineExceeded {
+				t.Fatalf("an unsettled confirmation's Wait = %v, want the deadline", err)
+			}
+			gcancel()
+			if err := f.Wait(ctx); err != nil {
+				t.Fatalf("Wait after settle = %v", err)
+			}
+		}
+	})
+	t.Run("concurrent waiters and Done", func(t *testing.T) {
+		f := &Confirmation{}
+		errs := make(chan error, 4)
+		for range 4 {
+			go func() { errs <- f.Wait(ctx) }()
+		}
+		done := f.Done()
+		time.Sleep(5 * time.Millisecond)
+		f.settle(ErrNacked)
+		for range 4 {
+			if err := <-errs; err != ErrNacked {
+				t.Fatalf("Wait = %v", err)
+			}
+		}
+		<-done
+	})
 }

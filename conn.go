@@ -59,6 +59,9 @@ type Conn struct {
 	resume        chan struct{} // closed to make a waiting reader check again
 	fullConsumers int           // consumers at their soft buffer limit that pause the reader (see Consumer.pushLocked)
 	reads         uint64        // reads from the socket so far (from 1)
+	inlineReady   []*Consumer   // inline consumers with buffered deliveries (see inline.go)
+	inlineSpare   []*Consumer   // inlineReady's other buffer
+	readerBusy    bool          // the reader runs inline handlers
 
 	closing       bool               // the application called Close
 	stopRecovery  context.CancelFunc // cancels a running recovery

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/pika-go/pika/engine"
@@ -107,6 +108,14 @@ type ConsumeOptions struct {
 	// processed, and drops deliveries at or before it (see
 	// StreamTracker). Arguments must not hold x-stream-offset then.
 	Stream *StreamTracker
+	// Inline runs the handler of ConsumeFunc on the connection's reader
+	// goroutine, right after the socket read that brought its deliveries,
+	// instead of on a goroutine of the consumer's own. That saves waking a
+	// second goroutine for every read: consuming costs less CPU. It is for
+	// handlers that never block; see "Inline handlers" in the package
+	// documentation for the contract and what happens if one blocks.
+	// Consume (without a handler) fails with Inline set.
+	Inline bool
 }
 
 // Delivery is a message delivered to a consumer or fetched with Get.
@@ -115,6 +124,14 @@ type ConsumeOptions struct {
 // broker: set Acknowledger to something that records the acknowledgements
 // (package github.com/pika-go/pika/pikamock has one). Without an
 // Acknowledger, Ack, Nack and Reject return ErrNoAcknowledger.
+//
+// The application owns a Delivery and its Body: the library never changes
+// them. To make consuming cheap, the Deliveries of small messages (bodies
+// up to 512 bytes) are allocated 32 at a time per channel and their bodies
+// share 8 KiB chunks: keeping one such Delivery (or its Body) for long
+// keeps its neighbours' memory, at most a few hundred KiB, reachable. Copy
+// what you keep for long from many small messages; keeping a few, or the
+// last one to acknowledge later, is fine.
 type Delivery struct {
 	ConsumerTag  string // empty for Get
 	DeliveryTag  uint64 // the tag to Ack, Nack or Reject
@@ -152,7 +169,19 @@ var ErrNoAcknowledger = errors.New("pika: delivery has no Acknowledger (not rece
 func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
 	tag := m.DeliveryTag + ch.tagBase
 	ch.lastTag = max(ch.lastTag, tag)
-	return &Delivery{
+	var d *Delivery
+	if len(m.Body) <= engine.ArenaMaxBody {
+		// A small message: its Delivery comes from the channel's slab,
+		// as its body came from the engine's shared chunk (see Delivery).
+		if len(ch.delivSlab) == 0 {
+			ch.delivSlab = make([]Delivery, delivSlabSize)
+		}
+		d = &ch.delivSlab[0]
+		ch.delivSlab = ch.delivSlab[1:]
+	} else {
+		d = new(Delivery)
+	}
+	*d = Delivery{
 		ConsumerTag:  m.ConsumerTag,
 		DeliveryTag:  tag,
 		Redelivered:  m.Redelivered,
@@ -164,7 +193,12 @@ func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
 		Acknowledger: ch,
 		ch:           ch,
 	}
+	return d
 }
+
+// delivSlabSize is how many Deliveries of small messages a channel
+// allocates at once.
+const delivSlabSize = 32
 
 // Channel returns the channel the message arrived on (nil for a Delivery
 // built by hand).
@@ -293,6 +327,8 @@ type Consumer struct {
 	handler    func(context.Context, *Delivery)
 	handlerCtx context.Context         // the handler's ctx: ends when the consumer ends
 	endCtx     context.CancelCauseFunc // ends handlerCtx
+	inline     bool       // the handler runs on the reader goroutine (see inline.go)
+	inlineMu   sync.Mutex // held while an inline handler runs: one call at a time, in order
 	opts       ConsumeOptions
 	seq        uint64 // creation order, for recovery
 
@@ -315,6 +351,7 @@ type Consumer struct {
 	overrun     int    // deliveries received since the suspension's basic.cancel
 	overRead    uint64 // the read (Conn.reads) that took the buffer past the hard limit; 0 below it
 	stats       ConsumerStats
+	inlineReady bool // in Conn.inlineReady
 	ended       bool
 	clean       bool // ended because the application asked: Cancel, Channel.Close, Conn.Close
 	err         error
@@ -388,6 +425,9 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if opts.Inline && handler == nil {
+		return nil, errors.New("pika: ConsumeOptions.Inline needs a handler: use ConsumeFunc")
+	}
 	c := ch.conn
 	if opts.Overflow > ConsumerDiscard {
 		return nil, fmt.Errorf("pika: ConsumeOptions.Overflow %d is not a known policy (ConsumerOverflowAuto, ConsumerSuspend or ConsumerDiscard)", opts.Overflow)
@@ -412,7 +452,7 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 	}
 	cons := &Consumer{
 		ch: ch, tag: tag, autoAck: opts.AutoAck, limit: limit, limitBytes: limitBytes, handler: handler,
-		opts: opts, seq: consumerSeq.Add(1), qname: queue,
+		opts: opts, seq: consumerSeq.Add(1), qname: queue, inline: opts.Inline,
 		signal: make(chan struct{}, 1), endCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	if handler != nil {
@@ -462,7 +502,7 @@ func (ch *Channel) consume(ctx context.Context, queue string, opts ConsumeOption
 		c.mu.Unlock()
 		return nil, err
 	}
-	if handler != nil {
+	if handler != nil && !cons.inline {
 		go cons.run()
 	}
 	return cons, nil
@@ -629,6 +669,9 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 			c.fullConsumers++
 		}
 	}
+	if cons.inline {
+		c.inlineReadyLocked(cons)
+	}
 	select {
 	case cons.signal <- struct{}{}:
 	default:
@@ -783,6 +826,12 @@ func (cons *Consumer) endLocked(err error) {
 	if cons.handler == nil && cons.head == len(cons.queue) {
 		close(cons.done)
 	}
+	if cons.inline {
+		// No read brings this consumer anything more: what is still
+		// buffered goes to the handler from a goroutine, which then
+		// closes done.
+		go cons.run()
+	}
 }
 
 // notFullLocked stops counting the consumer as full.
@@ -863,39 +912,10 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 	c := cons.ch.conn
 	for {
 		c.mu.Lock()
-		if cons.head < len(cons.queue) {
+		if d := cons.takeLocked(); d != nil {
 			var queue string
 			if len(c.hk.delivery) > 0 {
 				queue = cons.qname
-			}
-			d := cons.queue[cons.head]
-			cons.queue[cons.head] = nil
-			cons.head++
-			cons.bytes -= len(d.Body)
-			if cons.head == len(cons.queue) {
-				cons.queue = cons.queue[:0]
-				cons.head = 0
-				if cons.ended && cons.handler == nil {
-					close(cons.done)
-				}
-			}
-			n := len(cons.queue) - cons.head
-			if n < 2*cons.limit && cons.bytes < 2*cons.limitBytes {
-				cons.overRead = 0
-			}
-			if n <= cons.limit/2 && cons.bytes <= cons.limitBytes/2 {
-				cons.notFullLocked()
-				if cons.suspStateLocked() == suspCancelled {
-					cons.resumeAtBrokerLocked()
-					c.afterLocked(c.l)
-				}
-			}
-			if cons.head < len(cons.queue) {
-				// More is buffered: pass the wake-up on to another waiter.
-				select {
-				case cons.signal <- struct{}{}:
-				default:
-				}
 			}
 			c.mu.Unlock()
 			if len(c.hk.delivery) > 0 {
@@ -916,6 +936,45 @@ func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// takeLocked takes the next buffered delivery, nil when none is, and
+// updates the buffer's limits.
+func (cons *Consumer) takeLocked() *Delivery {
+	if cons.head == len(cons.queue) {
+		return nil
+	}
+	c := cons.ch.conn
+	d := cons.queue[cons.head]
+	cons.queue[cons.head] = nil
+	cons.head++
+	cons.bytes -= len(d.Body)
+	if cons.head == len(cons.queue) {
+		cons.queue = cons.queue[:0]
+		cons.head = 0
+		if cons.ended && cons.handler == nil {
+			close(cons.done)
+		}
+	}
+	n := len(cons.queue) - cons.head
+	if n < 2*cons.limit && cons.bytes < 2*cons.limitBytes {
+		cons.overRead = 0
+	}
+	if n <= cons.limit/2 && cons.bytes <= cons.limitBytes/2 {
+		cons.notFullLocked()
+		if cons.suspStateLocked() == suspCancelled {
+			cons.resumeAtBrokerLocked()
+			c.afterLocked(c.l)
+		}
+	}
+	if cons.head < len(cons.queue) {
+		// More is buffered: pass the wake-up on to another waiter.
+		select {
+		case cons.signal <- struct{}{}:
+		default:
+		}
+	}
+	return d
 }
 
 // All returns an iterator over the deliveries: each is yielded with a nil
@@ -960,23 +1019,38 @@ func (cons *Consumer) endedClean(err error) bool {
 	return cons.ended && cons.clean && err == cons.err
 }
 
+// handle runs the handler of ConsumeFunc for d with the consumer's ctx,
+// through the ProcessHooks (Config.Hooks) when there are any. It runs on
+// the consumer's goroutine, or on the reader's for an Inline consumer.
+func (cons *Consumer) handle(d *Delivery) {
+	c := cons.ch.conn
+	if len(c.hk.process) > 0 {
+		c.mu.Lock()
+		queue := cons.qname
+		c.mu.Unlock()
+		cons.process(cons.handlerCtx, queue, d)
+		return
+	}
+	cons.handler(cons.handlerCtx, d)
+}
+
 // run is the handler goroutine of ConsumeFunc.
 func (cons *Consumer) run() {
 	defer close(cons.done)
-	c := cons.ch.conn
 	for {
+		if cons.inline {
+			cons.inlineMu.Lock() // after the reader's last call
+		}
 		d, err := cons.Next(context.Background())
+		if err == nil {
+			cons.handle(d)
+		}
+		if cons.inline {
+			cons.inlineMu.Unlock()
+		}
 		if err != nil {
 			return
 		}
-		if len(c.hk.process) > 0 {
-			c.mu.Lock()
-			queue := cons.qname
-			c.mu.Unlock()
-			cons.process(cons.handlerCtx, queue, d)
-			continue
-		}
-		cons.handler(cons.handlerCtx, d)
 	}
 }
 

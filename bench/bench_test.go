@@ -304,3 +304,24 @@ func TestIdleOpen(t *testing.T) {
 		t.Error("an unknown client: no error")
 	}
 }
+
+// TestConsumeModesSmoke: pika's handler and inline consume styles complete
+// the consume workload.
+func TestConsumeModesSmoke(t *testing.T) {
+	brokerOrSkip(t)
+	defer func(m string) { pikaConsumeMode = m }(pikaConsumeMode)
+	for _, mode := range []string{"handler", "inline"} {
+		pikaConsumeMode = mode
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		opts := smokeOptions(wConsume)
+		opts.Clients = []string{cPika}
+		rep, err := run(ctx, opts)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if p := rep.Workloads[wConsume].Clients[cPika]; p == nil || p.MsgsPerS <= 0 {
+			t.Fatalf("%s: no consume figures", mode)
+		}
+	}
+}

@@ -158,6 +158,9 @@ func (p pikaClient) consume(ctx context.Context, e *env) error {
 		return fmt.Errorf("pika: qos: %w", err)
 	}
 	e.m.start()
+	if pikaConsumeMode != "next" {
+		return pikaConsumeFunc(ctx, ch, e)
+	}
 	cons, err := ch.Consume(ctx, e.queue, pika.ConsumeOptions{})
 	if err != nil {
 		return fmt.Errorf("pika: consume: %w", err)
@@ -175,6 +178,54 @@ func (p pikaClient) consume(ctx context.Context, e *env) error {
 	}
 	e.m.stop()
 	return cons.Cancel(ctx)
+}
+
+// pikaConsumeMode selects how pika takes deliveries (the -pika-consume
+// flag): "next" calls Consumer.Next in a loop, "handler" uses ConsumeFunc
+// (the handler on the consumer's goroutine), "inline" ConsumeFunc with
+// ConsumeOptions.Inline (the handler on the connection's reader).
+var pikaConsumeMode = "next"
+
+// pikaConsumeFunc consumes e.n messages with a ConsumeFunc handler; the
+// measurement (started by the caller) stops when the handler took the
+// last one.
+func pikaConsumeFunc(ctx context.Context, ch *pika.Channel, e *env) error {
+	i := 0
+	var ackErr error
+	last := make(chan struct{})
+	cons, err := ch.ConsumeFunc(ctx, e.queue, pika.ConsumeOptions{Inline: pikaConsumeMode == "inline"}, func(_ context.Context, d *pika.Delivery) {
+		i++
+		if i > e.n {
+			return
+		}
+		if i%e.ackEvery == 0 || i == e.n {
+			if err := d.Ack(true); err != nil && ackErr == nil {
+				ackErr = err
+			}
+		}
+		if i == e.n {
+			close(last)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("pika: consume: %w", err)
+	}
+	select {
+	case <-last:
+	case <-cons.Done():
+		return fmt.Errorf("pika: the consumer ended after %d deliveries: %v", i, cons.Err())
+	case <-ctx.Done():
+		return fmt.Errorf("pika: delivery %d: %w", i+1, ctx.Err())
+	}
+	e.m.stop()
+	if err := cons.Cancel(ctx); err != nil {
+		return err
+	}
+	<-cons.Done() // the handler is done with i and ackErr
+	if ackErr != nil {
+		return fmt.Errorf("pika: ack: %w", ackErr)
+	}
+	return nil
 }
 
 // amqpClient is github.com/rabbitmq/amqp091-go with its defaults.

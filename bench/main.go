@@ -107,6 +107,7 @@ func mainErr() error {
 	flag.BoolVar(&sinkOnly, "sink", false, "run only the sink server (prints its address; stdin commands: expect N)")
 	flag.StringVar(&pikaConfirmMode, "pika-confirm", pikaConfirmMode, "pika's publish-confirm style: ring (PublishWithConfirm), onconfirm (Publish + OnConfirm), batch (WaitConfirms every window)")
 	flag.StringVar(&amqpConfirmMode, "amqp-confirm", amqpConfirmMode, "amqp091-go's publish-confirm style: ring (wait on the deferred confirmation window messages back), batch (publish window, then wait for all)")
+	flag.StringVar(&pikaConsumeMode, "pika-consume", pikaConsumeMode, "pika's consume style: next (Consumer.Next), handler (ConsumeFunc), inline (ConsumeFunc with ConsumeOptions.Inline)")
 	flag.IntVar(&idleN, "idle", 0, "idle mode: measure this many idle connections per client (loop, pika, amqp091-go) against the sink, -rounds times, instead of the workloads")
 	flag.DurationVar(&idleHB, "idle-heartbeat", 5*time.Second, "idle mode: the heartbeat interval the sink proposes (whole seconds)")
 	flag.DurationVar(&idleSettle, "idle-settle", 3*time.Second, "idle mode: wait after the last connection opened before measuring")
@@ -114,6 +115,11 @@ func mainErr() error {
 	flag.StringVar(&idleClientList, "idle-clients", strings.Join(idleClients, ","), "idle mode: the clients to compare, the first with each other (loop, loop-fallback, pika, amqp091-go)")
 	flag.StringVar(&idleClient, "idle-client", "", "internal: run as the idle mode's child for this client")
 	flag.Parse()
+	switch pikaConsumeMode {
+	case "next", "handler", "inline":
+	default:
+		return fmt.Errorf("-pika-consume %q: want next, handler or inline", pikaConsumeMode)
+	}
 	if idleClient != "" {
 		return runIdleChild(idleClient, opts.URL, idleN, idleSettle, idleWindow)
 	}

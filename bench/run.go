@@ -266,6 +266,7 @@ type reportConfig struct {
 	PauseS         float64  `json:"pause_between_runs_s"`
 	Broker         string   `json:"broker,omitempty"`
 	PikaConfirm    string   `json:"pika_confirm_style"`
+	PikaConsume    string   `json:"pika_consume_style"`
 	AMQPConfirm    string   `json:"amqp091_confirm_style"`
 	RetriedRuns    int      `json:"retried_runs"`
 	Workloads      []string `json:"workload_order"`
@@ -326,7 +327,7 @@ func run(ctx context.Context, opts options) (rep *report, err error) {
 			Prefetch: opts.Prefetch, AckEvery: opts.AckEvery,
 			PollIntervalMS: float64(opts.PollInterval) / float64(time.Millisecond),
 			PauseS:         opts.Pause.Seconds(),
-			Workloads:      workloads, Stat: "median over rounds", PikaConfirm: pikaConfirmMode,
+			Workloads:      workloads, Stat: "median over rounds", PikaConfirm: pikaConfirmMode, PikaConsume: pikaConsumeMode,
 			AMQPConfirm: amqpConfirmMode,
 		},
 		Machine:   collectMachineInfo(),

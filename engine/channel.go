@@ -640,7 +640,7 @@ func (c *Conn) handleHeader(ch *channel, f wire.Frame) {
 		return
 	}
 	if a.kind != 0 {
-		a.msg.Body = make([]byte, 0, min(a.remaining, bodyPrealloc))
+		a.msg.Body = c.bodies.alloc(int(min(a.remaining, bodyPrealloc)))
 	}
 }
 

@@ -23,6 +23,36 @@ const (
 // hostile header cannot make the engine allocate more than it receives.
 const bodyPrealloc = 1 << 20
 
+// Small message bodies are carved out of shared chunks instead of being
+// allocated one by one: a body of at most ArenaMaxBody bytes takes its
+// place in the current chunk of bodyChunk bytes, as a slice whose capacity
+// ends where the body does (appending to it never writes into a
+// neighbour). Consuming small messages thus costs a fraction of an
+// allocation each. The price: a small body kept by the application keeps
+// its whole chunk (bodyChunk bytes) reachable.
+const (
+	// ArenaMaxBody is the largest body carved from a shared chunk (see
+	// Message.Body).
+	ArenaMaxBody = 512
+	bodyChunk    = 8 << 10
+)
+
+// bodyArena hands out the small bodies (see ArenaMaxBody).
+type bodyArena struct{ buf []byte }
+
+// alloc returns an empty slice with capacity n for a body of n bytes.
+func (a *bodyArena) alloc(n int) []byte {
+	if n > ArenaMaxBody {
+		return make([]byte, 0, n)
+	}
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]byte, 0, bodyChunk)
+	}
+	off := len(a.buf)
+	a.buf = a.buf[:off+n]
+	return a.buf[off : off : off+n]
+}
+
 // Conn is the client side of one AMQP 0-9-1 connection as a state machine.
 // It performs no I/O: see the package documentation for how a driver moves
 // bytes, events and time through it.
@@ -66,6 +96,7 @@ type Conn struct {
 	inAck   wire.BasicAck
 	inNack  wire.BasicNack
 	header  wire.ContentHeader
+	bodies  bodyArena // small message bodies (see ArenaMaxBody)
 	// reused encoding sources for the publish and ack paths
 	publish wire.BasicPublish
 	ack     wire.BasicAck

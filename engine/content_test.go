@@ -203,6 +203,52 @@ func TestReceivedBodyOwnedByReceiver(t *testing.T) {
 	}
 }
 
+// TestSmallBodiesShareChunks: bodies up to ArenaMaxBody come from a
+// shared chunk, each with a capacity that ends with it, so that appending
+// to one never overwrites the next; larger ones have their own memory.
+// Receiving small deliveries costs a small fraction of an allocation each.
+func TestSmallBodiesShareChunks(t *testing.T) {
+	h := openDefault(t)
+	ch := h.openChannel()
+	h.consume(ch, "q", "c")
+	sizes := []int{1, 100, ArenaMaxBody, ArenaMaxBody + 1, 7, bodyChunk}
+	var got [][]byte
+	for i, n := range sizes {
+		h.mustRecv(scripted.Message(ch, &wire.BasicDeliver{ConsumerTag: "c", DeliveryTag: uint64(i + 1)}, nil, bytes.Repeat([]byte{byte(i + 1)}, n), 0))
+		b := h.expect(EventDelivery).Message.Body
+		if len(b) != n || cap(b) != n {
+			t.Fatalf("body %d: len %d cap %d, want both %d", i, len(b), cap(b), n)
+		}
+		got = append(got, b)
+	}
+	for i := range got {
+		got[i] = append(got[i], 0xEE) // spills into memory of its own
+	}
+	for i, b := range got {
+		if !bytes.Equal(b[:sizes[i]], bytes.Repeat([]byte{byte(i + 1)}, sizes[i])) {
+			t.Fatalf("body %d changed when another one was appended to", i)
+		}
+	}
+
+	msg := scripted.Message(ch, &wire.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1000}, nil, make([]byte, 100), 0)
+	tag := uint64(1000)
+	allocs := testing.AllocsPerRun(1000, func() {
+		tag++
+		binary.BigEndian.PutUint64(msg[7+4+1+len("c")+0:], tag) // delivery-tag field of basic.deliver
+		if err := h.c.Receive(msg); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, ok := h.c.NextEvent(); !ok {
+				break
+			}
+		}
+	})
+	if allocs > 0.05 {
+		t.Fatalf("%.3f allocations per small delivery, want <= 0.05", allocs)
+	}
+}
+
 func TestContentErrors(t *testing.T) {
 	deliver := func(ch uint16) []byte {
 		return scripted.Method(ch, &wire.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1})

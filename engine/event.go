@@ -121,7 +121,10 @@ type Message struct {
 	ReplyText    string         // return
 	Properties   wire.Properties
 	// Body is the message body, a slice the engine allocated for this
-	// message and never touches again: the receiver owns it.
+	// message and never touches again: the receiver owns it. A body of at
+	// most ArenaMaxBody bytes shares a chunk of memory (8 KiB) with other
+	// small bodies, as a slice whose capacity ends with the body; keeping
+	// it keeps that chunk reachable.
 	Body []byte
 }
 

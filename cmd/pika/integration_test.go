@@ -553,6 +553,26 @@ func TestCLIConsumeInterrupt(t *testing.T) {
 var perfKeys = []string{"sent", "confirmed", "nacked", "returned", "received", "duration_s", "send_rate",
 	"receive_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms"}
 
+// TestCLIPerfConsumeModes: every --consume-mode receives every message,
+// acknowledging with multiple.
+func TestCLIPerfConsumeModes(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	for _, mode := range []string{"handler", "inline"} {
+		r := c.run("", "perf", "--count", "3000", "--multi-ack-every", "100", "--consume-mode", mode, "--json")
+		if r.code != 0 {
+			t.Fatalf("perf --consume-mode %s: %v", mode, r)
+		}
+		var s map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+			t.Fatalf("perf --json printed %q (%v)", r.stdout, err)
+		}
+		if s["sent"] != 3000.0 || s["received"] != 3000.0 || s["stopped"] != "count" {
+			t.Errorf("--consume-mode %s: summary %s: want sent == received == 3000, stopped by count", mode, r.stdout)
+		}
+	}
+}
+
 func TestCLIPerfCount(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)

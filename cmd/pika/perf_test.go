@@ -40,6 +40,7 @@ func TestPerfConfigCheck(t *testing.T) {
 		{func(c *perfConfig) { c.multiAck, c.prefetch = 100, 10 }, "exceeds --prefetch 10"},
 		{func(c *perfConfig) { c.duration = -time.Second }, "--duration"},
 		{func(c *perfConfig) { c.count = -1 }, "--count"},
+		{func(c *perfConfig) { c.consumeMode = "fast" }, "--consume-mode \"fast\""},
 	}
 	for _, b := range bad {
 		c := base()
