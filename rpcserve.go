@@ -127,6 +127,11 @@ func Serve(ctx context.Context, conn *Conn, queue string, handler RPCHandler, op
 		return nil
 	}
 	err = <-errs
+	// A worker that was handling a request when the consumer ended sees
+	// only the handlers' ctx end: report why the consumer ended.
+	if cerr := cons.Err(); cerr != nil {
+		err = cerr
+	}
 	if cerr := ch.Err(); cerr != nil {
 		err = cerr
 	}
