@@ -209,3 +209,44 @@ func TestServeReturnsBrokerCancelWhileHandling(t *testing.T) {
 		t.Fatal("Serve did not return after the broker cancelled its consumer")
 	}
 }
+
+// TestServeDefaultPrefetchFitsQos: the default prefetch (2 × Concurrency)
+// is capped at basic.qos's limit, 65535, instead of failing Serve with an
+// out-of-range Qos error for Concurrency above 32767.
+func TestServeDefaultPrefetchFitsQos(t *testing.T) {
+	b := newFakeBroker(t)
+	qos := make(chan uint16, 1)
+	b.setHook(func(c *fakeConn, channel uint16, m wire.Method) bool {
+		switch m := m.(type) {
+		case *wire.BasicQos:
+			qos <- m.PrefetchCount
+		case *wire.BasicConsume:
+			// Refuse the consumer: Serve returns before starting workers.
+			c.send(channel, &wire.ChannelClose{ReplyCode: 404, ReplyText: "NOT_FOUND - no queue 'requests'", ClassID: 60, MethodID: 20})
+			return true
+		}
+		return false
+	})
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := DialConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	err = Serve(ctx, c, "requests", func(context.Context, *Delivery) (Message, error) { return Message{}, nil },
+		ServeOptions{Concurrency: 40000})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Serve returned %v, want the consume's 404", err)
+	}
+	select {
+	case n := <-qos:
+		if n != 65535 {
+			t.Fatalf("prefetch %d, want 65535", n)
+		}
+	default:
+		t.Fatal("no basic.qos sent")
+	}
+}
