@@ -96,7 +96,7 @@ type RPCClient struct {
 	prefix string // of correlation ids: unique to this client
 	seq    atomic.Uint64
 
-	openMu sync.Mutex // serializes opening sessions
+	opening chan struct{} // holds a value while a call opens a session
 
 	mu      sync.Mutex
 	sess    *rpcSession // the current session; nil or ended: open a new one
@@ -143,6 +143,7 @@ func NewRPCClient(ctx context.Context, conn *Conn, opts RPCClientOptions) (*RPCC
 		prefix:  hex.EncodeToString(b[:]) + "-",
 		pending: make(map[string]*rpcCall),
 		stop:    make(chan struct{}),
+		opening: make(chan struct{}, 1),
 	}
 	if _, err := c.session(ctx); err != nil {
 		return nil, err
@@ -166,8 +167,14 @@ func (c *RPCClient) session(ctx context.Context) (*rpcSession, error) {
 	if s != nil && !c.sessionEnded(s) {
 		return s, nil
 	}
-	c.openMu.Lock()
-	defer c.openMu.Unlock()
+	// One call at a time opens a session; the others wait for it, but
+	// not past their ctx.
+	select {
+	case c.opening <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.opening }()
 	c.mu.Lock()
 	s = c.sess
 	c.mu.Unlock()

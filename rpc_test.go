@@ -255,3 +255,83 @@ func TestRPCReplyConsumerCancelled(t *testing.T) {
 		t.Errorf("reply consumer started %d times, want 2", f.consumes)
 	}
 }
+
+// TestRPCCallWaitsNoLongerThanItsCtxForASession: while one call opens a
+// new session (the broker is slow to answer its basic.consume), another
+// call whose ctx ends meanwhile returns then, instead of waiting for the
+// first call's session opening to end.
+func TestRPCCallWaitsNoLongerThanItsCtxForASession(t *testing.T) {
+	b := newFakeBroker(t)
+	var mu sync.Mutex
+	var fc *fakeConn
+	var rch uint16
+	var rtag string
+	consumes := 0
+	secondConsume := make(chan struct{})
+	b.setHook(func(c *fakeConn, ch uint16, m wire.Method) bool {
+		if m, ok := m.(*wire.BasicConsume); ok && m.Queue == directReplyTo {
+			mu.Lock()
+			defer mu.Unlock()
+			consumes++
+			if consumes == 2 {
+				close(secondConsume)
+				return true // never answered
+			}
+			fc, rch, rtag = c, ch, m.ConsumerTag
+		}
+		return false
+	})
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := DialConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	cl, err := NewRPCClient(ctx, c, RPCClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close(context.Background())
+	// End the first session: the broker cancels the reply consumer.
+	mu.Lock()
+	fc.send(rch, &wire.BasicCancel{ConsumerTag: rtag, NoWait: true})
+	mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cl.mu.Lock()
+		ended := cl.sess.ended
+		cl.mu.Unlock()
+		if ended {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not end after the broker's cancel")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Call A opens the next session; its consume is never answered.
+	actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+	defer acancel()
+	a := goCall(actx, cl, "a")
+	select {
+	case <-secondConsume:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no second reply consumer")
+	}
+	// Call B, with a short ctx, must not wait for A.
+	bctx, bcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer bcancel()
+	start := time.Now()
+	_, err = cl.Call(bctx, "", "q", Message{Body: []byte("b")})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call B: %v, want its ctx's deadline", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("call B returned %v after its 100ms ctx ended (it waited for call A)", d)
+	}
+	acancel()
+	_ = a // call A's end is TestRPCCallEndsWithItsCtxWhenTheConsumeHangs's
+}
