@@ -190,14 +190,16 @@ func (c *RPCClient) session(ctx context.Context) (*rpcSession, error) {
 	// Direct reply-to: consume in no-ack mode before the first publish.
 	cons, err := ch.Consume(ctx, directReplyTo, ConsumeOptions{AutoAck: true, BufferSize: c.opts.ReplyBuffer})
 	if err != nil {
-		ch.Close(context.WithoutCancel(ctx))
+		// Not waited for: the consume may be unanswered, and the close
+		// waits behind it.
+		closeLater(ch)
 		return nil, fmt.Errorf("pika: rpc client: consume %s: %w", directReplyTo, err)
 	}
 	s.cons = cons
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		ch.Close(context.WithoutCancel(ctx))
+		closeLater(ch)
 		return nil, ErrRPCClientClosed
 	}
 	c.sess = s
@@ -205,6 +207,16 @@ func (c *RPCClient) session(ctx context.Context) (*rpcSession, error) {
 	c.wg.Add(1)
 	go c.dispatch(s)
 	return s, nil
+}
+
+// closeLater closes ch on a goroutine of its own, bounded in time, so that
+// no call waits for it.
+func closeLater(ch *Channel) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ch.Close(ctx)
+	}()
 }
 
 // sessionEnded reports whether s ended (its consumer or channel did).
@@ -382,11 +394,7 @@ func (c *RPCClient) endSession(s *rpcSession, err error) {
 	if !s.ch.IsClosed() {
 		// The consumer ended on its own (recovery could not restore it):
 		// give the channel up too.
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			s.ch.Close(ctx)
-		}()
+		closeLater(s.ch)
 	}
 }
 

@@ -335,3 +335,65 @@ func TestRPCCallWaitsNoLongerThanItsCtxForASession(t *testing.T) {
 	acancel()
 	_ = a // call A's end is TestRPCCallEndsWithItsCtxWhenTheConsumeHangs's
 }
+
+// TestRPCCallEndsWithItsCtxWhenTheConsumeHangs: a call opening a session
+// whose basic.consume the broker never answers returns when its ctx ends;
+// the channel it opened is given up without holding the call.
+func TestRPCCallEndsWithItsCtxWhenTheConsumeHangs(t *testing.T) {
+	b := newFakeBroker(t)
+	var mu sync.Mutex
+	var fc *fakeConn
+	var rch uint16
+	var rtag string
+	consumes := 0
+	b.setHook(func(c *fakeConn, ch uint16, m wire.Method) bool {
+		if m, ok := m.(*wire.BasicConsume); ok && m.Queue == directReplyTo {
+			mu.Lock()
+			defer mu.Unlock()
+			consumes++
+			if consumes == 2 {
+				return true // never answered
+			}
+			fc, rch, rtag = c, ch, m.ConsumerTag
+		}
+		return false
+	})
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := DialConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	cl, err := NewRPCClient(ctx, c, RPCClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close(context.Background())
+	mu.Lock()
+	fc.send(rch, &wire.BasicCancel{ConsumerTag: rtag, NoWait: true})
+	mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		cl.mu.Lock()
+		ended := cl.sess.ended
+		cl.mu.Unlock()
+		if ended {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not end after the broker's cancel")
+		}
+	}
+	actx, acancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer acancel()
+	select {
+	case r := <-goCall(actx, cl, "a"):
+		if !errors.Is(r.err, context.DeadlineExceeded) {
+			t.Fatalf("call: %v, want its ctx's deadline", r.err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the call still waits, long after its 200ms ctx ended")
+	}
+}
