@@ -256,18 +256,19 @@ func TestRPCReplyConsumerCancelled(t *testing.T) {
 	}
 }
 
-// TestRPCCallWaitsNoLongerThanItsCtxForASession: while one call opens a
-// new session (the broker is slow to answer its basic.consume), another
-// call whose ctx ends meanwhile returns then, instead of waiting for the
-// first call's session opening to end.
-func TestRPCCallWaitsNoLongerThanItsCtxForASession(t *testing.T) {
+// rpcSessionEnded returns a client whose first session the broker ended
+// (it cancelled the reply consumer), on a fake broker that never answers
+// the next basic.consume of amq.rabbitmq.reply-to; secondConsume is closed
+// when that consume arrives.
+func rpcSessionEnded(t *testing.T) (cl *RPCClient, secondConsume chan struct{}) {
+	t.Helper()
 	b := newFakeBroker(t)
 	var mu sync.Mutex
 	var fc *fakeConn
 	var rch uint16
 	var rtag string
 	consumes := 0
-	secondConsume := make(chan struct{})
+	secondConsume = make(chan struct{})
 	b.setHook(func(c *fakeConn, ch uint16, m wire.Method) bool {
 		if m, ok := m.(*wire.BasicConsume); ok && m.Queue == directReplyTo {
 			mu.Lock()
@@ -285,37 +286,40 @@ func TestRPCCallWaitsNoLongerThanItsCtxForASession(t *testing.T) {
 	cfg.DisableRecovery = true
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := DialConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
+	c := dialFake(t, cfg)
 	cl, err := NewRPCClient(ctx, c, RPCClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close(context.Background())
-	// End the first session: the broker cancels the reply consumer.
+	t.Cleanup(func() { cl.Close(context.Background()) })
 	mu.Lock()
 	fc.send(rch, &wire.BasicCancel{ConsumerTag: rtag, NoWait: true})
 	mu.Unlock()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		cl.mu.Lock()
 		ended := cl.sess.ended
 		cl.mu.Unlock()
 		if ended {
-			break
+			return cl, secondConsume
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the session did not end after the broker's cancel")
 		}
-		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestRPCCallWaitsNoLongerThanItsCtxForASession: while one call opens a
+// new session (the broker is slow to answer its basic.consume), another
+// call whose ctx ends meanwhile returns then, instead of waiting for the
+// first call's session opening to end.
+func TestRPCCallWaitsNoLongerThanItsCtxForASession(t *testing.T) {
+	cl, secondConsume := rpcSessionEnded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	// Call A opens the next session; its consume is never answered.
 	actx, acancel := context.WithTimeout(ctx, 3*time.Second)
 	defer acancel()
-	a := goCall(actx, cl, "a")
+	goCall(actx, cl, "a")
 	select {
 	case <-secondConsume:
 	case <-time.After(5 * time.Second):
@@ -325,71 +329,24 @@ func TestRPCCallWaitsNoLongerThanItsCtxForASession(t *testing.T) {
 	bctx, bcancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer bcancel()
 	start := time.Now()
-	_, err = cl.Call(bctx, "", "q", Message{Body: []byte("b")})
+	_, err := cl.Call(bctx, "", "q", Message{Body: []byte("b")})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("call B: %v, want its ctx's deadline", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("call B returned %v after its 100ms ctx ended (it waited for call A)", d)
 	}
-	acancel()
-	_ = a // call A's end is TestRPCCallEndsWithItsCtxWhenTheConsumeHangs's
 }
 
 // TestRPCCallEndsWithItsCtxWhenTheConsumeHangs: a call opening a session
 // whose basic.consume the broker never answers returns when its ctx ends;
 // the channel it opened is given up without holding the call.
 func TestRPCCallEndsWithItsCtxWhenTheConsumeHangs(t *testing.T) {
-	b := newFakeBroker(t)
-	var mu sync.Mutex
-	var fc *fakeConn
-	var rch uint16
-	var rtag string
-	consumes := 0
-	b.setHook(func(c *fakeConn, ch uint16, m wire.Method) bool {
-		if m, ok := m.(*wire.BasicConsume); ok && m.Queue == directReplyTo {
-			mu.Lock()
-			defer mu.Unlock()
-			consumes++
-			if consumes == 2 {
-				return true // never answered
-			}
-			fc, rch, rtag = c, ch, m.ConsumerTag
-		}
-		return false
-	})
-	cfg := b.config()
-	cfg.DisableRecovery = true
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cl, _ := rpcSessionEnded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	c, err := DialConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	cl, err := NewRPCClient(ctx, c, RPCClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close(context.Background())
-	mu.Lock()
-	fc.send(rch, &wire.BasicCancel{ConsumerTag: rtag, NoWait: true})
-	mu.Unlock()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		cl.mu.Lock()
-		ended := cl.sess.ended
-		cl.mu.Unlock()
-		if ended {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the session did not end after the broker's cancel")
-		}
-	}
-	actx, acancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer acancel()
 	select {
-	case r := <-goCall(actx, cl, "a"):
+	case r := <-goCall(ctx, cl, "a"):
 		if !errors.Is(r.err, context.DeadlineExceeded) {
 			t.Fatalf("call: %v, want its ctx's deadline", r.err)
 		}
