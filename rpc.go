@@ -96,7 +96,7 @@ type RPCClient struct {
 	prefix string // of correlation ids: unique to this client
 	seq    atomic.Uint64
 
-	openMu sync.Mutex // serializes opening sessions
+	opening chan struct{} // holds a value while a call opens a session
 
 	mu      sync.Mutex
 	sess    *rpcSession // the current session; nil or ended: open a new one
@@ -143,6 +143,7 @@ func NewRPCClient(ctx context.Context, conn *Conn, opts RPCClientOptions) (*RPCC
 		prefix:  hex.EncodeToString(b[:]) + "-",
 		pending: make(map[string]*rpcCall),
 		stop:    make(chan struct{}),
+		opening: make(chan struct{}, 1),
 	}
 	if _, err := c.session(ctx); err != nil {
 		return nil, err
@@ -166,8 +167,14 @@ func (c *RPCClient) session(ctx context.Context) (*rpcSession, error) {
 	if s != nil && !c.sessionEnded(s) {
 		return s, nil
 	}
-	c.openMu.Lock()
-	defer c.openMu.Unlock()
+	// One call at a time opens a session; the others wait for it, but
+	// not past their ctx.
+	select {
+	case c.opening <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.opening }()
 	c.mu.Lock()
 	s = c.sess
 	c.mu.Unlock()
@@ -183,14 +190,16 @@ func (c *RPCClient) session(ctx context.Context) (*rpcSession, error) {
 	// Direct reply-to: consume in no-ack mode before the first publish.
 	cons, err := ch.Consume(ctx, directReplyTo, ConsumeOptions{AutoAck: true, BufferSize: c.opts.ReplyBuffer})
 	if err != nil {
-		ch.Close(context.WithoutCancel(ctx))
+		// Not waited for: the consume may be unanswered, and the close
+		// waits behind it.
+		closeLater(ch)
 		return nil, fmt.Errorf("pika: rpc client: consume %s: %w", directReplyTo, err)
 	}
 	s.cons = cons
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		ch.Close(context.WithoutCancel(ctx))
+		closeLater(ch)
 		return nil, ErrRPCClientClosed
 	}
 	c.sess = s
@@ -198,6 +207,16 @@ func (c *RPCClient) session(ctx context.Context) (*rpcSession, error) {
 	c.wg.Add(1)
 	go c.dispatch(s)
 	return s, nil
+}
+
+// closeLater closes ch on a goroutine of its own, bounded in time, so that
+// no call waits for it.
+func closeLater(ch *Channel) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ch.Close(ctx)
+	}()
 }
 
 // sessionEnded reports whether s ended (its consumer or channel did).
@@ -375,11 +394,7 @@ func (c *RPCClient) endSession(s *rpcSession, err error) {
 	if !s.ch.IsClosed() {
 		// The consumer ended on its own (recovery could not restore it):
 		// give the channel up too.
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			s.ch.Close(ctx)
-		}()
+		closeLater(s.ch)
 	}
 }
 

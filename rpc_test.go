@@ -255,3 +255,102 @@ func TestRPCReplyConsumerCancelled(t *testing.T) {
 		t.Errorf("reply consumer started %d times, want 2", f.consumes)
 	}
 }
+
+// rpcSessionEnded returns a client whose first session the broker ended
+// (it cancelled the reply consumer), on a fake broker that never answers
+// the next basic.consume of amq.rabbitmq.reply-to; secondConsume is closed
+// when that consume arrives.
+func rpcSessionEnded(t *testing.T) (cl *RPCClient, secondConsume chan struct{}) {
+	t.Helper()
+	b := newFakeBroker(t)
+	var mu sync.Mutex
+	var fc *fakeConn
+	var rch uint16
+	var rtag string
+	consumes := 0
+	secondConsume = make(chan struct{})
+	b.setHook(func(c *fakeConn, ch uint16, m wire.Method) bool {
+		if m, ok := m.(*wire.BasicConsume); ok && m.Queue == directReplyTo {
+			mu.Lock()
+			defer mu.Unlock()
+			consumes++
+			if consumes == 2 {
+				close(secondConsume)
+				return true // never answered
+			}
+			fc, rch, rtag = c, ch, m.ConsumerTag
+		}
+		return false
+	})
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := dialFake(t, cfg)
+	cl, err := NewRPCClient(ctx, c, RPCClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close(context.Background()) })
+	mu.Lock()
+	fc.send(rch, &wire.BasicCancel{ConsumerTag: rtag, NoWait: true})
+	mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		cl.mu.Lock()
+		ended := cl.sess.ended
+		cl.mu.Unlock()
+		if ended {
+			return cl, secondConsume
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not end after the broker's cancel")
+		}
+	}
+}
+
+// TestRPCCallWaitsNoLongerThanItsCtxForASession: while one call opens a
+// new session (the broker is slow to answer its basic.consume), another
+// call whose ctx ends meanwhile returns then, instead of waiting for the
+// first call's session opening to end.
+func TestRPCCallWaitsNoLongerThanItsCtxForASession(t *testing.T) {
+	cl, secondConsume := rpcSessionEnded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Call A opens the next session; its consume is never answered.
+	actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+	defer acancel()
+	goCall(actx, cl, "a")
+	select {
+	case <-secondConsume:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no second reply consumer")
+	}
+	// Call B, with a short ctx, must not wait for A.
+	bctx, bcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer bcancel()
+	start := time.Now()
+	_, err := cl.Call(bctx, "", "q", Message{Body: []byte("b")})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call B: %v, want its ctx's deadline", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("call B returned %v after its 100ms ctx ended (it waited for call A)", d)
+	}
+}
+
+// TestRPCCallEndsWithItsCtxWhenTheConsumeHangs: a call opening a session
+// whose basic.consume the broker never answers returns when its ctx ends;
+// the channel it opened is given up without holding the call.
+func TestRPCCallEndsWithItsCtxWhenTheConsumeHangs(t *testing.T) {
+	cl, _ := rpcSessionEnded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	select {
+	case r := <-goCall(ctx, cl, "a"):
+		if !errors.Is(r.err, context.DeadlineExceeded) {
+			t.Fatalf("call: %v, want its ctx's deadline", r.err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the call still waits, long after its 200ms ctx ended")
+	}
+}

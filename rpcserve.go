@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 )
@@ -21,8 +22,9 @@ type ServeOptions struct {
 	// handler need not be safe for concurrent use).
 	Concurrency int
 	// Prefetch is the channel's prefetch count: how many requests the
-	// broker sends ahead, unacknowledged (default 2 × Concurrency). The
-	// others wait in the queue, where other servers can take them.
+	// broker sends ahead, unacknowledged (default 2 × Concurrency, at most
+	// 65535, basic.qos's limit). The others wait in the queue, where other
+	// servers can take them.
 	Prefetch int
 	// Consume are the options of the request consumer (tag, exclusive,
 	// arguments, ...). AutoAck is ignored: requests are always
@@ -70,7 +72,7 @@ func Serve(ctx context.Context, conn *Conn, queue string, handler RPCHandler, op
 		opts.Concurrency = 1
 	}
 	if opts.Prefetch <= 0 {
-		opts.Prefetch = 2 * opts.Concurrency
+		opts.Prefetch = min(2*opts.Concurrency, math.MaxUint16)
 	}
 	ch, err := conn.Channel(ctx)
 	if err != nil {
@@ -127,6 +129,11 @@ func Serve(ctx context.Context, conn *Conn, queue string, handler RPCHandler, op
 		return nil
 	}
 	err = <-errs
+	// A worker that was handling a request when the consumer ended sees
+	// only the handlers' ctx end: report why the consumer ended.
+	if cerr := cons.Err(); cerr != nil {
+		err = cerr
+	}
 	if cerr := ch.Err(); cerr != nil {
 		err = cerr
 	}

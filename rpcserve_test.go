@@ -144,3 +144,109 @@ func TestServeAcksAfterConfirm(t *testing.T) {
 		break
 	}
 }
+
+// TestServeReturnsBrokerCancelWhileHandling: when the broker cancels the
+// request consumer while a handler runs, Serve returns the cancel
+// (ErrConsumerCancelled), not the handlers' ctx's context.Canceled.
+func TestServeReturnsBrokerCancelWhileHandling(t *testing.T) {
+	b := newFakeBroker(t)
+	var mu sync.Mutex
+	var fc *fakeConn
+	var ch uint16
+	var tag string
+	consumed := make(chan struct{})
+	b.setHook(func(c *fakeConn, channel uint16, m wire.Method) bool {
+		if m, ok := m.(*wire.BasicConsume); ok {
+			mu.Lock()
+			fc, ch, tag = c, channel, m.ConsumerTag
+			mu.Unlock()
+			c.send(channel, &wire.BasicConsumeOk{ConsumerTag: m.ConsumerTag})
+			close(consumed)
+			return true
+		}
+		return false
+	})
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := DialConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+
+	handling := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- Serve(ctx, c, "requests", func(hctx context.Context, d *Delivery) (Message, error) {
+			close(handling)
+			<-hctx.Done()
+			return Message{}, hctx.Err()
+		}, ServeOptions{})
+	}()
+	select {
+	case <-consumed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not consume")
+	}
+	mu.Lock()
+	fc.wmu.Lock()
+	fc.nc.Write(scripted.Message(ch, &wire.BasicDeliver{ConsumerTag: tag, DeliveryTag: 1, RoutingKey: "requests"},
+		&wire.Properties{ReplyTo: "amq.rabbitmq.reply-to.abc", CorrelationID: "c1"}, []byte("x"), 128<<10))
+	fc.wmu.Unlock()
+	mu.Unlock()
+	<-handling
+	mu.Lock()
+	fc.send(ch, &wire.BasicCancel{ConsumerTag: tag, NoWait: true})
+	mu.Unlock()
+	select {
+	case err := <-served:
+		if !errors.Is(err, ErrConsumerCancelled) {
+			t.Fatalf("Serve returned %v, want ErrConsumerCancelled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after the broker cancelled its consumer")
+	}
+}
+
+// TestServeDefaultPrefetchFitsQos: the default prefetch (2 × Concurrency)
+// is capped at basic.qos's limit, 65535, instead of failing Serve with an
+// out-of-range Qos error for Concurrency above 32767.
+func TestServeDefaultPrefetchFitsQos(t *testing.T) {
+	b := newFakeBroker(t)
+	qos := make(chan uint16, 1)
+	b.setHook(func(c *fakeConn, channel uint16, m wire.Method) bool {
+		switch m := m.(type) {
+		case *wire.BasicQos:
+			qos <- m.PrefetchCount
+		case *wire.BasicConsume:
+			// Refuse the consumer: Serve returns before starting workers.
+			c.send(channel, &wire.ChannelClose{ReplyCode: 404, ReplyText: "NOT_FOUND - no queue 'requests'", ClassID: 60, MethodID: 20})
+			return true
+		}
+		return false
+	})
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := DialConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	err = Serve(ctx, c, "requests", func(context.Context, *Delivery) (Message, error) { return Message{}, nil },
+		ServeOptions{Concurrency: 40000})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Serve returned %v, want the consume's 404", err)
+	}
+	select {
+	case n := <-qos:
+		if n != 65535 {
+			t.Fatalf("prefetch %d, want 65535", n)
+		}
+	default:
+		t.Fatal("no basic.qos sent")
+	}
+}

@@ -158,7 +158,12 @@ func (r *perfRun) runCalls(ctx context.Context, c *perfRPCConfig) error {
 			}
 		})
 	}
-	defer servers.Wait()
+	// Stop the servers before waiting for them: an early return (the
+	// client's connection failed) has not cancelled stop yet.
+	defer func() {
+		cancel()
+		servers.Wait()
+	}()
 	conn, err := dial(ctx, r.e, "pika perf rpc client")
 	if err != nil {
 		return err
