@@ -327,8 +327,8 @@ type Consumer struct {
 	handler    func(context.Context, *Delivery)
 	handlerCtx context.Context         // the handler's ctx: ends when the consumer ends
 	endCtx     context.CancelCauseFunc // ends handlerCtx
-	inline     bool       // the handler runs on the reader goroutine (see inline.go)
-	inlineMu   sync.Mutex // held while an inline handler runs: one call at a time, in order
+	inline     bool                    // the handler runs on the reader goroutine (see inline.go)
+	inlineMu   sync.Mutex              // held while an inline handler runs: one call at a time, in order
 	opts       ConsumeOptions
 	seq        uint64 // creation order, for recovery
 
