@@ -271,7 +271,10 @@ func TestOutcomeReturnsWhileBindingsChange(t *testing.T) {
 func collect(t *testing.T, ch *Channel, q string) *sync.Map {
 	t.Helper()
 	var got sync.Map
-	_, err := ch.ConsumeFunc(context.Background(), q, ConsumeOptions{AutoAck: true}, func(_ context.Context, d *Delivery) {
+	// The buffer holds every message the tests publish: with the default
+	// soft limit a handler slowed by a busy machine would let the Discard
+	// policy drop AutoAck deliveries, and the ground truth with them.
+	_, err := ch.ConsumeFunc(context.Background(), q, ConsumeOptions{AutoAck: true, BufferSize: 1 << 17}, func(_ context.Context, d *Delivery) {
 		got.Store(string(d.Body), true)
 	})
 	if err != nil {

@@ -44,7 +44,7 @@ func TestCLIPikatestRoundTrip(t *testing.T) {
 		t.Fatalf("mandatory unroutable publish: %v", r)
 	}
 	r = c.run("", "declare", "queue", "jobs", "--durable")
-	if r.code != 1 || !strings.Contains(r.stderr, "406 PRECONDITION_FAILED - inequivalent arg 'durable'") {
+	if r.code != 5 || !strings.Contains(r.stderr, "406 PRECONDITION_FAILED - inequivalent arg 'durable'") {
 		t.Fatalf("inequivalent redeclare: %v", r)
 	}
 	c.ok("", "purge", "jobs")
