@@ -594,7 +594,10 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 			if err != nil {
 				return nil, err
 			}
-			if errors.Is(refused, ErrNotFound) {
+			// A NOT_FOUND saying its node is down is not an expiry: the
+			// declaration below fails the same way and its consumers
+			// wait for it.
+			if errors.Is(refused, ErrNotFound) && !queueUnavailable(refused) {
 				c.mu.Lock()
 				c.topo.removeQueue(old)
 				c.mu.Unlock()

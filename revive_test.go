@@ -3,6 +3,7 @@ package pika
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -51,6 +52,18 @@ func (h *downQueueHook) install(b *fakeBroker, queue string) {
 	})
 }
 
+// watchedChannel dials b and opens a channel, watching the recovery events.
+func watchedChannel(t *testing.T, b *fakeBroker) (*recoveryLog, *Channel) {
+	t.Helper()
+	c := dialFake(t, b.config())
+	rlog := watchRecovery(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch, err := c.Channel(ctx)
+	mustDo(t, "channel", err)
+	return rlog, ch
+}
+
 // downQueueSetup dials a fake broker with a downQueueHook on queue "q",
 // declares q (durable) and consumes it with tag "c1".
 func downQueueSetup(t *testing.T) (*fakeBroker, *downQueueHook, *recoveryLog, *Channel, *Consumer) {
@@ -58,13 +71,10 @@ func downQueueSetup(t *testing.T) (*fakeBroker, *downQueueHook, *recoveryLog, *C
 	b := newFakeBroker(t)
 	h := &downQueueHook{}
 	h.install(b, "q")
-	c := dialFake(t, b.config())
-	rlog := watchRecovery(t, c)
+	rlog, ch := watchedChannel(t, b)
+	rtDeclareQueue(t, ch, "q", QueueDeclareOptions{Durable: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ch, err := c.Channel(ctx)
-	mustDo(t, "channel", err)
-	rtDeclareQueue(t, ch, "q", QueueDeclareOptions{Durable: true})
 	cons, err := ch.Consume(ctx, "q", ConsumeOptions{Tag: "c1"})
 	mustDo(t, "consume", err)
 	return b, h, rlog, ch, cons
@@ -198,12 +208,9 @@ func downConsumeHook(b *fakeBroker, h *downQueueHook, queue string) {
 // Conn) with tag "c1".
 func consumeUndeclared(t *testing.T, b *fakeBroker, queue string) (*recoveryLog, *Channel, *Consumer) {
 	t.Helper()
-	c := dialFake(t, b.config())
-	rlog := watchRecovery(t, c)
+	rlog, ch := watchedChannel(t, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ch, err := c.Channel(ctx)
-	mustDo(t, "channel", err)
 	cons, err := ch.Consume(ctx, queue, ConsumeOptions{Tag: "c1"})
 	mustDo(t, "consume", err)
 	return rlog, ch, cons
@@ -269,5 +276,36 @@ func deliveredAfterRestart(t *testing.T, fc *fakeConn, ch *Channel, cons *Consum
 	}
 	if string(d.Body) != "back" {
 		t.Errorf("delivery %q, want \"back\"", d.Body)
+	}
+}
+
+// TestFakeBrokerExpiredLookingDownQueueIsKept: a queue with x-expires that
+// looks expired to the Conn at a recovery, and whose passive check answers
+// NOT_FOUND because its node is down, has not expired: it is not reported
+// as expired nor forgotten, and the next recovery declares it again.
+func TestFakeBrokerExpiredLookingDownQueueIsKept(t *testing.T) {
+	b := newFakeBroker(t)
+	h := &downQueueHook{}
+	h.install(b, "q")
+	rlog, ch := watchedChannel(t, b)
+	rtDeclareQueue(t, ch, "q", QueueDeclareOptions{Durable: true, Arguments: Table{"x-expires": int32(100)}})
+	time.Sleep(250 * time.Millisecond) // longer than its x-expires
+
+	h.set(true)
+	b.conn(1).kill()
+	if rep := rlog.wait(RecoveryRecovered, 1, 10*time.Second).Report; len(rep.Expired) != 0 {
+		t.Errorf("report.Expired = %q, want none: the queue's node is down, the queue is there", rep.Expired)
+	}
+	h.set(false)
+	b.conn(2).kill()
+	rlog.wait(RecoveryRecovered, 2, 10*time.Second)
+	n := 0
+	for _, m := range b.conn(3).methods() {
+		if strings.HasSuffix(m, ":queue.declare") {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Errorf("the queue was forgotten: not declared at the next recovery: %q\nevents:\n%v", b.conn(3).methods(), rlog)
 	}
 }
