@@ -423,8 +423,10 @@
 // a channel of its own) after each [Config].Reconnect delay, reports each
 // wait to [Conn.OnRecovery] ([RecoveryConsumerWaiting], its Err matching
 // [ErrQueueUnavailable]) and restarts the consumer, with its tag, on its
-// channel once the queue is back ([RecoveryConsumerRestored]). RabbitMQ
-// 3.10 does not cancel the consumers of a quorum queue when its leader
+// channel once the queue is back ([RecoveryConsumerRestored]). Recovery
+// also checks (passively) a consumed queue that this Conn did not declare
+// before its basic.consume, so that a down or missing one does not close
+// the application's channel. RabbitMQ 3.10 does not cancel the consumers of a quorum queue when its leader
 // moves: they keep running. A stream consumer restarted by recovery
 // attaches again with the x-stream-offset it was given, unless a
 // [StreamTracker] (ConsumeOptions.Stream) makes it resume after the last

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -480,9 +481,12 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 	}
 	c.mu.Unlock()
 	now := time.Now()
-	if len(exchanges)+len(queues)+nbind == 0 {
+	if len(exchanges)+len(queues)+nbind+len(consumed) == 0 {
 		return nil, nil
 	}
+	// declared holds the queues declared again here (by their name
+	// before the restore).
+	declared := map[string]bool{}
 	failedQueues := map[string]error{}
 	var chID uint16
 	openCh := func() error {
@@ -530,28 +534,31 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 		return ev, true, nil
 	}
 
-	// probeGone runs a passive declaration and reports whether the broker
-	// answered NOT_FOUND (not a failure of the restore).
-	probeGone := func(m wire.Method) (bool, error) {
+	// probe declares queue passively and returns the broker's refusal, if
+	// any, as refused (not a failure of the restore); err is the link's
+	// failure.
+	probe := func(queue string) (refused, err error) {
 		if chID == 0 {
 			if err := openCh(); err != nil {
-				return false, err
+				return nil, err
 			}
 		}
 		c.mu.Lock()
-		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(chID, m) })
+		w, err := c.rawLocked(l, func() (engine.RequestID, error) {
+			return l.eng.Call(chID, &wire.QueueDeclare{Queue: queue, Passive: true})
+		})
 		c.mu.Unlock()
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		if _, err := c.waitStep(ctx, l, w); err != nil {
 			if linkErr := c.linkFailed(l, err); linkErr != nil {
-				return false, linkErr
+				return nil, linkErr
 			}
 			chID = 0 // the refusal closed the channel
-			return errors.Is(err, ErrNotFound), nil
+			return err, nil
 		}
-		return false, nil
+		return nil, nil
 	}
 
 	for _, e := range exchanges {
@@ -583,11 +590,14 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 			// knows (it does not see every use: another connection's, a
 			// closed channel's consumers): ask the broker whether the
 			// queue is still there.
-			gone, err := probeGone(&wire.QueueDeclare{Queue: old, Passive: true})
+			refused, err := probe(old)
 			if err != nil {
 				return nil, err
 			}
-			if gone {
+			// A NOT_FOUND saying its node is down is not an expiry: the
+			// declaration below fails the same way and its consumers
+			// wait for it.
+			if errors.Is(refused, ErrNotFound) && !queueUnavailable(refused) {
 				c.mu.Lock()
 				c.topo.removeQueue(old)
 				c.mu.Unlock()
@@ -615,6 +625,7 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 			failedQueues[old] = qerr
 			continue
 		}
+		declared[old] = true
 		if name := ev.Method.(*wire.QueueDeclareOk).Queue; name != old {
 			c.mu.Lock()
 			q.decl.Queue = name
@@ -646,6 +657,24 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 		}
 		if _, _, err := call(entity, m); err != nil {
 			return nil, err
+		}
+	}
+	// A consumed queue this Conn did not declare again (another
+	// connection's, or one the filter left out) may be a classic queue
+	// whose node is down: basic.consume would get NOT_FOUND and close the
+	// application's channel. Ask first: restoreConsumers then leaves its
+	// consumers waiting for it (unavailable) or ends them (no such queue)
+	// without touching their channels.
+	for _, name := range slices.Sorted(maps.Keys(consumed)) {
+		if declared[name] || failedQueues[name] != nil || name == "" || name == directReplyTo {
+			continue
+		}
+		refused, err := probe(name)
+		if err != nil {
+			return nil, err
+		}
+		if errors.Is(refused, ErrNotFound) {
+			failedQueues[name] = refused
 		}
 	}
 	if chID != 0 {

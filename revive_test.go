@@ -3,6 +3,7 @@ package pika
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -51,6 +52,18 @@ func (h *downQueueHook) install(b *fakeBroker, queue string) {
 	})
 }
 
+// watchedChannel dials b and opens a channel, watching the recovery events.
+func watchedChannel(t *testing.T, b *fakeBroker) (*recoveryLog, *Channel) {
+	t.Helper()
+	c := dialFake(t, b.config())
+	rlog := watchRecovery(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch, err := c.Channel(ctx)
+	mustDo(t, "channel", err)
+	return rlog, ch
+}
+
 // downQueueSetup dials a fake broker with a downQueueHook on queue "q",
 // declares q (durable) and consumes it with tag "c1".
 func downQueueSetup(t *testing.T) (*fakeBroker, *downQueueHook, *recoveryLog, *Channel, *Consumer) {
@@ -58,13 +71,10 @@ func downQueueSetup(t *testing.T) (*fakeBroker, *downQueueHook, *recoveryLog, *C
 	b := newFakeBroker(t)
 	h := &downQueueHook{}
 	h.install(b, "q")
-	c := dialFake(t, b.config())
-	rlog := watchRecovery(t, c)
+	rlog, ch := watchedChannel(t, b)
+	rtDeclareQueue(t, ch, "q", QueueDeclareOptions{Durable: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ch, err := c.Channel(ctx)
-	mustDo(t, "channel", err)
-	rtDeclareQueue(t, ch, "q", QueueDeclareOptions{Durable: true})
 	cons, err := ch.Consume(ctx, "q", ConsumeOptions{Tag: "c1"})
 	mustDo(t, "consume", err)
 	return b, h, rlog, ch, cons
@@ -153,8 +163,6 @@ func TestFakeBrokerCancelOfDeletedQueueEndsConsumer(t *testing.T) {
 // instead of ending it.
 func TestFakeBrokerRecoveryWaitsForDownQueue(t *testing.T) {
 	b, h, rlog, ch, cons := downQueueSetup(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 
 	h.set(true)
 	b.conn(1).kill()
@@ -164,12 +172,140 @@ func TestFakeBrokerRecoveryWaitsForDownQueue(t *testing.T) {
 	}
 	rlog.wait(RecoveryConsumerWaiting, 1, 10*time.Second)
 	waitRestored(t, h, rlog, cons)
-	b.conn(2).deliver(ch.ID(), "c1", 1, "back")
+	deliveredAfterRestart(t, b.conn(2), ch, cons, rlog)
+}
+
+// downConsumeHook is a downQueueHook whose basic.consume of the queue is
+// refused too while it is down, as RabbitMQ does for a classic queue whose
+// node is down: the NOT_FOUND closes the channel.
+func downConsumeHook(b *fakeBroker, h *downQueueHook, queue string) {
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		var q string
+		var class, method uint16
+		switch m := m.(type) {
+		case *wire.QueueDeclare:
+			q, class, method = m.Queue, 50, 10
+		case *wire.BasicConsume:
+			q, class, method = m.Queue, 60, 20
+			if q == queue {
+				h.consumes++
+			}
+		default:
+			return false
+		}
+		if q != queue || !h.down {
+			return false
+		}
+		fc.send(ch, &wire.ChannelClose{ReplyCode: uint16(wire.ReplyNotFound), ClassID: class, MethodID: method,
+			ReplyText: "NOT_FOUND - queue '" + queue + "' in vhost '/' process is stopped by supervisor"})
+		return true
+	})
+}
+
+// consumeUndeclared dials b and consumes queue (never declared by this
+// Conn) with tag "c1".
+func consumeUndeclared(t *testing.T, b *fakeBroker, queue string) (*recoveryLog, *Channel, *Consumer) {
+	t.Helper()
+	rlog, ch := watchedChannel(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := ch.Consume(ctx, queue, ConsumeOptions{Tag: "c1"})
+	mustDo(t, "consume", err)
+	return rlog, ch, cons
+}
+
+// TestFakeBrokerRecoveryWaitsForUndeclaredDownQueue: a consumer of a queue
+// this Conn never declared (another connection's) is restored while the
+// queue's node is down. Recovery must not send basic.consume blindly (its
+// NOT_FOUND would close the application's channel): the consumer waits for
+// its queue and is restarted when it is back, on the same channel.
+func TestFakeBrokerRecoveryWaitsForUndeclaredDownQueue(t *testing.T) {
+	b := newFakeBroker(t)
+	h := &downQueueHook{}
+	downConsumeHook(b, h, "q")
+	rlog, ch, cons := consumeUndeclared(t, b, "q")
+
+	h.set(true)
+	b.conn(1).kill()
+	ev := rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+	if len(ev.Report.Failed) != 1 || !errors.Is(ev.Report.Failed[0].Err, ErrQueueUnavailable) {
+		t.Errorf("report %+v: want only the consumer, waiting for its queue", *ev.Report)
+	}
+	rlog.wait(RecoveryConsumerWaiting, 1, 10*time.Second)
+	if err := ch.Err(); err != nil {
+		t.Fatalf("the application's channel closed: %v", err)
+	}
+	waitRestored(t, h, rlog, cons)
+	if err := ch.Err(); err != nil {
+		t.Fatalf("the application's channel closed: %v", err)
+	}
+	deliveredAfterRestart(t, b.conn(2), ch, cons, rlog)
+}
+
+// TestFakeBrokerRecoveryEndsConsumerOfMissingUndeclaredQueue: a consumer of
+// a queue this Conn never declared, which no longer exists at the
+// reconnection, ends with ErrNotFound; its channel stays open.
+func TestFakeBrokerRecoveryEndsConsumerOfMissingUndeclaredQueue(t *testing.T) {
+	b := newFakeBroker(t)
+	topoHook(b, "gone")
+	rlog, ch, cons := consumeUndeclared(t, b, "gone")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b.conn(1).kill()
+	rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+	if _, err := cons.Next(ctx); !errors.Is(err, ErrNotFound) || errors.Is(err, ErrQueueUnavailable) {
+		t.Fatalf("Next = %v, want ErrNotFound (not ErrQueueUnavailable)", err)
+	}
+	if err := ch.Err(); err != nil {
+		t.Errorf("the application's channel closed: %v", err)
+	}
+}
+
+// deliveredAfterRestart sends a delivery for tag "c1" on fc and checks that
+// cons gets it.
+func deliveredAfterRestart(t *testing.T, fc *fakeConn, ch *Channel, cons *Consumer, rlog *recoveryLog) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fc.deliver(ch.ID(), "c1", 1, "back")
 	d, err := cons.Next(ctx)
 	if err != nil {
 		t.Fatalf("Next after the restart: %v\nevents:\n%v", err, rlog)
 	}
 	if string(d.Body) != "back" {
 		t.Errorf("delivery %q, want \"back\"", d.Body)
+	}
+}
+
+// TestFakeBrokerExpiredLookingDownQueueIsKept: a queue with x-expires that
+// looks expired to the Conn at a recovery, and whose passive check answers
+// NOT_FOUND because its node is down, has not expired: it is not reported
+// as expired nor forgotten, and the next recovery declares it again.
+func TestFakeBrokerExpiredLookingDownQueueIsKept(t *testing.T) {
+	b := newFakeBroker(t)
+	h := &downQueueHook{}
+	h.install(b, "q")
+	rlog, ch := watchedChannel(t, b)
+	rtDeclareQueue(t, ch, "q", QueueDeclareOptions{Durable: true, Arguments: Table{"x-expires": int32(100)}})
+	time.Sleep(250 * time.Millisecond) // longer than its x-expires
+
+	h.set(true)
+	b.conn(1).kill()
+	if rep := rlog.wait(RecoveryRecovered, 1, 10*time.Second).Report; len(rep.Expired) != 0 {
+		t.Errorf("report.Expired = %q, want none: the queue's node is down, the queue is there", rep.Expired)
+	}
+	h.set(false)
+	b.conn(2).kill()
+	rlog.wait(RecoveryRecovered, 2, 10*time.Second)
+	n := 0
+	for _, m := range b.conn(3).methods() {
+		if strings.HasSuffix(m, ":queue.declare") {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Errorf("the queue was forgotten: not declared at the next recovery: %q\nevents:\n%v", b.conn(3).methods(), rlog)
 	}
 }

@@ -75,6 +75,11 @@ const (
 //     order, PLAIN and AMQPLAIN with the URL's username and password
 //     (guest/guest when absent). Later changes to Config.Username and
 //     Config.Password do not reach mechanisms set this way.
+//   - shuffle_addrs: true or false (case-insensitive), as
+//     Config.ShuffleAddrs: every connection attempt tries the URL's hosts
+//     in a random order, to spread clients over a cluster. No effect with
+//     a single host. Not one of RabbitMQ's options: other clients reject
+//     or ignore it.
 //
 // Options for amqps only (an error with amqp):
 //
@@ -441,6 +446,7 @@ var uriKnownOptions = map[string]bool{
 	"connection_timeout":     false,
 	"connection_name":        false,
 	"auth_mechanism":         false,
+	"shuffle_addrs":          false,
 	"cacertfile":             true,
 	"certfile":               true,
 	"keyfile":                true,
@@ -448,7 +454,7 @@ var uriKnownOptions = map[string]bool{
 	"verify":                 true,
 }
 
-const uriKnownOptionList = "auth_mechanism, cacertfile, certfile, channel_max, connection_name, connection_timeout, frame_max, heartbeat, keyfile, server_name_indication, verify"
+const uriKnownOptionList = "auth_mechanism, cacertfile, certfile, channel_max, connection_name, connection_timeout, frame_max, heartbeat, keyfile, server_name_indication, shuffle_addrs, verify"
 
 // options parses the query into cfg and opts.
 func (p *uriParser) options(query string, useTLS bool, cfg *Config, opts *uriOptions) error {
@@ -546,6 +552,15 @@ func (p *uriParser) option(name, value string, cfg *Config, opts *uriOptions) er
 				}
 			}
 			opts.mechanisms = append(opts.mechanisms, upper)
+		}
+	case "shuffle_addrs":
+		switch strings.ToLower(value) {
+		case "true":
+			cfg.ShuffleAddrs = true
+		case "false":
+			cfg.ShuffleAddrs = false
+		default:
+			return p.errorf("option shuffle_addrs=%s: want true or false", p.q(value))
 		}
 	case "cacertfile", "certfile", "keyfile":
 		if value == "" {
