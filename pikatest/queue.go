@@ -190,6 +190,8 @@ func (vh *vhost) declareQueue(m *wire.QueueDeclare, name string, owner *conn) (*
 		if q.exclusive && q.owner != owner {
 			return nil, errLocked(vh.name, name)
 		}
+		// RabbitMQ counts a passive declare as a use: x-expires restarts.
+		q.touch()
 		return q, nil
 	}
 	if q != nil {

@@ -31,7 +31,10 @@
 // every scenario passes there. Waits for the broker are polls bounded by the
 // scenario's deadline (20 s); fixed delays appear only where a scenario must
 // see that something does not happen (a quiet period of 150 to 300 ms) or
-// lets a short TTL or heartbeat interval pass.
+// lets a short TTL or heartbeat interval pass. The scenarios whose duration
+// such a timer sets are marked Timed; the test flag -conformance.untimed
+// runs only the others, to measure a broker's speed without the waits any
+// correct broker has (scripts/conformance_speed.sh, BENCHMARKS.md).
 //
 // Where RabbitMQ 3.10 does something a reader of the AMQP 0-9-1
 // specification would not expect, the scenario's RabbitMQ text says so
