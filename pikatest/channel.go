@@ -358,19 +358,25 @@ func (ch *channel) queueBind(qname, xname, key string, args wire.Table, bind, no
 		ch.c.send(ch.id, &wire.QueueUnbindOk{})
 		return nil
 	}
-	q, err := ch.lookupQueue(qname)
+	name, err := ch.queueName(qname)
+	if err != nil {
+		return err
+	}
+	if xname == "" {
+		return errDefaultExchange()
+	}
+	// RabbitMQ looks the exchange up first: when neither exists, the
+	// error names the exchange.
+	x := vh.exchanges[xname]
+	if x == nil {
+		return errNoExchange(vh.name, xname)
+	}
+	q, err := ch.lookupQueue(name)
 	if err != nil {
 		return err
 	}
 	if key == "" && qname == "" {
 		key = q.name
-	}
-	if xname == "" {
-		return errDefaultExchange()
-	}
-	x := vh.exchanges[xname]
-	if x == nil {
-		return errNoExchange(vh.name, xname)
 	}
 	if bind {
 		if err := vh.bind(x, q, nil, key, args); err != nil {

@@ -21,3 +21,10 @@ func TestConformanceAlarm(t *testing.T) {
 	b := pikatest.NewBroker(t)
 	conformance.RunAlarm(t, b.URL(), func(t *testing.T, on bool) { b.SetAlarm(on) })
 }
+
+// TestConformanceRestart runs the scenarios of a broker restart: durable
+// entities and persistent messages survive, the rest goes.
+func TestConformanceRestart(t *testing.T) {
+	b := pikatest.NewBroker(t)
+	conformance.RunRestart(t, b.URL(), func(t *testing.T) { b.Restart() })
+}

@@ -312,6 +312,10 @@ func (b *Broker) Stop() {
 	ln := b.ln
 	for c := range b.conns {
 		c.fail(connErr(wire.ReplyConnectionForced, "broker forced connection closure with reason 'shutdown'"))
+		// As RabbitMQ does on shutdown, close the socket without waiting
+		// for close-ok: ending the reader makes the writer flush the
+		// close and close the socket.
+		_ = c.nc.SetReadDeadline(time.Now())
 	}
 	b.unlock()
 	ln.Close()
@@ -362,7 +366,8 @@ func (vh *vhost) restart() {
 		msgs := q.ready.All()
 		q.ready.Purge()
 		for _, m := range msgs {
-			if m.Persistent() {
+			// Quorum queues persist every message, whatever its delivery mode.
+			if m.Persistent() || q.qtype == "quorum" {
 				q.ready.Requeue(m)
 			}
 		}

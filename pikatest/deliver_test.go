@@ -3,6 +3,7 @@ package pikatest
 import (
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -358,5 +359,63 @@ func TestHugeTTLsDoNotExpireAtOnce(t *testing.T) {
 	f.b.mu.Unlock()
 	if q.ready.Len() != 1 || q.deleted {
 		t.Fatalf("huge TTLs expired at once: ready %d, deleted %v", q.ready.Len(), q.deleted)
+	}
+}
+
+func TestQuorumRejectPublishChecksBeforeEnqueue(t *testing.T) {
+	f := newFixture(t)
+	q, err := f.vh.declareQueue(&wire.QueueDeclare{Queue: "qq", Durable: true, Arguments: wire.Table{
+		"x-queue-type": "quorum", "x-max-length": int32(1), "x-overflow": "reject-publish"}}, "qq", f.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not over the limit yet at the second publish: it gets in.
+	got := []bool{f.publish(q, "1", wire.Properties{}), f.publish(q, "2", wire.Properties{}), f.publish(q, "3", wire.Properties{})}
+	if !got[0] || !got[1] || got[2] || q.ready.Len() != 2 {
+		t.Fatalf("accepted %v, depth %d; want true true false, depth 2", got, q.ready.Len())
+	}
+}
+
+func TestQueueDeclareArgumentRules(t *testing.T) {
+	f := newFixture(t)
+	f.queue(t, "c", nil)
+	if _, err := f.vh.declareQueue(&wire.QueueDeclare{Queue: "c", Arguments: wire.Table{"x-queue-type": "classic"}}, "c", f.c); err != nil {
+		t.Fatalf("explicit classic on a queue declared without a type: %v", err)
+	}
+	if _, err := f.vh.declareQueue(&wire.QueueDeclare{Queue: "c", Arguments: wire.Table{"x-queue-type": "quorum"}}, "c", f.c); err == nil || err.code != wire.ReplyPreconditionFailed {
+		t.Fatalf("quorum on a classic queue: %v, want 406", err)
+	}
+	_, err := f.vh.declareQueue(&wire.QueueDeclare{Queue: "p", Durable: true, Arguments: wire.Table{
+		"x-queue-type": "quorum", "x-max-priority": int32(5)}}, "p", f.c)
+	want := "PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue 'p' in vhost '/' of queue type rabbit_quorum_queue"
+	if err == nil || err.code != wire.ReplyPreconditionFailed || err.Error() != want {
+		t.Fatalf("quorum queue with x-max-priority: %v, want %q", err, want)
+	}
+}
+
+func TestQueueBindLooksUpExchangeFirst(t *testing.T) {
+	f := newFixture(t)
+	ch := f.channel(1)
+	err := ch.queueBind("no-q", "no-x", "", nil, true, false)
+	if err == nil || err.code != wire.ReplyNotFound || !strings.Contains(err.text, "no exchange 'no-x'") {
+		t.Fatalf("bind with neither queue nor exchange: %v, want 404 naming the exchange", err)
+	}
+}
+
+func TestRestartKeepsQuorumTransientMessages(t *testing.T) {
+	f := newFixture(t)
+	qq, err := f.vh.declareQueue(&wire.QueueDeclare{Queue: "qq", Durable: true, Arguments: wire.Table{"x-queue-type": "quorum"}}, "qq", f.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cq, err := f.vh.declareQueue(&wire.QueueDeclare{Queue: "cq", Durable: true}, "cq", f.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.publish(qq, "t", wire.Properties{})
+	f.publish(cq, "t", wire.Properties{})
+	f.vh.restart()
+	if qq.ready.Len() != 1 || cq.ready.Len() != 0 {
+		t.Fatalf("after restart: quorum depth %d (want 1), classic depth %d (want 0)", qq.ready.Len(), cq.ready.Len())
 	}
 }

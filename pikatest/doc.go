@@ -71,7 +71,9 @@
 //
 // The scenarios of internal/conformance, which CI runs against RabbitMQ,
 // run against this broker too (conformance_test.go): the same reply codes,
-// texts, failing-method ids and channel-versus-connection scoping.
+// texts, failing-method ids and channel-versus-connection scoping. So do the
+// alarm scenarios (driven by [Broker.SetAlarm]) and the restart scenarios
+// (driven by [Broker.Restart]).
 //
 // # Concurrency
 //

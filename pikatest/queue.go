@@ -164,6 +164,9 @@ func (q *queue) applyArgs(args wire.Table) *amqpError {
 		if prop != "" {
 			return chanErr(wire.ReplyPreconditionFailed, "invalid property '%s' for queue '%s' in vhost '%s'", prop, q.name, q.vh.name)
 		}
+		if _, ok := args["x-max-priority"]; ok {
+			return chanErr(wire.ReplyPreconditionFailed, "invalid arg 'x-max-priority' for queue '%s' in vhost '%s' of queue type rabbit_quorum_queue", q.name, q.vh.name)
+		}
 		maxPriority = 0
 	}
 	q.args = args
@@ -187,6 +190,8 @@ func (vh *vhost) declareQueue(m *wire.QueueDeclare, name string, owner *conn) (*
 		if q.exclusive && q.owner != owner {
 			return nil, errLocked(vh.name, name)
 		}
+		// RabbitMQ counts a passive declare as a use: x-expires restarts.
+		q.touch()
 		return q, nil
 	}
 	if q != nil {
@@ -201,8 +206,8 @@ func (vh *vhost) declareQueue(m *wire.QueueDeclare, name string, owner *conn) (*
 			return nil, inequivalent("auto_delete", what, m.AutoDelete, q.autoDelete)
 		}
 		args := m.Arguments
-		if _, ok := args["x-queue-type"]; !ok && q.qtype == "classic" {
-			// An absent x-queue-type is equivalent to classic.
+		if rt, ok := args["x-queue-type"]; (!ok || rt == "classic") && q.qtype == "classic" {
+			// An absent x-queue-type is equivalent to classic, both ways.
 		} else if err := checkArgsEquivalent(what, args, q.args, "x-queue-type"); err != nil {
 			return nil, err
 		}
@@ -306,6 +311,12 @@ func (q *queue) enqueue(c *store.Content, now int64) bool {
 	}
 	full := (q.maxLen >= 0 && int64(q.ready.Len()) >= q.maxLen) ||
 		(q.maxBytes >= 0 && q.ready.Bytes()+int64(len(c.Body)) > q.maxBytes)
+	if q.qtype == "quorum" {
+		// A quorum queue checks its limits before the enqueue: it takes
+		// messages while it is not over them yet, so one more gets in.
+		full = (q.maxLen >= 0 && int64(q.ready.Len()) > q.maxLen) ||
+			(q.maxBytes >= 0 && q.ready.Bytes() > q.maxBytes)
+	}
 	if full && q.overflow != "drop-head" {
 		// A consumer able to take the message at once still gets it.
 		if !(q.ready.Len() == 0 && q.canDeliverNow()) {

@@ -31,7 +31,10 @@
 // every scenario passes there. Waits for the broker are polls bounded by the
 // scenario's deadline (20 s); fixed delays appear only where a scenario must
 // see that something does not happen (a quiet period of 150 to 300 ms) or
-// lets a short TTL or heartbeat interval pass.
+// lets a short TTL or heartbeat interval pass. The scenarios whose duration
+// such a timer sets are marked Timed; the test flag -conformance.untimed
+// runs only the others, to measure a broker's speed without the waits any
+// correct broker has (scripts/conformance_speed.sh, BENCHMARKS.md).
 //
 // Where RabbitMQ 3.10 does something a reader of the AMQP 0-9-1
 // specification would not expect, the scenario's RabbitMQ text says so
@@ -42,6 +45,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"sort"
 	"strings"
@@ -69,7 +73,20 @@ type Scenario struct {
 	// heartbeat interval on any broker, or RabbitMQ's delayed closes. Run
 	// starts slow scenarios first so that they overlap the rest.
 	Slow bool
+	// Timed marks a scenario whose duration is set by a protocol timer that
+	// any correct broker must wait out: a heartbeat interval (1 s at the
+	// least, the field counts seconds), a message TTL or queue expiry, or a
+	// quiet period in which the scenario checks that nothing arrives. Such
+	// a scenario takes about as long on any broker; the speed figures of
+	// BENCHMARKS.md are given with and without them.
+	Timed bool
 }
+
+// untimed restricts Run to the scenarios that are not Timed. It exists to
+// measure how fast a broker runs the rest of the table (BENCHMARKS.md); the
+// conformance check is the whole table, which Run runs by default.
+var untimed = flag.Bool("conformance.untimed", false,
+	"run only the conformance scenarios whose duration no protocol timer sets (a speed measurement, not the conformance check)")
 
 // scenarioTimeout bounds one scenario, cleanup excluded.
 const scenarioTimeout = 20 * time.Second
@@ -106,6 +123,11 @@ func run(t *testing.T, url string) string {
 		t.Fatalf("conformance: %v", err)
 	}
 	run := runPrefix()
+	start := time.Now()
+	n := 0
+	defer func() {
+		t.Logf("conformance: %d scenarios (untimed only: %v) in %v", n, *untimed, time.Since(start).Round(time.Millisecond))
+	}()
 	jobs := make(chan Scenario)
 	var wg sync.WaitGroup
 	for range workers {
@@ -121,7 +143,8 @@ func run(t *testing.T, url string) string {
 	}
 	for _, slow := range []bool{true, false} {
 		for _, s := range table {
-			if s.Slow == slow {
+			if s.Slow == slow && !(*untimed && s.Timed) {
+				n++
 				jobs <- s
 			}
 		}

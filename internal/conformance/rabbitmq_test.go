@@ -19,9 +19,7 @@ import (
 func TestRabbitMQ(t *testing.T) {
 	t.Parallel()
 	url := testenv.Broker(t)
-	start := time.Now()
 	prefix := run(t, url)
-	t.Logf("the table (%d scenarios) in %v", len(table), time.Since(start).Round(time.Millisecond))
 	checkClean(t, url, prefix)
 }
 

@@ -439,7 +439,28 @@ func qBadMaxPriority(e *Env) {
 func qExpires(e *Env) {
 	c, ch := e.Open()
 	q := e.QueueArgs(ch, "q", pika.QueueArgs{Expires: 100 * time.Millisecond})
-	e.EventuallyGone(c, q)
+	// A passive declare is a use that restarts the expiry (see
+	// queue/expires-passive-is-use): look less often than the expiry.
+	for {
+		time.Sleep(250 * time.Millisecond)
+		if _, err := e.Chan(c).QueueDeclarePassive(e.Ctx, q); err != nil {
+			break
+		}
+		if e.Ctx.Err() != nil {
+			e.T.Fatalf("queue %s with x-expires 100 ms still there at the scenario's deadline", q)
+		}
+	}
+	e.Gone(c, q)
+}
+
+func qExpiresPassiveIsUse(e *Env) {
+	_, ch := e.Open()
+	q := e.QueueArgs(ch, "q", pika.QueueArgs{Expires: 300 * time.Millisecond})
+	for range 6 {
+		time.Sleep(100 * time.Millisecond)
+		_, err := ch.QueueDeclarePassive(e.Ctx, q)
+		e.Must(err, "passive declare 100 ms after the last one, with x-expires 300 ms")
+	}
 }
 
 func qMaxLengthDropHead(e *Env) {
