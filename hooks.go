@@ -374,6 +374,11 @@ type hookQueue struct {
 	read, written atomic.Int64
 	bytesPosted   atomic.Bool
 
+	// pub is a Publishing kept for the next hooked Publish of the
+	// connection: taking it is one atomic swap, cheaper than the pool,
+	// which serves only concurrent publishers.
+	pub atomic.Pointer[Publishing]
+
 	// The drains as func values made once (a method value made at each
 	// post would allocate).
 	drainOutcomes, drainBytes func()
@@ -597,9 +602,13 @@ func (cons *Consumer) consumerEndLocked(err error) {
 
 // publishHooked is Publish with PublishHooks.
 func (ch *Channel) publishHooked(ctx context.Context, exchange, routingKey string, msg *Message, wantConfirm bool) (*Confirmation, error) {
-	hooks := ch.conn.hk.publish
-	p := publishingPool.Get().(*Publishing)
-	*p = Publishing{Ctx: ctx, Channel: ch, Exchange: exchange, RoutingKey: routingKey, Message: *msg}
+	c := ch.conn
+	hooks := c.hk.publish
+	p := c.hookq.pub.Swap(nil)
+	if p == nil {
+		p = publishingPool.Get().(*Publishing)
+	}
+	p.Ctx, p.Channel, p.Exchange, p.RoutingKey, p.Message = ctx, ch, exchange, routingKey, *msg
 	for _, h := range hooks {
 		h.OnPublish(p)
 	}
@@ -608,7 +617,9 @@ func (ch *Channel) publishHooked(ctx context.Context, exchange, routingKey strin
 		h.OnPublished(p, err)
 	}
 	*p = Publishing{} // hooks must not keep it: it is reused
-	publishingPool.Put(p)
+	if !c.hookq.pub.CompareAndSwap(nil, p) {
+		publishingPool.Put(p)
+	}
 	return conf, err
 }
 
