@@ -627,7 +627,8 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 	if cons.ended {
 		// Late deliveries for a consumer abandoned before its consume-ok.
 		if !cons.autoAck {
-			c.eng.Reject(ch.id, brokerTag, true)
+			err := c.eng.Reject(ch.id, brokerTag, true)
+			ch.librarySettleLocked(SettleReject, true, err, d.DeliveryTag)
 		}
 		return
 	}
@@ -635,7 +636,8 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 		// Sent again from the start of its chunk after a resume: the
 		// application processed it already. The ack keeps the credit.
 		if !cons.autoAck {
-			c.eng.Ack(ch.id, brokerTag, false)
+			err := c.eng.Ack(ch.id, brokerTag, false)
+			ch.librarySettleLocked(SettleAck, false, err, d.DeliveryTag)
 		}
 		return
 	}
@@ -693,7 +695,8 @@ func (cons *Consumer) overflowLocked(brokerTag uint64) {
 	if cons.autoAck {
 		cons.stats.Dropped++
 	} else {
-		c.eng.Reject(ch.id, brokerTag, true)
+		err := c.eng.Reject(ch.id, brokerTag, true)
+		ch.librarySettleLocked(SettleReject, true, err, brokerTag+ch.tagBase)
 		cons.stats.Requeued++
 	}
 	if !cons.overflowing {
@@ -814,6 +817,15 @@ func (cons *Consumer) endLocked(err error) {
 	}
 	cons.consumerEndLocked(err)
 	if err != ErrConsumerCancelled && err != ErrConsumerClosed && !cons.autoAck {
+		if len(cons.ch.conn.hk.settle) > 0 {
+			// Nothing is sent: the broker requeues them as the channel
+			// closed.
+			tags := make([]uint64, 0, len(cons.queue)-cons.head)
+			for _, d := range cons.queue[cons.head:] {
+				tags = append(tags, d.DeliveryTag)
+			}
+			cons.ch.librarySettleLocked(SettleReject, true, err, tags...)
+		}
 		cons.dropLocked()
 	}
 	// An ended consumer receives nothing more: its buffer, however full,
@@ -860,11 +872,15 @@ func (cons *Consumer) dropLocked() {
 func (cons *Consumer) drainRejectLocked() {
 	ch := cons.ch
 	if !cons.autoAck {
+		var tags []uint64
 		for _, d := range cons.queue[cons.head:] {
 			if d.DeliveryTag > ch.tagBase {
-				ch.conn.eng.Reject(ch.id, d.DeliveryTag-ch.tagBase, true)
+				if ch.conn.eng.Reject(ch.id, d.DeliveryTag-ch.tagBase, true) == nil && len(ch.conn.hk.settle) > 0 {
+					tags = append(tags, d.DeliveryTag)
+				}
 			}
 		}
+		ch.librarySettleLocked(SettleReject, true, nil, tags...)
 	}
 	cons.dropLocked()
 }
@@ -1116,7 +1132,8 @@ func (ch *Channel) Get(ctx context.Context, queue string, opts GetOptions) (d *D
 		},
 		late: func(ev engine.Event) {
 			if ev.Kind == engine.EventGetOk && !autoAck && c.state == connOpen {
-				c.eng.Reject(ch.id, ev.Message.DeliveryTag, true)
+				err := c.eng.Reject(ch.id, ev.Message.DeliveryTag, true)
+				ch.librarySettleLocked(SettleReject, true, err, ev.Message.DeliveryTag+ch.tagBase)
 			}
 		},
 	})

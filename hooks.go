@@ -218,9 +218,17 @@ var ErrHandlerPanicked = errors.New("pika: consumer handler panicked")
 
 // SettleHook is told of every acknowledgement the application sends
 // (Ack, Nack, Reject, on the Channel or the Delivery), on the caller's
-// goroutine once it is queued for the socket (or failed). Deliveries the
-// library itself requeues (an overflowing buffer, an abandoned consumer)
-// are not reported.
+// goroutine once it is queued for the socket (or failed).
+//
+// It is also told, with SettleEvent.ByLibrary set, of the deliveries the
+// library settles itself, one event per delivery, on the connection's hook
+// goroutine: those it rejects with requeue (past a ConsumerDiscard
+// buffer's hard limit, for a consumer abandoned when Consume failed, a
+// Get answered after its ctx ended), those of a stream consumer it acks
+// because they were seen before a resume, and the buffered deliveries of a
+// manual-ack consumer dropped when its channel closed (Kind SettleReject,
+// Requeue true, Err the consumer's end: nothing is sent, the broker
+// requeues them).
 type SettleHook interface {
 	OnSettle(SettleEvent)
 }
@@ -256,6 +264,9 @@ type SettleEvent struct {
 	Requeue  bool
 	Count    int   // deliveries it settled (0 when Err is set)
 	Err      error // why it was not sent
+	// ByLibrary is set when the library settled the delivery itself, not
+	// the application (see SettleHook).
+	ByLibrary bool
 }
 
 // ConsumerHook is told when a consumer starts (the broker's
@@ -362,6 +373,11 @@ type hookQueue struct {
 
 	read, written atomic.Int64
 	bytesPosted   atomic.Bool
+
+	// pub is a Publishing kept for the next hooked Publish of the
+	// connection: taking it is one atomic swap, cheaper than the pool,
+	// which serves only concurrent publishers.
+	pub atomic.Pointer[Publishing]
 
 	// The drains as func values made once (a method value made at each
 	// post would allocate).
@@ -586,9 +602,13 @@ func (cons *Consumer) consumerEndLocked(err error) {
 
 // publishHooked is Publish with PublishHooks.
 func (ch *Channel) publishHooked(ctx context.Context, exchange, routingKey string, msg *Message, wantConfirm bool) (*Confirmation, error) {
-	hooks := ch.conn.hk.publish
-	p := publishingPool.Get().(*Publishing)
-	*p = Publishing{Ctx: ctx, Channel: ch, Exchange: exchange, RoutingKey: routingKey, Message: *msg}
+	c := ch.conn
+	hooks := c.hk.publish
+	p := c.hookq.pub.Swap(nil)
+	if p == nil {
+		p = publishingPool.Get().(*Publishing)
+	}
+	p.Ctx, p.Channel, p.Exchange, p.RoutingKey, p.Message = ctx, ch, exchange, routingKey, *msg
 	for _, h := range hooks {
 		h.OnPublish(p)
 	}
@@ -597,7 +617,9 @@ func (ch *Channel) publishHooked(ctx context.Context, exchange, routingKey strin
 		h.OnPublished(p, err)
 	}
 	*p = Publishing{} // hooks must not keep it: it is reused
-	publishingPool.Put(p)
+	if !c.hookq.pub.CompareAndSwap(nil, p) {
+		publishingPool.Put(p)
+	}
 	return conf, err
 }
 
@@ -617,6 +639,31 @@ func (c *Conn) settleEvent(ev SettleEvent) {
 	for _, h := range c.hk.settle {
 		h.OnSettle(ev)
 	}
+}
+
+// librarySettleLocked reports deliveries the library settled itself
+// (client tags) to the SettleHooks, through the hook goroutine: the
+// connection's lock is held. err is the engine's (or why nothing was
+// sent).
+func (ch *Channel) librarySettleLocked(kind SettleKind, requeue bool, err error, tags ...uint64) {
+	c := ch.conn
+	if len(c.hk.settle) == 0 || len(tags) == 0 {
+		return
+	}
+	evs := make([]SettleEvent, len(tags))
+	for i, t := range tags {
+		evs[i] = SettleEvent{Channel: ch, Kind: kind, Tag: t, Requeue: requeue, Count: 1, Err: err, ByLibrary: true}
+		if err != nil {
+			evs[i].Count = 0
+		}
+	}
+	c.hookPost(func() {
+		for i := range evs {
+			for _, h := range c.hk.settle {
+				h.OnSettle(evs[i])
+			}
+		}
+	})
 }
 
 // process calls the handler of a ConsumeFunc consumer for d through the

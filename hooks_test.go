@@ -409,3 +409,70 @@ func TestProcessHookSeesPanic(t *testing.T) {
 	}()
 	rec.wait(t, "process q m", "processed m "+ErrHandlerPanicked.Error())
 }
+
+// TestSettleHookLibrarySettles: deliveries the library rejects past a
+// ConsumerDiscard buffer's hard limit, and the buffered ones dropped when
+// the channel closes under a manual-ack consumer, reach the SettleHooks
+// with ByLibrary set; the application's own ack does not have it.
+func TestSettleHookLibrarySettles(t *testing.T) {
+	b := newFakeBroker(t)
+	rec := newRecorder()
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.Heartbeat = NoHeartbeat
+	cfg.Hooks = []Hook{rec}
+	c := dialFake(t, cfg)
+	fc := b.conn(1)
+	release := withheldReply(b, "slow", nil)
+	defer release()
+	ch := stallChannel(t, c)
+	other := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{BufferSize: 2, Overflow: ConsumerDiscard})
+	declared := awaitDeclare(other, "slow")
+	waitFor(t, "the declare to be awaited", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.l.waiters) > 0
+	})
+	for i := 1; i <= 6; i++ {
+		fc.deliverN(ch.ID(), cons.Tag(), uint64(i), 10)
+	}
+	rec.wait(t, "settle reject 5 n=1 <nil>", "settle reject 6 n=1 <nil>")
+	release()
+	if err := <-declared; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Three taken (the buffer is no longer full: the reader reads on),
+	// one acked; the fourth is left buffered.
+	for i := 1; i <= 3; i++ {
+		d, err := cons.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			if err := d.Ack(false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fc.send(ch.ID(), &wire.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - test"})
+	rec.wait(t, "settle ack 1 n=1 <nil>", "settle reject 4 n=0")
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var got []string
+	for _, ev := range rec.settles {
+		got = append(got, fmt.Sprintf("%s %d requeue=%v lib=%v err=%v", ev.Kind, ev.Tag, ev.Requeue, ev.ByLibrary, errors.Is(ev.Err, ErrPreconditionFailed)))
+	}
+	want := []string{
+		"reject 5 requeue=true lib=true err=false",
+		"reject 6 requeue=true lib=true err=false",
+		"ack 1 requeue=false lib=false err=false",
+		"reject 4 requeue=true lib=true err=true",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("settle events:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}

@@ -199,9 +199,11 @@ func (m *Metrics) OnDelivery(queue string, _ *pika.Delivery) {
 	m.mu.Unlock()
 }
 
-// OnSettle implements pika.SettleHook.
+// OnSettle implements pika.SettleHook. It counts the application's
+// acknowledgements only, not those the library made itself
+// (SettleEvent.ByLibrary: ConsumerStats counts them).
 func (m *Metrics) OnSettle(ev pika.SettleEvent) {
-	if i := int(ev.Kind) - 1; i >= 0 && i < len(m.settled) && ev.Err == nil {
+	if i := int(ev.Kind) - 1; i >= 0 && i < len(m.settled) && ev.Err == nil && !ev.ByLibrary {
 		m.settled[i].Add(uint64(ev.Count))
 	}
 }

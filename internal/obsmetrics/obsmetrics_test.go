@@ -31,6 +31,7 @@ func TestWriteTextAfterEvents(t *testing.T) {
 	m.OnSettle(pika.SettleEvent{Kind: pika.SettleAck, Count: 2})
 	m.OnSettle(pika.SettleEvent{Kind: pika.SettleNack, Count: 1})
 	m.OnSettle(pika.SettleEvent{Kind: pika.SettleReject, Err: errors.New("stale")})
+	m.OnSettle(pika.SettleEvent{Kind: pika.SettleReject, Count: 1, Requeue: true, ByLibrary: true})
 	m.OnRecovery(nil, pika.RecoveryEvent{Kind: pika.RecoveryLost})
 	m.OnRecovery(nil, pika.RecoveryEvent{Kind: pika.RecoveryAttempt})
 	m.OnRecovery(nil, pika.RecoveryEvent{Kind: pika.RecoveryRecovered})

@@ -100,6 +100,17 @@ type Hooks struct {
 
 	mu    sync.Mutex
 	conns map[*pika.Conn]*connState
+
+	// processing holds the spans of the deliveries being processed (from
+	// StartProcess to its end function), by channel and delivery tag, for
+	// OnSettle.
+	processing sync.Map // settleKey -> trace.Span
+}
+
+// settleKey names a delivery being processed.
+type settleKey struct {
+	ch  *pika.Channel
+	tag uint64
 }
 
 // connState is what Hooks knows of one connection.
@@ -117,6 +128,7 @@ var (
 	_ pika.DisconnectHook     = (*Hooks)(nil)
 	_ pika.RecoveryHook       = (*Hooks)(nil)
 	_ pika.BlockedHook        = (*Hooks)(nil)
+	_ pika.SettleHook         = (*Hooks)(nil)
 )
 
 // New returns Hooks with the given options. It fails only when the meter
@@ -427,7 +439,15 @@ func (h *Hooks) StartProcess(ctx context.Context, queue string, d *pika.Delivery
 	}
 	start := time.Now()
 	ctx, span := h.tracer.Start(parent, opProcess+" "+queue, opts...)
+	key := settleKey{d.Channel(), d.DeliveryTag}
+	tracked := d.Channel() != nil && d.DeliveryTag != 0
+	if tracked {
+		h.processing.Store(key, span)
+	}
 	return ctx, func(err error) {
+		if tracked {
+			h.processing.CompareAndDelete(key, span)
+		}
 		mattrs := []attribute.KeyValue{
 			semconv.MessagingDestinationName(d.Exchange),
 			semconv.MessagingDestinationSubscriptionName(queue),
@@ -439,6 +459,47 @@ func (h *Hooks) StartProcess(ctx context.Context, queue string, d *pika.Delivery
 		}
 		h.procDur.Record(context.Background(), time.Since(start).Seconds(), opProcess, messagingconv.SystemRabbitMQ, mattrs...)
 		span.End()
+	}
+}
+
+// OnSettle records an acknowledgement of a delivery whose processing span
+// (StartProcess, OnProcess) is open on that span: a "settle" event with
+// messaging.operation.type settle, messaging.operation.name ack, nack or
+// reject and pika.settle.requeue. A nack or a reject marks the span
+// failed (status Error, error.type "nack" or "reject"): the application
+// refused the message. Settlements the library made itself
+// (SettleEvent.ByLibrary) and failed ones leave the span alone.
+func (h *Hooks) OnSettle(ev pika.SettleEvent) {
+	if ev.ByLibrary || ev.Err != nil {
+		return
+	}
+	if !ev.Multiple {
+		if v, ok := h.processing.Load(settleKey{ev.Channel, ev.Tag}); ok {
+			settleSpan(v.(trace.Span), ev)
+		}
+		return
+	}
+	h.processing.Range(func(k, v any) bool {
+		if key := k.(settleKey); key.ch == ev.Channel && (ev.Tag == 0 || key.tag <= ev.Tag) {
+			settleSpan(v.(trace.Span), ev)
+		}
+		return true
+	})
+}
+
+// SettleRequeueKey is the attribute of a settle event saying whether a
+// nack or reject asked the broker to requeue the message.
+const SettleRequeueKey = attribute.Key("pika.settle.requeue")
+
+func settleSpan(span trace.Span, ev pika.SettleEvent) {
+	span.AddEvent("settle", trace.WithAttributes(
+		semconv.MessagingOperationTypeSettle,
+		semconv.MessagingOperationName(ev.Kind.String()),
+		SettleRequeueKey.Bool(ev.Requeue),
+	))
+	if ev.Kind == pika.SettleNack || ev.Kind == pika.SettleReject {
+		span.SetStatus(codes.Error, "message "+ev.Kind.String()+"ed by the handler")
+		span.SetAttributes(semconv.ErrorTypeKey.String(ev.Kind.String()))
 	}
 }
 

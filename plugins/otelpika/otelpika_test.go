@@ -3,6 +3,7 @@ package otelpika
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -424,5 +425,101 @@ func TestRecoveryAndBlockedInstruments(t *testing.T) {
 		if n := sumInt(rm, "pika.connection.recoveries", map[string]string{"pika.recovery.kind": kind}); n != want {
 			t.Errorf("recoveries{%s} = %d, want %d", kind, n, want)
 		}
+	}
+}
+
+// TestTraceSettleInHandler: the process span of a ConsumeFunc handler
+// records the handler's settlement as a "settle" event, and a nack or a
+// reject marks it failed with error.type; an ack leaves its status unset.
+func TestTraceSettleInHandler(t *testing.T) {
+	t.Parallel()
+	url := testenv.Broker(t)
+	f := newFixture(t)
+	_, ch := plugintest.Dial(t, url, f.hooks)
+	q := testenv.Name(t, "settle")
+	plugintest.Declare(t, ch, q, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, body := range []string{"ack", "nack", "reject"} {
+		if err := ch.Publish(ctx, "", q, pika.Message{Body: []byte(body), Properties: pika.Properties{MessageID: body}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	handled := make(chan struct{}, 3)
+	cons, err := ch.ConsumeFunc(ctx, q, pika.ConsumeOptions{}, func(_ context.Context, d *pika.Delivery) {
+		var err error
+		switch string(d.Body) {
+		case "ack":
+			err = d.Ack(false)
+		case "nack":
+			if d.Redelivered {
+				err = d.Ack(false)
+				break
+			}
+			err = d.Nack(false, true) // requeued once, then acked
+		case "reject":
+			err = d.Reject(false)
+		}
+		if err != nil {
+			t.Errorf("settle %s: %v", d.Body, err)
+		}
+		handled <- struct{}{}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		select {
+		case <-handled:
+		case <-ctx.Done():
+			t.Fatal("handler not called 4 times")
+		}
+	}
+	if err := cons.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	type settled struct {
+		status, errType, op string
+		requeue             bool
+	}
+	got := map[string][]settled{}
+	for _, s := range f.waitSpans(t, "process "+q, 4) {
+		a := attrs(s)
+		id := a["messaging.message.id"].AsString()
+		for _, ev := range s.Events() {
+			if ev.Name != "settle" {
+				continue
+			}
+			var st settled
+			st.status = s.Status().Code.String()
+			st.errType = a["error.type"].AsString()
+			for _, kv := range ev.Attributes {
+				switch kv.Key {
+				case "messaging.operation.name":
+					st.op = kv.Value.AsString()
+				case SettleRequeueKey:
+					st.requeue = kv.Value.AsBool()
+				case "messaging.operation.type":
+					if kv.Value.AsString() != "settle" {
+						t.Errorf("settle event operation type %q", kv.Value.AsString())
+					}
+				}
+			}
+			got[id] = append(got[id], st)
+		}
+	}
+	want := map[string][]settled{
+		// The nacked message's two deliveries: the first span failed, the
+		// redelivery's acked.
+		"ack":    {{"Unset", "", "ack", false}},
+		"reject": {{"Error", "reject", "reject", false}},
+	}
+	if fmt.Sprint(got["ack"]) != fmt.Sprint(want["ack"]) || fmt.Sprint(got["reject"]) != fmt.Sprint(want["reject"]) {
+		t.Errorf("settled spans %v, want %v", got, want)
+	}
+	nacks := fmt.Sprint(got["nack"])
+	if nacks != fmt.Sprint([]settled{{"Error", "nack", "nack", true}, {"Unset", "", "ack", false}}) &&
+		nacks != fmt.Sprint([]settled{{"Unset", "", "ack", false}, {"Error", "nack", "nack", true}}) {
+		t.Errorf("nacked message's spans %s, want one failed nack with requeue and one ack", nacks)
 	}
 }
