@@ -67,6 +67,11 @@ type ServeOptions struct {
 // handlers still running, and closes its channel, which gives the requests
 // not yet acknowledged back to the queue. Serve returns once its handlers
 // have returned.
+//
+// Serve sets up its channel (open, qos, confirm.select, consume) when it
+// starts; a connection loss during that setup makes it return the loss's
+// error at once, like any call in flight at a loss: call it again (after
+// the recovery) to serve. Once its consumer runs, recovery restores it.
 func Serve(ctx context.Context, conn *Conn, queue string, handler RPCHandler, opts ServeOptions) error {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 1

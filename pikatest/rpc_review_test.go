@@ -29,6 +29,11 @@ func TestRPCThroughLosses(t *testing.T) {
 			return pika.Message{Body: d.Body}, nil
 		}, pika.ServeOptions{Concurrency: 4})
 	}()
+	// Serve returns the error of a connection loss during its own setup
+	// (see its doc): cut only once its consumer runs.
+	if q, err := b.WaitQueue(ctx, "rpc", func(q pikatest.QueueInfo) bool { return q.Consumers == 1 }); err != nil {
+		t.Fatalf("Serve's consumer did not start: %v (%+v)", err, q)
+	}
 	cconn, _ := dial(t, b)
 	cl, err := pika.NewRPCClient(ctx, cconn, pika.RPCClientOptions{})
 	if err != nil {
