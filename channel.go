@@ -252,10 +252,6 @@ func (ch *Channel) callHooks(ctx context.Context, m wire.Method, h callHooks) (e
 	return ev, err
 }
 
-// send sends an asynchronous method (or a no-wait variant), waiting for a
-// recovery in progress without bound; see sendCtx.
-func (ch *Channel) send(m wire.Method) error { return ch.sendCtx(context.Background(), m) }
-
 // sendCtx sends an asynchronous method (or a no-wait variant), waiting for a
 // recovery in progress as long as ctx allows. It sends nothing when ctx has
 // already ended.

@@ -882,32 +882,6 @@ func TestFaultDialRefusedOrUnanswered(t *testing.T) {
 	}
 }
 
-// watermark is the broker's memory high watermark setting, as rabbitmqctl
-// set_vm_memory_high_watermark takes it back.
-type watermark []string
-
-// fxWatermark reads the broker's current memory high watermark setting.
-func fxWatermark(t *testing.T) watermark {
-	t.Helper()
-	out := testenv.Rabbitmqctl(t, "status", "--formatter", "json")
-	var st struct {
-		Setting map[string]json.Number `json:"vm_memory_high_watermark_setting"`
-	}
-	dec := json.NewDecoder(strings.NewReader(out))
-	dec.UseNumber()
-	if err := dec.Decode(&st); err != nil {
-		t.Fatalf("rabbitmqctl status: cannot read %q: %v", out, err)
-	}
-	if v, ok := st.Setting["relative"]; ok && len(st.Setting) == 1 {
-		return watermark{string(v)}
-	}
-	if v, ok := st.Setting["absolute"]; ok && len(st.Setting) == 1 {
-		return watermark{"absolute", string(v)}
-	}
-	t.Fatalf("rabbitmqctl status: unknown vm_memory_high_watermark_setting %v; not touching the broker", st.Setting)
-	return nil
-}
-
 // fxAlarms returns the broker's current alarms as rabbitmqctl status
 // reports them ("[]" when none).
 func fxAlarms(t *testing.T) string {
@@ -981,7 +955,7 @@ func fxPublishUntilBlocked(t *testing.T, c *Conn, ch *Channel) {
 func TestFaultMemoryAlarm(t *testing.T) {
 	url := testenv.Disruptive(t)
 	before := runtime.NumGoroutine()
-	orig := fxWatermark(t)
+	orig := testenv.MemoryWatermark(t)
 	t.Logf("memory high watermark before the test: %v", orig)
 	restored := false
 	restore := func() {

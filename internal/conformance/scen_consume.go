@@ -114,18 +114,7 @@ func consRoundRobin(e *Env) {
 }
 
 func consPrefetchPerConsumer(e *Env) {
-	c := e.Dial()
-	ch := e.ConfirmChan(c)
-	q := e.Queue(ch, "q", pika.QueueDeclareOptions{})
-	cch := e.Chan(c)
-	e.Must(cch.Qos(e.Ctx, pika.QosOptions{PrefetchCount: 2}), "qos 2 per consumer")
-	c1, err := cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
-	e.Must(err, "consume 1")
-	c2, err := cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
-	e.Must(err, "consume 2")
-	for i := 0; i < 6; i++ {
-		e.PublishSync(ch, "", q, Body(fmt.Sprint(i)))
-	}
+	ch, q, c1, c2 := twoConsumers(e, 6, qosStep{pika.QosOptions{PrefetchCount: 2}, "qos 2 per consumer"})
 	// Each consumer has its own window of 2: four deliveries, two left.
 	e.NextBody(c1, "0")
 	e.NextBody(c2, "1")
@@ -138,18 +127,7 @@ func consPrefetchPerConsumer(e *Env) {
 }
 
 func consPrefetchGlobal(e *Env) {
-	c := e.Dial()
-	ch := e.ConfirmChan(c)
-	q := e.Queue(ch, "q", pika.QueueDeclareOptions{})
-	cch := e.Chan(c)
-	e.Must(cch.Qos(e.Ctx, pika.QosOptions{PrefetchCount: 2, Global: true}), "qos 2 global")
-	c1, err := cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
-	e.Must(err, "consume 1")
-	c2, err := cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
-	e.Must(err, "consume 2")
-	for i := 0; i < 4; i++ {
-		e.PublishSync(ch, "", q, Body(fmt.Sprint(i)))
-	}
+	ch, q, c1, c2 := twoConsumers(e, 4, qosStep{pika.QosOptions{PrefetchCount: 2, Global: true}, "qos 2 global"})
 	// One window of 2 shared by the channel's consumers.
 	e.NextBody(c1, "0")
 	d := e.NextBody(c2, "1")
@@ -160,19 +138,7 @@ func consPrefetchGlobal(e *Env) {
 }
 
 func consPrefetchBoth(e *Env) {
-	c := e.Dial()
-	ch := e.ConfirmChan(c)
-	q := e.Queue(ch, "q", pika.QueueDeclareOptions{})
-	cch := e.Chan(c)
-	e.Must(cch.Qos(e.Ctx, pika.QosOptions{PrefetchCount: 3, Global: true}), "qos 3 global")
-	e.Must(cch.Qos(e.Ctx, pika.QosOptions{PrefetchCount: 1}), "qos 1 per consumer")
-	c1, err := cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
-	e.Must(err, "consume 1")
-	c2, err := cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
-	e.Must(err, "consume 2")
-	for i := 0; i < 5; i++ {
-		e.PublishSync(ch, "", q, Body(fmt.Sprint(i)))
-	}
+	ch, q, c1, c2 := twoConsumers(e, 5, qosStep{pika.QosOptions{PrefetchCount: 3, Global: true}, "qos 3 global"}, qosStep{pika.QosOptions{PrefetchCount: 1}, "qos 1 per consumer"})
 	e.NextBody(c1, "0")
 	e.NextBody(c2, "1")
 	e.Quiet(c1)
@@ -708,4 +674,33 @@ func consPrefetchGlobalRaised(e *Env) {
 	e.Must(cch.Qos(e.Ctx, pika.QosOptions{PrefetchCount: 3, Global: true}), "qos 3 global")
 	e.NextBody(cons, "1")
 	e.NextBody(cons, "2")
+}
+
+// qosStep is one basic.qos a scenario sets on its consumers' channel, with
+// what it is for the failure message.
+type qosStep struct {
+	opts pika.QosOptions
+	what string
+}
+
+// twoConsumers sets up the prefetch scenarios: a queue, a channel with the
+// given qos settings applied in order and two consumers on it, and n
+// messages "0".."n-1" published with confirms on another channel (returned
+// as ch, for Depth).
+func twoConsumers(e *Env, n int, qos ...qosStep) (ch *pika.Channel, q string, c1, c2 *pika.Consumer) {
+	c := e.Dial()
+	ch = e.ConfirmChan(c)
+	q = e.Queue(ch, "q", pika.QueueDeclareOptions{})
+	cch := e.Chan(c)
+	for _, s := range qos {
+		e.Must(cch.Qos(e.Ctx, s.opts), s.what)
+	}
+	c1, err := cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
+	e.Must(err, "consume 1")
+	c2, err = cch.Consume(e.Ctx, q, pika.ConsumeOptions{})
+	e.Must(err, "consume 2")
+	for i := 0; i < n; i++ {
+		e.PublishSync(ch, "", q, Body(fmt.Sprint(i)))
+	}
+	return ch, q, c1, c2
 }
