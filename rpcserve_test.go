@@ -45,11 +45,7 @@ func TestServeAcksAfterConfirm(t *testing.T) {
 	cfg.DisableRecovery = true
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := DialConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
+	c := dialFake(t, cfg)
 
 	sctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
@@ -170,11 +166,7 @@ func TestServeReturnsBrokerCancelWhileHandling(t *testing.T) {
 	cfg.DisableRecovery = true
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := DialConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
+	c := dialFake(t, cfg)
 
 	handling := make(chan struct{})
 	served := make(chan error, 1)
@@ -231,12 +223,8 @@ func TestServeDefaultPrefetchFitsQos(t *testing.T) {
 	cfg.DisableRecovery = true
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := DialConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	err = Serve(ctx, c, "requests", func(context.Context, *Delivery) (Message, error) { return Message{}, nil },
+	c := dialFake(t, cfg)
+	err := Serve(ctx, c, "requests", func(context.Context, *Delivery) (Message, error) { return Message{}, nil },
 		ServeOptions{Concurrency: 40000})
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Serve returned %v, want the consume's 404", err)
