@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"math"
+	"strconv"
 	"time"
 )
 
@@ -115,9 +116,17 @@ func (r *reader) longstr(prev string, what string) string {
 }
 
 // timestamp reads a 64-bit seconds-since-epoch timestamp as a UTC time.
+// Like a table's timestamp, a value past math.MaxInt64 (a time before 1970
+// once read as signed, which no encoder of ours writes) is an
+// ErrUnsupportedValue.
 func (r *reader) timestamp(what string) time.Time {
+	off := r.off
 	v := r.longlong(what)
 	if r.err != nil {
+		return time.Time{}
+	}
+	if v > math.MaxInt64 {
+		r.err = &Error{Err: ErrUnsupportedValue, Offset: off, Detail: what + ": timestamp " + strconv.FormatUint(v, 10) + " is out of range"}
 		return time.Time{}
 	}
 	return time.Unix(int64(v), 0).UTC()
