@@ -217,10 +217,10 @@ func (r *perfRun) runCalls(ctx context.Context, c *perfRPCConfig) error {
 	cancel()
 	callers.Wait()
 	s := makeRPCSummary(c, &st, client.Stats().Late, elapsed, reason, r.queue)
-	if werr := writeRPCSummary(r.e.stdout, c.json, s); werr != nil && r.firstErr == nil {
+	if werr := writeRPCSummary(r.e.stdout, c.json, s); werr != nil && r.err() == nil {
 		return werr
 	}
-	return r.firstErr
+	return r.err()
 }
 
 // waitRPC prints a line a second until the run should stop and says why.
@@ -249,7 +249,7 @@ func (r *perfRun) waitRPC(ctx context.Context, c *perfRPCConfig, st *rpcStats, s
 		case <-deadline:
 			return "duration"
 		case <-callersDone:
-			if r.firstErr != nil {
+			if r.err() != nil {
 				return "error"
 			}
 			return "count"
