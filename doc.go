@@ -385,6 +385,15 @@
 // values. Calls made meanwhile wait, bounded by their ctx (or fail with
 // [ErrRecovering] when [Config].FailWhileRecovering is set).
 //
+// Synchronous calls still waiting for their reply when the connection is
+// lost (declarations, binds, Qos, Get, ...: the request on the wire, and
+// those queued behind it on its channel) do not wait: they fail at once
+// with the loss's cause, the value [RecoveryEvent].Err reports (a network
+// error, [ErrHeartbeatTimeout], the broker's 320 CONNECTION_FORCED
+// [*Error]), as the broker may or may not have carried out the request it
+// received. Their channel is restored all the same; calling again waits
+// for the recovery (repeating a declaration is safe).
+//
 // Messages published in confirm mode whose confirmation the loss cut off
 // are published again on the recovered channel, in their original order,
 // before anything new (unless [Config].DisableRepublish is set); their
