@@ -59,6 +59,8 @@ type Conn struct {
 	onBlocked handlers[func(blocked bool, reason string)]
 	closeCbs  []func(error)
 	blocked   bool
+
+	hk *hookSet // Config.Hooks; nil without (see hooks.go)
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (parsed by
@@ -125,6 +127,8 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 	if cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.log = cfg.Logger
 	}
+	c.hk = newHookSet(c, cfg.Hooks)
+	c.ds.hooked = c.hk != nil
 	l.conns[c] = struct{}{}
 	c.startDial()
 }
@@ -134,6 +138,17 @@ type dialState struct {
 	resolved bool
 	eps      []amqpdial.Endpoint // the addresses not tried yet
 	errs     []error             // how the tried ones failed
+
+	hooked bool      // keep failed and start for the ConnectHooks
+	failed []attempt // transport attempts that failed, not yet reported
+	start  time.Time // when the transport of the current address was dialled
+}
+
+// attempt is a failed transport dial, for the ConnectHooks.
+type attempt struct {
+	addr string
+	err  error
+	dur  time.Duration
 }
 
 // startDial starts a goroutine that establishes the transport to the next
@@ -166,11 +181,16 @@ func dialNext(ctx context.Context, cfg *pika.Config, ds *dialState) (netConn, st
 	for len(ds.eps) > 0 {
 		ep := ds.eps[0]
 		ds.eps = ds.eps[1:]
+		t0 := time.Now()
 		nc, err := amqpdial.Transport(ctx, cfg.DialTimeout, cfg.Dial, cfg.TLS, ep)
 		if err == nil {
+			ds.start = t0
 			return nc, ep.Addr, nil
 		}
 		ds.errs = append(ds.errs, err)
+		if ds.hooked {
+			ds.failed = append(ds.failed, attempt{ep.Addr, err, time.Since(t0)})
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -204,6 +224,7 @@ func (c *Conn) restartDial() {
 // attach runs on the loop when the dial goroutine is done: it starts the
 // engine over the new transport.
 func (c *Conn) attach(nc netConn, remote string, err error) {
+	c.failedAttempts()
 	if err == nil && c.closed {
 		err = ErrStopped
 	}
@@ -264,6 +285,9 @@ func (c *Conn) receive(b []byte) {
 		return
 	}
 	c.eng.Receive(b)
+	if c.hk != nil {
+		c.hk.read += int64(len(b))
+	}
 	c.l.markDirty(c)
 }
 
@@ -343,6 +367,9 @@ func (c *Conn) process() {
 		if c.t != nil {
 			c.t.write(buf)
 		}
+		if c.hk != nil {
+			c.hk.written += int64(len(buf))
+		}
 		// Busy connections alternate two buffers; a small one is not kept,
 		// so that an idle connection holds none.
 		if cap(buf) < minSpare || cap(buf) > maxSpare {
@@ -350,6 +377,7 @@ func (c *Conn) process() {
 		}
 		c.spare = buf[:0]
 	}
+	c.hk.bytesEvent()
 	if c.closed {
 		if c.redial {
 			c.restartDial()
@@ -390,6 +418,7 @@ func (c *Conn) dispatch(ev engine.Event) {
 	case engine.EventOpen:
 		c.open = true
 		c.cfg = nil // the Config is for dialing: idle connections do not keep it
+		c.hk.connectEvent(c.remote, nil, time.Since(c.ds.start))
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil
 			cb(c, nil)
@@ -409,6 +438,7 @@ func (c *Conn) dispatch(ev engine.Event) {
 		}
 	case engine.EventBlocked, engine.EventUnblocked:
 		c.blocked = ev.Kind == engine.EventBlocked
+		c.hk.blockedEvent(c.blocked, ev.Reason)
 		for _, fn := range c.onBlocked.list() {
 			fn(c.blocked, ev.Reason)
 		}
@@ -453,12 +483,25 @@ func (c *Conn) closedEvent(err error) {
 		if err == nil {
 			err = pika.ErrClosed
 		}
+		c.hk.connectEvent(c.remote, err, time.Since(c.ds.start))
 		if c.redialAfter(fmt.Errorf("pika: handshake with %s: %w", c.remote, err)) {
 			return // process calls restartDial
 		}
 		c.dialCb = nil
 		cb(nil, amqpdial.JoinErrors(c.ds.errs))
 		return
+	}
+	if c.blocked {
+		c.blocked = false
+		c.hk.blockedEvent(false, "")
+	}
+	if c.hk != nil {
+		derr := err
+		if c.closeTimer != nil && !c.timedOut {
+			derr = nil // the application's Close
+		}
+		c.hk.disconnectEvent(c.remote, derr)
+		c.hk.bytesEvent()
 	}
 	for _, fn := range c.onClose.list() {
 		fn(err)

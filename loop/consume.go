@@ -34,6 +34,8 @@ type Consumer struct {
 	handler func(*Delivery)
 	onEnd   func(error)
 	ended   bool
+	queue   string
+	sc      *pika.Consumer // its stand-in for hooks, made on first use (see hooks.go)
 }
 
 // Delivery is a message delivered to a consumer or returned by Get. Its
@@ -88,7 +90,7 @@ func (d *Delivery) Reject(requeue bool) error { return d.ch.Reject(d.DeliveryTag
 // that takes long delays everything on the loop: hand slow work to another
 // goroutine and acknowledge from a Post.
 func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Delivery), cb func(*Consumer, error)) {
-	cons := &Consumer{ch: ch, handler: handler, onEnd: opts.OnEnd}
+	cons := &Consumer{ch: ch, handler: handler, onEnd: opts.OnEnd, queue: queue}
 	m := &wire.BasicConsume{
 		Queue: queue, ConsumerTag: opts.Tag, NoAck: opts.AutoAck,
 		Exclusive: opts.Exclusive, NoLocal: opts.NoLocal, Arguments: opts.Arguments,
@@ -110,6 +112,7 @@ func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Deli
 			ch.consumers = make(map[string]*Consumer)
 		}
 		ch.consumers[cons.tag] = cons
+		ch.c.hk.consumerStarted(cons)
 		if cb == nil {
 			return nil
 		}
@@ -129,6 +132,7 @@ func (cons *Consumer) end(err error) {
 		return
 	}
 	cons.ended = true
+	cons.ch.c.hk.consumerEnded(cons, err)
 	if cons.onEnd != nil {
 		cons.onEnd(err)
 	}
@@ -163,7 +167,12 @@ func (ch *Channel) Get(queue string, autoAck bool, cb func(d *Delivery, ok bool,
 			return func() { cb(nil, false, ev.Err) }
 		case ev.Kind == engine.EventGetOk:
 			d := ch.newDelivery(&ev.Message)
-			return func() { cb(d, true, nil) }
+			return func() {
+				if h := ch.c.hk; h != nil && len(h.delivery) > 0 {
+					h.deliveryEvent(ch, queue, d)
+				}
+				cb(d, true, nil)
+			}
 		}
 		return func() { cb(nil, false, nil) }
 	})
@@ -176,7 +185,7 @@ func (ch *Channel) Ack(tag uint64, multiple bool) error {
 	if ch.closed {
 		return ch.closedErr()
 	}
-	err := ch.c.eng.Ack(ch.id, tag, multiple)
+	err := ch.settled(pika.SettleAck, tag, multiple, false, func() error { return ch.c.eng.Ack(ch.id, tag, multiple) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }
@@ -187,7 +196,7 @@ func (ch *Channel) Nack(tag uint64, multiple, requeue bool) error {
 	if ch.closed {
 		return ch.closedErr()
 	}
-	err := ch.c.eng.Nack(ch.id, tag, multiple, requeue)
+	err := ch.settled(pika.SettleNack, tag, multiple, requeue, func() error { return ch.c.eng.Nack(ch.id, tag, multiple, requeue) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }
@@ -198,7 +207,7 @@ func (ch *Channel) Reject(tag uint64, requeue bool) error {
 	if ch.closed {
 		return ch.closedErr()
 	}
-	err := ch.c.eng.Reject(ch.id, tag, requeue)
+	err := ch.settled(pika.SettleReject, tag, false, requeue, func() error { return ch.c.eng.Reject(ch.id, tag, requeue) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }

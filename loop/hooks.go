@@ -1,0 +1,355 @@
+package loop
+
+import (
+	"context"
+	"maps"
+	"net"
+	"time"
+
+	"github.com/pika-go/pika"
+	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/standin"
+)
+
+// Hooks. A Conn reports to the hooks of pika.Config.Hooks as a pika.Conn
+// does (see pika.Hook), with these differences:
+//
+//   - Every hook runs on the loop's goroutine, synchronously, at the
+//     moment of the event (a publish hook inside Publish, a delivery hook
+//     just before the consumer's handler or Get's callback, a settle hook
+//     inside Ack): a slow hook delays the whole loop.
+//   - The *pika.Conn, *pika.Channel, *pika.Consumer and *pika.Delivery
+//     they get are stand-ins for this package's values (one per Conn,
+//     Channel and Consumer, so they can serve as map keys): their
+//     accessors answer for the loop's value, their Ack, Nack and Reject
+//     act on the loop's channel, and their other methods fail (see
+//     package pika's standin.go). A stand-in's LocalAddr has an empty
+//     String: a Conn of this package does not keep its local address.
+//   - ProcessHook is not called: a handler of this package gets no
+//     context.
+//
+// With no hook registered a Conn keeps a nil *hookSet and each event costs
+// one nil check.
+
+// hookSet is a Conn's hooks by interface, found once when it is dialled.
+type hookSet struct {
+	pc         *pika.Conn // the stand-in of the Conn
+	connect    []pika.ConnectHook
+	disconnect []pika.DisconnectHook
+	recovery   []pika.RecoveryHook
+	blocked    []pika.BlockedHook
+	channel    []pika.ChannelHook
+	publish    []pika.PublishHook
+	outcome    []pika.PublishOutcomeHook
+	delivery   []pika.DeliveryHook
+	settle     []pika.SettleHook
+	consumer   []pika.ConsumerHook
+	bytes      []pika.BytesHook
+
+	reason        string // the broker's reason while blocked
+	read, written int64  // bytes not yet reported to the BytesHooks
+	pub           pika.Publishing
+	pubBusy       bool // pub is in use (a hook publishes from OnPublish)
+}
+
+// newHookSet sorts hooks by interface; nil when none implements one.
+func newHookSet(c *Conn, hooks []pika.Hook) *hookSet {
+	var s hookSet
+	found := false
+	add := func(ok bool) bool { found = found || ok; return ok }
+	for _, h := range hooks {
+		if x, ok := h.(pika.ConnectHook); add(ok) {
+			s.connect = append(s.connect, x)
+		}
+		if x, ok := h.(pika.DisconnectHook); add(ok) {
+			s.disconnect = append(s.disconnect, x)
+		}
+		if x, ok := h.(pika.RecoveryHook); add(ok) {
+			s.recovery = append(s.recovery, x)
+		}
+		if x, ok := h.(pika.BlockedHook); add(ok) {
+			s.blocked = append(s.blocked, x)
+		}
+		if x, ok := h.(pika.ChannelHook); add(ok) {
+			s.channel = append(s.channel, x)
+		}
+		if x, ok := h.(pika.PublishHook); add(ok) {
+			s.publish = append(s.publish, x)
+		}
+		if x, ok := h.(pika.PublishOutcomeHook); add(ok) {
+			s.outcome = append(s.outcome, x)
+		}
+		if x, ok := h.(pika.DeliveryHook); add(ok) {
+			s.delivery = append(s.delivery, x)
+		}
+		if x, ok := h.(pika.SettleHook); add(ok) {
+			s.settle = append(s.settle, x)
+		}
+		if x, ok := h.(pika.ConsumerHook); add(ok) {
+			s.consumer = append(s.consumer, x)
+		}
+		if x, ok := h.(pika.BytesHook); add(ok) {
+			s.bytes = append(s.bytes, x)
+		}
+	}
+	if !found {
+		return nil
+	}
+	s.pc = standin.NewConn(connView{c}).(*pika.Conn)
+	return &s
+}
+
+// RecoveryHooks returns the RecoveryHooks of the Conn and the stand-in
+// they get, for the recovery to report to.
+func (h *hookSet) recoveryHooks() ([]pika.RecoveryHook, *pika.Conn) {
+	if h == nil {
+		return nil, nil
+	}
+	return h.recovery, h.pc
+}
+
+func (h *hookSet) outcomes() bool  { return h != nil && len(h.outcome) > 0 }
+func (h *hookSet) publishes() bool { return h != nil && len(h.publish) > 0 }
+func (h *hookSet) settles() bool   { return h != nil && len(h.settle) > 0 }
+
+// connectEvent reports one connection attempt.
+func (h *hookSet) connectEvent(addr string, err error, d time.Duration) {
+	if h == nil {
+		return
+	}
+	ev := pika.ConnectEvent{Conn: h.pc, Addr: addr, Err: err, Duration: d}
+	for _, x := range h.connect {
+		x.OnConnect(ev)
+	}
+}
+
+// failedAttempts reports the transport attempts that failed in the dial
+// goroutine.
+func (c *Conn) failedAttempts() {
+	if c.hk == nil {
+		return
+	}
+	for _, a := range c.ds.failed {
+		c.hk.connectEvent(a.addr, a.err, a.dur)
+	}
+	c.ds.failed = nil
+}
+
+// disconnectEvent reports the end of an open connection: err nil after
+// the application's Close.
+func (h *hookSet) disconnectEvent(addr string, err error) {
+	if h == nil {
+		return
+	}
+	ev := pika.DisconnectEvent{Conn: h.pc, Addr: addr, Err: err}
+	for _, x := range h.disconnect {
+		x.OnDisconnect(ev)
+	}
+}
+
+func (h *hookSet) blockedEvent(blocked bool, reason string) {
+	if h == nil {
+		return
+	}
+	h.reason = reason
+	for _, x := range h.blocked {
+		x.OnBlocked(h.pc, blocked, reason)
+	}
+}
+
+// bytesEvent reports the bytes counted since the last report.
+func (h *hookSet) bytesEvent() {
+	if h == nil || h.read == 0 && h.written == 0 || len(h.bytes) == 0 {
+		return
+	}
+	r, w := h.read, h.written
+	h.read, h.written = 0, 0
+	for _, x := range h.bytes {
+		x.OnBytes(h.pc, r, w)
+	}
+}
+
+// standIn returns the channel's stand-in, made on first use.
+func (ch *Channel) standIn() *pika.Channel {
+	if ch.sc == nil {
+		ch.sc = standin.NewChannel(ch.c.hk.pc, ch.id, channelView{ch}).(*pika.Channel)
+	}
+	return ch.sc
+}
+
+// opened reports a channel the application opened.
+func (h *hookSet) opened(ch *Channel) {
+	if h == nil || len(h.channel) == 0 {
+		return
+	}
+	sc := ch.standIn()
+	for _, x := range h.channel {
+		x.OnChannelOpen(sc)
+	}
+}
+
+// channelClosed reports the end of a channel reported open (it has a
+// stand-in only once it was handed to the application, after opened).
+func (h *hookSet) channelClosed(ch *Channel, err error) {
+	if h == nil || ch.sc == nil || len(h.channel) == 0 {
+		return
+	}
+	for _, x := range h.channel {
+		x.OnChannelClose(ch.sc, err)
+	}
+}
+
+// reportOutcome reports the outcome of the message published with tag.
+func (h *hookSet) reportOutcome(ch *Channel, tag uint64, r *pubRec, o pika.Outcome, err error) {
+	ev := pika.PublishOutcome{Ctx: r.ctx, Channel: ch.standIn(), Seq: tag, Outcome: o, Err: err, Latency: time.Since(r.start)}
+	for _, x := range h.outcome {
+		x.OnPublishOutcome(ev)
+	}
+}
+
+// publishHooked is Publish (cb nil) or PublishConfirm with PublishHooks.
+func (ch *Channel) publishHooked(exchange, routingKey string, msg *pika.Message, cb func(error)) error {
+	h := ch.c.hk
+	p := &h.pub
+	if h.pubBusy {
+		p = new(pika.Publishing)
+	} else {
+		h.pubBusy = true
+	}
+	*p = pika.Publishing{Ctx: context.Background(), Channel: ch.standIn(), Exchange: exchange, RoutingKey: routingKey, Message: *msg}
+	for _, x := range h.publish {
+		x.OnPublish(p)
+	}
+	var tag uint64
+	var err error
+	if cb != nil {
+		tag, err = ch.publishConfirm(exchange, routingKey, &p.Message, cb, p)
+	} else {
+		tag, err = ch.publish(exchange, routingKey, &p.Message, nil, p)
+	}
+	p.Seq = tag
+	for _, x := range h.publish {
+		x.OnPublished(p, err)
+	}
+	*p = pika.Publishing{} // hooks must not keep it: it is reused
+	if p == &h.pub {
+		h.pubBusy = false
+	}
+	return err
+}
+
+// deliveryEvent builds the stand-in of d (or of a Get's message) and
+// reports it.
+func (h *hookSet) deliveryEvent(ch *Channel, queue string, d *Delivery) {
+	pd := standin.NewDelivery(ch.standIn()).(*pika.Delivery)
+	pd.ConsumerTag, pd.DeliveryTag, pd.Redelivered = d.ConsumerTag, d.DeliveryTag, d.Redelivered
+	pd.Exchange, pd.RoutingKey, pd.MessageCount = d.Exchange, d.RoutingKey, d.MessageCount
+	pd.Properties, pd.Body = d.Properties, d.Body
+	pd.Acknowledger = ch
+	for _, x := range h.delivery {
+		x.OnDelivery(queue, pd)
+	}
+}
+
+// deliver runs the consumer's handler with d, after the DeliveryHooks.
+func (cons *Consumer) deliver(d *Delivery) {
+	if h := cons.ch.c.hk; h != nil && len(h.delivery) > 0 {
+		h.deliveryEvent(cons.ch, cons.queue, d)
+	}
+	cons.handler(d)
+}
+
+// settleEvent reports an acknowledgement: unacked is the number of
+// deliveries awaiting one before it.
+func (ch *Channel) settleEvent(kind pika.SettleKind, tag uint64, multiple, requeue bool, unacked int, err error, byLibrary bool) {
+	ev := pika.SettleEvent{Channel: ch.standIn(), Kind: kind, Tag: tag, Multiple: multiple, Requeue: requeue, Err: err, ByLibrary: byLibrary}
+	if err == nil {
+		ev.Count = unacked - ch.c.eng.Unacked(ch.id)
+	}
+	for _, x := range ch.c.hk.settle {
+		x.OnSettle(ev)
+	}
+}
+
+// settled runs an acknowledgement (ack, an engine call) and reports it to
+// the SettleHooks.
+func (ch *Channel) settled(kind pika.SettleKind, tag uint64, multiple, requeue bool, ack func() error) error {
+	if !ch.c.hk.settles() {
+		return ack()
+	}
+	before := ch.c.eng.Unacked(ch.id)
+	err := ack()
+	ch.settleEvent(kind, tag, multiple, requeue, before, err, false)
+	return err
+}
+
+// consumerStandIn returns the consumer's stand-in, made on first use.
+func (cons *Consumer) standIn() *pika.Consumer {
+	if cons.sc == nil {
+		cons.sc = standin.NewConsumer(cons.ch.standIn(), cons.tag, cons.queue).(*pika.Consumer)
+	}
+	return cons.sc
+}
+
+// consumerStarted reports a consumer the broker started.
+func (h *hookSet) consumerStarted(cons *Consumer) {
+	if h == nil || len(h.consumer) == 0 {
+		return
+	}
+	sc := cons.standIn()
+	for _, x := range h.consumer {
+		x.OnConsumerStart(sc)
+	}
+}
+
+// consumerEnded reports the end of a consumer reported started.
+func (h *hookSet) consumerEnded(cons *Consumer, err error) {
+	if h == nil || cons.sc == nil || len(h.consumer) == 0 {
+		return
+	}
+	for _, x := range h.consumer {
+		x.OnConsumerEnd(cons.sc, err)
+	}
+}
+
+// connView answers a stand-in *pika.Conn's accessors.
+type connView struct{ c *Conn }
+
+func (v connView) IsClosed() bool     { return v.c.closed }
+func (v connView) Err() error         { return v.c.err }
+func (v connView) IsRecovering() bool { return false }
+func (v connView) IsBlocked() (bool, string) {
+	if !v.c.blocked {
+		return false, ""
+	}
+	return true, v.c.hk.reason
+}
+
+func (v connView) ServerProperties() pika.Table {
+	if v.c.eng == nil {
+		return nil
+	}
+	return maps.Clone(v.c.eng.ServerProperties())
+}
+
+func (v connView) Tuning() engine.Tuning {
+	if v.c.eng == nil {
+		return engine.Tuning{}
+	}
+	return v.c.eng.Tuning()
+}
+
+func (v connView) LocalAddr() net.Addr  { return addr("") }
+func (v connView) RemoteAddr() net.Addr { return addr(v.c.remote) }
+
+// addr is a TCP address as dialled (host:port).
+type addr string
+
+func (a addr) Network() string { return "tcp" }
+func (a addr) String() string  { return string(a) }
+
+// channelView answers a stand-in *pika.Channel's accessors.
+type channelView struct{ ch *Channel }
+
+func (v channelView) IsClosed() bool { return v.ch.closed }
+func (v channelView) Err() error     { return v.ch.err }
