@@ -17,9 +17,6 @@ import (
 // Errors of package loop besides those of package pika, which it reports
 // as they are (pika.ErrClosed, pika.ErrNacked, *pika.Error, ...).
 var (
-	// ErrUnsupported: a pika.Config field that this package does not
-	// implement yet was set (see DialConfig).
-	ErrUnsupported = errors.New("loop: unsupported configuration")
 	// ErrCloseTimeout: the broker did not answer connection.close within
 	// Config.CloseTimeout; the connection was dropped.
 	ErrCloseTimeout = errors.New("loop: the broker did not confirm the close in time")
@@ -60,7 +57,8 @@ type Conn struct {
 	closeCbs  []func(error)
 	blocked   bool
 
-	hk *hookSet // Config.Hooks; nil without (see hooks.go)
+	hk  *hookSet     // Config.Hooks; nil without (see hooks.go)
+	sec *secretState // Config.Credentials, UpdateSecret; nil without (see secret.go)
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (parsed by
@@ -93,16 +91,15 @@ func (l *Loop) Dial(rawURL string, cb func(*Conn, error)) {
 // HandshakeTimeout, CloseTimeout, credentials, mechanisms, vhost,
 // heartbeat, frame_max, channel_max, connection name, client properties,
 // MaxBodySize and Logger (every frame at Debug level, logged on the loop
-// goroutine). Not implemented yet, and refused with ErrUnsupported:
-// Credentials and SecretRefresh. Ignored: the recovery fields (a Conn of
+// goroutine), Hooks (run on the loop goroutine: see the package
+// documentation), Credentials (called on the dial goroutine) and
+// SecretRefresh (see UpdateSecret). Ignored: the recovery fields (a Conn of
 // this package does not recover: see the package documentation), and
 // WriteBufferLimit, MaxUnconfirmed, NotifyBuffer and BlockedTimeout, whose
 // waits have no place on a loop (see Conn.Buffered).
 func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
-	if cfg.Credentials != nil || cfg.SecretRefresh > 0 {
-		l.defer_(func() {
-			cb(nil, fmt.Errorf("%w: Config.Credentials and Config.SecretRefresh are not implemented by package loop yet", ErrUnsupported))
-		})
+	if cfg.SecretRefresh > 0 && cfg.Credentials == nil {
+		l.defer_(func() { cb(nil, errSecretRefreshNeedsCredentials) })
 		return
 	}
 	if cfg.Addr == "" {
@@ -128,6 +125,7 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 		c.log = cfg.Logger
 	}
 	c.hk = newHookSet(c, cfg.Hooks)
+	c.sec = newSecretState(&cfg)
 	c.ds.hooked = c.hk != nil
 	l.conns[c] = struct{}{}
 	c.startDial()
@@ -139,6 +137,7 @@ type dialState struct {
 	eps      []amqpdial.Endpoint // the addresses not tried yet
 	errs     []error             // how the tried ones failed
 
+	login  login     // what Config.Credentials gave this dial (see secret.go)
 	hooked bool      // keep failed and start for the ConnectHooks
 	failed []attempt // transport attempts that failed, not yet reported
 	start  time.Time // when the transport of the current address was dialled
@@ -172,6 +171,10 @@ func (c *Conn) startDial() {
 func dialNext(ctx context.Context, cfg *pika.Config, ds *dialState) (netConn, string, error) {
 	if !ds.resolved {
 		ds.resolved = true
+		var err error
+		if ds.login, err = askCredentials(ctx, cfg); err != nil {
+			return nil, "", err
+		}
 		addrs := cfg.Addrs
 		if len(addrs) == 0 {
 			addrs = []string{cfg.Addr}
@@ -255,7 +258,7 @@ func (c *Conn) attach(nc netConn, remote string, err error) {
 	} else {
 		c.t = newGoConn(c.l, c, nc)
 	}
-	c.eng = engine.New(c.cfg.EngineConfig())
+	c.eng = engine.New(c.engineConfigFor(c.ds.login))
 	if c.log != nil {
 		c.eng.SetTrace(func(f wire.Frame) { c.logFrame("recv", f) })
 	}
@@ -419,6 +422,8 @@ func (c *Conn) dispatch(ev engine.Event) {
 		c.open = true
 		c.cfg = nil // the Config is for dialing: idle connections do not keep it
 		c.hk.connectEvent(c.remote, nil, time.Since(c.ds.start))
+		c.ds.login = login{}
+		c.startSecretRefresh()
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil
 			cb(c, nil)
@@ -452,6 +457,7 @@ func (c *Conn) dispatch(ev engine.Event) {
 func (c *Conn) closedEvent(err error) {
 	c.closed = true
 	c.err = err
+	c.stopSecretRefresh()
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()
 	}
