@@ -38,19 +38,15 @@ func TestIntegrationCredentialsAndSecretRefresh(t *testing.T) {
 				stop()
 				return
 			}
-			var poll func()
-			poll = func() {
+			// The dial's call and two refreshes, one accepted.
+			waitFor(l, func() bool {
 				mu.Lock()
-				n := calls
-				mu.Unlock()
-				// The dial's call and two refreshes, the second accepted.
-				if n < 3 || c.sec.running || !c.sec.secretSet || c.IsClosed() {
-					if c.IsClosed() {
-						t.Errorf("connection closed: %v", c.Err())
-						stop()
-						return
-					}
-					l.AfterFunc(5*time.Millisecond, poll)
+				defer mu.Unlock()
+				return c.IsClosed() || calls >= 3 && !c.sec.running && c.sec.secretSet
+			}, func() {
+				if c.IsClosed() {
+					t.Errorf("connection closed: %v", c.Err())
+					stop()
 					return
 				}
 				c.Close(func(err error) {
@@ -59,8 +55,7 @@ func TestIntegrationCredentialsAndSecretRefresh(t *testing.T) {
 					}
 					stop()
 				})
-			}
-			poll()
+			})
 		})
 	})
 	expectNoLeak(t, before)

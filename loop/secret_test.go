@@ -94,12 +94,7 @@ func TestCredentialsAndSecretRefresh(t *testing.T) {
 					stop()
 					return
 				}
-				var poll func()
-				poll = func() {
-					if c.sec.secret != "token-4" {
-						l.AfterFunc(5*time.Millisecond, poll)
-						return
-					}
+				waitFor(l, func() bool { return c.sec.secret == "token-4" }, func() {
 					c.Close(func(err error) {
 						mu.Lock()
 						callsAtClose = calls
@@ -107,8 +102,7 @@ func TestCredentialsAndSecretRefresh(t *testing.T) {
 						// Ticks that would come now must not call Credentials.
 						l.AfterFunc(100*time.Millisecond, stop)
 					})
-				}
-				poll()
+				})
 			})
 		})
 		wait()
@@ -160,4 +154,14 @@ func TestUpdateSecretRefused(t *testing.T) {
 	})
 	wait()
 	expectCalls(t, got, []string{"refused: true", "after close: true"})
+}
+
+// waitFor runs then on the loop once cond holds, checking it every few
+// milliseconds.
+func waitFor(l *Loop, cond func() bool, then func()) {
+	if cond() {
+		then()
+		return
+	}
+	l.AfterFunc(5*time.Millisecond, func() { waitFor(l, cond, then) })
 }
