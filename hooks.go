@@ -41,8 +41,8 @@ import (
 //
 // A connection of package loop (github.com/pika-go/pika/loop) calls the
 // same hooks, every one on its loop's goroutine, synchronously, at the
-// moment of the event (ProcessHook excepted: its handlers take no
-// context). The *Conn, *Channel, *Consumer and *Delivery its hooks get
+// moment of the event (ProcessHook around its consumers' handlers). The
+// *Conn, *Channel, *Consumer and *Delivery its hooks get
 // are stand-ins for the loop's values, one per connection, channel and
 // consumer: their accessors (IsClosed, Err, RemoteAddr, ServerProperties,
 // ID, Conn, Tag, Channel, the Delivery's fields, and Delivery.Ack, Nack

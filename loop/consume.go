@@ -1,6 +1,8 @@
 package loop
 
 import (
+	"context"
+
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/engine"
 	"github.com/pika-go/pika/wire"
@@ -51,7 +53,8 @@ type Delivery struct {
 	Body []byte
 
 	ch   *Channel
-	slot slot // its place in the channel's callback order
+	ctx  context.Context // from the ProcessHooks; nil without
+	slot slot            // its place in the channel's callback order
 }
 
 func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
@@ -70,6 +73,16 @@ func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
 
 // Channel returns the channel the delivery came on.
 func (d *Delivery) Channel() *Channel { return d.ch }
+
+// Context returns the context that the ProcessHooks of pika.Config.Hooks
+// made for the handler call of this delivery (carrying a tracing span,
+// say), or context.Background() without them and for Get.
+func (d *Delivery) Context() context.Context {
+	if d.ctx == nil {
+		return context.Background()
+	}
+	return d.ctx
+}
 
 // Ack acknowledges the delivery (and every earlier one with multiple).
 func (d *Delivery) Ack(multiple bool) error { return d.ch.Ack(d.DeliveryTag, multiple) }

@@ -76,9 +76,10 @@
 // goroutine, synchronously, at the moment of the event (a slow hook delays
 // the whole loop), and the *pika.Conn, *pika.Channel, *pika.Consumer and
 // *pika.Delivery they get are stand-ins for this package's values, whose
-// accessors answer for them (see pika.Hook). ProcessHook is not called:
-// handlers here take no context. Without hooks, each event costs a nil
-// check and Publish allocates nothing more.
+// accessors answer for them (see pika.Hook). ProcessHooks run around each
+// call of a consumer's handler, which finds their context in
+// Delivery.Context. Without hooks, each event costs a nil check and
+// Publish allocates nothing more.
 //
 // pika.Config.Credentials is called at each dial on the dial goroutine,
 // never on the loop's; with Config.SecretRefresh, a loop timer gets a fresh

@@ -11,25 +11,8 @@ import (
 	"github.com/pika-go/pika/internal/standin"
 )
 
-// Hooks. A Conn reports to the hooks of pika.Config.Hooks as a pika.Conn
-// does (see pika.Hook), with these differences:
-//
-//   - Every hook runs on the loop's goroutine, synchronously, at the
-//     moment of the event (a publish hook inside Publish, a delivery hook
-//     just before the consumer's handler or Get's callback, a settle hook
-//     inside Ack): a slow hook delays the whole loop.
-//   - The *pika.Conn, *pika.Channel, *pika.Consumer and *pika.Delivery
-//     they get are stand-ins for this package's values (one per Conn,
-//     Channel and Consumer, so they can serve as map keys): their
-//     accessors answer for the loop's value, their Ack, Nack and Reject
-//     act on the loop's channel, and their other methods fail (see
-//     package pika's standin.go). A stand-in's LocalAddr has an empty
-//     String: a Conn of this package does not keep its local address.
-//   - ProcessHook is not called: a handler of this package gets no
-//     context.
-//
-// With no hook registered a Conn keeps a nil *hookSet and each event costs
-// one nil check.
+// Hooks (see "Hooks, credentials" in the package documentation): a Conn
+// with no hook keeps a nil *hookSet, and each event costs one nil check.
 
 // hookSet is a Conn's hooks by interface, found once when it is dialled.
 type hookSet struct {
@@ -42,6 +25,7 @@ type hookSet struct {
 	publish    []pika.PublishHook
 	outcome    []pika.PublishOutcomeHook
 	delivery   []pika.DeliveryHook
+	process    []pika.ProcessHook
 	settle     []pika.SettleHook
 	consumer   []pika.ConsumerHook
 	bytes      []pika.BytesHook
@@ -81,6 +65,9 @@ func newHookSet(c *Conn, hooks []pika.Hook) *hookSet {
 		}
 		if x, ok := h.(pika.DeliveryHook); add(ok) {
 			s.delivery = append(s.delivery, x)
+		}
+		if x, ok := h.(pika.ProcessHook); add(ok) {
+			s.process = append(s.process, x)
 		}
 		if x, ok := h.(pika.SettleHook); add(ok) {
 			s.settle = append(s.settle, x)
@@ -238,9 +225,9 @@ func (ch *Channel) publishHooked(exchange, routingKey string, msg *pika.Message,
 	return err
 }
 
-// deliveryEvent builds the stand-in of d (or of a Get's message) and
-// reports it.
-func (h *hookSet) deliveryEvent(ch *Channel, queue string, d *Delivery) {
+// deliveryEvent builds the stand-in of d (or of a Get's message), reports
+// it to the DeliveryHooks and returns it.
+func (h *hookSet) deliveryEvent(ch *Channel, queue string, d *Delivery) *pika.Delivery {
 	pd := standin.NewDelivery(ch.standIn()).(*pika.Delivery)
 	pd.ConsumerTag, pd.DeliveryTag, pd.Redelivered = d.ConsumerTag, d.DeliveryTag, d.Redelivered
 	pd.Exchange, pd.RoutingKey, pd.MessageCount = d.Exchange, d.RoutingKey, d.MessageCount
@@ -249,14 +236,50 @@ func (h *hookSet) deliveryEvent(ch *Channel, queue string, d *Delivery) {
 	for _, x := range h.delivery {
 		x.OnDelivery(queue, pd)
 	}
+	return pd
 }
 
-// deliver runs the consumer's handler with d, after the DeliveryHooks.
+// deliver runs the consumer's handler with d, after the DeliveryHooks and
+// through the ProcessHooks, as pika.Conn runs a ConsumeFunc handler: each
+// OnProcess gets the context of the one before (context.Background() for
+// the first), the handler finds the last in d.Context(), and the finish
+// functions run after it in reverse order, with pika.ErrHandlerPanicked
+// when it panicked (the panic then goes on).
 func (cons *Consumer) deliver(d *Delivery) {
-	if h := cons.ch.c.hk; h != nil && len(h.delivery) > 0 {
-		h.deliveryEvent(cons.ch, cons.queue, d)
+	h := cons.ch.c.hk
+	if h == nil || len(h.delivery) == 0 && len(h.process) == 0 {
+		cons.handler(d)
+		return
 	}
+	pd := h.deliveryEvent(cons.ch, cons.queue, d)
+	if len(h.process) == 0 {
+		cons.handler(d)
+		return
+	}
+	ctx := context.Background()
+	var small [2]func(error)
+	finish := small[:0]
+	for _, x := range h.process {
+		var f func(error)
+		ctx, f = x.OnProcess(ctx, cons.queue, pd)
+		if f != nil {
+			finish = append(finish, f)
+		}
+	}
+	d.ctx = ctx
+	done := false
+	defer func() {
+		if !done {
+			for i := len(finish) - 1; i >= 0; i-- {
+				finish[i](pika.ErrHandlerPanicked)
+			}
+		}
+	}()
 	cons.handler(d)
+	done = true
+	for i := len(finish) - 1; i >= 0; i-- {
+		finish[i](nil)
+	}
 }
 
 // settleEvent reports an acknowledgement: unacked is the number of

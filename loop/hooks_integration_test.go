@@ -77,7 +77,7 @@ func TestIntegrationHooks(t *testing.T) {
 		{"connect " + remote + " false", "channel open 1", "publish " + nowhere + " m1", "published seq=1 <nil>",
 			"publish " + q + " m2", "published seq=2 <nil>", "outcome 2 acked ack"},
 		{"published seq=1 <nil>", "outcome 1 returned returned m1"},
-		{"channel open 1", "consumer start hooked", "delivery " + q + " m2 tag=1", "settle ack 1 n=1 library=false <nil>",
+		{"channel open 1", "consumer start hooked", "delivery " + q + " m2 tag=1", "process " + q + " m2", "settle ack 1 n=1 library=false <nil>", "processed m2 <nil>",
 			"consumer end hooked " + pika.ErrConsumerClosed.Error(), "channel close 1 <nil>", "disconnect " + remote + " <nil>"},
 	}
 	for _, chain := range chains {
@@ -91,7 +91,7 @@ func TestIntegrationHooks(t *testing.T) {
 			at = i
 		}
 	}
-	if n := 14; len(rec.events) != n {
+	if n := 16; len(rec.events) != n {
 		t.Errorf("%d events, want %d: %q", len(rec.events), n, rec.events)
 	}
 	if rec.notOnLoop > 0 {

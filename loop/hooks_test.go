@@ -118,6 +118,15 @@ func (r *hookRecorder) OnDelivery(queue string, d *pika.Delivery) {
 	r.sameChannel(d.Channel())
 	r.add("delivery %s %s tag=%d", queue, d.Body, d.DeliveryTag)
 }
+func (r *hookRecorder) OnProcess(ctx context.Context, queue string, d *pika.Delivery) (context.Context, func(error)) {
+	r.sameChannel(d.Channel())
+	r.add("process %s %s", queue, d.Body)
+	return context.WithValue(ctx, processKey{}, string(d.Body)), func(err error) { r.add("processed %s %v", d.Body, err) }
+}
+
+// processKey is the context key of hookRecorder.OnProcess.
+type processKey struct{}
+
 func (r *hookRecorder) OnSettle(ev pika.SettleEvent) {
 	r.sameChannel(ev.Channel)
 	r.add("settle %s %d n=%d library=%v %v", ev.Kind, ev.Tag, ev.Count, ev.ByLibrary, ev.Err)
@@ -225,6 +234,9 @@ func TestHooksSeeEveryEventInOrder(t *testing.T) {
 			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
 				var cons *Consumer
 				ch.Consume("q", ConsumeOptions{}, func(d *Delivery) {
+					if v := d.Context().Value(processKey{}); v != "d1" {
+						t.Errorf("the handler's context has %v, want the ProcessHook's", v)
+					}
 					d.Ack(false)
 					ch.Get("q", true, func(d *Delivery, ok bool, err error) {
 						cons.Cancel(func(error) {
@@ -253,7 +265,9 @@ func TestHooksSeeEveryEventInOrder(t *testing.T) {
 			"blocked false ",
 			"settle reject 1 n=1 library=true <nil>",
 			"delivery q d1 tag=2",
+			"process q d1",
 			"settle ack 2 n=1 library=false <nil>",
+			"processed d1 <nil>",
 			"delivery q g1 tag=3",
 			"consumer end c1 " + pika.ErrConsumerClosed.Error(),
 			"channel close 1 <nil>",
@@ -326,4 +340,24 @@ func TestHooksNoAllocations(t *testing.T) {
 			wait()
 		})
 	}
+}
+
+// A handler that panics ends its ProcessHooks' calls with
+// pika.ErrHandlerPanicked, and the panic goes on.
+func TestProcessHookSeesPanic(t *testing.T) {
+	rec := newHookRecorder(t)
+	c := &Conn{}
+	c.hk = newHookSet(c, []pika.Hook{rec})
+	ch := &Channel{c: c, id: 1}
+	rec.chans[ch.standIn()] = true
+	cons := &Consumer{ch: ch, queue: "q", handler: func(*Delivery) { panic("boom") }}
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("recovered %v, want the handler's panic", p)
+			}
+		}()
+		cons.deliver(&Delivery{ch: ch, Body: []byte("d")})
+	}()
+	expectCalls(t, rec.events, []string{"delivery q d tag=0", "process q d", "processed d " + pika.ErrHandlerPanicked.Error()})
 }
