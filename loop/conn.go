@@ -503,8 +503,8 @@ func (c *Conn) closedEvent(err error) {
 	}
 	if c.hk != nil {
 		derr := err
-		if c.closeTimer != nil && !c.timedOut {
-			derr = nil // the application's Close
+		if c.appClosed() {
+			derr = nil
 		}
 		c.hk.disconnectEvent(c.remote, derr)
 		c.hk.bytesEvent()

@@ -176,10 +176,14 @@ func (h *hookSet) opened(ch *Channel) {
 }
 
 // channelClosed reports the end of a channel reported open (it has a
-// stand-in only once it was handed to the application, after opened).
+// stand-in only once it was handed to the application, after opened):
+// err is nil after Channel.Close and after the application's Conn.Close.
 func (h *hookSet) channelClosed(ch *Channel, err error) {
 	if h == nil || ch.sc == nil || len(h.channel) == 0 {
 		return
+	}
+	if ch.c.closed && ch.c.appClosed() {
+		err = nil
 	}
 	for _, x := range h.channel {
 		x.OnChannelClose(ch.sc, err)
@@ -364,6 +368,10 @@ func (v connView) Tuning() engine.Tuning {
 
 func (v connView) LocalAddr() net.Addr  { return addr("") }
 func (v connView) RemoteAddr() net.Addr { return addr(v.c.remote) }
+
+// appClosed reports whether the application's Close ended the
+// connection (or is ending it).
+func (c *Conn) appClosed() bool { return c.closeTimer != nil && !c.timedOut }
 
 // addr is a TCP address as dialled (host:port).
 type addr string

@@ -212,6 +212,7 @@ func TestHooksSeeEveryEventInOrder(t *testing.T) {
 			}
 			expect[*wire.BasicGet](p, 1)
 			p.send(scripted.Message(1, &wire.BasicGetOk{DeliveryTag: 3, RoutingKey: "q"}, nil, []byte("g1"), 0))
+			p.openChannel(2)
 			expect[*wire.BasicCancel](p, 1)
 			p.send(scripted.Method(1, &wire.BasicCancelOk{ConsumerTag: "c1"}))
 			expect[*wire.ChannelClose](p, 1)
@@ -239,8 +240,10 @@ func TestHooksSeeEveryEventInOrder(t *testing.T) {
 					}
 					d.Ack(false)
 					ch.Get("q", true, func(d *Delivery, ok bool, err error) {
-						cons.Cancel(func(error) {
-							ch.Close(func(error) { c.Close(func(error) { stop() }) })
+						c.Channel(func(*Channel, error) { // left open: Conn.Close closes it
+							cons.Cancel(func(error) {
+								ch.Close(func(error) { c.Close(func(error) { stop() }) })
+							})
 						})
 					})
 				}, func(c *Consumer, err error) { cons = c })
@@ -269,8 +272,10 @@ func TestHooksSeeEveryEventInOrder(t *testing.T) {
 			"settle ack 2 n=1 library=false <nil>",
 			"processed d1 <nil>",
 			"delivery q g1 tag=3",
+			"channel open 2",
 			"consumer end c1 " + pika.ErrConsumerClosed.Error(),
 			"channel close 1 <nil>",
+			"channel close 2 <nil>",
 			"disconnect scripted:5672 <nil>",
 		}
 		expectCalls(t, rec.events, want)
