@@ -126,7 +126,7 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 	}
 	c.hk = newHookSet(c, cfg.Hooks)
 	c.sec = newSecretState(&cfg)
-	c.ds.hooked = c.hk != nil
+	c.ds.hk = c.hk
 	l.conns[c] = struct{}{}
 	c.startDial()
 }
@@ -137,10 +137,8 @@ type dialState struct {
 	eps      []amqpdial.Endpoint // the addresses not tried yet
 	errs     []error             // how the tried ones failed
 
-	login  login     // what Config.Credentials gave this dial (see secret.go)
-	hooked bool      // keep failed and start for the ConnectHooks
-	failed []attempt // transport attempts that failed, not yet reported
-	start  time.Time // when the transport of the current address was dialled
+	login *login   // what Config.Credentials gave this dial (see secret.go)
+	hk    *hookSet // the Conn's: keeps the attempts for the ConnectHooks
 }
 
 // attempt is a failed transport dial, for the ConnectHooks.
@@ -187,12 +185,14 @@ func dialNext(ctx context.Context, cfg *pika.Config, ds *dialState) (netConn, st
 		t0 := time.Now()
 		nc, err := amqpdial.Transport(ctx, cfg.DialTimeout, cfg.Dial, cfg.TLS, ep)
 		if err == nil {
-			ds.start = t0
+			if ds.hk != nil {
+				ds.hk.dialStart = t0
+			}
 			return nc, ep.Addr, nil
 		}
 		ds.errs = append(ds.errs, err)
-		if ds.hooked {
-			ds.failed = append(ds.failed, attempt{ep.Addr, err, time.Since(t0)})
+		if ds.hk != nil {
+			ds.hk.failed = append(ds.hk.failed, attempt{ep.Addr, err, time.Since(t0)})
 		}
 		if ctx.Err() != nil {
 			break
@@ -421,8 +421,8 @@ func (c *Conn) dispatch(ev engine.Event) {
 	case engine.EventOpen:
 		c.open = true
 		c.cfg = nil // the Config is for dialing: idle connections do not keep it
-		c.hk.connectEvent(c.remote, nil, time.Since(c.ds.start))
-		c.ds.login = login{}
+		c.hk.connectEvent(c.remote, nil)
+		c.ds.login = nil
 		c.startSecretRefresh()
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil
@@ -489,7 +489,7 @@ func (c *Conn) closedEvent(err error) {
 		if err == nil {
 			err = pika.ErrClosed
 		}
-		c.hk.connectEvent(c.remote, err, time.Since(c.ds.start))
+		c.hk.connectEvent(c.remote, err)
 		if c.redialAfter(fmt.Errorf("pika: handshake with %s: %w", c.remote, err)) {
 			return // process calls restartDial
 		}

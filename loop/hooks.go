@@ -34,6 +34,10 @@ type hookSet struct {
 	read, written int64  // bytes not yet reported to the BytesHooks
 	pub           pika.Publishing
 	pubBusy       bool // pub is in use (a hook publishes from OnPublish)
+
+	// Written by the dial goroutine while it runs (see dialNext).
+	failed    []attempt // transport attempts that failed, not yet reported
+	dialStart time.Time // when the transport of the current address was dialled
 }
 
 // newHookSet sorts hooks by interface; nil when none implements one.
@@ -99,12 +103,18 @@ func (h *hookSet) outcomes() bool  { return h != nil && len(h.outcome) > 0 }
 func (h *hookSet) publishes() bool { return h != nil && len(h.publish) > 0 }
 func (h *hookSet) settles() bool   { return h != nil && len(h.settle) > 0 }
 
-// connectEvent reports one connection attempt.
-func (h *hookSet) connectEvent(addr string, err error, d time.Duration) {
+// connectEvent reports the attempt on the current address: open (err
+// nil) or failed.
+func (h *hookSet) connectEvent(addr string, err error) {
 	if h == nil {
 		return
 	}
-	ev := pika.ConnectEvent{Conn: h.pc, Addr: addr, Err: err, Duration: d}
+	h.attemptEvent(attempt{addr, err, time.Since(h.dialStart)})
+}
+
+// attemptEvent reports one connection attempt.
+func (h *hookSet) attemptEvent(a attempt) {
+	ev := pika.ConnectEvent{Conn: h.pc, Addr: a.addr, Err: a.err, Duration: a.dur}
 	for _, x := range h.connect {
 		x.OnConnect(ev)
 	}
@@ -116,10 +126,10 @@ func (c *Conn) failedAttempts() {
 	if c.hk == nil {
 		return
 	}
-	for _, a := range c.ds.failed {
-		c.hk.connectEvent(a.addr, a.err, a.dur)
+	for _, a := range c.hk.failed {
+		c.hk.attemptEvent(a)
 	}
-	c.ds.failed = nil
+	c.hk.failed = nil
 }
 
 // disconnectEvent reports the end of an open connection: err nil after

@@ -36,32 +36,29 @@ type secretState struct {
 }
 
 // login is the username and password one dial logs in with.
-type login struct {
-	user, pass string
-	set        bool
-}
+type login struct{ user, pass string }
 
 // askCredentials calls Config.Credentials for a dial, bounded by
 // DialTimeout; on the dial goroutine.
-func askCredentials(ctx context.Context, cfg *pika.Config) (login, error) {
+func askCredentials(ctx context.Context, cfg *pika.Config) (*login, error) {
 	if cfg.Credentials == nil {
-		return login{}, nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	u, p, err := cfg.Credentials(ctx)
 	if err != nil {
-		return login{}, fmt.Errorf("pika: Config.Credentials: %w", err)
+		return nil, fmt.Errorf("pika: Config.Credentials: %w", err)
 	}
-	return login{u, p, true}, nil
+	return &login{u, p}, nil
 }
 
 // engineConfigFor returns the engine configuration a dial logs in with:
 // cfg's, with the credentials the dial got, or else the secret the broker
 // last accepted.
-func (c *Conn) engineConfigFor(lg login) engine.Config {
+func (c *Conn) engineConfigFor(lg *login) engine.Config {
 	switch {
-	case lg.set:
+	case lg != nil:
 		return c.cfg.EngineConfigWithCredentials(lg.user, lg.pass)
 	case c.sec != nil && c.sec.secretSet:
 		return c.cfg.EngineConfigWithCredentials("", c.sec.secret)
