@@ -319,7 +319,6 @@ func (ch *Channel) gone(err error) {
 	}
 	ch.closed = true
 	ch.err = err
-	ch.c.hk.channelClosed(ch, err)
 	ch.failConfirms(err)
 	for tag, cons := range ch.consumers {
 		delete(ch.consumers, tag)
@@ -330,6 +329,7 @@ func (ch *Channel) gone(err error) {
 		ch.push(func() { cons.end(cerr) })
 	}
 	ch.push(func() {
+		ch.c.hk.channelClosed(ch, err)
 		for _, fn := range ch.onClose.list() {
 			fn(err)
 		}

@@ -74,7 +74,8 @@
 // pika.Conn does, so that the plugins otelpika and prompika observe it
 // unchanged, with two differences: every hook runs on the loop's
 // goroutine, synchronously, at the moment of the event (a slow hook delays
-// the whole loop), and the *pika.Conn, *pika.Channel, *pika.Consumer and
+// the whole loop; the end of a consumer or a channel is reported when its
+// OnEnd or OnClose handlers run, in the channel's callback order), and the *pika.Conn, *pika.Channel, *pika.Consumer and
 // *pika.Delivery they get are stand-ins for this package's values, whose
 // accessors answer for them (see pika.Hook). ProcessHooks run around each
 // call of a consumer's handler, which finds their context in

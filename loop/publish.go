@@ -34,7 +34,8 @@ func (ch *Channel) ConfirmSelect(cb func(error)) {
 // encoded). It never waits: see Conn.Buffered for pacing and
 // Conn.OnBlocked for the broker's resource alarms. The body is copied.
 // In confirm mode the message takes a sequence number but its outcome is
-// reported to nobody: use PublishConfirm to learn it.
+// reported only to the PublishOutcomeHooks of pika.Config.Hooks: use
+// PublishConfirm to learn it.
 func (ch *Channel) Publish(exchange, routingKey string, msg pika.Message) error {
 	if ch.c.hk.publishes() {
 		return ch.publishHooked(exchange, routingKey, &msg, nil)
