@@ -90,7 +90,7 @@ func newHookSet(c *Conn, hooks []pika.Hook) *hookSet {
 	return &s
 }
 
-// RecoveryHooks returns the RecoveryHooks of the Conn and the stand-in
+// recoveryHooks returns the RecoveryHooks of the Conn and the stand-in
 // they get, for the recovery to report to.
 func (h *hookSet) recoveryHooks() ([]pika.RecoveryHook, *pika.Conn) {
 	if h == nil {
