@@ -72,15 +72,15 @@
 //
 // A Conn reports to the hooks of pika.Config.Hooks (see pika.Hook) as a
 // pika.Conn does, so that the plugins otelpika and prompika observe it
-// unchanged, with two differences: every hook runs on the loop's
+// unchanged, with two differences. Every hook runs on the loop's
 // goroutine, synchronously, at the moment of the event (a slow hook delays
-// the whole loop; the end of a consumer or a channel is reported when its
-// OnEnd or OnClose handlers run, in the channel's callback order), and the *pika.Conn, *pika.Channel, *pika.Consumer and
-// *pika.Delivery they get are stand-ins for this package's values, whose
-// accessors answer for them (see pika.Hook). ProcessHooks run around each
-// call of a consumer's handler, which finds their context in
-// Delivery.Context. Without hooks, each event costs a nil check and
-// Publish allocates nothing more.
+// the whole loop); the end of a consumer or a channel is reported when its
+// OnEnd or OnClose handlers run, in the channel's callback order. And the
+// *pika.Conn, *pika.Channel, *pika.Consumer and *pika.Delivery they get
+// are stand-ins for this package's values, whose accessors answer for them
+// (see pika.Hook). ProcessHooks run around each call of a consumer's
+// handler, which finds their context in Delivery.Context. Without hooks,
+// each event costs a nil check and Publish allocates nothing more.
 //
 // pika.Config.Credentials is called at each dial on the dial goroutine,
 // never on the loop's; with Config.SecretRefresh, a loop timer gets a fresh
