@@ -79,8 +79,11 @@
 // *pika.Conn, *pika.Channel, *pika.Consumer and *pika.Delivery they get
 // are stand-ins for this package's values, whose accessors answer for them
 // (see pika.Hook). ProcessHooks run around each call of a consumer's
-// handler, which finds their context in Delivery.Context. Without hooks,
-// each event costs a nil check and Publish allocates nothing more.
+// handler, which finds their context in Delivery.Context. BytesHooks
+// count the AMQP bytes the Conn read and handed to its transport (on a TLS
+// connection, without the TLS records' overhead that pika.Conn counts).
+// Without hooks, each event costs a nil check and Publish allocates
+// nothing more.
 //
 // pika.Config.Credentials is called at each dial on the dial goroutine,
 // never on the loop's; with Config.SecretRefresh, a loop timer gets a fresh
