@@ -80,8 +80,8 @@ func newSecretState(cfg *pika.Config) *secretState {
 // UpdateSecret replaces the connection's secret (for example an expiring
 // OAuth 2 token) with connection.update-secret and calls cb, which may be
 // nil, with the broker's answer. Once the broker has accepted it, the new
-// secret is also the password a later dial of this Conn logs in with,
-// unless Config.Credentials provides the credentials.
+// secret is kept as the password the Conn logs in with if it dials again
+// (a recovery), unless Config.Credentials provides the credentials.
 func (c *Conn) UpdateSecret(secret, reason string, cb func(error)) {
 	fail := func(err error) {
 		if cb != nil {
