@@ -1,12 +1,11 @@
 package otelpika
 
 import (
-	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/pika-go/pika"
+	"github.com/pika-go/pika/internal/plugintest"
 	"github.com/pika-go/pika/internal/testenv"
 	"github.com/pika-go/pika/loop"
 	"go.opentelemetry.io/otel/codes"
@@ -23,27 +22,19 @@ func TestTraceLoopPublishConsume(t *testing.T) {
 	t.Parallel()
 	url := testenv.Broker(t)
 	f := newFixture(t)
-	cfg, err := pika.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Hooks = []pika.Hook{f.hooks}
 	q := testenv.Name(t, "otel-loop")
-	l, err := loop.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer stop()
-	fail := func(what string, err error) bool {
-		if err != nil {
-			t.Errorf("%s: %v", what, err)
-			stop()
-		}
-		return err != nil
-	}
 	var inHandler trace.SpanContext
-	l.Post(func() {
+	plugintest.RunLoop(t, url, []pika.Hook{f.hooks}, func(r *plugintest.LoopRun) {
+		fail := func(what string, err error) bool { return r.Fail(t, what, err) }
+		l, cfg := r.Loop, r.Cfg
+		open := 2
+		closed := func(what string, err error) {
+			if !fail(what, err) {
+				if open--; open == 0 {
+					r.Stop()
+				}
+			}
+		}
 		l.DialConfig(cfg, func(sub *loop.Conn, err error) {
 			if fail("dial", err) {
 				return
@@ -56,7 +47,7 @@ func TestTraceLoopPublishConsume(t *testing.T) {
 				sch.Consume(q, loop.ConsumeOptions{}, func(d *loop.Delivery) {
 					inHandler = trace.SpanContextFromContext(d.Context())
 					fail("ack", d.Ack(false))
-					sub.Close(func(err error) { fail("close", err); stop() })
+					sub.Close(func(err error) { closed("close", err) })
 				}, func(_ *loop.Consumer, err error) {
 					if fail("consume", err) {
 						return
@@ -77,7 +68,7 @@ func TestTraceLoopPublishConsume(t *testing.T) {
 							})
 							pch.PublishConfirm("", q, pika.Message{Body: []byte("hello")}, func(err error) {
 								fail("publish", err)
-								pub.Close(func(err error) { fail("close 2", err) })
+								pub.Close(func(err error) { closed("close 2", err) })
 							})
 						})
 					})
@@ -85,10 +76,6 @@ func TestTraceLoopPublishConsume(t *testing.T) {
 			})
 		})
 	})
-	l.Run(ctx)
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		t.Fatal("the workload did not finish")
-	}
 	prods := f.waitSpans(t, "publish amq.default", 2)
 	proc := f.waitSpans(t, "process "+q, 1)[0]
 	var prod, lost = prods[0], prods[1]

@@ -1,14 +1,13 @@
 package prompika
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/internal/obsmetrics"
+	"github.com/pika-go/pika/internal/plugintest"
 	"github.com/pika-go/pika/internal/testenv"
 	"github.com/pika-go/pika/loop"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -22,28 +21,11 @@ func TestCollectorLoopConn(t *testing.T) {
 	t.Parallel()
 	url := testenv.Broker(t)
 	col := New(Options{})
-	cfg, err := pika.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Hooks = []pika.Hook{col}
 	q := testenv.Name(t, "prom-loop")
-	l, err := loop.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer stop()
-	fail := func(what string, err error) bool {
-		if err != nil {
-			t.Errorf("%s: %v", what, err)
-			stop()
-		}
-		return err != nil
-	}
 	var openMetrics error
-	l.Post(func() {
-		l.DialConfig(cfg, func(c *loop.Conn, err error) {
+	plugintest.RunLoop(t, url, []pika.Hook{col}, func(r *plugintest.LoopRun) {
+		fail := func(what string, err error) bool { return r.Fail(t, what, err) }
+		r.Loop.DialConfig(r.Cfg, func(c *loop.Conn, err error) {
 			if fail("dial", err) {
 				return
 			}
@@ -84,17 +66,13 @@ pika_connections_open 1
 						fail("cancel", err)
 						ch.Close(func(err error) {
 							fail("channel close", err)
-							c.Close(func(err error) { fail("close", err); stop() })
+							c.Close(func(err error) { fail("close", err); r.Stop() })
 						})
 					})
 				}, func(c *loop.Consumer, err error) { cons = c; fail("consume", err) })
 			})
 		})
 	})
-	l.Run(ctx)
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		t.Fatal("the workload did not finish")
-	}
 	if openMetrics != nil {
 		t.Errorf("while open: %v", openMetrics)
 	}
