@@ -1,6 +1,7 @@
 package pikatest_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/pika-go/pika/internal/conformance"
@@ -9,10 +10,21 @@ import (
 
 // TestConformance runs the conformance suite, the scenarios that pin down
 // RabbitMQ 3.10's behaviour and that CI also runs against RabbitMQ, against
-// a pikatest broker.
+// a pikatest broker, through its in-memory transport (Broker.Dial).
 func TestConformance(t *testing.T) {
 	b := pikatest.NewBroker(t)
-	conformance.Run(t, b.URL())
+	conformance.RunTarget(t, conformance.Target{URL: b.URL(), Dial: b.Dial})
+}
+
+// TestConformanceTCP runs the scenarios of the handshake and of frames,
+// most of them written frame by frame over the socket, over TCP, so that
+// the broker's TCP path stays checked by the suite too (the alarm and
+// restart tables run over TCP as well).
+func TestConformanceTCP(t *testing.T) {
+	b := pikatest.NewBroker(t)
+	conformance.RunTarget(t, conformance.Target{URL: b.URL(), Only: func(s conformance.Scenario) bool {
+		return strings.HasPrefix(s.Name, "connection/") || strings.HasPrefix(s.Name, "frame/")
+	}})
 }
 
 // TestConformanceAlarm runs the scenarios of blocked connections with the

@@ -28,7 +28,7 @@ func RunAlarm(t *testing.T, url string, alarm Alarm) {
 	run := runPrefix()
 	for _, s := range alarmTable {
 		t.Run(s.Name, func(t *testing.T) {
-			runScenario(t, url, run, s, alarm)
+			runScenario(t, Target{URL: url}, run, s, alarm)
 		})
 	}
 }

@@ -47,6 +47,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -104,19 +105,41 @@ func Scenarios() []Scenario {
 
 // Run runs every scenario of the table as a subtest of t against the broker
 // at url, an AMQP URI whose user may configure, write and read in its vhost
-// (RabbitMQ's guest on "/" for instance). Scenarios run concurrently, each on
-// its own connections, with names built from a prefix unique to this call;
-// each deletes what it declared before it ends. Run returns when every
-// scenario has finished.
+// (RabbitMQ's guest on "/" for instance), over TCP. Scenarios run
+// concurrently, each on its own connections, with names built from a prefix
+// unique to this call; each deletes what it declared before it ends. Run
+// returns when every scenario has finished.
 func Run(t *testing.T, url string) {
 	t.Helper()
-	run(t, url)
+	RunTarget(t, Target{URL: url})
 }
 
-// run is Run returning the name prefix of the run.
-func run(t *testing.T, url string) string {
+// Target is a broker to run the table against, and how to reach it.
+type Target struct {
+	// URL is the broker's AMQP URI, as for [Run]: its credentials and
+	// virtual host are the scenarios'.
+	URL string
+	// Dial, when not nil, opens every connection of the scenarios, those
+	// of the pika client (as its Config.Dial) and the raw-frame ones,
+	// instead of a TCP dial to the URL's address: an in-process broker's
+	// in-memory transport, such as pikatest's Broker.Dial. Default: TCP.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Only, when not nil, selects the scenarios to run (a subset run over
+	// a second transport, say). Default: the whole table.
+	Only func(Scenario) bool
+}
+
+// RunTarget is [Run] with the transport and the selection of scenarios of
+// tg.
+func RunTarget(t *testing.T, tg Target) {
 	t.Helper()
-	if _, err := pika.ParseURL(url); err != nil {
+	run(t, tg)
+}
+
+// run is RunTarget returning the name prefix of the run.
+func run(t *testing.T, tg Target) string {
+	t.Helper()
+	if _, err := pika.ParseURL(tg.URL); err != nil {
 		t.Fatalf("conformance: bad broker URL: %v", err)
 	}
 	if err := checkTable(table); err != nil {
@@ -136,14 +159,14 @@ func run(t *testing.T, url string) string {
 			defer wg.Done()
 			for s := range jobs {
 				t.Run(s.Name, func(t *testing.T) {
-					runScenario(t, url, run, s, nil)
+					runScenario(t, tg, run, s, nil)
 				})
 			}
 		}()
 	}
 	for _, slow := range []bool{true, false} {
 		for _, s := range table {
-			if s.Slow == slow && !(*untimed && s.Timed) {
+			if s.Slow == slow && !(*untimed && s.Timed) && (tg.Only == nil || tg.Only(s)) {
 				n++
 				jobs <- s
 			}
@@ -181,20 +204,21 @@ func checkTable(ss []Scenario) error {
 	return nil
 }
 
-func runScenario(t *testing.T, url, run string, s Scenario, alarm Alarm) {
-	runScenarioWith(t, url, run, s, scenarioTimeout, func(e *Env) { e.alarm = alarm })
+func runScenario(t *testing.T, tg Target, run string, s Scenario, alarm Alarm) {
+	runScenarioWith(t, tg, run, s, scenarioTimeout, func(e *Env) { e.alarm = alarm })
 }
 
 // runScenarioWith runs s, bounded by timeout, with an Env that setup
 // completes.
-func runScenarioWith(t *testing.T, url, run string, s Scenario, timeout time.Duration, setup func(*Env)) {
+func runScenarioWith(t *testing.T, tg Target, run string, s Scenario, timeout time.Duration, setup func(*Env)) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	e := &Env{
-		T:      t,
-		URL:    url,
-		Ctx:    ctx,
-		prefix: run + "." + sanitize(s.Name),
+		T:       t,
+		URL:     tg.URL,
+		Ctx:     ctx,
+		prefix:  run + "." + sanitize(s.Name),
+		netDial: tg.Dial,
 	}
 	setup(e)
 	// Registered first, so it runs after every connection opened by the
@@ -228,8 +252,9 @@ type Env struct {
 	Ctx context.Context
 
 	prefix  string
-	alarm   Alarm  // nil outside RunAlarm
-	restart func() // nil outside RunRestart
+	alarm   Alarm                                                             // nil outside RunAlarm
+	restart func()                                                            // nil outside RunRestart
+	netDial func(ctx context.Context, network, addr string) (net.Conn, error) // Target.Dial
 
 	mu        sync.Mutex
 	n         int

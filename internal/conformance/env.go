@@ -36,6 +36,7 @@ func (e *Env) dial(ctx context.Context, mod func(*pika.Config)) (*pika.Conn, err
 	}
 	cfg.DisableRecovery = true
 	cfg.ConnectionName = e.prefix
+	cfg.Dial = e.netDial
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -51,21 +51,25 @@ func (f RawFrame) String() string {
 	}
 }
 
-// RawConnect opens a TCP connection to the broker of the URL and sends the
-// AMQP 0-9-1 protocol header; nothing more. The connection is closed when
-// the scenario ends.
+// RawConnect opens a connection to the broker of the URL (over TCP, or
+// through the Target's Dial) and sends the AMQP 0-9-1 protocol header;
+// nothing more. The connection is closed when the scenario ends.
 func (e *Env) RawConnect() *Raw {
 	e.T.Helper()
 	return e.RawConnectHeader(wire.ProtocolHeader)
 }
 
-// RawConnectHeader opens a TCP connection to the broker of the URL and sends
+// RawConnectHeader opens a connection to the broker of the URL and sends
 // header in place of the protocol header.
 func (e *Env) RawConnectHeader(header string) *Raw {
 	e.T.Helper()
 	cfg, _ := pika.ParseURL(e.URL)
-	var d net.Dialer
-	nc, err := d.DialContext(e.Ctx, "tcp", cfg.Addr)
+	dial := e.netDial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(e.Ctx, "tcp", cfg.Addr)
 	e.Must(err, "raw dial")
 	e.T.Cleanup(func() { nc.Close() })
 	if dl, ok := e.Ctx.Deadline(); ok {

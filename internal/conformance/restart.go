@@ -42,7 +42,7 @@ func RunRestart(t *testing.T, url string, restart Restart) {
 						b.arrive() // a scenario that ended early must not hold the others
 					}
 				}()
-				runScenarioWith(t, url, run, s, restartTimeout, func(e *Env) {
+				runScenarioWith(t, Target{URL: url}, run, s, restartTimeout, func(e *Env) {
 					e.restart = func() {
 						arrived = true
 						b.arrive()
