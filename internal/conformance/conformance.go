@@ -145,7 +145,8 @@ func run(t *testing.T, tg Target) string {
 	if err := checkTable(table); err != nil {
 		t.Fatalf("conformance: %v", err)
 	}
-	run := runPrefix()
+	ss := newSession(tg)
+	defer ss.close()
 	start := time.Now()
 	n := 0
 	defer func() {
@@ -159,7 +160,7 @@ func run(t *testing.T, tg Target) string {
 			defer wg.Done()
 			for s := range jobs {
 				t.Run(s.Name, func(t *testing.T) {
-					runScenario(t, tg, run, s, nil)
+					runScenario(t, ss, s, nil)
 				})
 			}
 		}()
@@ -174,15 +175,51 @@ func run(t *testing.T, tg Target) string {
 	}
 	close(jobs)
 	wg.Wait()
-	return run
+	return ss.prefix
 }
 
-// runPrefix returns the name prefix of one Run: unique across runs and
-// processes sharing a broker.
-func runPrefix() string {
+// session is what the scenarios of one run share: the target, the name
+// prefix, and the connection their cleanups delete on.
+type session struct {
+	tg     Target
+	prefix string
+
+	mu    sync.Mutex
+	clean *pika.Conn
+}
+
+// newSession starts a run against tg with a name prefix unique across runs
+// and processes sharing a broker.
+func newSession(tg Target) *session {
 	var b [4]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	return "pika-conf." + hex.EncodeToString(b[:])
+	return &session{tg: tg, prefix: "pika-conf." + hex.EncodeToString(b[:])}
+}
+
+// cleanupConn returns the connection that the scenarios' cleanups share,
+// opened (again, when the broker closed it) by e's settings.
+func (ss *session) cleanupConn(ctx context.Context, e *Env) (*pika.Conn, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.clean != nil && !ss.clean.IsClosed() {
+		return ss.clean, nil
+	}
+	c, err := e.dial(ctx, func(cfg *pika.Config) { cfg.ConnectionName = ss.prefix + ".cleanup" })
+	if err != nil {
+		return nil, err
+	}
+	ss.clean = c
+	return c, nil
+}
+
+// close closes the cleanup connection once every scenario has ended.
+func (ss *session) close() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.clean != nil {
+		closeConn(ss.clean)
+		ss.clean = nil
+	}
 }
 
 // checkTable verifies that every scenario is complete and named uniquely.
@@ -204,21 +241,27 @@ func checkTable(ss []Scenario) error {
 	return nil
 }
 
-func runScenario(t *testing.T, tg Target, run string, s Scenario, alarm Alarm) {
-	runScenarioWith(t, tg, run, s, scenarioTimeout, func(e *Env) { e.alarm = alarm })
+func runScenario(t *testing.T, ss *session, s Scenario, alarm Alarm) {
+	runScenarioWith(t, ss, s, scenarioTimeout, func(e *Env) { e.alarm = alarm })
 }
 
 // runScenarioWith runs s, bounded by timeout, with an Env that setup
 // completes.
-func runScenarioWith(t *testing.T, tg Target, run string, s Scenario, timeout time.Duration, setup func(*Env)) {
+func runScenarioWith(t *testing.T, ss *session, s Scenario, timeout time.Duration, setup func(*Env)) {
+	cfg, err := pika.ParseURL(ss.tg.URL)
+	if err != nil {
+		t.Fatalf("conformance: bad broker URL: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	e := &Env{
+		cfg:     cfg,
 		T:       t,
-		URL:     tg.URL,
+		URL:     ss.tg.URL,
 		Ctx:     ctx,
-		prefix:  run + "." + sanitize(s.Name),
-		netDial: tg.Dial,
+		prefix:  ss.prefix + "." + sanitize(s.Name),
+		netDial: ss.tg.Dial,
+		session: ss,
 	}
 	setup(e)
 	// Registered first, so it runs after every connection opened by the
@@ -251,10 +294,13 @@ type Env struct {
 	URL string
 	Ctx context.Context
 
+	cfg     pika.Config // parsed from URL
+	session *session
 	prefix  string
-	alarm   Alarm                                                             // nil outside RunAlarm
-	restart func()                                                            // nil outside RunRestart
-	netDial func(ctx context.Context, network, addr string) (net.Conn, error) // Target.Dial
+	alarm   Alarm  // nil outside RunAlarm
+	restart func() // nil outside RunRestart
+	// netDial is the Target's Dial: nil for TCP.
+	netDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu        sync.Mutex
 	n         int
@@ -296,9 +342,10 @@ func (e *Env) TrackExchange(name string) {
 	e.exchanges[name] = true
 }
 
-// deleteDeclared deletes every tracked queue and exchange on a connection of
-// its own. RabbitMQ answers delete-ok for an entity that no longer exists, so
-// entities that went away during the scenario are no error.
+// deleteDeclared deletes every tracked queue and exchange on a channel of
+// the connection that the cleanups of the run share. RabbitMQ answers
+// delete-ok for an entity that no longer exists, so entities that went away
+// during the scenario are no error.
 func (e *Env) deleteDeclared() {
 	e.mu.Lock()
 	qs, xs := sortedKeys(e.queues), sortedKeys(e.exchanges)
@@ -308,13 +355,19 @@ func (e *Env) deleteDeclared() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := e.dial(ctx, nil)
+	c, err := e.session.cleanupConn(ctx, e)
 	if err != nil {
 		e.T.Errorf("cleanup: cannot connect to delete %v %v: %v", qs, xs, err)
 		return
 	}
-	defer c.Close(ctx)
 	var ch *pika.Channel
+	defer func() {
+		if ch != nil && !ch.IsClosed() {
+			if err := ch.Close(ctx); err != nil {
+				e.T.Errorf("cleanup: channel.close: %v", err)
+			}
+		}
+	}()
 	channel := func() bool {
 		if ch != nil && !ch.IsClosed() {
 			return true

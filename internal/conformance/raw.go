@@ -7,7 +7,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -63,7 +62,7 @@ func (e *Env) RawConnect() *Raw {
 // header in place of the protocol header.
 func (e *Env) RawConnectHeader(header string) *Raw {
 	e.T.Helper()
-	cfg, _ := pika.ParseURL(e.URL)
+	cfg := e.Config()
 	dial := e.netDial
 	if dial == nil {
 		var d net.Dialer
@@ -111,7 +110,7 @@ func (e *Env) RawDialProps(frameMax uint32, props wire.Table) *Raw {
 	if props != nil {
 		r.Props = props
 	}
-	cfg, _ := pika.ParseURL(e.URL)
+	cfg := e.Config()
 	r.Handshake("PLAIN", "\x00"+cfg.Username+"\x00"+cfg.Password, frameMax, e.Vhost())
 	return r
 }
