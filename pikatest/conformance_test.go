@@ -1,6 +1,7 @@
 package pikatest_test
 
 import (
+	"flag"
 	"strings"
 	"testing"
 
@@ -8,12 +9,20 @@ import (
 	"github.com/pika-go/pika/pikatest"
 )
 
+// overTCP makes TestConformance connect over TCP, to compare the transports
+// (scripts/conformance_speed.sh).
+var overTCP = flag.Bool("pikatest.tcp", false, "run TestConformance over TCP instead of the in-memory transport")
+
 // TestConformance runs the conformance suite, the scenarios that pin down
 // RabbitMQ 3.10's behaviour and that CI also runs against RabbitMQ, against
 // a pikatest broker, through its in-memory transport (Broker.Dial).
 func TestConformance(t *testing.T) {
 	b := pikatest.NewBroker(t)
-	conformance.RunTarget(t, conformance.Target{URL: b.URL(), Dial: b.Dial})
+	tg := conformance.Target{URL: b.URL(), Dial: b.Dial}
+	if *overTCP {
+		tg.Dial = nil
+	}
+	conformance.RunTarget(t, tg)
 }
 
 // TestConformanceTCP runs the scenarios of the handshake and of frames,
