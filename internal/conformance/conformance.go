@@ -27,6 +27,10 @@
 //		conformance.Run(t, startBroker(t).URL())
 //	}
 //
+// [RunTarget] runs it with a dial function of the broker's instead of TCP
+// (pikatest runs the table through its in-memory transport, which spends no
+// CPU time in system calls) and, optionally, on a subset of the table.
+//
 // rabbitmq_test.go runs it against the real RabbitMQ (internal/testenv);
 // every scenario passes there. Waits for the broker are polls bounded by the
 // scenario's deadline (20 s); fixed delays appear only where a scenario must
