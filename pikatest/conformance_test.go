@@ -1,8 +1,11 @@
 package pikatest_test
 
 import (
+	"context"
 	"flag"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/pika-go/pika/internal/conformance"
@@ -16,13 +19,22 @@ var overTCP = flag.Bool("pikatest.tcp", false, "run TestConformance over TCP ins
 // TestConformance runs the conformance suite, the scenarios that pin down
 // RabbitMQ 3.10's behaviour and that CI also runs against RabbitMQ, against
 // a pikatest broker, through its in-memory transport (Broker.Dial).
+// Every connection of the run must go through Broker.Dial: a scenario that
+// dialled TCP on its own would make the run slower without a word.
 func TestConformance(t *testing.T) {
 	b := pikatest.NewBroker(t)
-	tg := conformance.Target{URL: b.URL(), Dial: b.Dial}
+	var dials atomic.Uint64
+	tg := conformance.Target{URL: b.URL(), Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return b.Dial(ctx, network, addr)
+	}}
 	if *overTCP {
 		tg.Dial = nil
 	}
 	conformance.RunTarget(t, tg)
+	if served := pikatest.ConnectionsServed(b); !*overTCP && served != dials.Load() {
+		t.Errorf("the broker served %d connections, %d of them through Broker.Dial: some scenario dials TCP itself", served, dials.Load())
+	}
 }
 
 // TestConformanceTCP runs the scenarios of the handshake and of frames,
