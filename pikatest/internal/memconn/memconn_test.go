@@ -302,8 +302,10 @@ func TestDeadlines(t *testing.T) {
 	}
 
 	// A write waiting for room times out with what went in.
+	if _, err := a.Write([]byte("ok")); err != nil { // the buffer now holds "okok"
+		t.Fatalf("write: %v", err)
+	}
 	a.SetWriteDeadline(time.Now().Add(30 * time.Millisecond))
-	a.Write([]byte("ok")) // the buffer now holds "okok"
 	if got := await(t, goWrite(a, []byte("more")), "write"); got.n != 0 || !isTimeout(got.err) {
 		t.Fatalf("write into a full pipe: %+v, want 0 bytes and a timeout", got)
 	}
