@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,10 +133,16 @@ func (c *conn) release() {
 		ch.release()
 	}
 	if c.vh != nil {
-		for _, q := range c.vh.sortedQueues() {
+		var owned []*queue
+		for _, q := range c.vh.queues {
 			if q.exclusive && q.owner == c {
-				c.vh.deleteQueue(q)
+				owned = append(owned, q)
 			}
+		}
+		// In name order: the same order in every run.
+		slices.SortFunc(owned, func(a, b *queue) int { return strings.Compare(a.name, b.name) })
+		for _, q := range owned {
+			c.vh.deleteQueue(q)
 		}
 	}
 }
@@ -280,6 +288,15 @@ func (c *conn) sendRaw(channel uint16, m wire.Method, header, body []byte) {
 		out = wire.AppendBodyFrames(out, channel, body, c.frameMax)
 		c.out = out
 	}
+	c.outLen.Store(int64(len(c.out)))
+	c.wmu.Unlock()
+	c.signal()
+}
+
+// sendBytes queues bytes already encoded.
+func (c *conn) sendBytes(b []byte) {
+	c.wmu.Lock()
+	c.out = append(c.out, b...)
 	c.outLen.Store(int64(len(c.out)))
 	c.wmu.Unlock()
 	c.signal()

@@ -162,7 +162,7 @@ func TestBadProtocolHeader(t *testing.T) {
 	b := newTestBroker(t)
 	for _, hdr := range []string{"AMQP\x00\x00\x08\x00", "GET / HTTP/1.1\r\n"} {
 		r := rawDial(t, b)
-		go r.nc.Write([]byte(hdr)) // a pipe: the broker reads only 8 bytes
+		r.nc.Write([]byte(hdr)) // buffered: the broker reads only 8 bytes
 		got, _ := io.ReadAll(r.nc)
 		if string(got) != wire.ProtocolHeader {
 			t.Fatalf("answer to %q: %q, want the broker's protocol header", hdr, got)

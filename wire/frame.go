@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 )
 
@@ -338,6 +339,11 @@ func bodyChunk(frameMax uint32) int {
 // [FrameMinSize] are raised to it). An empty body appends no frames.
 func AppendBodyFrames(dst []byte, channel uint16, body []byte, frameMax uint32) []byte {
 	chunk := bodyChunk(frameMax)
+	if len(body) > chunk {
+		// Grow once for a body of several frames, not once per frame.
+		frames := (len(body) + chunk - 1) / chunk
+		dst = slices.Grow(dst, len(body)+frames*frameOverhead)
+	}
 	for len(body) > 0 {
 		n := min(len(body), chunk)
 		dst = append(dst, byte(FrameBody), byte(channel>>8), byte(channel))
