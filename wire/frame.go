@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"math"
-	"slices"
 	"strconv"
 )
 
@@ -342,7 +341,13 @@ func AppendBodyFrames(dst []byte, channel uint16, body []byte, frameMax uint32) 
 	if len(body) > chunk {
 		// Grow once for a body of several frames, not once per frame.
 		frames := (len(body) + chunk - 1) / chunk
-		dst = slices.Grow(dst, len(body)+frames*frameOverhead)
+		if need := len(body) + frames*frameOverhead; cap(dst)-len(dst) < need {
+			// One make and copy, not slices.Grow: under -race its
+			// append(make) is not fused and allocates twice.
+			grown := make([]byte, len(dst), len(dst)+need)
+			copy(grown, dst)
+			dst = grown
+		}
 	}
 	for len(body) > 0 {
 		n := min(len(body), chunk)
