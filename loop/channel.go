@@ -33,6 +33,15 @@ type Channel struct {
 	onClose  handlers[func(error)]
 	onReturn handlers[func(*pika.Return)]
 	onFlow   handlers[func(active bool)]
+
+	// What recovery restores (see recovery.go).
+	closing   bool           // Close was called
+	qos       *wire.BasicQos // the last per-consumer basic.qos
+	qosGlobal *wire.BasicQos // the last global basic.qos
+	tx        bool
+	tagBase   uint64  // delivery tags up to it are from a lost connection
+	lastTag   uint64  // the last delivery tag given to the application
+	republish []*slot // messages kept at a loss, published again by recovery
 }
 
 // slot is one callback's place in its channel's order.
@@ -43,6 +52,8 @@ type slot struct {
 	// A delivery runs its consumer's handler: no closure to allocate.
 	cons *Consumer
 	d    *Delivery
+	// kept is a confirm-mode message's copy for republishing.
+	kept *keptMsg
 }
 
 // reserve takes the next place in the channel's callback order.
@@ -98,6 +109,10 @@ func (ch *Channel) drain() {
 
 // Channel opens a channel and calls cb with it, or with the error.
 func (c *Conn) Channel(cb func(*Channel, error)) {
+	if err := c.recErr(); err != nil {
+		c.l.defer_(func() { cb(nil, err) })
+		return
+	}
 	if c.eng == nil || c.closed {
 		err := c.err
 		if err == nil {
@@ -161,8 +176,8 @@ func (ch *Channel) OnFlow(fn func(active bool)) func() { return ch.onFlow.add(fn
 // the callback it returns runs in the channel's order.
 func (ch *Channel) call(m wire.Method, onReply func(ev engine.Event) func()) {
 	s := ch.reserve()
-	if ch.closed {
-		ev := engine.Event{Kind: engine.EventReply, Channel: ch.id, Err: ch.closedErr()}
+	if err := ch.unusable(); err != nil {
+		ev := engine.Event{Kind: engine.EventReply, Channel: ch.id, Err: err}
 		ch.complete(s, onReply(ev))
 		return
 	}
@@ -171,19 +186,23 @@ func (ch *Channel) call(m wire.Method, onReply func(ev engine.Event) func()) {
 		ch.complete(s, onReply(engine.Event{Kind: engine.EventReply, Channel: ch.id, Err: err}))
 		return
 	}
-	ch.c.addReq(id, func(ev engine.Event) { ch.complete(s, onReply(ev)) })
+	ch.c.addReq(id, func(ev engine.Event) {
+		ch.c.rec.observe(m, ev)
+		ch.complete(s, onReply(ev))
+	})
 	ch.c.l.markDirty(ch.c)
 }
 
 // send sends an asynchronous method (or a no-wait one); cb, when not nil,
 // runs in the channel's order with the error of the send.
 func (ch *Channel) send(m wire.Method, cb func(error)) {
-	var err error
-	if ch.closed {
-		err = ch.closedErr()
-	} else {
+	err := ch.unusable()
+	if err == nil {
 		err = ch.c.eng.Send(ch.id, m)
 		ch.c.l.markDirty(ch.c)
+		if err == nil {
+			ch.c.rec.observe(m, engine.Event{})
+		}
 	}
 	if cb != nil {
 		ch.push(func() { cb(err) })
@@ -202,6 +221,14 @@ func (ch *Channel) callErr(m wire.Method, noWait bool, cb func(error)) {
 		}
 		return func() { cb(ev.Err) }
 	})
+}
+
+// unusable returns why nothing can be sent on the channel now, or nil.
+func (ch *Channel) unusable() error {
+	if ch.closed {
+		return ch.closedErr()
+	}
+	return ch.c.recErr()
 }
 
 func (ch *Channel) closedErr() error {
@@ -227,6 +254,16 @@ func (ch *Channel) Close(cb func(error)) {
 		ch.complete(s, fin(err))
 		return
 	}
+	if ch.c.Recovering() {
+		// Nothing to tell the broker: the channel ends here.
+		if ch.c.chans[ch.id] == ch {
+			delete(ch.c.chans, ch.id)
+		}
+		ch.gone(nil)
+		ch.complete(s, fin(nil))
+		return
+	}
+	ch.closing = true
 	req, err := ch.c.eng.CloseChannel(ch.id)
 	if err != nil {
 		ch.complete(s, fin(err))
@@ -270,6 +307,7 @@ func (ch *Channel) dispatch(ev engine.Event) {
 	case engine.EventCancel:
 		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
 			delete(ch.consumers, ev.ConsumerTag)
+			ch.c.consumerCancelled(cons.queue)
 			ch.push(func() { cons.end(pika.ErrConsumerCancelled) })
 		}
 	case engine.EventFlow:
@@ -298,8 +336,8 @@ func (ch *Channel) orphan(m engine.Message) {
 
 // settle completes the confirmation callback of one publish.
 func (ch *Channel) settle(s *slot, err error) {
-	if s == nil || s.ready {
-		return
+	if s == nil || s.ready || s.confirm == nil {
+		return // no callback, or settled already
 	}
 	cb := s.confirm
 	s.confirm = nil
@@ -316,6 +354,10 @@ func (ch *Channel) gone(err error) {
 	ch.closed = true
 	ch.err = err
 	ch.confirms.SettleAll(func(_ uint64, s *slot) { ch.settle(s, outcomeUnknown(err)) })
+	for _, s := range ch.republish {
+		ch.settle(s, outcomeUnknown(err))
+	}
+	ch.republish = nil
 	for tag, cons := range ch.consumers {
 		delete(ch.consumers, tag)
 		cerr := err

@@ -59,6 +59,8 @@ type Conn struct {
 	onBlocked handlers[func(blocked bool, reason string)]
 	closeCbs  []func(error)
 	blocked   bool
+
+	rec *recState // nil with Config.DisableRecovery (see recovery.go)
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (parsed by
@@ -122,6 +124,7 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 		chans:        make(map[uint16]*Channel, 1),
 		closeTimeout: cfg.CloseTimeout,
 	}
+	c.rec = newRecState(c.cfg)
 	if cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.log = cfg.Logger
 	}
@@ -245,6 +248,11 @@ func (c *Conn) attach(nc netConn, remote string, err error) {
 
 // finishDial ends a connection that never opened.
 func (c *Conn) finishDial(err error) {
+	if c.Recovering() {
+		c.closed = true
+		c.attemptFailed(err)
+		return
+	}
 	c.closed = true
 	c.err = err
 	delete(c.l.conns, c)
@@ -278,6 +286,14 @@ func (c *Conn) transportFailed(err error) {
 
 // abort ends the connection at once with err (Run is stopping).
 func (c *Conn) abort(err error) {
+	if c.Recovering() {
+		c.endRecovery(err)
+		c.l.flush()
+		if c.t != nil {
+			c.t.closeNow()
+		}
+		return
+	}
 	if c.eng == nil {
 		// The dial is still running: the dial goroutine's result is
 		// dropped by attach.
@@ -389,10 +405,14 @@ func (c *Conn) dispatch(ev engine.Event) {
 	switch ev.Kind {
 	case engine.EventOpen:
 		c.open = true
-		c.cfg = nil // the Config is for dialing: idle connections do not keep it
+		if c.rec == nil {
+			c.cfg = nil // the Config is for dialing: idle connections do not keep it
+		}
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil
 			cb(c, nil)
+		} else if c.Recovering() {
+			c.restoreLink()
 		}
 	case engine.EventReply, engine.EventGetOk:
 		if fn, ok := c.reqs[ev.Request]; ok {
@@ -420,6 +440,12 @@ func (c *Conn) dispatch(ev engine.Event) {
 // closedEvent ends the connection: its channels end with the cause, the
 // transport closes after the last bytes, and the callbacks run.
 func (c *Conn) closedEvent(err error) {
+	if c.lostLink(err) {
+		return
+	}
+	if c.rec != nil && c.rec.appClosed {
+		err = nil
+	}
 	c.closed = true
 	c.err = err
 	if c.closeTimer != nil {
@@ -442,7 +468,7 @@ func (c *Conn) closedEvent(err error) {
 	}
 	c.drains = nil
 	// Write what the engine still holds (a close-ok, say), then close.
-	if c.eng.OutgoingLen() > 0 && c.t != nil {
+	if c.t != nil && c.eng.OutgoingLen() > 0 {
 		c.t.write(c.eng.AppendOutgoing(nil))
 	}
 	if c.t != nil {
@@ -492,6 +518,10 @@ func (c *Conn) closeResult() error {
 // nil) runs last with nil after a clean close, or with the error that
 // ended the connection when it was already closed or failed meanwhile.
 func (c *Conn) Close(cb func(error)) {
+	if c.Recovering() {
+		c.closeRecovering(cb)
+		return
+	}
 	if c.closed {
 		if cb != nil {
 			c.l.defer_(func() { cb(c.closeResult()) })
@@ -528,8 +558,9 @@ func (c *Conn) OnBlocked(fn func(blocked bool, reason string)) func() {
 // Blocked reports whether the broker blocks the connection.
 func (c *Conn) Blocked() bool { return c.blocked }
 
-// IsClosed reports whether the connection has ended.
-func (c *Conn) IsClosed() bool { return c.closed }
+// IsClosed reports whether the connection has ended (a connection being
+// recovered has not).
+func (c *Conn) IsClosed() bool { return c.closed && !c.Recovering() }
 
 // Err returns why the connection ended, or nil.
 func (c *Conn) Err() error { return c.err }

@@ -167,7 +167,18 @@ func (ch *Channel) Qos(opts pika.QosOptions, cb func(error)) {
 		ch.push(errCb(cb, errors.New("loop: Qos PrefetchSize is not implemented by RabbitMQ (the broker would close the connection with 540 NOT_IMPLEMENTED); use PrefetchCount")))
 		return
 	}
-	ch.callErr(&wire.BasicQos{PrefetchCount: uint16(opts.PrefetchCount), PrefetchSize: uint32(opts.PrefetchSize), Global: opts.Global}, false, cb)
+	m := &wire.BasicQos{PrefetchCount: uint16(opts.PrefetchCount), PrefetchSize: uint32(opts.PrefetchSize), Global: opts.Global}
+	ch.call(m, func(ev engine.Event) func() {
+		if ev.Err == nil {
+			// Recovery sets it again.
+			if m.Global {
+				ch.qosGlobal = m
+			} else {
+				ch.qos = m
+			}
+		}
+		return errCb(cb, ev.Err)
+	})
 }
 
 // isRabbitMQ reports whether the broker says it is RabbitMQ.
@@ -183,7 +194,14 @@ func (ch *Channel) Recover(requeue bool, cb func(error)) {
 }
 
 // TxSelect puts the channel in transaction mode (tx.select).
-func (ch *Channel) TxSelect(cb func(error)) { ch.callErr(&wire.TxSelect{}, false, cb) }
+func (ch *Channel) TxSelect(cb func(error)) {
+	ch.call(&wire.TxSelect{}, func(ev engine.Event) func() {
+		if ev.Err == nil {
+			ch.tx = true // recovery selects it again
+		}
+		return errCb(cb, ev.Err)
+	})
+}
 
 // TxCommit commits the current transaction (tx.commit).
 func (ch *Channel) TxCommit(cb func(error)) { ch.callErr(&wire.TxCommit{}, false, cb) }

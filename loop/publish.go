@@ -3,6 +3,7 @@ package loop
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/engine"
@@ -16,7 +17,7 @@ var errMandatoryConfirm = errors.New("loop: PublishConfirm of a mandatory messag
 // calls cb, which may be nil, with the outcome. Publishes made after the
 // call, even before cb runs, are numbered for confirmation.
 func (ch *Channel) ConfirmSelect(cb func(error)) {
-	if !ch.closed && !ch.confirming {
+	if ch.unusable() == nil && !ch.confirming {
 		ch.confirming = true
 		ch.confirms.Reset(1)
 	}
@@ -58,8 +59,8 @@ func (ch *Channel) PublishConfirm(exchange, routingKey string, msg pika.Message,
 }
 
 func (ch *Channel) publish(exchange, routingKey string, msg *pika.Message, cb func(error)) (uint64, error) {
-	if ch.closed {
-		return 0, ch.closedErr()
+	if err := ch.unusable(); err != nil {
+		return 0, err
 	}
 	tag, err := ch.c.eng.Publish(ch.id, exchange, routingKey, msg.Mandatory, false, &msg.Properties, msg.Body)
 	if err != nil {
@@ -73,6 +74,13 @@ func (ch *Channel) publish(exchange, routingKey string, msg *pika.Message, cb fu
 	if cb != nil {
 		s = ch.reserve()
 		s.confirm = cb
+	}
+	if ch.c.rec.republishing() {
+		if s == nil {
+			s = &slot{} // no callback: not in the channel's order
+		}
+		s.kept = &keptMsg{exchange: exchange, routingKey: routingKey, mandatory: msg.Mandatory,
+			props: msg.Properties, body: slices.Clone(msg.Body)}
 	}
 	if got := ch.confirms.Add(s); got != tag {
 		// The engine and this channel disagree on numbering: a bug here,
