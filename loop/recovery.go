@@ -570,6 +570,7 @@ func (rs *restore) consumers() {
 			ch.push(func() { cons.end(endErr) })
 			continue
 		}
+		cons.decl.Queue = cons.queue // as renamed
 		req, err := c.eng.Call(ch.id, cons.decl)
 		if err != nil {
 			rs.fail(err)
