@@ -323,6 +323,7 @@ func (c *Conn) onTick() {
 // callbacks, writes the output and moves the deadline timer.
 func (c *Conn) process() {
 	if c.eng == nil {
+		c.runDrains() // the callbacks of calls refused while a recovery attempt dials
 		return
 	}
 	for {
@@ -333,18 +334,11 @@ func (c *Conn) process() {
 			}
 			c.dispatch(ev)
 		}
-		for len(c.drains) > 0 {
-			ch := c.drains[0]
-			c.drains[0] = nil
-			c.drains = c.drains[1:]
-			ch.inDrains = false
-			ch.drain()
-		}
+		c.runDrains()
 		if c.eng.PendingEvents() == 0 {
 			break
 		}
 	}
-	c.drains = nil
 	if c.eng.OutgoingLen() > 0 {
 		buf := c.eng.SwapOutgoing(c.spare)
 		if c.log != nil {
@@ -383,6 +377,18 @@ func (c *Conn) process() {
 		c.armed = d
 		c.tick.schedule(d)
 	}
+}
+
+// runDrains runs the channels' ready callbacks.
+func (c *Conn) runDrains() {
+	for len(c.drains) > 0 {
+		ch := c.drains[0]
+		c.drains[0] = nil
+		c.drains = c.drains[1:]
+		ch.inDrains = false
+		ch.drain()
+	}
+	c.drains = nil
 }
 
 // minSpare and maxSpare bound the outgoing buffer a connection keeps
@@ -568,12 +574,24 @@ func (c *Conn) Err() error { return c.err }
 // Loop returns the Loop that runs c.
 func (c *Conn) Loop() *Loop { return c.l }
 
-// Tuning returns the negotiated channel_max, frame_max and heartbeat.
-func (c *Conn) Tuning() engine.Tuning { return c.eng.Tuning() }
+// Tuning returns the negotiated channel_max, frame_max and heartbeat (zero
+// while a recovery attempt dials).
+func (c *Conn) Tuning() engine.Tuning {
+	if c.eng == nil {
+		return engine.Tuning{} // during a recovery attempt's dial
+	}
+	return c.eng.Tuning()
+}
 
 // ServerProperties returns the broker's server properties (product,
-// version, capabilities, ...). The caller must not modify the table.
-func (c *Conn) ServerProperties() pika.Table { return c.eng.ServerProperties() }
+// version, capabilities, ...), nil while a recovery attempt dials. The
+// caller must not modify the table.
+func (c *Conn) ServerProperties() pika.Table {
+	if c.eng == nil {
+		return nil // during a recovery attempt's dial
+	}
+	return c.eng.ServerProperties()
+}
 
 // Buffered returns the bytes accepted and not yet handed to the socket:
 // those queued on channels behind a request in flight, those waiting in

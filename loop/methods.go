@@ -183,7 +183,7 @@ func (ch *Channel) Qos(opts pika.QosOptions, cb func(error)) {
 
 // isRabbitMQ reports whether the broker says it is RabbitMQ.
 func (c *Conn) isRabbitMQ() bool {
-	p, _ := c.eng.ServerProperties()["product"].(string)
+	p, _ := c.ServerProperties()["product"].(string)
 	return p == "RabbitMQ"
 }
 

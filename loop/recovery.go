@@ -190,6 +190,10 @@ func (c *Conn) lostLink(err error) bool {
 			return true // process calls restartDial
 		}
 		err = amqpdial.JoinErrors(c.ds.errs)
+	} else {
+		// The attempt may have restarted consumers: their queues were in
+		// use until now (x-expires).
+		r.inUseUntil = time.Now()
 	}
 	c.attemptFailed(err)
 	return true

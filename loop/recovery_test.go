@@ -382,3 +382,51 @@ func TestRecoveryGivesUpOrIsClosed(t *testing.T) {
 		})
 	}
 }
+
+// While a recovery attempt's dial hangs, calls fail with
+// pika.ErrRecovering at once (their callbacks do not wait for the dial),
+// and Close ends the connection with nil; Run then leaves nothing behind
+// (the dial is abandoned).
+func TestRecoveryCallsWhileDialing(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair, func(p *peer) {
+			p.handshake(0)
+			p.openChannel(1)
+			p.cut()
+		})
+		dial := cfg.Dial
+		dials := 0
+		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials++; dials == 1 {
+				return dial(ctx, network, addr)
+			}
+			<-ctx.Done() // hangs until Run returns
+			return nil, ctx.Err()
+		}
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					got = append(got, ev.Kind.String())
+					if ev.Kind != pika.RecoveryAttempt {
+						return
+					}
+					// The dial starts after the attempt's delay: call once
+					// it runs.
+					l.AfterFunc(100*time.Millisecond, func() {
+						ch.QueueDeclare("q", pika.QueueDeclareOptions{}, func(_ pika.Queue, err error) {
+							got = append(got, fmt.Sprint("declare: ", err))
+							c.Close(func(err error) {
+								got = append(got, fmt.Sprint("close: ", err))
+								stop()
+							})
+						})
+					})
+				})
+				c.OnClose(func(err error) { got = append(got, fmt.Sprint("closed: ", err)) })
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"lost", "attempt", "declare: " + pika.ErrRecovering.Error(), "closed: <nil>", "close: <nil>"})
+	})
+}
