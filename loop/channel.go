@@ -39,6 +39,7 @@ type Channel struct {
 	qos       *wire.BasicQos // the last per-consumer basic.qos
 	qosGlobal *wire.BasicQos // the last global basic.qos
 	tx        bool
+	txLost    bool    // a recovery lost the open transaction
 	tagBase   uint64  // delivery tags up to it are from a lost connection
 	lastTag   uint64  // the last delivery tag given to the application
 	republish []*slot // messages kept at a loss, published again by recovery

@@ -94,10 +94,14 @@ func (l *Loop) Dial(rawURL string, cb func(*Conn, error)) {
 // heartbeat, frame_max, channel_max, connection name, client properties,
 // MaxBodySize and Logger (every frame at Debug level, logged on the loop
 // goroutine). Not implemented yet, and refused with ErrUnsupported:
-// Credentials and SecretRefresh. Ignored: the recovery fields (a Conn of
-// this package does not recover: see the package documentation), and
-// WriteBufferLimit, MaxUnconfirmed, NotifyBuffer and BlockedTimeout, whose
-// waits have no place on a loop (see Conn.Buffered).
+// Credentials and SecretRefresh. The recovery fields (DisableRecovery,
+// Reconnect, DisableRepublish, RecoveryFilter) work as for pika.Conn: see
+// Recovery in the package documentation; a Conn with recovery on keeps its
+// Config (for reconnecting) and a copy of each message published in
+// confirm mode until its confirmation. Ignored: FailWhileRecovering (calls
+// always fail at once while recovering), and WriteBufferLimit,
+// MaxUnconfirmed, NotifyBuffer and BlockedTimeout, whose waits have no
+// place on a loop (see Conn.Buffered).
 func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 	if cfg.Credentials != nil || cfg.SecretRefresh > 0 {
 		l.defer_(func() {

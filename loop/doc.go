@@ -68,12 +68,51 @@
 // 44 KiB of Go heap and stacks and 20 KiB of resident memory per idle
 // connection, against the descriptor path's 5 and 7 (BENCHMARKS.md).
 //
+// # Recovery
+//
+// Unless pika.Config.DisableRecovery is set, a Conn that loses its
+// connection without the application asking (network error, heartbeat
+// timeout, a broker's forced close) recovers as a pika.Conn does, with the
+// same Config fields and rules (the topology record and the restore plan
+// are shared with package pika): it reconnects after the delays of
+// Config.Reconnect, over every address of Config.Addrs (ShuffleAddrs
+// honoured), and restores, in this order, its channels with their
+// numbers, QoS, confirm and transaction modes; the exchanges, queues
+// (server-named ones get new names, followed by their bindings and
+// consumers; an x-expires queue that expired meanwhile is forgotten) and
+// bindings declared through it; its consumers, with their tags; and the
+// messages published in confirm mode whose confirmation the loss cut off,
+// republished in their order before anything new (unless
+// Config.DisableRepublish: they then resolve with pika.ErrOutcomeUnknown
+// at the loss). Config.RecoveryFilter leaves chosen entities out. The
+// Conn, its Channels and Consumers stay the same values, and every step
+// runs on the loop: the waits are loop timers, the restore a chain of
+// callbacks, and nothing blocks the loop goroutine.
+//
+// Conn.OnRecovery reports each step as a pika.RecoveryEvent: the loss,
+// each attempt with its delay, the recovery with its pika.RecoveryReport,
+// or the end of attempts, after which the Conn closes with a
+// *pika.RecoveryError (OnClose; outstanding confirmations then resolve
+// with pika.ErrOutcomeUnknown). While the Conn recovers, calls fail at
+// once with pika.ErrRecovering (a loop does not wait: retry from the
+// RecoveryRecovered event); calls in flight at the loss fail with its
+// cause, in their channel's order, so after the confirmations of messages
+// published before them, which wait for their republished copies.
+// Acknowledgements of deliveries from before the loss fail with
+// pika.ErrStaleDelivery and are not sent (delivery tags go on increasing
+// across recoveries), and a transaction open at the loss fails its
+// TxCommit with pika.ErrTxLost. Close stops a recovery and ends the Conn with nil.
+// Republishing keeps a copy of each message published in confirm mode
+// until its confirmation.
+//
 // # Not done yet
 //
-// A Conn of this package does not recover: a lost connection stays lost
-// (its OnClose handlers run with the cause), whatever pika.Config's
-// recovery fields say; reconnect from OnClose with AfterFunc, or use
-// package pika, which recovers. PublishConfirm does not accept mandatory
+// Recovery does not wait for a queue whose node is down, as pika.Conn does
+// (RecoveryConsumerWaiting, RecoveryConsumerRestored): a consumer that
+// RabbitMQ cancels ends with pika.ErrConsumerCancelled and its queue is
+// forgotten as if deleted, and a consumer whose queue recovery finds
+// unavailable ends with an error matching pika.ErrQueueUnavailable.
+// Config.FailWhileRecovering and MaxUnconfirmed do not apply. PublishConfirm does not accept mandatory
 // messages (returns are reported to OnReturn, but not matched to their
 // confirmations as package pika does), and Config.Credentials and
 // Config.SecretRefresh are refused.

@@ -203,11 +203,32 @@ func (ch *Channel) TxSelect(cb func(error)) {
 	})
 }
 
-// TxCommit commits the current transaction (tx.commit).
-func (ch *Channel) TxCommit(cb func(error)) { ch.callErr(&wire.TxCommit{}, false, cb) }
+// TxCommit commits the current transaction (tx.commit). If a connection
+// recovery happened since the transaction began, its work was lost with
+// the old connection: TxCommit then rolls back and cb gets pika.ErrTxLost
+// (committing only what came after the recovery would be wrong); do the
+// work again.
+func (ch *Channel) TxCommit(cb func(error)) {
+	if ch.txLost {
+		ch.txLost = false
+		ch.callErr(&wire.TxRollback{}, false, func(err error) {
+			if err == nil {
+				err = pika.ErrTxLost
+			}
+			if cb != nil {
+				cb(err)
+			}
+		})
+		return
+	}
+	ch.callErr(&wire.TxCommit{}, false, cb)
+}
 
 // TxRollback abandons the current transaction (tx.rollback).
-func (ch *Channel) TxRollback(cb func(error)) { ch.callErr(&wire.TxRollback{}, false, cb) }
+func (ch *Channel) TxRollback(cb func(error)) {
+	ch.txLost = false
+	ch.callErr(&wire.TxRollback{}, false, cb)
+}
 
 // errCb returns the callback that gives cb err, or nil when cb is nil.
 func errCb(cb func(error), err error) func() {

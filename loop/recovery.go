@@ -230,6 +230,9 @@ func (c *Conn) suspend(cause error) {
 			continue
 		}
 		ch.tagBase = ch.lastTag
+		if ch.tx {
+			ch.txLost = true
+		}
 		ch.confirms.SettleAll(func(_ uint64, s *slot) {
 			if s != nil && s.kept != nil {
 				ch.republish = append(ch.republish, s)

@@ -430,3 +430,52 @@ func TestRecoveryCallsWhileDialing(t *testing.T) {
 		expectCalls(t, got, []string{"lost", "attempt", "declare: " + pika.ErrRecovering.Error(), "closed: <nil>", "close: <nil>"})
 	})
 }
+
+// A transaction open at a loss is lost with the connection: recovery
+// selects transaction mode again, and the next TxCommit rolls back and
+// fails with pika.ErrTxLost; the one after commits.
+func TestRecoveryLosesTheOpenTransaction(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.TxSelect](p, 1, &wire.TxSelectOk{})
+				expectPublish(p, 1)
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.TxSelect](p, 1, &wire.TxSelectOk{})
+				answer[*wire.TxRollback](p, 1, &wire.TxRollbackOk{})
+				answer[*wire.TxCommit](p, 1, &wire.TxCommitOk{})
+				p.closeConn()
+			})
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.TxSelect(func(err error) {
+					if err != nil {
+						t.Errorf("tx.select: %v", err)
+					}
+					if err := ch.Publish("", "q", pika.Message{Body: []byte("in the transaction")}); err != nil {
+						t.Errorf("publish: %v", err)
+					}
+				})
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					if ev.Kind != pika.RecoveryRecovered {
+						return
+					}
+					ch.TxCommit(func(err error) { got = append(got, fmt.Sprint("commit: ", err)) })
+					ch.TxCommit(func(err error) {
+						got = append(got, fmt.Sprint("commit: ", err))
+						closeAndStop(t, c, stop)
+					})
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"commit: " + pika.ErrTxLost.Error(), "commit: <nil>"})
+	})
+}
