@@ -221,6 +221,8 @@ func openIdleLoop(url string, n int, fallback bool) (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
+	// As for pika.Conn (see pikaClient): recovery off, like amqp091-go.
+	cfg.DisableRecovery = true
 	if fallback {
 		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer

@@ -479,3 +479,67 @@ func TestRecoveryLosesTheOpenTransaction(t *testing.T) {
 		expectCalls(t, got, []string{"commit: " + pika.ErrTxLost.Error(), "commit: <nil>"})
 	})
 }
+
+// A declaration the broker refuses during a restore is reported, not
+// fatal: the restore goes on on a new channel, the consumer of the queue
+// that could not be declared ends with the refusal (no basic.consume is
+// sent, which would close its channel), and the rest is restored.
+func TestRecoveryRefusedQueueEndsItsConsumer(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) { setupState(p); p.cut() },
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.BasicQos](p, 1, &wire.BasicQosOk{})
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.openChannel(2)
+				answer[*wire.ExchangeDeclare](p, 2, &wire.ExchangeDeclareOk{})
+				answer[*wire.QueueDeclare](p, 2, &wire.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q'", ClassID: 50, MethodID: 10})
+				expect[*wire.ChannelCloseOk](p, 2)
+				// The engine takes the next number for the new channel.
+				p.openChannel(3)
+				answer[*wire.QueueBind](p, 3, &wire.QueueBindOk{})
+				answer[*wire.ChannelClose](p, 3, &wire.ChannelCloseOk{})
+				// No basic.consume: the republished message comes next.
+				expectPublish(p, 1)
+				p.send(scripted.Method(1, &wire.BasicAck{DeliveryTag: 1}))
+				p.closeConn()
+			})
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.Qos(pika.QosOptions{PrefetchCount: 5}, nil)
+				ch.ConfirmSelect(nil)
+				ch.ExchangeDeclare("x", "direct", pika.ExchangeDeclareOptions{}, nil)
+				ch.QueueDeclare("q", pika.QueueDeclareOptions{}, nil)
+				ch.QueueBind("q", "x", "k", pika.BindOptions{}, nil)
+				ch.Consume("q", ConsumeOptions{Tag: "c1", OnEnd: func(err error) {
+					got = append(got, fmt.Sprint("consumer ended: ", errors.Is(err, pika.ErrPreconditionFailed)))
+				}}, func(*Delivery) {}, nil)
+				ch.PublishConfirm("x", "k", pika.Message{Body: []byte("m1")}, func(err error) {
+					got = append(got, fmt.Sprint("confirm m1 ", err))
+					closeAndStop(t, c, stop)
+				})
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					if ev.Kind != pika.RecoveryRecovered {
+						return
+					}
+					r := ev.Report
+					var failed []string
+					for _, f := range r.Failed {
+						failed = append(failed, f.Entity)
+					}
+					got = append(got, fmt.Sprintf("recovered: %d channel, %d consumers, %d republished, failed %q", r.Channels, r.Consumers, r.Republished, failed))
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{
+			`recovered: 1 channel, 0 consumers, 1 republished, failed ["queue \"q\"" "consumer \"c1\" on channel 1"]`,
+			// The consumer's end takes its place after the callbacks of
+			// the calls made before: the publish, whose copy was confirmed.
+			"confirm m1 <nil>", "consumer ended: true",
+		})
+	})
+}
