@@ -61,11 +61,15 @@ func TestPlan(t *testing.T) {
 	var renamed []string
 	p.OnRename = func(old, new string) { renamed = append(renamed, old+"->"+new) }
 	answers := map[string]func() (wire.Method, error){
-		"queue ":        func() (wire.Method, error) { return &wire.QueueDeclareOk{Queue: "amq.gen-2"}, nil },
-		"check old":     func() (wire.Method, error) { return nil, notFound("no queue 'old' in vhost '/'") },
-		"queue refused": func() (wire.Method, error) { return nil, &engine.Error{Code: wire.ReplyPreconditionFailed, Server: true} },
-		"check other":   func() (wire.Method, error) { return nil, notFound("no queue 'other' in vhost '/'") },
-		"check down":    func() (wire.Method, error) { return nil, notFound("home node 'n' of durable queue 'down' in vhost '/' is down or inaccessible") },
+		"queue ":    func() (wire.Method, error) { return &wire.QueueDeclareOk{Queue: "amq.gen-2"}, nil },
+		"check old": func() (wire.Method, error) { return nil, notFound("no queue 'old' in vhost '/'") },
+		"queue refused": func() (wire.Method, error) {
+			return nil, &engine.Error{Code: wire.ReplyPreconditionFailed, Server: true}
+		},
+		"check other": func() (wire.Method, error) { return nil, notFound("no queue 'other' in vhost '/'") },
+		"check down": func() (wire.Method, error) {
+			return nil, notFound("home node 'n' of durable queue 'down' in vhost '/' is down or inaccessible")
+		},
 	}
 	var got []string
 	for {
