@@ -543,3 +543,48 @@ func TestRecoveryRefusedQueueEndsItsConsumer(t *testing.T) {
 		})
 	})
 }
+
+// Run returning while a connection recovers ends it with ErrStopped, with
+// its attempt's dial hanging or between attempts, and leaves no goroutine
+// and no descriptor.
+func TestRunEndDuringRecovery(t *testing.T) {
+	for _, hang := range []bool{true, false} {
+		t.Run(fmt.Sprint("dial hangs ", hang), func(t *testing.T) {
+			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+				cfg, wait := recoveringConfig(t, pair, func(p *peer) {
+					p.handshake(0)
+					p.openChannel(1)
+					p.cut()
+				})
+				if hang {
+					dial := cfg.Dial
+					dials := 0
+					cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+						if dials++; dials == 1 {
+							return dial(ctx, network, addr)
+						}
+						<-ctx.Done()
+						return nil, ctx.Err()
+					}
+				} else {
+					cfg.Reconnect = pika.Backoff{Initial: time.Hour}
+				}
+				var got []string
+				run(t, 20*time.Second, func(l *Loop, stop func()) {
+					withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+						c.OnRecovery(func(ev pika.RecoveryEvent) {
+							got = append(got, ev.Kind.String())
+							if ev.Kind == pika.RecoveryAttempt {
+								l.AfterFunc(100*time.Millisecond, stop)
+							}
+						})
+						c.OnClose(func(err error) { got = append(got, fmt.Sprint("closed: ", err)) })
+						ch.OnClose(func(err error) { got = append(got, fmt.Sprint("channel closed: ", err)) })
+					})
+				})
+				wait()
+				expectCalls(t, got, []string{"lost", "attempt", "channel closed: " + ErrStopped.Error(), "closed: " + ErrStopped.Error()})
+			})
+		})
+	}
+}
