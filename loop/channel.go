@@ -255,8 +255,8 @@ func (ch *Channel) Close(cb func(error)) {
 		ch.complete(s, fin(err))
 		return
 	}
-	if ch.c.Recovering() {
-		// Nothing to tell the broker: the channel ends here.
+	if ch.c.Recovering() && !ch.c.linkUp() {
+		// No link to tell: the channel ends here.
 		if ch.c.chans[ch.id] == ch {
 			delete(ch.c.chans, ch.id)
 		}

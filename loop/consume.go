@@ -226,7 +226,9 @@ func (ch *Channel) Reject(tag uint64, requeue bool) error {
 // connection's: pika.ErrStaleDelivery for a delivery from before a
 // recovery (the broker forgot its tag, and delivers the message again
 // unless it was auto-acked), the channel's error when it ended, and
-// pika.ErrRecovering while the connection recovers.
+// pika.ErrRecovering while the connection recovers and has no link (a
+// delivery that came during a restore can be acknowledged: its consumer
+// runs on the new link).
 func (ch *Channel) engineTag(tag uint64) (uint64, error) {
 	if ch.closed {
 		return 0, ch.closedErr()
@@ -234,8 +236,8 @@ func (ch *Channel) engineTag(tag uint64) (uint64, error) {
 	if ch.tagBase > 0 && tag <= ch.tagBase {
 		return 0, pika.ErrStaleDelivery
 	}
-	if err := ch.c.recErr(); err != nil {
-		return 0, err
+	if !ch.c.linkUp() {
+		return 0, pika.ErrRecovering
 	}
 	return tag - ch.tagBase, nil
 }

@@ -69,6 +69,12 @@ func (c *Conn) OnRecovery(fn func(pika.RecoveryEvent)) func() {
 // Calls made meanwhile fail with pika.ErrRecovering.
 func (c *Conn) Recovering() bool { return c.rec != nil && c.rec.recovering }
 
+// linkUp reports whether the connection has an open link: not while a
+// recovery waits or dials, but during its restore.
+func (c *Conn) linkUp() bool {
+	return c.eng != nil && c.open && !c.eng.IsClosed()
+}
+
 // recErr returns pika.ErrRecovering while the connection recovers.
 func (c *Conn) recErr() error {
 	if c.Recovering() {
@@ -549,6 +555,9 @@ func (rs *restore) consumers() {
 	c := rs.c
 	var conss []*Consumer
 	for _, ch := range c.chans {
+		if ch.closing {
+			continue // the application closes it
+		}
 		for _, cons := range ch.consumers {
 			if !cons.ended {
 				conss = append(conss, cons)

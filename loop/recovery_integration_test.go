@@ -303,7 +303,7 @@ func openPublisher(t *testing.T, l *Loop, cfg pika.Config, p *publisher, stop fu
 							t.Errorf("%s: body %q", p.queue, d.Body)
 						}
 						p.received[id] = true
-						if err := d.Ack(false); err != nil && !errors.Is(err, pika.ErrStaleDelivery) && !errors.Is(err, pika.ErrRecovering) {
+						if err := d.Ack(false); err != nil && !errors.Is(err, pika.ErrStaleDelivery) {
 							t.Errorf("%s: ack: %v", p.queue, err)
 						}
 					}, func(_ *Consumer, err error) {
