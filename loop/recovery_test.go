@@ -588,3 +588,52 @@ func TestRunEndDuringRecovery(t *testing.T) {
 		})
 	}
 }
+
+// A delivery to a consumer restored on the new link can be acknowledged
+// before the restore ends (another consumer still being restarted).
+func TestRecoveryAckDuringRestore(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c2"})
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				// The consumed queues were not declared here: checked.
+				p.openChannel(2)
+				answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "q1"})
+				answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "q2"})
+				answer[*wire.ChannelClose](p, 2, &wire.ChannelCloseOk{})
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+				p.send(scripted.Message(1, &wire.BasicDeliver{ConsumerTag: "c1", DeliveryTag: 1}, nil, []byte("d"), 0))
+				expect[*wire.BasicConsume](p, 1)
+				if m := expect[*wire.BasicAck](p, 1); m.DeliveryTag != 1 {
+					p.t.Errorf("ack of tag %d", m.DeliveryTag)
+				}
+				p.send(scripted.Method(1, &wire.BasicConsumeOk{ConsumerTag: "c2"}))
+				p.closeConn()
+			})
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.Consume("q1", ConsumeOptions{Tag: "c1"}, func(d *Delivery) {
+					got = append(got, fmt.Sprint("recovering ", c.Recovering(), ", ack: ", d.Ack(false)))
+				}, nil)
+				ch.Consume("q2", ConsumeOptions{Tag: "c2"}, func(*Delivery) {}, nil)
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					if ev.Kind == pika.RecoveryRecovered {
+						got = append(got, "recovered")
+						closeAndStop(t, c, stop)
+					}
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"recovering true, ack: <nil>", "recovered"})
+	})
+}
