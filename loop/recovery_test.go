@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -635,5 +636,70 @@ func TestRecoveryAckDuringRestore(t *testing.T) {
 		})
 		wait()
 		expectCalls(t, got, []string{"recovering true, ack: <nil>", "recovered"})
+	})
+}
+
+// A recovery attempt tries every address of Config.Addrs, as a dial does:
+// one that refuses the connection, then one whose handshake fails, then
+// one that works, all in the same attempt. Config.RecoveryFilter leaves a
+// consumer out: it ends with pika.ErrNotRecovered.
+func TestRecoveryAddressesAndFilter(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "kept"})
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "left-out"})
+				p.cut()
+			},
+			func(p *peer) { // "broken": the handshake fails
+				hdr := make([]byte, 8)
+				p.nc.Read(hdr)
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				p.openChannel(2)
+				answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "q"})
+				answer[*wire.ChannelClose](p, 2, &wire.ChannelCloseOk{})
+				if m := answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "kept"}); m.ConsumerTag != "kept" {
+					p.t.Errorf("restored consumer %q", m.ConsumerTag)
+				}
+				p.closeConn()
+			})
+		scripted := cfg.Dial
+		var dialed []string
+		cfg.Addrs = []string{"first:5672", "refusing:5672", "broken:5672", "good:5672"}
+		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialed = append(dialed, addr) // the dial goroutines run one after the other
+			if addr == "refusing:5672" || len(dialed) > 1 && addr == "first:5672" {
+				return nil, errors.New("connection refused")
+			}
+			return scripted(ctx, network, addr)
+		}
+		cfg.RecoveryFilter.Consumer = func(queue, tag string) bool { return tag != "left-out" }
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				for _, tag := range []string{"kept", "left-out"} {
+					ch.Consume("q", ConsumeOptions{Tag: tag, OnEnd: func(err error) {
+						got = append(got, fmt.Sprint(tag, " ended: ", errors.Is(err, pika.ErrNotRecovered)))
+					}}, func(*Delivery) {}, nil)
+				}
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					got = append(got, fmt.Sprint(ev.Kind, " ", ev.Attempt))
+					if ev.Kind == pika.RecoveryRecovered {
+						got = append(got, "to "+ev.Report.Addr)
+						closeAndStop(t, c, stop)
+					}
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"lost 0", "attempt 1", "left-out ended: true", "recovered 1", "to good:5672", "kept ended: false"})
+		if want := []string{"first:5672", "first:5672", "refusing:5672", "broken:5672", "good:5672"}; !slices.Equal(dialed, want) {
+			t.Errorf("dialed %q, want %q", dialed, want)
+		}
 	})
 }
