@@ -2,6 +2,7 @@ package loop_test
 
 import (
 	"context"
+	"errors"
 	"log"
 	"time"
 
@@ -48,7 +49,7 @@ func ExampleConn_OnRecovery() {
 						log.Printf("not confirmed: %v", err) // nacked, or recovery gave up
 					}
 				})
-				if err != nil && err != pika.ErrRecovering {
+				if err != nil && !errors.Is(err, pika.ErrRecovering) {
 					log.Printf("publish: %v", err)
 				}
 				tick.Reset(100 * time.Millisecond)
