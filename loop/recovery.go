@@ -205,8 +205,9 @@ func (c *Conn) lostLink(err error) bool {
 	return true
 }
 
-// dropLink lets go of the link that ended: the last bytes are written and
-// the transport closes; the Conn, its channels and consumers stay.
+// dropLink lets go of the link that ended: the last bytes are written, the
+// transport closes, and a block ends; the Conn, its channels and consumers
+// stay.
 func (c *Conn) dropLink() {
 	c.closed = true
 	if c.rec.rs != nil {
@@ -221,6 +222,14 @@ func (c *Conn) dropLink() {
 	if c.t != nil {
 		c.t.closeAfterFlush()
 		c.t = nil
+	}
+	// The block was the lost connection's: the next one starts unblocked
+	// (its broker says so again if its alarm still holds).
+	if c.blocked {
+		c.blocked = false
+		for _, fn := range c.onBlocked.list() {
+			fn(false, "")
+		}
 	}
 }
 

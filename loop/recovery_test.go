@@ -703,3 +703,43 @@ func TestRecoveryAddressesAndFilter(t *testing.T) {
 		}
 	})
 }
+
+// A connection blocked by the broker's alarm when it is lost is unblocked
+// (OnBlocked false): the block was the lost connection's.
+func TestRecoveryEndsTheBlock(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				p.send(scripted.Method(0, &wire.ConnectionBlocked{Reason: "low on memory"}))
+				expect[*wire.BasicQos](p, 1) // the client's sign it saw the block
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				p.closeConn()
+			})
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				c.OnBlocked(func(blocked bool, reason string) {
+					got = append(got, fmt.Sprint("blocked ", blocked, " ", reason))
+					if blocked {
+						ch.Qos(pika.QosOptions{PrefetchCount: 1}, nil)
+					}
+				})
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					got = append(got, ev.Kind.String())
+					if ev.Kind == pika.RecoveryRecovered {
+						got = append(got, fmt.Sprint("blocked: ", c.Blocked()))
+						closeAndStop(t, c, stop)
+					}
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"blocked true low on memory", "blocked false ", "lost", "attempt", "recovered", "blocked: false"})
+	})
+}
