@@ -44,6 +44,13 @@ func (ch *Channel) Publish(exchange, routingKey string, msg pika.Message) error 
 // it. It fails at once (cb is not called) with pika.ErrNotConfirmMode on a
 // channel without ConfirmSelect, and for a mandatory message (not
 // supported yet).
+//
+// With recovery on (see Recovery in the package documentation), a
+// connection loss does not end the wait: the message is published again
+// on the recovered channel and cb gets the copy's outcome (at-least-once:
+// the broker may have taken the first one); cb gets pika.ErrOutcomeUnknown
+// only when recovery gives up, the channel closes, or DisableRepublish is
+// set.
 func (ch *Channel) PublishConfirm(exchange, routingKey string, msg pika.Message, cb func(error)) error {
 	if cb == nil {
 		return errors.New("loop: PublishConfirm needs a callback")
