@@ -116,18 +116,17 @@ func TestIntegrationRecoveryOnManyConnections(t *testing.T) {
 	brokerURL := testenv.Broker(t)
 	for _, tc := range []struct {
 		name  string
-		fault func(l *Loop, p *faultproxy.Proxy)
+		fault func(p *faultproxy.Proxy) // on the loop
+		undo  func(p *faultproxy.Proxy) // on the loop, once every connection saw its loss
 	}{
-		{"cut", func(_ *Loop, p *faultproxy.Proxy) { p.Cut() }},
-		{"stall", func(l *Loop, p *faultproxy.Proxy) {
-			p.Stall()
-			l.AfterFunc(4*time.Second, p.Resume)
-		}},
-		{"refuse", func(l *Loop, p *faultproxy.Proxy) {
+		{"cut", (*faultproxy.Proxy).Cut, nil},
+		// The heartbeat timeout detects the dead path; reconnections hang
+		// in their handshake (Config.HandshakeTimeout) until Resume.
+		{"stall", (*faultproxy.Proxy).Stall, (*faultproxy.Proxy).Resume},
+		{"refuse", func(p *faultproxy.Proxy) {
 			p.Refuse(true)
 			p.Cut()
-			l.AfterFunc(1500*time.Millisecond, func() { p.Refuse(false) })
-		}},
+		}, func(p *faultproxy.Proxy) { p.Refuse(false) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := faultproxy.New(t, brokerAddr(t, brokerURL))
@@ -139,7 +138,11 @@ func TestIntegrationRecoveryOnManyConnections(t *testing.T) {
 			t.Cleanup(func() { deleteQueues(t, brokerURL, names...) })
 			before := snapshot(t)
 			cfg := recoveryTestConfig(t, brokerURL, p)
-			s := runManyRecovering(t, cfg, names, func(l *Loop) { tc.fault(l, p) })
+			var undo func()
+			if tc.undo != nil {
+				undo = func() { tc.undo(p) }
+			}
+			s := runManyRecovering(t, cfg, names, func() { tc.fault(p) }, undo)
 			p.Resume()
 			t.Logf("%d published: %d confirmed, %d failed; %d recoveries", s.published, s.confirmed, s.failed, s.recoveries)
 			if s.recoveries < recConns {
@@ -161,6 +164,7 @@ type publisher struct {
 	next       int          // messages published so far
 	outcome    map[int]bool // per message: confirmed (true) or failed (false)
 	received   map[int]bool
+	losses     int
 	recoveries int
 }
 
@@ -175,13 +179,14 @@ const (
 
 // runManyRecovering runs the connections of the many-connections test on
 // one loop, calls fault once every connection has published a quarter of
-// its messages, and ends when every message has its outcome and every
-// confirmed one was consumed.
-func runManyRecovering(t *testing.T, cfg pika.Config, names []string, fault func(l *Loop)) recStats {
+// its messages, undo (when set) a second after every connection saw its
+// loss, and ends when every message has its outcome and every confirmed
+// one was consumed.
+func runManyRecovering(t *testing.T, cfg pika.Config, names []string, fault, undo func()) recStats {
 	var st recStats
 	var pubs []*publisher
 	run(t, 120*time.Second, func(l *Loop, stop func()) {
-		faulted := false
+		faulted, undone := false, false
 		var check *Timer
 		done := func() bool {
 			for _, p := range pubs {
@@ -217,7 +222,17 @@ func runManyRecovering(t *testing.T, cfg pika.Config, names []string, fault func
 				}
 				if ready {
 					faulted = true
-					fault(l)
+					fault()
+				}
+			}
+			if faulted && !undone && undo != nil {
+				lost := true
+				for _, p := range pubs {
+					lost = lost && p.losses > 0
+				}
+				if lost {
+					undone = true
+					l.AfterFunc(time.Second, undo)
 				}
 			}
 			if faulted && done() {
@@ -275,6 +290,8 @@ func openPublisher(t *testing.T, l *Loop, cfg pika.Config, p *publisher, stop fu
 		p.c = c
 		c.OnRecovery(func(ev pika.RecoveryEvent) {
 			switch ev.Kind {
+			case pika.RecoveryLost:
+				p.losses++
 			case pika.RecoveryRecovered:
 				p.recoveries++
 			case pika.RecoveryGaveUp:
