@@ -307,6 +307,9 @@ func (ch *Channel) dispatch(ev engine.Event) {
 		ch.confirms.Settle(ev.Tag, ev.Multiple, func(_ uint64, s *slot) { ch.settle(s, err) })
 	case engine.EventCancel:
 		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
+			if ch.c.revive(cons, pika.ErrConsumerCancelled) {
+				return // it waits for its queue, or its end (see revive.go)
+			}
 			delete(ch.consumers, ev.ConsumerTag)
 			ch.c.consumerCancelled(cons.queue)
 			ch.push(func() { cons.end(pika.ErrConsumerCancelled) })

@@ -37,9 +37,11 @@ type Consumer struct {
 
 	// For recovery: the queue (as renamed), the basic.consume to send
 	// again, and the consumer's number in the order of starts.
-	queue string
-	decl  *wire.BasicConsume
-	seq   uint64
+	queue      string
+	decl       *wire.BasicConsume
+	seq        uint64
+	cancelling bool     // Cancel was sent
+	rv         *revival // while it waits for its queue (see revive.go)
 }
 
 // Delivery is a message delivered to a consumer or returned by Get. Its
@@ -154,7 +156,11 @@ func (cons *Consumer) end(err error) {
 // before; OnEnd runs then with pika.ErrConsumerClosed.
 func (cons *Consumer) Cancel(cb func(error)) {
 	ch := cons.ch
+	cons.cancelling = true
 	ch.call(&wire.BasicCancel{ConsumerTag: cons.tag}, func(ev engine.Event) func() {
+		if ev.Err != nil {
+			cons.cancelling = false
+		}
 		if ev.Err == nil && ch.consumers[cons.tag] == cons {
 			delete(ch.consumers, cons.tag)
 			ch.c.consumerEnded(cons)

@@ -31,6 +31,7 @@ type recState struct {
 	inUseUntil time.Time
 	wait       *Timer   // the delay before the next attempt
 	gen        uint64   // the attempt's restore; replies to an older one are ignored
+	linkGen    uint64   // counts the links lost: revivals of a lost one stop
 	rs         *restore // the restore in progress, or nil
 }
 
@@ -238,7 +239,13 @@ func (c *Conn) dropLink() {
 // outstanding are kept for republishing (or resolve with
 // pika.ErrOutcomeUnknown); deliveries received so far become stale.
 func (c *Conn) suspend(cause error) {
+	c.rec.linkGen++
 	for id, ch := range c.chans {
+		for _, cons := range ch.consumers {
+			if cons.rv != nil {
+				cons.rv.stop() // the restore takes it over
+			}
+		}
 		if ch.closing {
 			delete(c.chans, id)
 			ch.gone(nil)
@@ -585,6 +592,13 @@ func (rs *restore) consumers() {
 			// the application's channel with it.
 			if recovery.Unavailable(qerr) {
 				qerr = &recovery.UnavailableErr{Err: qerr}
+				if c.revive(cons, qerr) {
+					// It exists, on a node that is down: the consumer
+					// waits for it instead of ending.
+					rs.report.Failed = append(rs.report.Failed, pika.RecoveryFailure{
+						Entity: "consumer " + strconv.Quote(cons.tag) + " on channel " + strconv.Itoa(int(ch.id)) + " (waiting for its queue)", Err: qerr})
+					continue
+				}
 			}
 			rs.report.Failed = append(rs.report.Failed, pika.RecoveryFailure{
 				Entity: "consumer " + strconv.Quote(cons.tag) + " on channel " + strconv.Itoa(int(ch.id)), Err: qerr})
