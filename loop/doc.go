@@ -101,18 +101,27 @@
 // Acknowledgements of deliveries from before the loss fail with
 // pika.ErrStaleDelivery and are not sent (delivery tags go on increasing
 // across recoveries), and a transaction open at the loss fails its
-// TxCommit with pika.ErrTxLost. Close stops a recovery and ends the Conn with nil.
+// TxCommit with pika.ErrTxLost.
+//
+// RabbitMQ cancels the consumers of a queue that is deleted, and also of a
+// classic queue whose node goes down (the queue comes back with its node).
+// With recovery on, a consumer the broker cancels is therefore not ended at
+// once: the loop checks its queue with a passive declare on a channel of
+// its own; a queue that is gone ends the consumer with
+// pika.ErrConsumerCancelled (and is forgotten), one that is there gets the
+// same Consumer back with its tag (RecoveryConsumerRestored), and one whose
+// node is down is checked again after each Config.Reconnect delay
+// (RecoveryConsumerWaiting, with an error matching
+// pika.ErrQueueUnavailable). A restore that finds a consumer's queue
+// unavailable does the same. Close stops a recovery and ends the Conn with nil.
 // Republishing keeps a copy of each message published in confirm mode
 // until its confirmation.
 //
 // # Not done yet
 //
-// Recovery does not wait for a queue whose node is down, as pika.Conn does
-// (RecoveryConsumerWaiting, RecoveryConsumerRestored): a consumer that
-// RabbitMQ cancels ends with pika.ErrConsumerCancelled and its queue is
-// forgotten as if deleted, and a consumer whose queue recovery finds
-// unavailable ends with an error matching pika.ErrQueueUnavailable.
-// Config.FailWhileRecovering and MaxUnconfirmed do not apply. PublishConfirm does not accept mandatory
+// Config.FailWhileRecovering and MaxUnconfirmed do not apply to recovery
+// on a loop (calls do not wait, and kept copies are not bounded).
+// PublishConfirm does not accept mandatory
 // messages (returns are reported to OnReturn, but not matched to their
 // confirmations as package pika does), and Config.Credentials and
 // Config.SecretRefresh are refused.
