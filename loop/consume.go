@@ -1,6 +1,8 @@
 package loop
 
 import (
+	"context"
+
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/engine"
 	"github.com/pika-go/pika/wire"
@@ -34,10 +36,11 @@ type Consumer struct {
 	handler func(*Delivery)
 	onEnd   func(error)
 	ended   bool
+	queue   string
+	sc      *pika.Consumer // its stand-in for hooks, made on first use (see hooks.go)
 
-	// For recovery: the queue (as renamed), the basic.consume to send
-	// again, and the consumer's number in the order of starts.
-	queue      string
+	// For recovery: the basic.consume to send again (with the queue as
+	// renamed), and the consumer's number in the order of starts.
 	decl       *wire.BasicConsume
 	seq        uint64
 	cancelling bool     // Cancel was sent
@@ -57,7 +60,8 @@ type Delivery struct {
 	Body []byte
 
 	ch   *Channel
-	slot slot // its place in the channel's callback order
+	ctx  context.Context // from the ProcessHooks; nil without
+	slot slot            // its place in the channel's callback order
 }
 
 func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
@@ -80,6 +84,16 @@ func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
 
 // Channel returns the channel the delivery came on.
 func (d *Delivery) Channel() *Channel { return d.ch }
+
+// Context returns the context that the ProcessHooks of pika.Config.Hooks
+// made for the handler call of this delivery (carrying a tracing span,
+// say), or context.Background() without them and for Get.
+func (d *Delivery) Context() context.Context {
+	if d.ctx == nil {
+		return context.Background()
+	}
+	return d.ctx
+}
 
 // Ack acknowledges the delivery (and every earlier one with multiple).
 func (d *Delivery) Ack(multiple bool) error { return d.ch.Ack(d.DeliveryTag, multiple) }
@@ -127,6 +141,7 @@ func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Deli
 			ch.consumers = make(map[string]*Consumer)
 		}
 		ch.consumers[cons.tag] = cons
+		ch.c.hk.consumerStarted(cons)
 		if cb == nil {
 			return nil
 		}
@@ -146,6 +161,7 @@ func (cons *Consumer) end(err error) {
 		return
 	}
 	cons.ended = true
+	cons.ch.c.hk.consumerEnded(cons, err)
 	if cons.onEnd != nil {
 		cons.onEnd(err)
 	}
@@ -185,7 +201,12 @@ func (ch *Channel) Get(queue string, autoAck bool, cb func(d *Delivery, ok bool,
 			return func() { cb(nil, false, ev.Err) }
 		case ev.Kind == engine.EventGetOk:
 			d := ch.newDelivery(&ev.Message)
-			return func() { cb(d, true, nil) }
+			return func() {
+				if h := ch.c.hk; h != nil && len(h.delivery) > 0 {
+					h.deliveryEvent(ch, queue, d)
+				}
+				cb(d, true, nil)
+			}
 		}
 		return func() { cb(nil, false, nil) }
 	})
@@ -195,11 +216,11 @@ func (ch *Channel) Get(queue string, autoAck bool, cb func(d *Delivery, ok bool,
 // fails with pika.ErrUnknownTag, sending nothing, for a tag that awaits no
 // acknowledgement, and with the channel's error when it ended.
 func (ch *Channel) Ack(tag uint64, multiple bool) error {
-	tag, err := ch.engineTag(tag)
+	etag, err := ch.engineTag(tag)
 	if err != nil {
 		return err
 	}
-	err = ch.c.eng.Ack(ch.id, tag, multiple)
+	err = ch.settled(pika.SettleAck, tag, multiple, false, func() error { return ch.c.eng.Ack(ch.id, etag, multiple) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }
@@ -207,11 +228,11 @@ func (ch *Channel) Ack(tag uint64, multiple bool) error {
 // Nack refuses delivery tag (every tag up to it with multiple), requeueing
 // when requeue is set. Errors as for Ack.
 func (ch *Channel) Nack(tag uint64, multiple, requeue bool) error {
-	tag, err := ch.engineTag(tag)
+	etag, err := ch.engineTag(tag)
 	if err != nil {
 		return err
 	}
-	err = ch.c.eng.Nack(ch.id, tag, multiple, requeue)
+	err = ch.settled(pika.SettleNack, tag, multiple, requeue, func() error { return ch.c.eng.Nack(ch.id, etag, multiple, requeue) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }
@@ -219,11 +240,11 @@ func (ch *Channel) Nack(tag uint64, multiple, requeue bool) error {
 // Reject refuses delivery tag, requeueing when requeue is set. Errors as
 // for Ack.
 func (ch *Channel) Reject(tag uint64, requeue bool) error {
-	tag, err := ch.engineTag(tag)
+	etag, err := ch.engineTag(tag)
 	if err != nil {
 		return err
 	}
-	err = ch.c.eng.Reject(ch.id, tag, requeue)
+	err = ch.settled(pika.SettleReject, tag, false, requeue, func() error { return ch.c.eng.Reject(ch.id, etag, requeue) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }

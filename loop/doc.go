@@ -68,6 +68,28 @@
 // 44 KiB of Go heap and stacks and 20 KiB of resident memory per idle
 // connection, against the descriptor path's 5 and 7 (BENCHMARKS.md).
 //
+// # Hooks, credentials
+//
+// A Conn reports to the hooks of pika.Config.Hooks (see pika.Hook) as a
+// pika.Conn does, so that the plugins otelpika and prompika observe it
+// unchanged, with two differences. Every hook runs on the loop's
+// goroutine, synchronously, at the moment of the event (a slow hook delays
+// the whole loop); the end of a consumer or a channel is reported when its
+// OnEnd or OnClose handlers run, in the channel's callback order. And the
+// *pika.Conn, *pika.Channel, *pika.Consumer and *pika.Delivery they get
+// are stand-ins for this package's values, whose accessors answer for them
+// (see pika.Hook). ProcessHooks run around each call of a consumer's
+// handler, which finds their context in Delivery.Context. BytesHooks
+// count the AMQP bytes the Conn read and handed to its transport (on a TLS
+// connection, without the TLS records' overhead that pika.Conn counts).
+// Without hooks, each event costs a nil check and Publish allocates
+// nothing more.
+//
+// pika.Config.Credentials is called at each dial on the dial goroutine,
+// never on the loop's; with Config.SecretRefresh, a loop timer gets a fresh
+// password from it (on a goroutine of its own) and hands it to the broker
+// with Conn.UpdateSecret.
+//
 // # Recovery
 //
 // Unless pika.Config.DisableRecovery is set, a Conn that loses its
@@ -113,16 +135,15 @@
 // node is down is checked again after each Config.Reconnect delay
 // (RecoveryConsumerWaiting, with an error matching
 // pika.ErrQueueUnavailable). A restore that finds a consumer's queue
-// unavailable does the same. Close stops a recovery and ends the Conn with nil.
-// Republishing keeps a copy of each message published in confirm mode
-// until its confirmation.
+// unavailable does the same.
+//
+// Close stops a recovery and ends the Conn with nil. Republishing keeps a
+// copy of each message published in confirm mode until its confirmation.
+// Config.Credentials is called at each attempt's dial, as at the first.
 //
 // # Not done yet
 //
 // Config.FailWhileRecovering and MaxUnconfirmed do not apply to recovery
-// on a loop (calls do not wait, and kept copies are not bounded).
-// PublishConfirm does not accept mandatory
-// messages (returns are reported to OnReturn, but not matched to their
-// confirmations as package pika does), and Config.Credentials and
-// Config.SecretRefresh are refused.
+// on a loop: calls made while a Conn recovers fail at once instead of
+// waiting, and the copies kept for republishing are not bounded.
 package loop

@@ -50,6 +50,13 @@
 // blocks publishers), [Broker.SetConfirmPolicy] (delay, drop or nack
 // confirms), and [Broker.Restart], [Broker.Stop] and [Broker.Start].
 //
+// A fault strikes what the broker has received, not what the client has
+// sent: an acknowledgement or a publish without a confirmation returns
+// before it reaches the broker, and a fault injected right after it may
+// beat it there (the message then comes back, redelivered, as it would from
+// RabbitMQ). To inject a fault at a known point, wait first for the
+// broker's view, e.g. [Broker.WaitQueue] until Unacked is 0 after an ack.
+//
 // # Not implemented
 //
 // These fail with 540 NOT_IMPLEMENTED and a text naming what is missing:
