@@ -138,8 +138,12 @@
 // unavailable does the same.
 //
 // Close stops a recovery and ends the Conn with nil. Republishing keeps a
-// copy of each message published in confirm mode until its confirmation.
-// Config.Credentials is called at each attempt's dial, as at the first.
+// copy of each message published in confirm mode until its confirmation
+// (a mandatory message the broker returned before the loss is not
+// republished: it keeps its outcome). Config.Credentials is called at each
+// attempt's dial, as at the first. The hooks hear of each link (a
+// DisconnectHook for the lost one, a ConnectHook for each attempt), and
+// the RecoveryHooks get every recovery event as it happens.
 //
 // # Not done yet
 //

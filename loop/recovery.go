@@ -84,8 +84,14 @@ func (c *Conn) recErr() error {
 	return nil
 }
 
-// event reports ev to the OnRecovery handlers, after the work at hand.
+// event reports ev to the RecoveryHooks of Config.Hooks, now, and to the
+// OnRecovery handlers, after the work at hand.
 func (c *Conn) event(ev pika.RecoveryEvent) {
+	if hooks, pc := c.hk.recoveryHooks(); len(hooks) > 0 {
+		for _, x := range hooks {
+			x.OnRecovery(pc, ev)
+		}
+	}
 	fns := c.rec.onRecovery.list()
 	if len(fns) == 0 {
 		return
@@ -180,8 +186,8 @@ func (c *Conn) lostLink(err error) bool {
 		if c.closeTimer != nil || errors.Is(err, ErrStopped) || !recovery.Recoverable(err) {
 			return false
 		}
-		c.dropLink()
-		r.recovering = true
+		r.recovering = true // first: the hooks of dropLink see it
+		c.dropLink(err)
 		r.cause, r.lastErr, r.attempt = err, err, 0
 		r.inUseUntil = time.Now()
 		c.suspend(err)
@@ -189,10 +195,12 @@ func (c *Conn) lostLink(err error) bool {
 		c.nextAttempt()
 		return true
 	}
-	c.dropLink()
-	if !c.open {
+	opened := c.open
+	c.dropLink(err)
+	if !opened {
 		// The handshake failed: the next address, if any, in the same
 		// attempt.
+		c.hk.connectEvent(c.remote, err)
 		if c.redialAfter(fmt.Errorf("pika: handshake with %s: %w", c.remote, err)) {
 			return true // process calls restartDial
 		}
@@ -206,11 +214,18 @@ func (c *Conn) lostLink(err error) bool {
 	return true
 }
 
-// dropLink lets go of the link that ended: the last bytes are written, the
-// transport closes, and a block ends; the Conn, its channels and consumers
-// stay.
-func (c *Conn) dropLink() {
+// dropLink lets go of the link that ended with err: the last bytes are
+// written, the transport closes, a block ends, the secret refreshes stop
+// until the next link opens, and the hooks hear of the disconnection; the
+// Conn, its channels and consumers stay.
+func (c *Conn) dropLink(err error) {
 	c.closed = true
+	c.stopSecretRefresh()
+	if c.open {
+		c.open = false
+		c.hk.disconnectEvent(c.remote, err)
+		c.hk.bytesEvent()
+	}
 	if c.rec.rs != nil {
 		c.rec.rs.stop()
 	}
@@ -228,6 +243,7 @@ func (c *Conn) dropLink() {
 	// (its broker says so again if its alarm still holds).
 	if c.blocked {
 		c.blocked = false
+		c.hk.blockedEvent(false, "")
 		for _, fn := range c.onBlocked.list() {
 			fn(false, "")
 		}
@@ -255,15 +271,26 @@ func (c *Conn) suspend(cause error) {
 		if ch.tx {
 			ch.txLost = true
 		}
-		ch.confirms.SettleAll(func(_ uint64, s *slot) {
-			if s != nil && s.kept != nil {
+		ch.confirms.SettleAll(func(tag uint64, s *slot) {
+			switch {
+			case s == nil:
+			case s.pub != nil && s.pub.returned != nil:
+				// The broker returned it: the missing confirmation
+				// changes nothing.
+				ch.finish(tag, s, pika.OutcomeReturned, &pika.ReturnedError{Return: s.pub.returned})
+			case s.kept != nil:
 				ch.republish = append(ch.republish, s)
-				return
+			default:
+				ch.finish(tag, s, pika.OutcomeUnknown, outcomeUnknown(cause))
 			}
-			ch.settle(s, outcomeUnknown(cause))
 		})
+		ch.returns.Reset()
 		if ch.confirming {
 			ch.confirms.Reset(1)
+			// On the next link confirm mode is selected before anything is
+			// published: every return there is for a message in confirm
+			// mode.
+			ch.confirmOK = true
 		}
 	}
 }
@@ -289,7 +316,7 @@ func (c *Conn) startAttempt() {
 	c.eng, c.t, c.tick, c.closeTimer = nil, nil, nil, nil
 	c.closed, c.open, c.err, c.armed = false, false, nil, time.Time{}
 	c.redial = false
-	c.ds = dialState{}
+	c.ds = dialState{hk: c.hk}
 	c.startDial()
 }
 
@@ -657,6 +684,31 @@ func (rs *restore) finish() {
 	c.l.markDirty(c)
 }
 
+// keep adds to s, the confirm set's entry of a message just published in
+// confirm mode, the copy that recovery publishes again after a loss (s nil,
+// when nobody waits for the outcome, becomes an entry out of the channel's
+// callback order).
+func (ch *Channel) keep(s *slot, exchange, routingKey string, msg *pika.Message) *slot {
+	if !ch.c.rec.republishing() {
+		return s
+	}
+	if s == nil {
+		s = &slot{}
+	}
+	s.kept = &keptMsg{exchange: exchange, routingKey: routingKey, mandatory: msg.Mandatory,
+		props: msg.Properties, body: slices.Clone(msg.Body)}
+	return s
+}
+
+// failKept resolves the messages kept for republishing when the channel
+// ended with cause.
+func (ch *Channel) failKept(cause error) {
+	for _, s := range ch.republish {
+		ch.finish(0, s, pika.OutcomeUnknown, outcomeUnknown(cause))
+	}
+	ch.republish = nil
+}
+
 // keptMsg is the copy of a message published in confirm mode, kept until
 // its confirmation for republishing after a loss.
 type keptMsg struct {
@@ -679,9 +731,10 @@ func (ch *Channel) republishKept() int {
 			}
 		}
 		if err != nil {
-			ch.settle(s, outcomeUnknown(err))
+			ch.finish(0, s, pika.OutcomeUnknown, outcomeUnknown(err))
 			continue
 		}
+		ch.recorded(tag, s)
 		n++
 	}
 	clear(ch.republish)

@@ -869,3 +869,66 @@ func TestRecoveryRestoreWaitsForAnUnavailableQueue(t *testing.T) {
 		expectCalls(t, got, []string{"lost 0", "attempt 1", "recovered 1", "consumer-restored 1"})
 	})
 }
+
+// linkHooks records the connect, disconnect and recovery hooks.
+type linkHooks struct{ got *[]string }
+
+func (h linkHooks) OnConnect(ev pika.ConnectEvent) {
+	*h.got = append(*h.got, fmt.Sprint("hook connect ", ev.Err == nil))
+}
+func (h linkHooks) OnDisconnect(ev pika.DisconnectEvent) {
+	*h.got = append(*h.got, fmt.Sprint("hook disconnect ", ev.Err != nil, " recovering ", ev.Conn.IsRecovering()))
+}
+func (h linkHooks) OnRecovery(_ *pika.Conn, ev pika.RecoveryEvent) {
+	*h.got = append(*h.got, fmt.Sprint("hook ", ev.Kind))
+}
+
+// Across a recovery, the hooks hear of each link (a disconnect for the
+// lost one, a connect for the new one) and of each recovery event; a
+// mandatory message the broker returned before the loss keeps its
+// outcome (pika.ErrReturned) and is not republished, while the other
+// unconfirmed message is.
+func TestRecoveryHooksAndReturnedMessage(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				expectPublish(p, 1)
+				expectPublish(p, 1)
+				p.send(scripted.Message(1, &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, nil, []byte("m1"), 0))
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				if body := expectPublish(p, 1); body != "m2" {
+					p.t.Errorf("republished %q, want m2 only", body)
+				}
+				p.send(scripted.Method(1, &wire.BasicAck{DeliveryTag: 1}))
+				p.closeConn()
+			})
+		var got []string
+		cfg.Hooks = []pika.Hook{linkHooks{&got}}
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.ConfirmSelect(nil)
+				ch.PublishConfirm("", "nowhere", pika.Message{Mandatory: true, Body: []byte("m1")}, func(err error) {
+					got = append(got, fmt.Sprint("m1 returned: ", errors.Is(err, pika.ErrReturned)))
+				})
+				ch.PublishConfirm("", "q", pika.Message{Body: []byte("m2")}, func(err error) {
+					got = append(got, fmt.Sprint("m2: ", err))
+					closeAndStop(t, c, stop)
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{
+			"hook connect true", "m1 returned: true",
+			"hook disconnect true recovering true", "hook lost", "hook attempt",
+			"hook connect true", "hook recovered", "m2: <nil>", "hook disconnect false recovering false",
+		})
+	})
+}
