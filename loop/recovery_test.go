@@ -932,3 +932,63 @@ func TestRecoveryHooksAndReturnedMessage(t *testing.T) {
 		})
 	})
 }
+
+// Config.SecretRefresh goes on after a recovery: the new link gets its
+// refreshes too, and UpdateSecret while the Conn has no link fails with
+// pika.ErrRecovering.
+func TestRecoverySecretRefresh(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		refreshed := func(p *peer) {
+			expect[*wire.ConnectionUpdateSecret](p, 0)
+			p.send(scripted.Method(0, &wire.ConnectionUpdateSecretOk{}))
+		}
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				refreshed(p)
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				refreshes := 0
+				for {
+					switch m := p.method(0).(type) {
+					case *wire.ConnectionUpdateSecret:
+						refreshes++
+						p.send(scripted.Method(0, &wire.ConnectionUpdateSecretOk{}))
+						continue
+					case *wire.ConnectionClose:
+						p.send(scripted.Method(0, &wire.ConnectionCloseOk{}))
+					default:
+						p.t.Errorf("peer: %s", m.ID())
+					}
+					break
+				}
+				if refreshes == 0 {
+					p.t.Errorf("no secret refresh on the recovered connection")
+				}
+			})
+		cfg.Credentials = func(context.Context) (string, string, error) { return "guest", "token", nil }
+		cfg.SecretRefresh = 100 * time.Millisecond
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					got = append(got, ev.Kind.String())
+					switch ev.Kind {
+					case pika.RecoveryLost:
+						c.UpdateSecret("s", "test", func(err error) { got = append(got, fmt.Sprint("update: ", err)) })
+					case pika.RecoveryRecovered:
+						// Past a refresh of the new link: the peer expects
+						// it before the close.
+						l.AfterFunc(time.Second, func() { closeAndStop(t, c, stop) })
+					}
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"lost", "attempt", "update: " + pika.ErrRecovering.Error(), "recovered"})
+	})
+}
