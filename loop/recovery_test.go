@@ -972,6 +972,8 @@ func TestRecoverySecretRefresh(t *testing.T) {
 			})
 		cfg.Credentials = func(context.Context) (string, string, error) { return "guest", "token", nil }
 		cfg.SecretRefresh = 100 * time.Millisecond
+		// A refresh comes due while the Conn waits to reconnect.
+		cfg.Reconnect = pika.Backoff{Initial: 300 * time.Millisecond, Max: 300 * time.Millisecond, MaxAttempts: 5}
 		var got []string
 		run(t, 20*time.Second, func(l *Loop, stop func()) {
 			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
