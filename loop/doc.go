@@ -111,7 +111,9 @@
 // runs on the loop: the waits are loop timers, the restore a chain of
 // callbacks, and nothing blocks the loop goroutine.
 //
-// Conn.OnRecovery reports each step as a pika.RecoveryEvent: the loss,
+// Conn.OnRecovery reports each step as a pika.RecoveryEvent (its handlers
+// run after the work at hand, so the first deliveries to a restarted
+// consumer may come before the event that reports the restart): the loss,
 // each attempt with its delay, the recovery with its pika.RecoveryReport,
 // or the end of attempts, after which the Conn closes with a
 // *pika.RecoveryError (OnClose; outstanding confirmations then resolve
