@@ -999,3 +999,52 @@ func TestRecoverySecretRefresh(t *testing.T) {
 		expectCalls(t, got, []string{"lost", "attempt", "update: " + pika.ErrRecovering.Error(), "recovered"})
 	})
 }
+
+// The topology record follows the rules of pika.Conn: an auto-delete
+// queue whose last consumer the application cancelled is forgotten (the
+// broker deleted it), and a queue whose x-expires ran out while the
+// connection was lost is checked, found gone and forgotten
+// (RecoveryReport.Expired) instead of being declared again.
+func TestRecoveryForgetsAutoDeleteAndExpiredQueues(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.QueueDeclare](p, 1, &wire.QueueDeclareOk{Queue: "ad"})
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+				answer[*wire.BasicCancel](p, 1, &wire.BasicCancelOk{ConsumerTag: "c1"})
+				answer[*wire.QueueDeclare](p, 1, &wire.QueueDeclareOk{Queue: "exp"})
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				p.openChannel(2)
+				if m := answer[*wire.QueueDeclare](p, 2, &wire.ChannelClose{ReplyCode: 404, ClassID: 50, MethodID: 10,
+					ReplyText: "NOT_FOUND - no queue 'exp' in vhost '/'"}); m.Queue != "exp" || !m.Passive {
+					p.t.Errorf("declared %q (passive %v), want a check of exp", m.Queue, m.Passive)
+				}
+				expect[*wire.ChannelCloseOk](p, 2)
+				p.closeConn()
+			})
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.QueueDeclare("ad", pika.QueueDeclareOptions{AutoDelete: true}, nil)
+				ch.Consume("ad", ConsumeOptions{Tag: "c1"}, func(*Delivery) {}, func(cons *Consumer, err error) {
+					cons.Cancel(nil)
+					ch.QueueDeclare("exp", pika.QueueDeclareOptions{Arguments: pika.Table{"x-expires": int32(1)}}, nil)
+				})
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					if ev.Kind == pika.RecoveryRecovered {
+						got = append(got, fmt.Sprintf("expired %q, failed %d", ev.Report.Expired, len(ev.Report.Failed)))
+						closeAndStop(t, c, stop)
+					}
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{`expired ["exp"], failed 0`})
+	})
+}
