@@ -56,8 +56,9 @@ func (r *recState) republishing() bool { return r != nil && !r.cfg.DisableRepubl
 
 // OnRecovery registers fn to run with every recovery event of the
 // connection (pika.RecoveryEvent: the loss, each attempt with its delay,
-// the recovery with its report, or the end of attempts), on the loop's
-// goroutine, in order. It returns a function that unregisters fn. With
+// the recovery with its report, or the end of attempts; a consumer
+// waiting for its queue, and restored), on the loop's goroutine, in order,
+// after the work at hand. It returns a function that unregisters fn. With
 // Config.DisableRecovery, fn never runs.
 func (c *Conn) OnRecovery(fn func(pika.RecoveryEvent)) func() {
 	if c.rec == nil {
