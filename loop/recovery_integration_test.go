@@ -360,3 +360,95 @@ func publishEvery(t *testing.T, l *Loop, p *publisher) {
 		tick.Reset(pubEvery)
 	})
 }
+
+// A connection the broker forces closed (rabbitmqctl close_connection:
+// 320 CONNECTION_FORCED) recovers: its consumer, restored with its tag,
+// gets what is published after the recovery. Only the test's own
+// connection, found by its name, is closed.
+func TestIntegrationRecoveryFromForcedClose(t *testing.T) {
+	brokerURL := testenv.Broker(t)
+	name := testenv.Name(t, "loop-forced")
+	q := testenv.Name(t, "loop-forced-q")
+	t.Cleanup(func() { deleteQueues(t, brokerURL, q) })
+	cfg, err := pika.ParseURL(brokerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnectionName = name
+	cfg.Reconnect = pika.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}
+	before := snapshot(t)
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	// The loop runs on a goroutine of its own: rabbitmqctl blocks, and
+	// runs on the test's.
+	events := make(chan string, 16)
+	note := func(s string) {
+		select {
+		case events <- s:
+		default:
+			t.Errorf("event %q dropped", s)
+		}
+	}
+	l.Post(func() {
+		l.DialConfig(cfg, func(c *Conn, err error) {
+			if err != nil {
+				note(fmt.Sprint("dial: ", err))
+				return
+			}
+			c.Channel(func(ch *Channel, err error) {
+				if err != nil {
+					note(fmt.Sprint("channel: ", err))
+					return
+				}
+				ch.QueueDeclare(q, pika.QueueDeclareOptions{Arguments: pika.Table{"x-expires": int32(300000)}}, nil)
+				ch.Consume(q, ConsumeOptions{AutoAck: true}, func(d *Delivery) {
+					note("delivery " + string(d.Body))
+					c.Close(func(err error) { note(fmt.Sprint("closed ", err)) })
+				}, func(_ *Consumer, err error) { note(fmt.Sprint("ready ", err)) })
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					switch ev.Kind {
+					case pika.RecoveryLost:
+						note(fmt.Sprint("lost ", errors.Is(ev.Err, pika.ErrConnectionForced)))
+					case pika.RecoveryRecovered:
+						note(fmt.Sprint("recovered ", ev.Report.Consumers))
+						if err := ch.Publish("", q, pika.Message{Body: []byte("after")}); err != nil {
+							note(fmt.Sprint("publish: ", err))
+						}
+					}
+				})
+			})
+		})
+	})
+	ran := make(chan error, 1)
+	go func() { ran <- l.Run(ctx) }()
+	next := func() string {
+		select {
+		case s := <-events:
+			return s
+		case <-ctx.Done():
+			return "timed out"
+		}
+	}
+	var got []string
+	if s := next(); s != "ready <nil>" {
+		t.Fatalf("setup: %s", s)
+	}
+	testenv.CloseConnection(t, name, "loop recovery test: forced close", 30*time.Second)
+	for len(got) < 4 {
+		s := next()
+		got = append(got, s)
+		if s == "timed out" {
+			break
+		}
+	}
+	cancel()
+	<-ran
+	if !slices.Equal(got, []string{"lost true", "recovered 1", "delivery after", "closed <nil>"}) {
+		t.Errorf("events %q", got)
+	}
+	expectNoLeak(t, before)
+}
