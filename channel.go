@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/recovery"
 	"github.com/pika-go/pika/internal/standin"
 	"github.com/pika-go/pika/wire"
 )
@@ -400,18 +401,5 @@ func (ch *Channel) suspendLocked(cause error) {
 // restoreMethods lists what recovery sends to restore the channel: a
 // placeholder for channel.open first, then its QoS and modes.
 func (ch *Channel) restoreMethods() []wire.Method {
-	ms := []wire.Method{&wire.ChannelOpen{}}
-	if ch.qosGlobal != nil {
-		ms = append(ms, ch.qosGlobal)
-	}
-	if ch.qos != nil {
-		ms = append(ms, ch.qos)
-	}
-	if ch.confirm {
-		ms = append(ms, &wire.ConfirmSelect{})
-	}
-	if ch.tx {
-		ms = append(ms, &wire.TxSelect{})
-	}
-	return ms
+	return recovery.ChannelMethods(ch.qosGlobal, ch.qos, ch.confirm, ch.tx)
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/recovery"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -21,7 +22,7 @@ const DefaultConsumerBuffer = 1024
 const DefaultConsumerBufferBytes = 64 << 20
 
 // directReplyTo is RabbitMQ's direct reply-to pseudo-queue.
-const directReplyTo = "amq.rabbitmq.reply-to"
+const directReplyTo = recovery.DirectReplyTo
 
 // ConsumerOverflow is what a consumer that no prefetch count bounds
 // (AutoAck, or manual acknowledgements on a channel without a prefetch
@@ -726,8 +727,8 @@ func (cons *Consumer) suspendableLocked() bool {
 		if cons.opts.Exclusive {
 			return false
 		}
-		q := cons.ch.conn.topo.queue(cons.qname)
-		return q != nil && !q.decl.AutoDelete
+		q := cons.ch.conn.topo.Queue(cons.qname)
+		return q != nil && !q.Decl.AutoDelete
 	}
 	return false
 }

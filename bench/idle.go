@@ -34,7 +34,8 @@ import (
 
 // idleClients are the clients the idle mode compares by default;
 // "loop-fallback" (package loop with every connection on its fallback
-// path, as TLS connections are) can be asked for with -idle-clients.
+// path, as TLS connections are) and "loop-norecovery" (package loop with
+// Config.DisableRecovery) can be asked for with -idle-clients.
 var idleClients = []string{"loop", cPika, cAMQP091}
 
 // idleResult is what one child measured.
@@ -127,9 +128,11 @@ const dialParallel = 64
 func openIdle(client, url string, n int) (func() error, error) {
 	switch client {
 	case "loop":
-		return openIdleLoop(url, n, false)
+		return openIdleLoop(url, n, false, true)
 	case "loop-fallback":
-		return openIdleLoop(url, n, true)
+		return openIdleLoop(url, n, true, true)
+	case "loop-norecovery":
+		return openIdleLoop(url, n, false, false)
 	case cPika:
 		conns := make([]*pika.Conn, n)
 		err := parallel(n, func(i int) error {
@@ -215,12 +218,14 @@ type plainConn struct{ net.Conn }
 
 // openIdleLoop opens n connections on one Loop, dialParallel at a time,
 // on the fallback path (a reader and a writer goroutine per connection)
-// when fallback is set.
-func openIdleLoop(url string, n int, fallback bool) (func() error, error) {
+// when fallback is set, with recovery on (the default, as for pika.Conn
+// here) when recovery is set.
+func openIdleLoop(url string, n int, fallback, recovery bool) (func() error, error) {
 	cfg, err := pika.ParseURL(url)
 	if err != nil {
 		return nil, err
 	}
+	cfg.DisableRecovery = !recovery
 	if fallback {
 		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer

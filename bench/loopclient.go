@@ -45,6 +45,8 @@ func (loopClient) open(ctx context.Context, e *env) (*loopSession, error) {
 	cfg, err := pika.ParseURL(e.url)
 	if err == nil {
 		cfg.ConnectionName = "loop-bench"
+		// As for pika.Conn (see pikaClient): recovery off, like amqp091-go.
+		cfg.DisableRecovery = true
 		err = s.do(ctx, func(done func(error)) {
 			l.DialConfig(cfg, func(c *loop.Conn, err error) {
 				if err != nil {

@@ -112,7 +112,7 @@ func mainErr() error {
 	flag.DurationVar(&idleHB, "idle-heartbeat", 5*time.Second, "idle mode: the heartbeat interval the sink proposes (whole seconds)")
 	flag.DurationVar(&idleSettle, "idle-settle", 3*time.Second, "idle mode: wait after the last connection opened before measuring")
 	flag.DurationVar(&idleWindow, "idle-window", 10*time.Second, "idle mode: the window over which idle CPU is measured")
-	flag.StringVar(&idleClientList, "idle-clients", strings.Join(idleClients, ","), "idle mode: the clients to compare, the first with each other (loop, loop-fallback, pika, amqp091-go)")
+	flag.StringVar(&idleClientList, "idle-clients", strings.Join(idleClients, ","), "idle mode: the clients to compare, the first with each other (loop, loop-fallback, loop-norecovery, pika, amqp091-go)")
 	flag.StringVar(&idleClient, "idle-client", "", "internal: run as the idle mode's child for this client")
 	flag.Parse()
 	switch pikaConsumeMode {

@@ -59,6 +59,7 @@ type Conn struct {
 
 	hk  *hookSet     // Config.Hooks; nil without (see hooks.go)
 	sec *secretState // Config.Credentials, UpdateSecret; nil without (see secret.go)
+	rec *recState    // nil with Config.DisableRecovery (see recovery.go)
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (parsed by
@@ -92,11 +93,16 @@ func (l *Loop) Dial(rawURL string, cb func(*Conn, error)) {
 // heartbeat, frame_max, channel_max, connection name, client properties,
 // MaxBodySize and Logger (every frame at Debug level, logged on the loop
 // goroutine), Hooks (run on the loop goroutine: see the package
-// documentation), Credentials (called on the dial goroutine) and
-// SecretRefresh (see UpdateSecret). Ignored: the recovery fields (a Conn of
-// this package does not recover: see the package documentation), and
-// WriteBufferLimit, MaxUnconfirmed, NotifyBuffer and BlockedTimeout, whose
-// waits have no place on a loop (see Conn.Buffered).
+// documentation), Credentials (called on the dial goroutine, at every
+// connection attempt, recovery's included) and SecretRefresh (see
+// UpdateSecret). The recovery fields (DisableRecovery, Reconnect,
+// DisableRepublish, RecoveryFilter) work as for pika.Conn: see Recovery in
+// the package documentation; a Conn with recovery on keeps its Config (for
+// reconnecting) and a copy of each message published in confirm mode until
+// its confirmation. Ignored: FailWhileRecovering (calls always fail at
+// once while recovering), and WriteBufferLimit, MaxUnconfirmed,
+// NotifyBuffer and BlockedTimeout, whose waits have no place on a loop
+// (see Conn.Buffered).
 func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 	if cfg.SecretRefresh > 0 && cfg.Credentials == nil {
 		l.defer_(func() { cb(nil, errSecretRefreshNeedsCredentials) })
@@ -121,6 +127,7 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 		chans:        make(map[uint16]*Channel, 1),
 		closeTimeout: cfg.CloseTimeout,
 	}
+	c.rec = newRecState(c.cfg)
 	if cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.log = cfg.Logger
 	}
@@ -269,6 +276,11 @@ func (c *Conn) attach(nc netConn, remote string, err error) {
 
 // finishDial ends a connection that never opened.
 func (c *Conn) finishDial(err error) {
+	if c.Recovering() {
+		c.closed = true
+		c.attemptFailed(err)
+		return
+	}
 	c.closed = true
 	c.err = err
 	delete(c.l.conns, c)
@@ -305,6 +317,14 @@ func (c *Conn) transportFailed(err error) {
 
 // abort ends the connection at once with err (Run is stopping).
 func (c *Conn) abort(err error) {
+	if c.Recovering() {
+		c.endRecovery(err)
+		c.l.flush()
+		if c.t != nil {
+			c.t.closeNow()
+		}
+		return
+	}
 	if c.eng == nil {
 		// The dial is still running: the dial goroutine's result is
 		// dropped by attach.
@@ -334,6 +354,7 @@ func (c *Conn) onTick() {
 // callbacks, writes the output and moves the deadline timer.
 func (c *Conn) process() {
 	if c.eng == nil {
+		c.runDrains() // the callbacks of calls refused while a recovery attempt dials
 		return
 	}
 	for {
@@ -344,18 +365,11 @@ func (c *Conn) process() {
 			}
 			c.dispatch(ev)
 		}
-		for len(c.drains) > 0 {
-			ch := c.drains[0]
-			c.drains[0] = nil
-			c.drains = c.drains[1:]
-			ch.inDrains = false
-			ch.drain()
-		}
+		c.runDrains()
 		if c.eng.PendingEvents() == 0 {
 			break
 		}
 	}
-	c.drains = nil
 	if c.eng.OutgoingLen() > 0 {
 		buf := c.eng.SwapOutgoing(c.spare)
 		if c.log != nil {
@@ -400,6 +414,18 @@ func (c *Conn) process() {
 	}
 }
 
+// runDrains runs the channels' ready callbacks.
+func (c *Conn) runDrains() {
+	for len(c.drains) > 0 {
+		ch := c.drains[0]
+		c.drains[0] = nil
+		c.drains = c.drains[1:]
+		ch.inDrains = false
+		ch.drain()
+	}
+	c.drains = nil
+}
+
 // minSpare and maxSpare bound the outgoing buffer a connection keeps
 // between writes.
 const (
@@ -420,13 +446,17 @@ func (c *Conn) dispatch(ev engine.Event) {
 	switch ev.Kind {
 	case engine.EventOpen:
 		c.open = true
-		c.cfg = nil // the Config is for dialing: idle connections do not keep it
+		if c.rec == nil {
+			c.cfg = nil // the Config is for dialing: idle connections do not keep it
+		}
 		c.hk.connectEvent(c.remote, nil)
 		c.ds.login = nil
 		c.startSecretRefresh()
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil
 			cb(c, nil)
+		} else if c.Recovering() {
+			c.restoreLink()
 		}
 	case engine.EventReply, engine.EventGetOk:
 		if fn, ok := c.reqs[ev.Request]; ok {
@@ -455,6 +485,12 @@ func (c *Conn) dispatch(ev engine.Event) {
 // closedEvent ends the connection: its channels end with the cause, the
 // transport closes after the last bytes, and the callbacks run.
 func (c *Conn) closedEvent(err error) {
+	if c.lostLink(err) {
+		return
+	}
+	if c.rec != nil && c.rec.appClosed {
+		err = nil
+	}
 	c.closed = true
 	c.err = err
 	c.stopSecretRefresh()
@@ -478,7 +514,7 @@ func (c *Conn) closedEvent(err error) {
 	}
 	c.drains = nil
 	// Write what the engine still holds (a close-ok, say), then close.
-	if c.eng.OutgoingLen() > 0 && c.t != nil {
+	if c.t != nil && c.eng.OutgoingLen() > 0 {
 		c.t.write(c.eng.AppendOutgoing(nil))
 	}
 	if c.t != nil {
@@ -502,11 +538,13 @@ func (c *Conn) closedEvent(err error) {
 		c.hk.blockedEvent(false, "")
 	}
 	if c.hk != nil {
-		derr := err
-		if c.appClosed() {
-			derr = nil
+		if c.open { // (a link that recovery let go was reported then)
+			derr := err
+			if c.appClosed() {
+				derr = nil
+			}
+			c.hk.disconnectEvent(c.remote, derr)
 		}
-		c.hk.disconnectEvent(c.remote, derr)
 		c.hk.bytesEvent()
 	}
 	for _, fn := range c.onClose.list() {
@@ -541,6 +579,10 @@ func (c *Conn) closeResult() error {
 // nil) runs last with nil after a clean close, or with the error that
 // ended the connection when it was already closed or failed meanwhile.
 func (c *Conn) Close(cb func(error)) {
+	if c.Recovering() {
+		c.closeRecovering(cb)
+		return
+	}
 	if c.closed {
 		if cb != nil {
 			c.l.defer_(func() { cb(c.closeResult()) })
@@ -577,8 +619,9 @@ func (c *Conn) OnBlocked(fn func(blocked bool, reason string)) func() {
 // Blocked reports whether the broker blocks the connection.
 func (c *Conn) Blocked() bool { return c.blocked }
 
-// IsClosed reports whether the connection has ended.
-func (c *Conn) IsClosed() bool { return c.closed }
+// IsClosed reports whether the connection has ended (a connection being
+// recovered has not).
+func (c *Conn) IsClosed() bool { return c.closed && !c.Recovering() }
 
 // Err returns why the connection ended, or nil.
 func (c *Conn) Err() error { return c.err }
@@ -586,12 +629,24 @@ func (c *Conn) Err() error { return c.err }
 // Loop returns the Loop that runs c.
 func (c *Conn) Loop() *Loop { return c.l }
 
-// Tuning returns the negotiated channel_max, frame_max and heartbeat.
-func (c *Conn) Tuning() engine.Tuning { return c.eng.Tuning() }
+// Tuning returns the negotiated channel_max, frame_max and heartbeat (zero
+// while a recovery attempt dials).
+func (c *Conn) Tuning() engine.Tuning {
+	if c.eng == nil {
+		return engine.Tuning{} // during a recovery attempt's dial
+	}
+	return c.eng.Tuning()
+}
 
 // ServerProperties returns the broker's server properties (product,
-// version, capabilities, ...). The caller must not modify the table.
-func (c *Conn) ServerProperties() pika.Table { return c.eng.ServerProperties() }
+// version, capabilities, ...), nil while a recovery attempt dials. The
+// caller must not modify the table.
+func (c *Conn) ServerProperties() pika.Table {
+	if c.eng == nil {
+		return nil // during a recovery attempt's dial
+	}
+	return c.eng.ServerProperties()
+}
 
 // Buffered returns the bytes accepted and not yet handed to the socket:
 // those queued on channels behind a request in flight, those waiting in

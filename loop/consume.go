@@ -38,6 +38,13 @@ type Consumer struct {
 	ended   bool
 	queue   string
 	sc      *pika.Consumer // its stand-in for hooks, made on first use (see hooks.go)
+
+	// For recovery: the basic.consume to send again (with the queue as
+	// renamed), and the consumer's number in the order of starts.
+	decl       *wire.BasicConsume
+	seq        uint64
+	cancelling bool     // Cancel was sent
+	rv         *revival // while it waits for its queue (see revive.go)
 }
 
 // Delivery is a message delivered to a consumer or returned by Get. Its
@@ -58,9 +65,13 @@ type Delivery struct {
 }
 
 func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
+	// Tags continue across recoveries: those of a lost connection are
+	// told apart (pika.ErrStaleDelivery).
+	tag := m.DeliveryTag + ch.tagBase
+	ch.lastTag = max(ch.lastTag, tag)
 	return &Delivery{
 		ConsumerTag:  m.ConsumerTag,
-		DeliveryTag:  m.DeliveryTag,
+		DeliveryTag:  tag,
 		Redelivered:  m.Redelivered,
 		Exchange:     m.Exchange,
 		RoutingKey:   m.RoutingKey,
@@ -103,11 +114,11 @@ func (d *Delivery) Reject(requeue bool) error { return d.ch.Reject(d.DeliveryTag
 // that takes long delays everything on the loop: hand slow work to another
 // goroutine and acknowledge from a Post.
 func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Delivery), cb func(*Consumer, error)) {
-	cons := &Consumer{ch: ch, handler: handler, onEnd: opts.OnEnd, queue: queue}
 	m := &wire.BasicConsume{
 		Queue: queue, ConsumerTag: opts.Tag, NoAck: opts.AutoAck,
 		Exclusive: opts.Exclusive, NoLocal: opts.NoLocal, Arguments: opts.Arguments,
 	}
+	cons := &Consumer{ch: ch, handler: handler, onEnd: opts.OnEnd, queue: queue, decl: m}
 	ch.call(m, func(ev engine.Event) func() {
 		if ev.Err != nil {
 			cons.ended = true
@@ -119,6 +130,11 @@ func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Deli
 		ok, _ := ev.Method.(*wire.BasicConsumeOk)
 		if ok != nil {
 			cons.tag = ok.ConsumerTag
+			m.ConsumerTag = ok.ConsumerTag
+		}
+		if r := ch.c.rec; r != nil {
+			r.consSeq++
+			cons.seq = r.consSeq
 		}
 		// Registered now, not when cb runs: deliveries follow at once.
 		if ch.consumers == nil {
@@ -156,9 +172,14 @@ func (cons *Consumer) end(err error) {
 // before; OnEnd runs then with pika.ErrConsumerClosed.
 func (cons *Consumer) Cancel(cb func(error)) {
 	ch := cons.ch
+	cons.cancelling = true
 	ch.call(&wire.BasicCancel{ConsumerTag: cons.tag}, func(ev engine.Event) func() {
+		if ev.Err != nil {
+			cons.cancelling = false
+		}
 		if ev.Err == nil && ch.consumers[cons.tag] == cons {
 			delete(ch.consumers, cons.tag)
+			ch.c.consumerEnded(cons)
 		}
 		return func() {
 			if cb != nil {
@@ -195,10 +216,11 @@ func (ch *Channel) Get(queue string, autoAck bool, cb func(d *Delivery, ok bool,
 // fails with pika.ErrUnknownTag, sending nothing, for a tag that awaits no
 // acknowledgement, and with the channel's error when it ended.
 func (ch *Channel) Ack(tag uint64, multiple bool) error {
-	if ch.closed {
-		return ch.closedErr()
+	etag, err := ch.engineTag(tag)
+	if err != nil {
+		return err
 	}
-	err := ch.settled(pika.SettleAck, tag, multiple, false, func() error { return ch.c.eng.Ack(ch.id, tag, multiple) })
+	err = ch.settled(pika.SettleAck, tag, multiple, false, func() error { return ch.c.eng.Ack(ch.id, etag, multiple) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }
@@ -206,10 +228,11 @@ func (ch *Channel) Ack(tag uint64, multiple bool) error {
 // Nack refuses delivery tag (every tag up to it with multiple), requeueing
 // when requeue is set. Errors as for Ack.
 func (ch *Channel) Nack(tag uint64, multiple, requeue bool) error {
-	if ch.closed {
-		return ch.closedErr()
+	etag, err := ch.engineTag(tag)
+	if err != nil {
+		return err
 	}
-	err := ch.settled(pika.SettleNack, tag, multiple, requeue, func() error { return ch.c.eng.Nack(ch.id, tag, multiple, requeue) })
+	err = ch.settled(pika.SettleNack, tag, multiple, requeue, func() error { return ch.c.eng.Nack(ch.id, etag, multiple, requeue) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }
@@ -217,10 +240,31 @@ func (ch *Channel) Nack(tag uint64, multiple, requeue bool) error {
 // Reject refuses delivery tag, requeueing when requeue is set. Errors as
 // for Ack.
 func (ch *Channel) Reject(tag uint64, requeue bool) error {
-	if ch.closed {
-		return ch.closedErr()
+	etag, err := ch.engineTag(tag)
+	if err != nil {
+		return err
 	}
-	err := ch.settled(pika.SettleReject, tag, false, requeue, func() error { return ch.c.eng.Reject(ch.id, tag, requeue) })
+	err = ch.settled(pika.SettleReject, tag, false, requeue, func() error { return ch.c.eng.Reject(ch.id, etag, requeue) })
 	ch.c.l.markDirty(ch.c)
 	return err
+}
+
+// engineTag translates a delivery tag of the application's to the current
+// connection's: pika.ErrStaleDelivery for a delivery from before a
+// recovery (the broker forgot its tag, and delivers the message again
+// unless it was auto-acked), the channel's error when it ended, and
+// pika.ErrRecovering while the connection recovers and has no link (a
+// delivery that came during a restore can be acknowledged: its consumer
+// runs on the new link).
+func (ch *Channel) engineTag(tag uint64) (uint64, error) {
+	if ch.closed {
+		return 0, ch.closedErr()
+	}
+	if ch.tagBase > 0 && tag <= ch.tagBase {
+		return 0, pika.ErrStaleDelivery
+	}
+	if !ch.c.linkUp() {
+		return 0, pika.ErrRecovering
+	}
+	return tag - ch.tagBase, nil
 }

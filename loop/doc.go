@@ -90,10 +90,66 @@
 // password from it (on a goroutine of its own) and hands it to the broker
 // with Conn.UpdateSecret.
 //
+// # Recovery
+//
+// Unless pika.Config.DisableRecovery is set, a Conn that loses its
+// connection without the application asking (network error, heartbeat
+// timeout, a broker's forced close) recovers as a pika.Conn does, with the
+// same Config fields and rules (the topology record and the restore plan
+// are shared with package pika): it reconnects after the delays of
+// Config.Reconnect, over every address of Config.Addrs (ShuffleAddrs
+// honoured), and restores, in this order, its channels with their
+// numbers, QoS, confirm and transaction modes; the exchanges, queues
+// (server-named ones get new names, followed by their bindings and
+// consumers; an x-expires queue that expired meanwhile is forgotten) and
+// bindings declared through it; its consumers, with their tags; and the
+// messages published in confirm mode whose confirmation the loss cut off,
+// republished in their order before anything new (unless
+// Config.DisableRepublish: they then resolve with pika.ErrOutcomeUnknown
+// at the loss). Config.RecoveryFilter leaves chosen entities out. The
+// Conn, its Channels and Consumers stay the same values, and every step
+// runs on the loop: the waits are loop timers, the restore a chain of
+// callbacks, and nothing blocks the loop goroutine.
+//
+// Conn.OnRecovery reports each step as a pika.RecoveryEvent (its handlers
+// run after the work at hand, so the first deliveries to a restarted
+// consumer may come before the event that reports the restart): the loss,
+// each attempt with its delay, the recovery with its pika.RecoveryReport,
+// or the end of attempts, after which the Conn closes with a
+// *pika.RecoveryError (OnClose; outstanding confirmations then resolve
+// with pika.ErrOutcomeUnknown). While the Conn recovers, calls fail at
+// once with pika.ErrRecovering (a loop does not wait: retry from the
+// RecoveryRecovered event); calls in flight at the loss fail with its
+// cause, in their channel's order, so after the confirmations of messages
+// published before them, which wait for their republished copies.
+// Acknowledgements of deliveries from before the loss fail with
+// pika.ErrStaleDelivery and are not sent (delivery tags go on increasing
+// across recoveries), and a transaction open at the loss fails its
+// TxCommit with pika.ErrTxLost.
+//
+// RabbitMQ cancels the consumers of a queue that is deleted, and also of a
+// classic queue whose node goes down (the queue comes back with its node).
+// With recovery on, a consumer the broker cancels is therefore not ended at
+// once: the loop checks its queue with a passive declare on a channel of
+// its own; a queue that is gone ends the consumer with
+// pika.ErrConsumerCancelled (and is forgotten), one that is there gets the
+// same Consumer back with its tag (RecoveryConsumerRestored), and one whose
+// node is down is checked again after each Config.Reconnect delay
+// (RecoveryConsumerWaiting, with an error matching
+// pika.ErrQueueUnavailable). A restore that finds a consumer's queue
+// unavailable does the same.
+//
+// Close stops a recovery and ends the Conn with nil. Republishing keeps a
+// copy of each message published in confirm mode until its confirmation
+// (a mandatory message the broker returned before the loss is not
+// republished: it keeps its outcome). Config.Credentials is called at each
+// attempt's dial, as at the first. The hooks hear of each link (a
+// DisconnectHook for the lost one, a ConnectHook for each attempt), and
+// the RecoveryHooks get every recovery event as it happens.
+//
 // # Not done yet
 //
-// A Conn of this package does not recover: a lost connection stays lost
-// (its OnClose handlers run with the cause), whatever pika.Config's
-// recovery fields say; reconnect from OnClose with AfterFunc, or use
-// package pika, which recovers.
+// Config.FailWhileRecovering and MaxUnconfirmed do not apply to recovery
+// on a loop: calls made while a Conn recovers fail at once instead of
+// waiting, and the copies kept for republishing are not bounded.
 package loop

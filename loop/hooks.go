@@ -352,9 +352,9 @@ func (h *hookSet) consumerEnded(cons *Consumer, err error) {
 // connView answers a stand-in *pika.Conn's accessors.
 type connView struct{ c *Conn }
 
-func (v connView) IsClosed() bool     { return v.c.closed }
+func (v connView) IsClosed() bool     { return v.c.IsClosed() }
 func (v connView) Err() error         { return v.c.err }
-func (v connView) IsRecovering() bool { return false }
+func (v connView) IsRecovering() bool { return v.c.Recovering() }
 func (v connView) IsBlocked() (bool, string) {
 	if !v.c.blocked {
 		return false, ""

@@ -163,6 +163,9 @@ func scriptedConfig(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn), sc
 	cfg = pika.Config{
 		Addr:      "scripted:5672",
 		Heartbeat: pika.NoHeartbeat,
+		// The scripted conversations end with the connection; recovery
+		// tests turn it on.
+		DisableRecovery: true,
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return client, nil
 		},

@@ -13,7 +13,7 @@ import (
 // calls cb, which may be nil, with the outcome. Publishes made after the
 // call, even before cb runs, are numbered for confirmation.
 func (ch *Channel) ConfirmSelect(cb func(error)) {
-	if !ch.closed && !ch.confirming {
+	if ch.unusable() == nil && !ch.confirming {
 		ch.confirming = true
 		ch.confirms.Reset(1)
 	}
@@ -62,6 +62,13 @@ func (ch *Channel) Publish(exchange, routingKey string, msg pika.Message) error 
 // outstanding and the order cannot tell which was returned, each of them
 // gets pika.ErrMaybeReturned. A returned message is also reported to the
 // OnReturn handlers, after its callback.
+//
+// With recovery on (see Recovery in the package documentation), a
+// connection loss does not end the wait: the message is published again
+// on the recovered channel and cb gets the copy's outcome (at-least-once:
+// the broker may have taken the first one); cb gets pika.ErrOutcomeUnknown
+// only when recovery gives up, the channel closes, or DisableRepublish is
+// set.
 func (ch *Channel) PublishConfirm(exchange, routingKey string, msg pika.Message, cb func(error)) error {
 	if cb == nil {
 		return errors.New("loop: PublishConfirm needs a callback")
@@ -81,8 +88,8 @@ func (ch *Channel) publishConfirm(exchange, routingKey string, msg *pika.Message
 }
 
 func (ch *Channel) publish(exchange, routingKey string, msg *pika.Message, cb func(error), p *pika.Publishing) (uint64, error) {
-	if ch.closed {
-		return 0, ch.closedErr()
+	if err := ch.unusable(); err != nil {
+		return 0, err
 	}
 	tag, err := ch.c.eng.Publish(ch.id, exchange, routingKey, msg.Mandatory, false, &msg.Properties, msg.Body)
 	if err != nil {
@@ -93,6 +100,7 @@ func (ch *Channel) publish(exchange, routingKey string, msg *pika.Message, cb fu
 		return 0, nil
 	}
 	s := ch.confirmSlot(exchange, routingKey, msg, cb, p)
+	s = ch.keep(s, exchange, routingKey, msg)
 	if got := ch.confirms.Add(s); got != tag {
 		// The engine and this channel disagree on numbering: a bug here,
 		// reported rather than hidden.

@@ -88,6 +88,10 @@ func (c *Conn) UpdateSecret(secret, reason string, cb func(error)) {
 			c.l.defer_(func() { cb(err) })
 		}
 	}
+	if c.Recovering() && !c.linkUp() {
+		fail(pika.ErrRecovering)
+		return
+	}
 	if c.eng == nil || c.closed || !c.open {
 		err := c.err
 		if err == nil {
