@@ -189,19 +189,30 @@ func (c *Conn) lostLink(err error) bool {
 		}
 		r.recovering = true // first: the hooks of dropLink see it
 		c.dropLink(err)
+		if r.done {
+			return true // a hook closed the Conn: endRecovery ends it
+		}
 		r.cause, r.lastErr, r.attempt = err, err, 0
 		r.inUseUntil = time.Now()
 		c.suspend(err)
 		c.event(pika.RecoveryEvent{Kind: pika.RecoveryLost, Err: err})
-		c.nextAttempt()
+		if !r.done {
+			c.nextAttempt()
+		}
 		return true
 	}
 	opened := c.open
 	c.dropLink(err)
+	if r.done {
+		return true
+	}
 	if !opened {
 		// The handshake failed: the next address, if any, in the same
 		// attempt.
 		c.hk.connectEvent(c.remote, err)
+		if r.done {
+			return true
+		}
 		if c.redialAfter(fmt.Errorf("pika: handshake with %s: %w", c.remote, err)) {
 			return true // process calls restartDial
 		}
@@ -307,6 +318,9 @@ func (c *Conn) nextAttempt() {
 		return
 	}
 	c.event(pika.RecoveryEvent{Kind: pika.RecoveryAttempt, Attempt: r.attempt, Delay: delay, Err: r.lastErr})
+	if r.done {
+		return // a RecoveryHook closed the Conn
+	}
 	r.wait = c.l.AfterFunc(delay, c.startAttempt)
 }
 
@@ -339,7 +353,9 @@ func (c *Conn) attemptFailed(err error) {
 // giveUp ends the recovery and the Conn with err.
 func (c *Conn) giveUp(err error) {
 	c.event(pika.RecoveryEvent{Kind: pika.RecoveryGaveUp, Err: err})
-	c.endRecovery(err)
+	if !c.rec.done { // (a RecoveryHook may have closed the Conn)
+		c.endRecovery(err)
+	}
 }
 
 // endRecovery ends the Conn while it recovers with err (after Close, the
