@@ -88,3 +88,71 @@ func TestCloseFromARecoveryHook(t *testing.T) {
 		})
 	}
 }
+
+// Close while a recovery attempt dials ends the Conn with nil, and the
+// dial that completes afterwards changes nothing: Err stays nil, a later
+// Close reports the clean close, and the dialed connection is dropped.
+func TestCloseWhileARecoveryDialCompletes(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				p.cut()
+			},
+			func(p *peer) {
+				// The client drops the connection without a word.
+				if s := p.nextOrEOF(); s != nil {
+					p.t.Errorf("peer: the closed Conn sent %v", s)
+				}
+			})
+		release := make(chan struct{})
+		dial := cfg.Dial
+		var dials, dropped atomic.Int32
+		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials.Add(1) != 2 {
+				return dial(ctx, network, addr)
+			}
+			<-release
+			nc, err := dial(ctx, network, addr)
+			return &closeFlagConn{nc, &dropped}, err
+		}
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					if ev.Kind != pika.RecoveryAttempt {
+						return
+					}
+					// The dial starts after the attempt's delay.
+					l.AfterFunc(100*time.Millisecond, func() {
+						c.Close(func(err error) {
+							got = append(got, fmt.Sprint("close: ", err))
+							close(release)
+							waitFor(l, func() bool { return dropped.Load() != 0 }, func() {
+								got = append(got, fmt.Sprint("err: ", c.Err()))
+								c.Close(func(err error) {
+									got = append(got, fmt.Sprint("close again: ", err))
+									stop()
+								})
+							})
+						})
+					})
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"close: <nil>", "err: <nil>", "close again: <nil>"})
+	})
+}
+
+// closeFlagConn notes its Close in a flag.
+type closeFlagConn struct {
+	net.Conn
+	closed *atomic.Int32
+}
+
+func (c *closeFlagConn) Close() error {
+	c.closed.Store(1)
+	return c.Conn.Close()
+}
