@@ -235,8 +235,13 @@ func (c *Conn) restartDial() {
 // engine over the new transport.
 func (c *Conn) attach(nc netConn, remote string, err error) {
 	c.failedAttempts()
-	if err == nil && c.closed {
-		err = ErrStopped
+	if c.closed {
+		// The Conn ended while the dial ran (Close during a recovery, Run
+		// stopping): what it dialed is dropped, and its end stays as it was.
+		if nc != nil {
+			nc.Close()
+		}
+		return
 	}
 	if err != nil {
 		if nc != nil {
