@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pika-go/pika"
+	"github.com/pika-go/pika/internal/scripted"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -21,24 +23,42 @@ type closingHooks struct {
 func (h closingHooks) OnDisconnect(ev pika.DisconnectEvent) {
 	h.fn(fmt.Sprint("disconnect ", ev.Conn.IsRecovering()))
 }
+func (h closingHooks) OnConnect(ev pika.ConnectEvent) {
+	h.fn(fmt.Sprint("connect ", ev.Err == nil, " recovering ", ev.Conn.IsRecovering()))
+}
 func (h closingHooks) OnRecovery(_ *pika.Conn, ev pika.RecoveryEvent) { h.fn(ev.Kind.String()) }
 
 // Close called from inside a hook of the recovery (the DisconnectHook of
 // the lost link, a RecoveryHook at the loss, at an attempt, at the end of
-// attempts) ends the Conn once, with nil: no attempt dials after it, no
+// attempts, the ConnectHook of the attempt's link) ends the Conn once, with nil: no attempt dials after it, no
 // recovery event follows it, OnClose runs once, and the message whose
 // confirmation the loss cut off resolves once, as unknown.
 func TestCloseFromARecoveryHook(t *testing.T) {
-	for _, at := range []string{"disconnect true", "lost", "attempt", "gave-up"} {
+	for _, at := range []string{"disconnect true", "lost", "attempt", "gave-up", "connect true recovering true"} {
 		t.Run(at, func(t *testing.T) {
 			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
-				cfg, wait := recoveringConfig(t, pair, func(p *peer) {
+				scripts := []func(p *peer){func(p *peer) {
 					p.handshake(0)
 					p.openChannel(1)
 					answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
 					expectPublish(p, 1)
 					p.cut()
-				})
+				}}
+				if at == "connect true recovering true" {
+					// The attempt's link opens: closed from its ConnectHook,
+					// nothing is restored on it.
+					scripts = append(scripts, func(p *peer) {
+						p.handshake(0)
+						if s := p.nextOrEOF(); s != nil {
+							if _, ok := s.Method.(*wire.ConnectionClose); !ok {
+								p.t.Errorf("peer: got %v, want connection.close or nothing", s)
+							} else {
+								p.send(scripted.Method(0, &wire.ConnectionCloseOk{}))
+							}
+						}
+					})
+				}
+				cfg, wait := recoveringConfig(t, pair, scripts...)
 				cfg.Reconnect = pika.Backoff{Initial: 20 * time.Millisecond, Max: 20 * time.Millisecond, MaxAttempts: 1}
 				var closedFlag, lateDials atomic.Int32
 				dial := cfg.Dial
@@ -80,6 +100,10 @@ func TestCloseFromARecoveryHook(t *testing.T) {
 				})
 				wait()
 				want := []string{"close in " + at, "m1 unknown true", "closed <nil>", "close cb <nil>"}
+				if at == "connect true recovering true" {
+					// The link that opened ends, by the application's Close.
+					want = slices.Insert(want, 2, "hook after close: disconnect false")
+				}
 				expectCalls(t, got, want)
 				if n := lateDials.Load(); n != 0 {
 					t.Errorf("%d dials after Close", n)
