@@ -180,3 +180,49 @@ func (c *closeFlagConn) Close() error {
 	c.closed.Store(1)
 	return c.Conn.Close()
 }
+
+// A recovery attempt whose broker stops answering during the restore,
+// heartbeats included, fails with the heartbeat timeout (well before the
+// restore's step timeout) and the next attempt recovers.
+func TestRecoveryHeartbeatTimeoutDuringRestore(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(1)
+				expect[*wire.ChannelOpen](p, 1)
+				// Silent from now on: the client hangs up.
+				for p.nextOrEOF() != nil {
+				}
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				p.closeConn()
+			})
+		cfg.Heartbeat = time.Second
+		cfg.HandshakeTimeout = time.Minute // the restore's step timeout
+		var got []string
+		run(t, 30*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					switch ev.Kind {
+					case pika.RecoveryAttempt:
+						got = append(got, fmt.Sprint(ev.Kind, " ", errors.Is(ev.Err, pika.ErrHeartbeatTimeout)))
+					default:
+						got = append(got, ev.Kind.String())
+					}
+					if ev.Kind == pika.RecoveryRecovered {
+						closeAndStop(t, c, stop)
+					}
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"lost", "attempt false", "attempt true", "recovered"})
+	})
+}
