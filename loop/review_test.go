@@ -226,3 +226,46 @@ func TestRecoveryHeartbeatTimeoutDuringRestore(t *testing.T) {
 		expectCalls(t, got, []string{"lost", "attempt false", "attempt true", "recovered"})
 	})
 }
+
+// A consumer the broker cancelled, then cancelled by the application
+// while the loop opens the channel that checks its queue: the check
+// stops, and the channel it opened is closed (not left open for the
+// connection's life).
+func TestCancelDuringARevivalClosesItsChannel(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair, func(p *peer) {
+			p.handshake(0)
+			p.openChannel(1)
+			answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+			p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
+			expect[*wire.BasicCancelOk](p, 1)
+			s := p.next()
+			if _, ok := s.Method.(*wire.ChannelOpen); !ok {
+				p.t.Errorf("peer: want the check's channel.open, got %v", s)
+				return
+			}
+			check := s.Channel
+			// The application's cancel comes before the channel opens.
+			expect[*wire.BasicCancel](p, 1)
+			p.send(scripted.Method(check, &wire.ChannelOpenOk{}),
+				scripted.Method(1, &wire.BasicCancelOk{ConsumerTag: "c1"}))
+			answer[*wire.ChannelClose](p, check, &wire.ChannelCloseOk{})
+			p.closeConn()
+		})
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.Consume("q", ConsumeOptions{Tag: "c1", OnEnd: func(err error) {
+					got = append(got, fmt.Sprint("end: ", err))
+					closeAndStop(t, c, stop)
+				}}, func(*Delivery) {}, func(cons *Consumer, err error) {
+					waitFor(l, func() bool { return cons.rv != nil }, func() {
+						cons.Cancel(func(err error) { got = append(got, fmt.Sprint("cancel: ", err)) })
+					})
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"cancel: <nil>", "end: " + pika.ErrConsumerClosed.Error()})
+	})
+}
