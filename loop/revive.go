@@ -88,8 +88,17 @@ func (rv *revival) check() {
 		rv.retry(err)
 		return
 	}
+	// The reply does not matter: nothing else uses the channel.
+	closeCheck := func() {
+		if req, err := c.eng.CloseChannel(id); err == nil {
+			c.addReq(req, func(engine.Event) {})
+		}
+	}
 	c.addReq(req, func(ev engine.Event) {
 		if rv.done() {
+			if ev.Err == nil {
+				closeCheck()
+			}
 			rv.stop()
 			return
 		}
@@ -104,10 +113,7 @@ func (rv *revival) check() {
 		}
 		c.addReq(req, func(ev engine.Event) {
 			if ev.Err == nil {
-				// The reply does not matter: nothing else uses the channel.
-				if req, err := c.eng.CloseChannel(id); err == nil {
-					c.addReq(req, func(engine.Event) {})
-				}
+				closeCheck()
 			}
 			if rv.done() {
 				rv.stop()
