@@ -269,3 +269,60 @@ func TestCancelDuringARevivalClosesItsChannel(t *testing.T) {
 		expectCalls(t, got, []string{"cancel: <nil>", "end: " + pika.ErrConsumerClosed.Error()})
 	})
 }
+
+// outcomeHook calls fn with each publish outcome.
+type outcomeHook func(pika.PublishOutcome)
+
+func (h outcomeHook) OnPublishOutcome(o pika.PublishOutcome) { h(o) }
+
+// A PublishOutcomeHook that closes the channel when the loss settles a
+// returned message (the channel then ends at once: no link) does not make
+// the loss settle the outstanding messages twice: each outcome is reported
+// once, and the message kept for republishing resolves as unknown (its
+// channel is gone) instead of waiting forever.
+func TestChannelClosedFromAnOutcomeHookAtALoss(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				expectPublish(p, 1)
+				expectPublish(p, 1)
+				p.send(scripted.Message(1, &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, nil, []byte("m1"), 0))
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				// The channel was closed: nothing to restore.
+				p.closeConn()
+			})
+		var got []string
+		var channel *Channel
+		cfg.Hooks = []pika.Hook{outcomeHook(func(o pika.PublishOutcome) {
+			got = append(got, fmt.Sprint("hook seq ", o.Seq, " ", o.Outcome))
+			if o.Outcome == pika.OutcomeReturned && channel != nil {
+				channel.Close(nil)
+			}
+		})}
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				channel = ch
+				ch.ConfirmSelect(nil)
+				ch.PublishConfirm("", "nowhere", pika.Message{Mandatory: true, Body: []byte("m1")}, func(err error) {
+					got = append(got, fmt.Sprint("m1 returned ", errors.Is(err, pika.ErrReturned)))
+				})
+				ch.PublishConfirm("", "q", pika.Message{Body: []byte("m2")}, func(err error) {
+					got = append(got, fmt.Sprint("m2 unknown ", errors.Is(err, pika.ErrOutcomeUnknown)))
+				})
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					if ev.Kind == pika.RecoveryRecovered {
+						closeAndStop(t, c, stop)
+					}
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"m1 returned true", "hook seq 1 returned", "hook seq 2 unknown", "m2 unknown true"})
+	})
+}
