@@ -283,19 +283,29 @@ func (c *Conn) suspend(cause error) {
 		if ch.tx {
 			ch.txLost = true
 		}
+		// Taken out of the set before any outcome is reported: a
+		// PublishOutcomeHook may close the channel, which settles what
+		// the set still holds.
+		var out []outstanding
 		ch.confirms.SettleAll(func(tag uint64, s *slot) {
-			switch {
-			case s == nil:
+			if s != nil {
+				out = append(out, outstanding{tag, s})
+			}
+		})
+		for _, o := range out {
+			switch s := o.s; {
 			case s.pub != nil && s.pub.returned != nil:
 				// The broker returned it: the missing confirmation
 				// changes nothing.
-				ch.finish(tag, s, pika.OutcomeReturned, &pika.ReturnedError{Return: s.pub.returned})
-			case s.kept != nil:
+				ch.finish(o.tag, s, pika.OutcomeReturned, &pika.ReturnedError{Return: s.pub.returned})
+			case s.kept != nil && !ch.closed:
 				ch.republish = append(ch.republish, s)
+			case ch.closed: // by a hook, just now
+				ch.finish(o.tag, s, pika.OutcomeUnknown, outcomeUnknown(ch.err))
 			default:
-				ch.finish(tag, s, pika.OutcomeUnknown, outcomeUnknown(cause))
+				ch.finish(o.tag, s, pika.OutcomeUnknown, outcomeUnknown(cause))
 			}
-		})
+		}
 		ch.returns.Reset()
 		if ch.confirming {
 			ch.confirms.Reset(1)
@@ -305,6 +315,12 @@ func (c *Conn) suspend(cause error) {
 			ch.confirmOK = true
 		}
 	}
+}
+
+// outstanding is a message whose confirmation a loss cut off.
+type outstanding struct {
+	tag uint64
+	s   *slot
 }
 
 // nextAttempt waits for the delay Config.Reconnect gives before the next
