@@ -204,7 +204,10 @@ func TestRecoveryHeartbeatTimeoutDuringRestore(t *testing.T) {
 				p.openChannel(1)
 				p.closeConn()
 			})
-		cfg.Heartbeat = time.Second
+		// The silent attempt's broker proposes 1 s; the others propose
+		// none, and the client's 10 s keeps them clear of a timeout under
+		// load.
+		cfg.Heartbeat = 10 * time.Second
 		cfg.HandshakeTimeout = time.Minute // the restore's step timeout
 		var got []string
 		run(t, 30*time.Second, func(l *Loop, stop func()) {
