@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -328,4 +329,45 @@ func TestChannelClosedFromAnOutcomeHookAtALoss(t *testing.T) {
 		wait()
 		expectCalls(t, got, []string{"m1 returned true", "hook seq 1 returned", "hook seq 2 unknown", "m2 unknown true"})
 	})
+}
+
+// Posts racing the end of Run: every function whose Post reported true
+// runs exactly once (before Run returns), and none whose Post reported
+// false does; the posters see the refusal and stop.
+func TestPostDuringShutdown(t *testing.T) {
+	before := snapshot(t)
+	for round := 0; round < 5; round++ {
+		var accepted, ran atomic.Int64
+		var wg sync.WaitGroup
+		l, err := New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		for p := 0; p < 4; p++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					if !l.Post(func() { ran.Add(1) }) {
+						return
+					}
+					accepted.Add(1)
+				}
+			}()
+		}
+		l.Post(func() { l.AfterFunc(time.Duration(round)*5*time.Millisecond, cancel) })
+		l.Run(ctx)
+		ranAtReturn := ran.Load()
+		wg.Wait()
+		// More would be refused Posts that ran, fewer accepted ones lost.
+		if got, want := ranAtReturn, accepted.Load(); got != want {
+			t.Errorf("round %d: %d posted functions ran by the end of Run, %d Posts accepted", round, got, want)
+		}
+		if ran.Load() != ranAtReturn {
+			t.Errorf("round %d: posted functions ran after Run returned", round)
+		}
+		cancel()
+	}
+	expectNoLeak(t, before)
 }
