@@ -371,3 +371,64 @@ func TestPostDuringShutdown(t *testing.T) {
 	}
 	expectNoLeak(t, before)
 }
+
+// A broker that sends a bad frame during a recovery's restore (an unknown
+// method, a body without its header, a broken frame end) fails that
+// attempt with a protocol error, without a panic, and the next attempt
+// recovers.
+func TestRecoveryBadFrameDuringRestore(t *testing.T) {
+	bad := map[string][]byte{
+		"unknown method": scripted.RawFrame(wire.FrameMethod, 1, []byte{0, 99, 0, 7}),
+		"body first":     scripted.RawFrame(wire.FrameBody, 1, []byte("x")),
+		"frame end":      brokenFrameEnd(scripted.Method(1, &wire.ChannelOpenOk{})),
+	}
+	for name, frame := range bad {
+		t.Run(name, func(t *testing.T) {
+			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+				cfg, wait := recoveringConfig(t, pair,
+					func(p *peer) {
+						p.handshake(0)
+						p.openChannel(1)
+						p.cut()
+					},
+					func(p *peer) {
+						p.handshake(0)
+						expect[*wire.ChannelOpen](p, 1)
+						p.send(frame)
+						for p.nextOrEOF() != nil {
+						}
+					},
+					func(p *peer) {
+						p.handshake(0)
+						p.openChannel(1)
+						p.closeConn()
+					})
+				var got []string
+				run(t, 20*time.Second, func(l *Loop, stop func()) {
+					withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+						c.OnRecovery(func(ev pika.RecoveryEvent) {
+							got = append(got, fmt.Sprint(ev.Kind, " ", ev.Attempt))
+							if ev.Kind == pika.RecoveryAttempt && ev.Attempt == 2 {
+								var pe *pika.Error
+								if !errors.As(ev.Err, &pe) {
+									t.Errorf("attempt 1 failed with %v, want a protocol error", ev.Err)
+								}
+							}
+							if ev.Kind == pika.RecoveryRecovered {
+								closeAndStop(t, c, stop)
+							}
+						})
+					})
+				})
+				wait()
+				expectCalls(t, got, []string{"lost 0", "attempt 1", "attempt 2", "recovered 2"})
+			})
+		})
+	}
+}
+
+// brokenFrameEnd returns frame with its frame-end octet replaced.
+func brokenFrameEnd(frame []byte) []byte {
+	frame[len(frame)-1] = 0
+	return frame
+}
