@@ -432,3 +432,71 @@ func brokenFrameEnd(frame []byte) []byte {
 	frame[len(frame)-1] = 0
 	return frame
 }
+
+// Confirmation tags after a republish: of m1 (PublishConfirm), m2
+// (Publish in confirm mode, no callback) and m3 (mandatory PublishConfirm),
+// the broker confirmed m2 before the loss; m1 and m3 are republished as
+// tags 1 and 2 of the new link, m4 published after the recovery takes tag
+// 3, and one multiple ack of tag 3 confirms them all, each once, in order.
+func TestRecoveryConfirmTagsAfterRepublish(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				for _, want := range []string{"m1", "m2", "m3"} {
+					if body := expectPublish(p, 1); body != want {
+						p.t.Errorf("published %q, want %q", body, want)
+					}
+				}
+				p.send(scripted.Method(1, &wire.BasicAck{DeliveryTag: 2}))
+				// Past the ack: the client has it before the cut.
+				answer[*wire.QueueDeclare](p, 1, &wire.QueueDeclareOk{Queue: "sync"})
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				// "sync" was declared through the Conn: restored.
+				p.openChannel(2)
+				answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "sync"})
+				answer[*wire.ChannelClose](p, 2, &wire.ChannelCloseOk{})
+				for _, want := range []string{"m1", "m3", "m4"} {
+					if body := expectPublish(p, 1); body != want {
+						p.t.Errorf("published %q, want %q", body, want)
+					}
+				}
+				p.send(scripted.Method(1, &wire.BasicAck{DeliveryTag: 3, Multiple: true}))
+				p.closeConn()
+			})
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				confirm := func(name string) func(error) {
+					return func(err error) { got = append(got, fmt.Sprint(name, ": ", err)) }
+				}
+				ch.ConfirmSelect(nil)
+				ch.PublishConfirm("", "q", pika.Message{Body: []byte("m1")}, confirm("m1"))
+				ch.Publish("", "q", pika.Message{Body: []byte("m2")})
+				ch.PublishConfirm("", "q", pika.Message{Mandatory: true, Body: []byte("m3")}, confirm("m3"))
+				ch.QueueDeclare("sync", pika.QueueDeclareOptions{}, func(pika.Queue, error) {})
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					if ev.Kind != pika.RecoveryRecovered {
+						return
+					}
+					if ev.Report.Republished != 2 {
+						t.Errorf("republished %d, want 2", ev.Report.Republished)
+					}
+					ch.PublishConfirm("", "q", pika.Message{Body: []byte("m4")}, func(err error) {
+						got = append(got, fmt.Sprint("m4: ", err))
+						closeAndStop(t, c, stop)
+					})
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"m1: <nil>", "m3: <nil>", "m4: <nil>"})
+	})
+}
