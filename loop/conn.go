@@ -597,6 +597,11 @@ func (c *Conn) Close(cb func(error)) {
 	if cb != nil {
 		c.closeCbs = append(c.closeCbs, cb)
 	}
+	c.closeLink()
+}
+
+// closeLink sends connection.close and bounds the wait for close-ok.
+func (c *Conn) closeLink() {
 	if c.closeTimer == nil {
 		c.closeTimer = c.l.AfterFunc(c.closeTimeout, func() {
 			c.timedOut = true

@@ -377,16 +377,7 @@ func (c *Conn) giveUp(err error) {
 // endRecovery ends the Conn while it recovers with err (after Close, the
 // Conn ends with nil: see appClosed).
 func (c *Conn) endRecovery(err error) {
-	r := c.rec
-	r.recovering, r.done = false, true
-	r.gen++
-	if r.wait != nil {
-		r.wait.Stop()
-		r.wait = nil
-	}
-	if r.rs != nil {
-		r.rs.stop()
-	}
+	c.stopRecovery()
 	if c.eng != nil && !c.eng.IsClosed() {
 		c.eng.Fail(err)
 		c.l.markDirty(c)
@@ -399,6 +390,21 @@ func (c *Conn) endRecovery(err error) {
 	c.l.defer_(func() { c.closedEvent(err) })
 }
 
+// stopRecovery stops the recovery for good: no further attempt, and the
+// restore in progress (if any) is over.
+func (c *Conn) stopRecovery() {
+	r := c.rec
+	r.recovering, r.done = false, true
+	r.gen++
+	if r.wait != nil {
+		r.wait.Stop()
+		r.wait = nil
+	}
+	if r.rs != nil {
+		r.rs.stop()
+	}
+}
+
 // closeRecovering is Close while the connection recovers: the recovery
 // stops, the attempt's link (if any) closes, and the Conn ends with nil.
 func (c *Conn) closeRecovering(cb func(error)) {
@@ -406,6 +412,13 @@ func (c *Conn) closeRecovering(cb func(error)) {
 		c.closeCbs = append(c.closeCbs, cb)
 	}
 	c.rec.appClosed = true
+	if c.linkUp() {
+		// The attempt's link is open (its restore runs): it closes as
+		// Close closes a link, with connection.close and close-ok.
+		c.stopRecovery()
+		c.closeLink()
+		return
+	}
 	c.endRecovery(pika.ErrClosed)
 }
 
