@@ -495,3 +495,89 @@ func TestRecoveryConfirmTagsAfterRepublish(t *testing.T) {
 		expectCalls(t, got, []string{"m1: <nil>", "m3: <nil>", "m4: <nil>"})
 	})
 }
+
+// A broker's basic.cancel of a consumer that the restore has just started
+// again, while the restore still waits for another consumer: the restore
+// ends (the cancelled consumer counts as restored), and the consumer is
+// checked and started again on the recovered link, with its tag.
+func TestRecoveryCancelDuringRestore(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c2"})
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				p.openChannel(2)
+				answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "q1"})
+				answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "q2"})
+				answer[*wire.ChannelClose](p, 2, &wire.ChannelCloseOk{})
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+				p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
+				// The restore's consume of c2, the cancel-ok, and the
+				// check's channel.open, in whatever order.
+				check := uint16(0)
+				for range 3 {
+					s := p.next()
+					switch m := s.Method.(type) {
+					case *wire.BasicConsume:
+						if m.ConsumerTag != "c2" {
+							p.t.Errorf("peer: consume of %q", m.ConsumerTag)
+						}
+					case *wire.BasicCancelOk:
+					case *wire.ChannelOpen:
+						check = s.Channel
+					default:
+						p.t.Errorf("peer: unexpected %v", s)
+					}
+				}
+				if check == 0 {
+					return
+				}
+				p.send(scripted.Method(1, &wire.BasicConsumeOk{ConsumerTag: "c2"}))
+				p.send(scripted.Method(check, &wire.ChannelOpenOk{}))
+				answer[*wire.QueueDeclare](p, check, &wire.QueueDeclareOk{Queue: "q1"})
+				answer[*wire.ChannelClose](p, check, &wire.ChannelCloseOk{})
+				if m := answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"}); m.ConsumerTag != "c1" || m.Queue != "q1" {
+					p.t.Errorf("peer: consume of %q on %q, want c1 on q1", m.ConsumerTag, m.Queue)
+				}
+				p.send(scripted.Message(1, &wire.BasicDeliver{ConsumerTag: "c1", DeliveryTag: 1}, nil, []byte("d"), 0))
+				p.closeConn()
+			})
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.Consume("q1", ConsumeOptions{Tag: "c1", AutoAck: true, OnEnd: func(err error) {
+					got = append(got, fmt.Sprint("c1 end: ", err))
+				}}, func(d *Delivery) {
+					got = append(got, fmt.Sprint("c1 delivery ", string(d.Body)))
+					closeAndStop(t, c, stop)
+				}, nil)
+				ch.Consume("q2", ConsumeOptions{Tag: "c2", AutoAck: true}, func(*Delivery) {}, nil)
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					switch ev.Kind {
+					case pika.RecoveryRecovered:
+						got = append(got, fmt.Sprint(ev.Kind, " consumers ", ev.Report.Consumers))
+					case pika.RecoveryConsumerRestored:
+						got = append(got, fmt.Sprint(ev.Kind, " ", ev.ConsumerTag))
+					default:
+						got = append(got, ev.Kind.String())
+					}
+				})
+			})
+		})
+		wait()
+		// The delivery to the restarted consumer may come before the
+		// event that reports its restart (see the package doc).
+		want1 := []string{"lost", "attempt", "recovered consumers 2", "consumer-restored c1", "c1 delivery d", "c1 end: " + pika.ErrClosed.Error()}
+		want2 := []string{"lost", "attempt", "recovered consumers 2", "c1 delivery d", "consumer-restored c1", "c1 end: " + pika.ErrClosed.Error()}
+		if !slices.Equal(got, want1) {
+			expectCalls(t, got, want2)
+		}
+	})
+}
