@@ -27,15 +27,19 @@ func (h closingHooks) OnDisconnect(ev pika.DisconnectEvent) {
 func (h closingHooks) OnConnect(ev pika.ConnectEvent) {
 	h.fn(fmt.Sprint("connect ", ev.Err == nil, " recovering ", ev.Conn.IsRecovering()))
 }
+func (h closingHooks) OnPublishOutcome(o pika.PublishOutcome) {
+	h.fn(fmt.Sprint("outcome ", o.Outcome))
+}
 func (h closingHooks) OnRecovery(_ *pika.Conn, ev pika.RecoveryEvent) { h.fn(ev.Kind.String()) }
 
 // Close called from inside a hook of the recovery (the DisconnectHook of
 // the lost link, a RecoveryHook at the loss, at an attempt, at the end of
-// attempts, the ConnectHook of the attempt's link) ends the Conn once, with nil: no attempt dials after it, no
+// attempts, the ConnectHook of the attempt's link, a PublishOutcomeHook
+// told of a message the loss left unknown) ends the Conn once, with nil: no attempt dials after it, no
 // recovery event follows it, OnClose runs once, and the message whose
 // confirmation the loss cut off resolves once, as unknown.
 func TestCloseFromARecoveryHook(t *testing.T) {
-	for _, at := range []string{"disconnect true", "lost", "attempt", "gave-up", "connect true recovering true"} {
+	for _, at := range []string{"disconnect true", "lost", "attempt", "gave-up", "connect true recovering true", "outcome unknown"} {
 		t.Run(at, func(t *testing.T) {
 			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 				scripts := []func(p *peer){func(p *peer) {
@@ -56,6 +60,8 @@ func TestCloseFromARecoveryHook(t *testing.T) {
 				}
 				cfg, wait := recoveringConfig(t, pair, scripts...)
 				cfg.Reconnect = pika.Backoff{Initial: 20 * time.Millisecond, Max: 20 * time.Millisecond, MaxAttempts: 1}
+				// The loss settles m1 as unknown (a PublishOutcomeHook).
+				cfg.DisableRepublish = at == "outcome unknown"
 				var closedFlag, lateDials atomic.Int32
 				dial := cfg.Dial
 				cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
