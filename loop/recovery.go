@@ -195,6 +195,9 @@ func (c *Conn) lostLink(err error) bool {
 		r.cause, r.lastErr, r.attempt = err, err, 0
 		r.inUseUntil = time.Now()
 		c.suspend(err)
+		if r.done {
+			return true // a PublishOutcomeHook closed the Conn
+		}
 		c.event(pika.RecoveryEvent{Kind: pika.RecoveryLost, Err: err})
 		if !r.done {
 			c.nextAttempt()
