@@ -1,0 +1,192 @@
+package loop
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pika-go/pika"
+	"github.com/pika-go/pika/internal/scripted"
+	"github.com/pika-go/pika/wire"
+)
+
+// Config.MaxUnconfirmed applies as pika.DefaultMaxUnconfirmed when zero,
+// and not at all when negative.
+func TestMaxUnconfirmedDefault(t *testing.T) {
+	for _, c := range []struct{ in, want int }{{0, pika.DefaultMaxUnconfirmed}, {-1, 0}, {1, 1}, {20000, 20000}} {
+		if got := maxUnconfirmed(c.in); got != c.want {
+			t.Errorf("maxUnconfirmed(%d) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}
+
+// On a channel in confirm mode with Config.MaxUnconfirmed messages
+// awaiting their outcome, Publish and PublishConfirm fail at once with
+// ErrTooManyUnconfirmed and send nothing; the message leaves the count when
+// its ack arrives, before its callback runs, so publishing from the
+// callback succeeds. Without confirm mode, and with a negative
+// MaxUnconfirmed, nothing is bounded.
+func TestMaxUnconfirmed(t *testing.T) {
+	for _, max := range []int{2, -1} {
+		t.Run(fmt.Sprint("max ", max), func(t *testing.T) {
+			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+				cfg, wait := scriptedConfig(t, pair, func(p *peer) {
+					p.handshake(0)
+					p.openChannel(1)
+					for _, want := range []string{"plain 1", "plain 2", "plain 3"} {
+						if body := expectPublish(p, 1); body != want {
+							p.t.Errorf("published %q, want %q", body, want)
+						}
+					}
+					answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+					want := []string{"m1", "m2", "m3"}
+					for _, w := range want[:2] {
+						if body := expectPublish(p, 1); body != w {
+							p.t.Errorf("published %q, want %q", body, w)
+						}
+					}
+					if max < 0 {
+						// Unbounded: m3 and m4 went out at once.
+						expectPublish(p, 1)
+						expectPublish(p, 1)
+					}
+					p.send(scripted.Method(1, &wire.BasicAck{DeliveryTag: 1}))
+					if max > 0 {
+						// m3, published again from m1's callback.
+						if body := expectPublish(p, 1); body != "m3" {
+							p.t.Errorf("published %q, want m3", body)
+						}
+					}
+					p.send(scripted.Method(1, &wire.BasicAck{DeliveryTag: 3, Multiple: true}))
+					p.closeConn()
+				})
+				cfg.MaxUnconfirmed = max
+				var got []string
+				run(t, 20*time.Second, func(l *Loop, stop func()) {
+					withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+						// Not in confirm mode: not bounded.
+						for i := 1; i <= 3; i++ {
+							if err := ch.Publish("", "k", pika.Message{Body: []byte(fmt.Sprint("plain ", i))}); err != nil {
+								t.Errorf("publish without confirm mode: %v", err)
+							}
+						}
+						ch.ConfirmSelect(nil)
+						left := 3
+						var publish func(body string) error
+						publish = func(body string) error {
+							return ch.PublishConfirm("", "k", pika.Message{Body: []byte(body)}, func(err error) {
+								got = append(got, fmt.Sprintf("confirm %s %v (unconfirmed %d)", body, err, ch.Unconfirmed()))
+								if body == "m1" && max > 0 {
+									got = append(got, fmt.Sprint("publish m3 again: ", publish("m3")))
+								}
+								if left--; left == 0 {
+									closeAndStop(t, c, stop)
+								}
+							})
+						}
+						for _, body := range []string{"m1", "m2", "m3"} {
+							got = append(got, fmt.Sprintf("publish %s: %v", body, publish(body)))
+						}
+						got = append(got, fmt.Sprint("publish without callback: ", ch.Publish("", "k", pika.Message{Body: []byte("m4")})),
+							fmt.Sprint("unconfirmed ", ch.Unconfirmed()))
+					})
+				})
+				wait()
+				want := []string{
+					"publish m1: <nil>", "publish m2: <nil>", "publish m3: " + ErrTooManyUnconfirmed.Error(),
+					"publish without callback: " + ErrTooManyUnconfirmed.Error(), "unconfirmed 2",
+					"confirm m1 <nil> (unconfirmed 1)", "publish m3 again: <nil>",
+					"confirm m2 <nil> (unconfirmed 0)", "confirm m3 <nil> (unconfirmed 0)",
+				}
+				if max < 0 {
+					want = []string{
+						"publish m1: <nil>", "publish m2: <nil>", "publish m3: <nil>",
+						"publish without callback: <nil>", "unconfirmed 4",
+						"confirm m1 <nil> (unconfirmed 3)", "confirm m2 <nil> (unconfirmed 1)", "confirm m3 <nil> (unconfirmed 1)",
+					}
+				}
+				expectCalls(t, got, want)
+			})
+		})
+	}
+}
+
+// The copies kept for republishing count against Config.MaxUnconfirmed:
+// while the connection recovers they are the channel's unconfirmed
+// messages (publishes fail with pika.ErrRecovering first), and once they
+// are republished a new publish fails with ErrTooManyUnconfirmed until the
+// broker confirms one of them.
+func TestMaxUnconfirmedAcrossRecovery(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				expectPublish(p, 1)
+				expectPublish(p, 1)
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				for _, want := range []string{"m1", "m2"} {
+					if body := expectPublish(p, 1); body != want {
+						p.t.Errorf("republished %q, want %q", body, want)
+					}
+				}
+				// The application checks the bound once recovered, then
+				// declares: only then is m1 confirmed.
+				answer[*wire.QueueDeclare](p, 1, &wire.QueueDeclareOk{Queue: "sync"})
+				p.send(scripted.Method(1, &wire.BasicAck{DeliveryTag: 1}))
+				if body := expectPublish(p, 1); body != "m3" {
+					p.t.Errorf("published %q, want m3", body)
+				}
+				p.send(scripted.Method(1, &wire.BasicAck{DeliveryTag: 3, Multiple: true}))
+				p.closeConn()
+			})
+		cfg.MaxUnconfirmed = 2
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.ConfirmSelect(nil)
+				left := 3
+				var publish func(body string) error
+				publish = func(body string) error {
+					return ch.PublishConfirm("", "k", pika.Message{Body: []byte(body)}, func(err error) {
+						got = append(got, fmt.Sprintf("confirm %s %v", body, err))
+						if body == "m1" {
+							got = append(got, fmt.Sprint("publish m3 from m1's callback: ", publish("m3")))
+						}
+						if left--; left == 0 {
+							closeAndStop(t, c, stop)
+						}
+					})
+				}
+				publish("m1")
+				publish("m2")
+				got = append(got, fmt.Sprint("publish m3: ", publish("m3")))
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					switch ev.Kind {
+					case pika.RecoveryLost:
+						err := publish("m3")
+						got = append(got, fmt.Sprintf("lost: unconfirmed %d, publish m3: recovering %v", ch.Unconfirmed(), errors.Is(err, pika.ErrRecovering)))
+					case pika.RecoveryRecovered:
+						got = append(got, fmt.Sprintf("recovered: unconfirmed %d, publish m3: %v", ch.Unconfirmed(), publish("m3")))
+						ch.QueueDeclare("sync", pika.QueueDeclareOptions{}, nil)
+					}
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{
+			"publish m3: " + ErrTooManyUnconfirmed.Error(),
+			"lost: unconfirmed 2, publish m3: recovering true",
+			"recovered: unconfirmed 2, publish m3: " + ErrTooManyUnconfirmed.Error(),
+			"confirm m1 <nil>", "publish m3 from m1's callback: <nil>", "confirm m2 <nil>", "confirm m3 <nil>",
+		})
+	})
+}
