@@ -190,3 +190,109 @@ func TestMaxUnconfirmedAcrossRecovery(t *testing.T) {
 		})
 	})
 }
+
+// outageSizes lists what a Conn and its Loop hold that could grow while
+// the connection is lost: timers, requests, channels, kept copies; the
+// capacity of the loop's lists of deferred and posted functions and of
+// channels to drain (which depends on how the work of a round batched, so
+// is only bounded) in lists; and the callbacks waiting in the channel's
+// order in waiting.
+func outageSizes(l *Loop, c *Conn, ch *Channel) (sizes string, lists, waiting int) {
+	l.mu.Lock()
+	lists = cap(l.posted) + cap(l.spare)
+	l.mu.Unlock()
+	lists += cap(l.later) + cap(c.drains)
+	return fmt.Sprintf("timers %d reqs %d chans %d conns %d unconfirmed %d",
+		len(l.timers), len(c.reqs), len(c.chans), len(l.conns), ch.Unconfirmed()), lists, len(ch.slots) - ch.head
+}
+
+// During a long outage (hundreds of failed attempts) with the application
+// calling at each attempt, a recovering Conn holds no more than after a
+// few attempts: the calls fail at once and nothing (timers, deferred or
+// posted functions, requests, kept copies) piles up. The one thing that
+// grows is what the application asks for: the callback of a call refused
+// with pika.ErrRecovering keeps its place in the channel's order, so while
+// a message published in confirm mode before the loss awaits its
+// republished copy's confirmation, the callbacks of later calls on its
+// channel wait for it (one slot each, Publish and PublishConfirm refused
+// hold none); without such a message they run at once. At the end of
+// attempts the kept message resolves with pika.ErrOutcomeUnknown and every
+// callback has run once.
+func TestLongOutageHoldsNothingMore(t *testing.T) {
+	const attempts = 300
+	for _, kept := range []bool{false, true} {
+		t.Run(fmt.Sprint("kept ", kept), func(t *testing.T) {
+			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+				cfg, wait := recoveringConfig(t, pair, func(p *peer) {
+					p.handshake(0)
+					p.openChannel(1)
+					answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+					if kept {
+						expectPublish(p, 1)
+					}
+					p.cut()
+				})
+				cfg.Reconnect = pika.Backoff{Initial: time.Millisecond, Max: time.Millisecond, MaxAttempts: attempts}
+				var early, late, outcome string
+				var waitEarly, waitLate, lists int
+				calls, done := 0, 0
+				run(t, 60*time.Second, func(l *Loop, stop func()) {
+					withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+						ch.ConfirmSelect(nil)
+						if kept {
+							ch.PublishConfirm("", "k", pika.Message{Body: []byte("m1")}, func(err error) {
+								outcome = fmt.Sprint("unknown ", errors.Is(err, pika.ErrOutcomeUnknown))
+							})
+						}
+						refused := func(err error) {
+							if !errors.Is(err, pika.ErrRecovering) {
+								t.Errorf("a call while recovering failed with %v, want pika.ErrRecovering", err)
+							}
+							done++
+						}
+						c.OnRecovery(func(ev pika.RecoveryEvent) {
+							if ev.Kind != pika.RecoveryAttempt {
+								return
+							}
+							switch ev.Attempt {
+							case 10:
+								early, _, waitEarly = outageSizes(l, c, ch)
+							case attempts:
+								late, lists, waitLate = outageSizes(l, c, ch)
+							}
+							refused(ch.Publish("", "k", pika.Message{Body: []byte("x")}))
+							refused(ch.PublishConfirm("", "k", pika.Message{Body: []byte("x")}, func(error) { t.Error("the callback of a refused publish ran") }))
+							ch.QueueDeclare("q", pika.QueueDeclareOptions{}, func(_ pika.Queue, err error) { refused(err) })
+							ch.Qos(pika.QosOptions{PrefetchCount: 1}, refused)
+							c.Channel(func(_ *Channel, err error) { refused(err) })
+							calls += 5
+						})
+						c.OnClose(func(error) { stop() })
+					})
+				})
+				wait()
+				if early == "" || late != early {
+					t.Errorf("after 10 attempts:\n\t%s\nafter %d:\n\t%s", early, attempts, late)
+				}
+				if lists > 64 {
+					t.Errorf("the loop's lists of functions hold room for %d after %d attempts", lists, attempts)
+				}
+				// Waiting: m1's confirmation, and the declare and qos of
+				// each attempt before.
+				wantEarly, wantLate := 0, 0
+				if kept {
+					wantEarly, wantLate = 1+2*9, 1+2*(attempts-1)
+				}
+				if waitEarly != wantEarly || waitLate != wantLate {
+					t.Errorf("callbacks waiting after 10 and %d attempts: %d and %d, want %d and %d", attempts, waitEarly, waitLate, wantEarly, wantLate)
+				}
+				if calls != 5*attempts || done != calls {
+					t.Errorf("%d calls, %d callbacks ran; want %d of each", calls, done, 5*attempts)
+				}
+				if want := map[bool]string{true: "unknown true"}[kept]; outcome != want {
+					t.Errorf("the kept message's outcome: %q, want %q", outcome, want)
+				}
+			})
+		})
+	}
+}
