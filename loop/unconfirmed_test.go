@@ -202,6 +202,9 @@ func outageSizes(l *Loop, c *Conn, ch *Channel) (sizes string, lists, waiting in
 	lists = cap(l.posted) + cap(l.spare)
 	l.mu.Unlock()
 	lists += cap(l.later) + cap(c.drains)
+	if c.hk != nil {
+		lists += cap(c.hk.failed)
+	}
 	return fmt.Sprintf("timers %d reqs %d chans %d conns %d unconfirmed %d",
 		len(l.timers), len(c.reqs), len(c.chans), len(l.conns), ch.Unconfirmed()), lists, len(ch.slots) - ch.head
 }
@@ -220,8 +223,9 @@ func outageSizes(l *Loop, c *Conn, ch *Channel) (sizes string, lists, waiting in
 // callback has run once.
 func TestLongOutageHoldsNothingMore(t *testing.T) {
 	const attempts = 300
-	for _, kept := range []bool{false, true} {
-		t.Run(fmt.Sprint("kept ", kept), func(t *testing.T) {
+	for _, tc := range []struct{ kept, hooked bool }{{false, false}, {true, false}, {true, true}} {
+		kept := tc.kept
+		t.Run(fmt.Sprintf("kept %v hooks %v", kept, tc.hooked), func(t *testing.T) {
 			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 				cfg, wait := recoveringConfig(t, pair, func(p *peer) {
 					p.handshake(0)
@@ -233,6 +237,10 @@ func TestLongOutageHoldsNothingMore(t *testing.T) {
 					p.cut()
 				})
 				cfg.Reconnect = pika.Backoff{Initial: time.Millisecond, Max: time.Millisecond, MaxAttempts: attempts}
+				hooks := &outageHooks{}
+				if tc.hooked {
+					cfg.Hooks = []pika.Hook{hooks}
+				}
 				var early, late, outcome string
 				var waitEarly, waitLate, lists int
 				calls, done := 0, 0
@@ -274,6 +282,10 @@ func TestLongOutageHoldsNothingMore(t *testing.T) {
 				if early == "" || late != early {
 					t.Errorf("after 10 attempts:\n\t%s\nafter %d:\n\t%s", early, attempts, late)
 				}
+				if tc.hooked && (hooks.connects != attempts+1 || hooks.published != 2*attempts+1 || hooks.events != attempts+2) {
+					t.Errorf("hooks heard of %d connection attempts, %d publishes, %d recovery events; want %d, %d, %d",
+						hooks.connects, hooks.published, hooks.events, attempts+1, 2*attempts+1, attempts+2)
+				}
 				if lists > 64 {
 					t.Errorf("the loop's lists of functions hold room for %d after %d attempts", lists, attempts)
 				}
@@ -296,3 +308,11 @@ func TestLongOutageHoldsNothingMore(t *testing.T) {
 		})
 	}
 }
+
+// outageHooks counts what the hooks hear during an outage.
+type outageHooks struct{ connects, published, events int }
+
+func (h *outageHooks) OnConnect(pika.ConnectEvent)                    { h.connects++ }
+func (h *outageHooks) OnPublish(*pika.Publishing)                     {}
+func (h *outageHooks) OnPublished(*pika.Publishing, error)            { h.published++ }
+func (h *outageHooks) OnRecovery(_ *pika.Conn, ev pika.RecoveryEvent) { h.events++ }
