@@ -123,19 +123,18 @@
 // Config.FailWhileRecovering set, and ignores the field. pika.Conn's
 // default, calls that wait for the recovery bounded by their ctx, has no
 // equivalent on a loop: a call cannot wait, and holding the calls of an
-// outage to replay them afterwards would keep an unbounded queue with no
-// ctx to end it, and send calls the application made against state the
-// loss may have changed. Publish and PublishConfirm return the error;
-// other calls give it to their callback in their channel's order, so after
-// the confirmations of messages published before the loss, which wait for
-// their republished copies: until then each such call holds its callback
-// (an application that retries on a timer while its Conn recovers should
-// check Conn.Recovering instead of calling). Calls in flight at the loss
-// fail with its cause, in their channel's order, likewise.
-// Acknowledgements of deliveries from before the loss fail with
-// pika.ErrStaleDelivery and are not sent (delivery tags go on increasing
-// across recoveries), and a transaction open at the loss fails its
-// TxCommit with pika.ErrTxLost.
+// outage to send them afterwards would keep a queue that grows with the
+// outage, with no ctx to end a call's wait. Publish and PublishConfirm
+// return the error; other calls give it to their callback in their
+// channel's order, so after the confirmations of messages published before
+// the loss, which wait for their republished copies: until then each such
+// call holds its callback (an application that retries on a timer while
+// its Conn recovers should check Conn.Recovering instead of calling).
+// Calls in flight at the loss fail with its cause, in their channel's
+// order, likewise. Acknowledgements of deliveries from before the loss
+// fail with pika.ErrStaleDelivery and are not sent (delivery tags go on
+// increasing across recoveries), and a transaction open at the loss fails
+// its TxCommit with pika.ErrTxLost.
 //
 // RabbitMQ cancels the consumers of a queue that is deleted, and also of a
 // classic queue whose node goes down (the queue comes back with its node).
