@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -468,11 +469,13 @@ func printMedians[T any](w io.Writer, clients []string, results map[string][]T, 
 	}
 }
 
-// fmtFig prints a figure with one decimal, or with three significant
-// digits when it is small.
+// fmtFig prints a figure with one decimal, two below 10, three below 1.
 func fmtFig(x float64) string {
-	if x != 0 && x < 10 && x > -10 {
-		return strconv.FormatFloat(x, 'g', 3, 64)
+	switch a := math.Abs(x); {
+	case a == 0 || a >= 10:
+		return strconv.FormatFloat(x, 'f', 1, 64)
+	case a >= 1:
+		return strconv.FormatFloat(x, 'f', 2, 64)
 	}
-	return strconv.FormatFloat(x, 'f', 1, 64)
+	return strconv.FormatFloat(x, 'f', 3, 64)
 }
