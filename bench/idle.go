@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"os"
@@ -180,6 +181,9 @@ func openAMQPConns(url string, cfg amqp.Config, n int) ([]*amqp.Connection, []*a
 	conns := make([]*amqp.Connection, n)
 	chans := make([]*amqp.Channel, n)
 	err := parallel(n, func(i int) error {
+		cfg := cfg
+		// amqp091-go adds its own entries to the table: one each.
+		cfg.Properties = maps.Clone(cfg.Properties)
 		c, err := amqp.DialConfig(url, cfg)
 		if err != nil {
 			return err

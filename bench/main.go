@@ -25,6 +25,15 @@
 //
 // The broker is PIKA_TEST_URL, or amqp://guest:guest@127.0.0.1:5672/, or
 // -url. Queues are named pika-bench.* and deleted after each run.
+//
+// Two other modes compare clients with many connections, each client in a
+// child process of its own (idle.go, many.go):
+//
+//	-idle N   N idle connections to the sink: memory, goroutines, idle CPU
+//	-many N   N connections to the broker, each publishing -many-rate msg/s
+//	          with confirms for -many-duration: CPU per message, memory,
+//	          goroutines; a run fails unless every message was confirmed
+//	          (scripts/manyconns.sh runs it on an extra RabbitMQ node)
 package main
 
 import (

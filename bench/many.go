@@ -9,7 +9,6 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,33 +222,44 @@ type fleet interface {
 	close() error
 }
 
-// runManyChild is the child's main: open the connections with client,
-// publish on schedule, print one manyResult as JSON.
+// runManyChild is the child's main: measure, print one manyResult as
+// JSON.
 func runManyChild(client, url string, p manyParams) error {
-	if err := p.validate(); err != nil {
+	res, err := measureMany(client, url, p)
+	if err != nil {
 		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// measureMany opens the connections with client, publishes on schedule
+// and measures. The result's check says whether every message was
+// confirmed.
+func measureMany(client, url string, p manyParams) (res manyResult, err error) {
+	if err := p.validate(); err != nil {
+		return res, err
 	}
 	cfg, err := pika.ParseURL(url)
 	if err != nil {
-		return err
+		return res, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// The admin connection owns the queue: it goes when the child does.
 	admin, err := pika.DialConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("admin connection: %w", err)
+		return res, fmt.Errorf("admin connection: %w", err)
 	}
 	defer closePika(admin)
 	ach, err := admin.Channel(ctx)
 	if err != nil {
-		return err
+		return res, err
 	}
 	queue := fmt.Sprintf("pika-bench.many.%s.%d", client, os.Getpid())
 	if _, err := ach.QueueDeclare(ctx, queue, pika.QueueDeclareOptions{
 		Exclusive: true, Arguments: pika.Table{"x-max-length": int32(p.maxLen)},
 	}); err != nil {
-		return fmt.Errorf("declaring %s: %w", queue, err)
+		return res, fmt.Errorf("declaring %s: %w", queue, err)
 	}
 
 	t := newTally(int64(p.conns) * int64(p.perConn()))
@@ -270,9 +280,9 @@ func runManyChild(client, url string, p manyParams) error {
 		err = fmt.Errorf("many: unknown client %q (have loop, loop-fallback, %s, %s)", client, cPika, cAMQP091)
 	}
 	if err != nil {
-		return err
+		return res, err
 	}
-	res := manyResult{Client: client, Conns: p.conns, Rate: p.rate, Seconds: p.duration.Seconds(), OpenSeconds: time.Since(start).Seconds()}
+	res = manyResult{Client: client, Conns: p.conns, Rate: p.rate, Seconds: p.duration.Seconds(), OpenSeconds: time.Since(start).Seconds()}
 
 	t0 := time.Now().Add(200 * time.Millisecond)
 	fl.start(t0)
@@ -286,7 +296,9 @@ func runManyChild(client, url string, p manyParams) error {
 	case <-time.After(time.Until(t0.Add(p.duration + p.drain))):
 	}
 	if res.RSSBytes, err = vmRSS(); err != nil {
-		return err
+		fl.stop()
+		fl.close()
+		return res, err
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -306,7 +318,7 @@ func runManyChild(client, url string, p manyParams) error {
 	if err := fl.close(); err != nil {
 		res.Lost = err.Error()
 	}
-	return json.NewEncoder(os.Stdout).Encode(res)
+	return res, nil
 }
 
 // sinceT0 is the time from t0 to the instant ns (UnixNano), or to end
@@ -544,7 +556,7 @@ func runMany(w io.Writer, url string, clients []string, p manyParams, rounds int
 		return enc.Encode(results)
 	}
 	fmt.Fprintf(w, "%d connections x %d msg/s x %v with confirms, %d-byte bodies, to %s; every message confirmed in every run; median (min-max) of %d rounds\n\n",
-		p.conns, p.rate, p.duration, p.body, redactURL(url), rounds)
+		p.conns, p.rate, p.duration, p.body, pika.RedactURL(url), rounds)
 	printMedians(w, clients, results, []metric[manyResult]{
 		{"messages published (= confirmed)", 1, func(r manyResult) float64 { return float64(r.Confirmed) }},
 		{"client CPU per message (µs)", 1e6, manyResult.cpuPerMsg},
@@ -557,15 +569,4 @@ func runMany(w io.Writer, url string, clients []string, p manyParams, rounds int
 		{"opening the connections (s)", 1, func(r manyResult) float64 { return r.OpenSeconds }},
 	})
 	return nil
-}
-
-// redactURL drops the password from an AMQP URL for printing.
-func redactURL(raw string) string {
-	if at := strings.LastIndex(raw, "@"); at >= 0 {
-		if i := strings.Index(raw, "://"); i >= 0 && i < at {
-			user, _, _ := strings.Cut(raw[i+3:at], ":")
-			return raw[:i+3] + user + "@" + raw[at+1:]
-		}
-	}
-	return raw
 }
