@@ -473,10 +473,13 @@ func printMedians[T any](w io.Writer, clients []string, results map[string][]T, 
 	}
 }
 
-// fmtFig prints a figure with one decimal, two below 10, three below 1.
+// fmtFig prints a figure with one decimal, two below 10, three below 1;
+// a whole number (a count) without.
 func fmtFig(x float64) string {
 	switch a := math.Abs(x); {
-	case a == 0 || a >= 10:
+	case x == math.Trunc(x) && a < 1e15:
+		return strconv.FormatFloat(x, 'f', 0, 64)
+	case a >= 10:
 		return strconv.FormatFloat(x, 'f', 1, 64)
 	case a >= 1:
 		return strconv.FormatFloat(x, 'f', 2, 64)
