@@ -414,6 +414,10 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 //
 // ProcessHooks (Config.Hooks) may add values to the handler's ctx, such as
 // a tracing span.
+//
+// A panic in handler is not recovered: as on any goroutine, it ends the
+// program (ProcessHooks see ErrHandlerPanicked first). A handler that must
+// survive its own bugs recovers, and nacks or rejects the delivery itself.
 func (ch *Channel) ConsumeFunc(ctx context.Context, queue string, opts ConsumeOptions, handler func(ctx context.Context, d *Delivery)) (*Consumer, error) {
 	if handler == nil {
 		return nil, errors.New("pika: ConsumeFunc needs a handler (got nil)")

@@ -3,6 +3,7 @@ package loop
 import (
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/retmatch"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -27,12 +28,16 @@ type Channel struct {
 	closed     bool
 	err        error
 	confirming bool
+	confirmOK  bool // confirm.select-ok arrived
 	confirms   engine.ConfirmSet[*slot]
-	consumers  map[string]*Consumer // nil until the first consumer
+	returns    retmatch.Matcher[*pika.Return] // see confirm.go
+	consumers  map[string]*Consumer           // nil until the first consumer
 
 	onClose  handlers[func(error)]
 	onReturn handlers[func(*pika.Return)]
 	onFlow   handlers[func(active bool)]
+
+	sc *pika.Channel // its stand-in for hooks, made on first use (see hooks.go)
 }
 
 // slot is one callback's place in its channel's order.
@@ -40,6 +45,7 @@ type slot struct {
 	ready   bool
 	fn      func()
 	confirm func(error) // a publish's confirmation callback, until settled
+	pub     *pubRec     // a confirm-mode publish's record (see confirmSlot)
 	// A delivery runs its consumer's handler: no closure to allocate.
 	cons *Consumer
 	d    *Delivery
@@ -85,7 +91,7 @@ func (ch *Channel) drain() {
 		case s.fn != nil:
 			s.fn()
 		case s.cons != nil:
-			s.cons.handler(s.d)
+			s.cons.deliver(s.d)
 		}
 	}
 	if ch.head > 64 && ch.head*2 > len(ch.slots) {
@@ -123,6 +129,7 @@ func (c *Conn) Channel(cb func(*Channel, error)) {
 			cb(nil, ev.Err)
 			return
 		}
+		c.hk.opened(ch)
 		cb(ch, nil)
 	})
 	c.l.markDirty(c)
@@ -255,18 +262,9 @@ func (ch *Channel) dispatch(ev engine.Event) {
 	case engine.EventOrphanDelivery:
 		ch.orphan(ev.Message)
 	case engine.EventReturn:
-		ret := newReturn(&ev.Message)
-		ch.push(func() {
-			for _, fn := range ch.onReturn.list() {
-				fn(ret)
-			}
-		})
+		ch.returned(&ev.Message)
 	case engine.EventConfirm:
-		var err error
-		if !ev.Ack {
-			err = pika.ErrNacked
-		}
-		ch.confirms.Settle(ev.Tag, ev.Multiple, func(_ uint64, s *slot) { ch.settle(s, err) })
+		ch.confirmed(ev)
 	case engine.EventCancel:
 		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
 			delete(ch.consumers, ev.ConsumerTag)
@@ -291,14 +289,20 @@ func (ch *Channel) dispatch(ev engine.Event) {
 // not know, so that the broker hands it to another consumer.
 func (ch *Channel) orphan(m engine.Message) {
 	if ch.c.eng.Outstanding(ch.id, m.DeliveryTag) {
-		ch.c.eng.Reject(ch.id, m.DeliveryTag, true)
+		if ch.c.hk.settles() {
+			before := ch.c.eng.Unacked(ch.id)
+			err := ch.c.eng.Reject(ch.id, m.DeliveryTag, true)
+			ch.settleEvent(pika.SettleReject, m.DeliveryTag, false, true, before, err, true)
+		} else {
+			ch.c.eng.Reject(ch.id, m.DeliveryTag, true)
+		}
 		ch.c.l.markDirty(ch.c)
 	}
 }
 
 // settle completes the confirmation callback of one publish.
 func (ch *Channel) settle(s *slot, err error) {
-	if s == nil || s.ready {
+	if s == nil || s.ready || s.confirm == nil {
 		return
 	}
 	cb := s.confirm
@@ -315,7 +319,7 @@ func (ch *Channel) gone(err error) {
 	}
 	ch.closed = true
 	ch.err = err
-	ch.confirms.SettleAll(func(_ uint64, s *slot) { ch.settle(s, outcomeUnknown(err)) })
+	ch.failConfirms(err)
 	for tag, cons := range ch.consumers {
 		delete(ch.consumers, tag)
 		cerr := err
@@ -325,6 +329,7 @@ func (ch *Channel) gone(err error) {
 		ch.push(func() { cons.end(cerr) })
 	}
 	ch.push(func() {
+		ch.c.hk.channelClosed(ch, err)
 		for _, fn := range ch.onClose.list() {
 			fn(err)
 		}

@@ -17,9 +17,6 @@ import (
 // Errors of package loop besides those of package pika, which it reports
 // as they are (pika.ErrClosed, pika.ErrNacked, *pika.Error, ...).
 var (
-	// ErrUnsupported: a pika.Config field that this package does not
-	// implement yet was set (see DialConfig).
-	ErrUnsupported = errors.New("loop: unsupported configuration")
 	// ErrCloseTimeout: the broker did not answer connection.close within
 	// Config.CloseTimeout; the connection was dropped.
 	ErrCloseTimeout = errors.New("loop: the broker did not confirm the close in time")
@@ -59,6 +56,9 @@ type Conn struct {
 	onBlocked handlers[func(blocked bool, reason string)]
 	closeCbs  []func(error)
 	blocked   bool
+
+	hk  *hookSet     // Config.Hooks; nil without (see hooks.go)
+	sec *secretState // Config.Credentials, UpdateSecret; nil without (see secret.go)
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (parsed by
@@ -91,16 +91,15 @@ func (l *Loop) Dial(rawURL string, cb func(*Conn, error)) {
 // HandshakeTimeout, CloseTimeout, credentials, mechanisms, vhost,
 // heartbeat, frame_max, channel_max, connection name, client properties,
 // MaxBodySize and Logger (every frame at Debug level, logged on the loop
-// goroutine). Not implemented yet, and refused with ErrUnsupported:
-// Credentials and SecretRefresh. Ignored: the recovery fields (a Conn of
+// goroutine), Hooks (run on the loop goroutine: see the package
+// documentation), Credentials (called on the dial goroutine) and
+// SecretRefresh (see UpdateSecret). Ignored: the recovery fields (a Conn of
 // this package does not recover: see the package documentation), and
 // WriteBufferLimit, MaxUnconfirmed, NotifyBuffer and BlockedTimeout, whose
 // waits have no place on a loop (see Conn.Buffered).
 func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
-	if cfg.Credentials != nil || cfg.SecretRefresh > 0 {
-		l.defer_(func() {
-			cb(nil, fmt.Errorf("%w: Config.Credentials and Config.SecretRefresh are not implemented by package loop yet", ErrUnsupported))
-		})
+	if cfg.SecretRefresh > 0 && cfg.Credentials == nil {
+		l.defer_(func() { cb(nil, errSecretRefreshNeedsCredentials) })
 		return
 	}
 	if cfg.Addr == "" {
@@ -125,6 +124,9 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 	if cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.log = cfg.Logger
 	}
+	c.hk = newHookSet(c, cfg.Hooks)
+	c.sec = newSecretState(&cfg)
+	c.ds.hk = c.hk
 	l.conns[c] = struct{}{}
 	c.startDial()
 }
@@ -134,6 +136,16 @@ type dialState struct {
 	resolved bool
 	eps      []amqpdial.Endpoint // the addresses not tried yet
 	errs     []error             // how the tried ones failed
+
+	login *login   // what Config.Credentials gave this dial (see secret.go)
+	hk    *hookSet // the Conn's: keeps the attempts for the ConnectHooks
+}
+
+// attempt is a failed transport dial, for the ConnectHooks.
+type attempt struct {
+	addr string
+	err  error
+	dur  time.Duration
 }
 
 // startDial starts a goroutine that establishes the transport to the next
@@ -157,6 +169,10 @@ func (c *Conn) startDial() {
 func dialNext(ctx context.Context, cfg *pika.Config, ds *dialState) (netConn, string, error) {
 	if !ds.resolved {
 		ds.resolved = true
+		var err error
+		if ds.login, err = askCredentials(ctx, cfg); err != nil {
+			return nil, "", err
+		}
 		addrs := cfg.Addrs
 		if len(addrs) == 0 {
 			addrs = []string{cfg.Addr}
@@ -166,11 +182,18 @@ func dialNext(ctx context.Context, cfg *pika.Config, ds *dialState) (netConn, st
 	for len(ds.eps) > 0 {
 		ep := ds.eps[0]
 		ds.eps = ds.eps[1:]
+		t0 := time.Now()
 		nc, err := amqpdial.Transport(ctx, cfg.DialTimeout, cfg.Dial, cfg.TLS, ep)
 		if err == nil {
+			if ds.hk != nil {
+				ds.hk.dialStart = t0
+			}
 			return nc, ep.Addr, nil
 		}
 		ds.errs = append(ds.errs, err)
+		if ds.hk != nil {
+			ds.hk.failed = append(ds.hk.failed, attempt{ep.Addr, err, time.Since(t0)})
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -204,6 +227,7 @@ func (c *Conn) restartDial() {
 // attach runs on the loop when the dial goroutine is done: it starts the
 // engine over the new transport.
 func (c *Conn) attach(nc netConn, remote string, err error) {
+	c.failedAttempts()
 	if err == nil && c.closed {
 		err = ErrStopped
 	}
@@ -234,7 +258,7 @@ func (c *Conn) attach(nc netConn, remote string, err error) {
 	} else {
 		c.t = newGoConn(c.l, c, nc)
 	}
-	c.eng = engine.New(c.cfg.EngineConfig())
+	c.eng = engine.New(c.engineConfigFor(c.ds.login))
 	if c.log != nil {
 		c.eng.SetTrace(func(f wire.Frame) { c.logFrame("recv", f) })
 	}
@@ -264,6 +288,9 @@ func (c *Conn) receive(b []byte) {
 		return
 	}
 	c.eng.Receive(b)
+	if c.hk != nil {
+		c.hk.read += int64(len(b))
+	}
 	c.l.markDirty(c)
 }
 
@@ -343,6 +370,9 @@ func (c *Conn) process() {
 		if c.t != nil {
 			c.t.write(buf)
 		}
+		if c.hk != nil {
+			c.hk.written += int64(len(buf))
+		}
 		// Busy connections alternate two buffers; a small one is not kept,
 		// so that an idle connection holds none.
 		if cap(buf) < minSpare || cap(buf) > maxSpare {
@@ -350,6 +380,7 @@ func (c *Conn) process() {
 		}
 		c.spare = buf[:0]
 	}
+	c.hk.bytesEvent()
 	if c.closed {
 		if c.redial {
 			c.restartDial()
@@ -390,6 +421,9 @@ func (c *Conn) dispatch(ev engine.Event) {
 	case engine.EventOpen:
 		c.open = true
 		c.cfg = nil // the Config is for dialing: idle connections do not keep it
+		c.hk.connectEvent(c.remote, nil)
+		c.ds.login = nil
+		c.startSecretRefresh()
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil
 			cb(c, nil)
@@ -409,6 +443,7 @@ func (c *Conn) dispatch(ev engine.Event) {
 		}
 	case engine.EventBlocked, engine.EventUnblocked:
 		c.blocked = ev.Kind == engine.EventBlocked
+		c.hk.blockedEvent(c.blocked, ev.Reason)
 		for _, fn := range c.onBlocked.list() {
 			fn(c.blocked, ev.Reason)
 		}
@@ -422,6 +457,7 @@ func (c *Conn) dispatch(ev engine.Event) {
 func (c *Conn) closedEvent(err error) {
 	c.closed = true
 	c.err = err
+	c.stopSecretRefresh()
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()
 	}
@@ -453,12 +489,25 @@ func (c *Conn) closedEvent(err error) {
 		if err == nil {
 			err = pika.ErrClosed
 		}
+		c.hk.connectEvent(c.remote, err)
 		if c.redialAfter(fmt.Errorf("pika: handshake with %s: %w", c.remote, err)) {
 			return // process calls restartDial
 		}
 		c.dialCb = nil
 		cb(nil, amqpdial.JoinErrors(c.ds.errs))
 		return
+	}
+	if c.blocked {
+		c.blocked = false
+		c.hk.blockedEvent(false, "")
+	}
+	if c.hk != nil {
+		derr := err
+		if c.appClosed() {
+			derr = nil
+		}
+		c.hk.disconnectEvent(c.remote, derr)
+		c.hk.bytesEvent()
 	}
 	for _, fn := range c.onClose.list() {
 		fn(err)

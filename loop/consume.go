@@ -1,6 +1,8 @@
 package loop
 
 import (
+	"context"
+
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/engine"
 	"github.com/pika-go/pika/wire"
@@ -34,6 +36,8 @@ type Consumer struct {
 	handler func(*Delivery)
 	onEnd   func(error)
 	ended   bool
+	queue   string
+	sc      *pika.Consumer // its stand-in for hooks, made on first use (see hooks.go)
 }
 
 // Delivery is a message delivered to a consumer or returned by Get. Its
@@ -49,7 +53,8 @@ type Delivery struct {
 	Body []byte
 
 	ch   *Channel
-	slot slot // its place in the channel's callback order
+	ctx  context.Context // from the ProcessHooks; nil without
+	slot slot            // its place in the channel's callback order
 }
 
 func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
@@ -68,6 +73,16 @@ func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
 
 // Channel returns the channel the delivery came on.
 func (d *Delivery) Channel() *Channel { return d.ch }
+
+// Context returns the context that the ProcessHooks of pika.Config.Hooks
+// made for the handler call of this delivery (carrying a tracing span,
+// say), or context.Background() without them and for Get.
+func (d *Delivery) Context() context.Context {
+	if d.ctx == nil {
+		return context.Background()
+	}
+	return d.ctx
+}
 
 // Ack acknowledges the delivery (and every earlier one with multiple).
 func (d *Delivery) Ack(multiple bool) error { return d.ch.Ack(d.DeliveryTag, multiple) }
@@ -88,7 +103,7 @@ func (d *Delivery) Reject(requeue bool) error { return d.ch.Reject(d.DeliveryTag
 // that takes long delays everything on the loop: hand slow work to another
 // goroutine and acknowledge from a Post.
 func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Delivery), cb func(*Consumer, error)) {
-	cons := &Consumer{ch: ch, handler: handler, onEnd: opts.OnEnd}
+	cons := &Consumer{ch: ch, handler: handler, onEnd: opts.OnEnd, queue: queue}
 	m := &wire.BasicConsume{
 		Queue: queue, ConsumerTag: opts.Tag, NoAck: opts.AutoAck,
 		Exclusive: opts.Exclusive, NoLocal: opts.NoLocal, Arguments: opts.Arguments,
@@ -110,6 +125,7 @@ func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Deli
 			ch.consumers = make(map[string]*Consumer)
 		}
 		ch.consumers[cons.tag] = cons
+		ch.c.hk.consumerStarted(cons)
 		if cb == nil {
 			return nil
 		}
@@ -129,6 +145,7 @@ func (cons *Consumer) end(err error) {
 		return
 	}
 	cons.ended = true
+	cons.ch.c.hk.consumerEnded(cons, err)
 	if cons.onEnd != nil {
 		cons.onEnd(err)
 	}
@@ -163,7 +180,12 @@ func (ch *Channel) Get(queue string, autoAck bool, cb func(d *Delivery, ok bool,
 			return func() { cb(nil, false, ev.Err) }
 		case ev.Kind == engine.EventGetOk:
 			d := ch.newDelivery(&ev.Message)
-			return func() { cb(d, true, nil) }
+			return func() {
+				if h := ch.c.hk; h != nil && len(h.delivery) > 0 {
+					h.deliveryEvent(ch, queue, d)
+				}
+				cb(d, true, nil)
+			}
 		}
 		return func() { cb(nil, false, nil) }
 	})
@@ -176,7 +198,7 @@ func (ch *Channel) Ack(tag uint64, multiple bool) error {
 	if ch.closed {
 		return ch.closedErr()
 	}
-	err := ch.c.eng.Ack(ch.id, tag, multiple)
+	err := ch.settled(pika.SettleAck, tag, multiple, false, func() error { return ch.c.eng.Ack(ch.id, tag, multiple) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }
@@ -187,7 +209,7 @@ func (ch *Channel) Nack(tag uint64, multiple, requeue bool) error {
 	if ch.closed {
 		return ch.closedErr()
 	}
-	err := ch.c.eng.Nack(ch.id, tag, multiple, requeue)
+	err := ch.settled(pika.SettleNack, tag, multiple, requeue, func() error { return ch.c.eng.Nack(ch.id, tag, multiple, requeue) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }
@@ -198,7 +220,7 @@ func (ch *Channel) Reject(tag uint64, requeue bool) error {
 	if ch.closed {
 		return ch.closedErr()
 	}
-	err := ch.c.eng.Reject(ch.id, tag, requeue)
+	err := ch.settled(pika.SettleReject, tag, false, requeue, func() error { return ch.c.eng.Reject(ch.id, tag, requeue) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }

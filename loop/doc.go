@@ -71,13 +71,32 @@
 // 44 KiB of Go heap and stacks and 20 KiB of resident memory per idle
 // connection, against the descriptor path's 5 and 7 (BENCHMARKS.md).
 //
+// # Hooks, credentials
+//
+// A Conn reports to the hooks of pika.Config.Hooks (see pika.Hook) as a
+// pika.Conn does, so that the plugins otelpika and prompika observe it
+// unchanged, with two differences. Every hook runs on the loop's
+// goroutine, synchronously, at the moment of the event (a slow hook delays
+// the whole loop); the end of a consumer or a channel is reported when its
+// OnEnd or OnClose handlers run, in the channel's callback order. And the
+// *pika.Conn, *pika.Channel, *pika.Consumer and *pika.Delivery they get
+// are stand-ins for this package's values, whose accessors answer for them
+// (see pika.Hook). ProcessHooks run around each call of a consumer's
+// handler, which finds their context in Delivery.Context. BytesHooks
+// count the AMQP bytes the Conn read and handed to its transport (on a TLS
+// connection, without the TLS records' overhead that pika.Conn counts).
+// Without hooks, each event costs a nil check and Publish allocates
+// nothing more.
+//
+// pika.Config.Credentials is called at each dial on the dial goroutine,
+// never on the loop's; with Config.SecretRefresh, a loop timer gets a fresh
+// password from it (on a goroutine of its own) and hands it to the broker
+// with Conn.UpdateSecret.
+//
 // # Not done yet
 //
 // A Conn of this package does not recover: a lost connection stays lost
 // (its OnClose handlers run with the cause), whatever pika.Config's
 // recovery fields say; reconnect from OnClose with AfterFunc, or use
-// package pika, which recovers. PublishConfirm does not accept mandatory
-// messages (returns are reported to OnReturn, but not matched to their
-// confirmations as package pika does), and Config.Credentials and
-// Config.SecretRefresh are refused.
+// package pika, which recovers.
 package loop
