@@ -69,6 +69,8 @@ func (p manyParams) validate() error {
 		return fmt.Errorf("-many %d: want at least one connection", p.conns)
 	case p.rate < 1 || p.rate > 1_000_000:
 		return fmt.Errorf("-many-rate %d: want 1 to 1000000 messages per second", p.rate)
+	case p.duration > 24*time.Hour:
+		return fmt.Errorf("-many-duration %v: want at most 24h", p.duration)
 	case p.perConn() < 1:
 		return fmt.Errorf("-many-duration %v at -many-rate %d: not one message per connection", p.duration, p.rate)
 	case p.drain <= 0:

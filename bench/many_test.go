@@ -93,6 +93,7 @@ func TestManyParams(t *testing.T) {
 		"-many ":           {conns: 0, rate: 10, duration: time.Second, drain: time.Second, maxLen: 1},
 		"-many-rate":       {conns: 1, rate: 0, duration: time.Second, drain: time.Second, maxLen: 1},
 		"-many-duration":   {conns: 1, rate: 1, duration: time.Millisecond, drain: time.Second, maxLen: 1},
+		"-many-duration ":  {conns: 1, rate: 1e6, duration: 1 << 62, drain: time.Second, maxLen: 1},
 		"-many-drain":      {conns: 1, rate: 1, duration: time.Second, maxLen: 1},
 		"-many-max-length": {conns: 1, rate: 1, duration: time.Second, drain: time.Second},
 	} {
