@@ -56,7 +56,10 @@
 // per dial (name resolution and TCP connect block in Go). Measured with
 // 10,000 idle connections with heartbeats (BENCHMARKS.md): about 5 KiB of
 // Go heap and 6 KiB of resident memory per connection, a quarter of
-// amqp091-go's, and no goroutine.
+// amqp091-go's, and no goroutine. With 1,000 connections to RabbitMQ on
+// one loop, each publishing 10 messages a second with confirms, every
+// message was confirmed, at 0.72 of the client CPU per message of 1,000
+// pika.Conns and 0.59 of amqp091-go's (BENCHMARKS.md).
 //
 // TLS connections, connections made by a Config.Dial that returns
 // something other than a *net.TCPConn or *net.UnixConn, and every
