@@ -322,3 +322,65 @@ func (h *outageHooks) OnConnect(pika.ConnectEvent)                    { h.connec
 func (h *outageHooks) OnPublish(*pika.Publishing)                     {}
 func (h *outageHooks) OnPublished(*pika.Publishing, error)            { h.published++ }
 func (h *outageHooks) OnRecovery(_ *pika.Conn, ev pika.RecoveryEvent) { h.events++ }
+
+// With Config.DisableRepublish nothing is kept at a loss: the messages
+// outstanding then resolve with pika.ErrOutcomeUnknown and leave the
+// count, and once recovered the channel publishes up to the bound again.
+func TestMaxUnconfirmedWithoutRepublish(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				expectPublish(p, 1)
+				expectPublish(p, 1)
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				for _, want := range []string{"m3", "m4"} {
+					if body := expectPublish(p, 1); body != want {
+						p.t.Errorf("published %q, want %q (nothing republished)", body, want)
+					}
+				}
+				p.send(scripted.Method(1, &wire.BasicAck{DeliveryTag: 2, Multiple: true}))
+				p.closeConn()
+			})
+		cfg.MaxUnconfirmed = 2
+		cfg.DisableRepublish = true
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.ConfirmSelect(nil)
+				publish := func(body string) error {
+					return ch.PublishConfirm("", "k", pika.Message{Body: []byte(body)}, func(err error) {
+						got = append(got, fmt.Sprintf("confirm %s unknown %v", body, errors.Is(err, pika.ErrOutcomeUnknown)))
+						if body == "m4" {
+							closeAndStop(t, c, stop)
+						}
+					})
+				}
+				publish("m1")
+				publish("m2")
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					switch ev.Kind {
+					case pika.RecoveryLost:
+						got = append(got, fmt.Sprintf("lost: unconfirmed %d", ch.Unconfirmed()))
+					case pika.RecoveryRecovered:
+						got = append(got, fmt.Sprintf("recovered: unconfirmed %d, publish m3: %v, m4: %v, m5: %v",
+							ch.Unconfirmed(), publish("m3"), publish("m4"), publish("m5")))
+					}
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{
+			"confirm m1 unknown true", "confirm m2 unknown true", "lost: unconfirmed 0",
+			"recovered: unconfirmed 0, publish m3: <nil>, m4: <nil>, m5: " + ErrTooManyUnconfirmed.Error(),
+			"confirm m3 unknown false", "confirm m4 unknown false",
+		})
+	})
+}
