@@ -11,6 +11,7 @@ import (
 
 	"github.com/pika-go/pika/engine"
 	"github.com/pika-go/pika/internal/recovery"
+	"github.com/pika-go/pika/internal/standin"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -338,6 +339,8 @@ type Consumer struct {
 	reviving   bool   // guarded by ch.conn.mu: cancelled by the broker, its queue being checked (see Conn.reviveLocked)
 	qname      string // the queue; guarded by ch.conn.mu: renamed by recovery
 
+	view standin.ConsumerView // a stand-in's loop consumer, answering Queue (see standin.go); nil otherwise
+
 	// guarded by ch.conn.mu
 	queue       []*Delivery
 	head        int
@@ -572,6 +575,18 @@ func (cons *Consumer) Channel() *Channel { return cons.ch }
 
 // Tag returns the consumer tag.
 func (cons *Consumer) Tag() string { return cons.tag }
+
+// Queue returns the name of the queue the consumer consumes from: after a
+// recovery that gave its server-named queue a new name, the new one.
+func (cons *Consumer) Queue() string {
+	if cons.view != nil {
+		return cons.view.Queue()
+	}
+	c := cons.ch.conn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cons.qname
+}
 
 // Done returns a channel closed when the consumer has ended and every
 // buffered delivery was taken (for ConsumeFunc: the handler returned for the

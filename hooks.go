@@ -282,7 +282,8 @@ type SettleEvent struct {
 // ConsumerHook is told when a consumer starts (the broker's
 // basic.consume-ok for Consume or ConsumeFunc) and when it ends, with
 // Consumer.Err's reason. A recovery that restarts a consumer reports
-// neither. It runs on the connection's hook goroutine.
+// neither (Consumer.Queue then names its queue as recovery renamed it).
+// It runs on the connection's hook goroutine.
 type ConsumerHook interface {
 	OnConsumerStart(cons *Consumer)
 	OnConsumerEnd(cons *Consumer, err error)

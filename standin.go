@@ -12,7 +12,8 @@ import (
 // here: one per loop connection, channel and consumer, so that they serve
 // as keys, whose accessors answer for the loop's value (Conn: IsClosed,
 // Err, IsRecovering, IsBlocked, ServerProperties, Tuning, LocalAddr,
-// RemoteAddr; Channel: ID, Conn, IsClosed, Err; Consumer: Channel, Tag;
+// RemoteAddr; Channel: ID, Conn, IsClosed, Err; Consumer: Channel, Tag,
+// Queue (the loop consumer's queue as it is now, renamed by recovery);
 // Delivery: its fields, and Ack, Nack and Reject through the loop's
 // channel). Everything else fails as on a closed connection, with
 // errStandIn: a stand-in's Done channels are closed, calls that would talk
@@ -47,8 +48,8 @@ func newStandInChannel(conn any, id uint16, v standin.ChannelView) any {
 	return &Channel{conn: conn.(*Conn), id: id, view: v, done: done, err: errStandIn}
 }
 
-func newStandInConsumer(ch any, tag, queue string) any {
+func newStandInConsumer(ch any, tag string, v standin.ConsumerView) any {
 	done := make(chan struct{})
 	close(done)
-	return &Consumer{ch: ch.(*Channel), tag: tag, qname: queue, done: done, endCh: done, err: errStandIn, ended: true}
+	return &Consumer{ch: ch.(*Channel), tag: tag, view: v, done: done, endCh: done, err: errStandIn, ended: true}
 }

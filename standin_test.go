@@ -11,7 +11,10 @@ import (
 	"github.com/pika-go/pika/internal/standin"
 )
 
-type fakeView struct{ closed bool }
+type fakeView struct {
+	closed bool
+	queue  string
+}
 
 func (v *fakeView) IsClosed() bool            { return v.closed }
 func (v *fakeView) Err() error                { return nil }
@@ -21,13 +24,14 @@ func (v *fakeView) ServerProperties() Table   { return Table{"product": "loop"} 
 func (v *fakeView) Tuning() Tuning            { return Tuning{FrameMax: 4096} }
 func (v *fakeView) LocalAddr() net.Addr       { return &net.TCPAddr{Port: 1} }
 func (v *fakeView) RemoteAddr() net.Addr      { return &net.TCPAddr{Port: 5672} }
+func (v *fakeView) Queue() string             { return v.queue }
 
 // The accessors of a stand-in answer for the loop's value.
 func TestStandInAccessors(t *testing.T) {
-	v := &fakeView{}
+	v := &fakeView{queue: "amq.gen-1"}
 	c := standin.NewConn(v).(*Conn)
 	ch := standin.NewChannel(c, 7, v).(*Channel)
-	cons := standin.NewConsumer(ch, "ctag", "q").(*Consumer)
+	cons := standin.NewConsumer(ch, "ctag", v).(*Consumer)
 	d := standin.NewDelivery(ch).(*Delivery)
 	if c.IsClosed() || c.Err() != nil || ch.IsClosed() || ch.Err() != nil {
 		t.Errorf("stand-ins of open values report closed")
@@ -46,6 +50,14 @@ func TestStandInAccessors(t *testing.T) {
 	if ch.ID() != 7 || ch.Conn() != c || cons.Channel() != ch || cons.Tag() != "ctag" || d.Channel() != ch {
 		t.Errorf("identity accessors are wrong")
 	}
+	// The consumer's queue is the loop consumer's as it is now.
+	if q := cons.Queue(); q != "amq.gen-1" {
+		t.Errorf("Queue %q, want amq.gen-1", q)
+	}
+	v.queue = "amq.gen-2"
+	if q := cons.Queue(); q != "amq.gen-2" {
+		t.Errorf("Queue after a rename %q, want amq.gen-2", q)
+	}
 }
 
 // Every other method of a stand-in fails (or does nothing) without a panic
@@ -55,7 +67,7 @@ func TestStandInMethodsNeverPanic(t *testing.T) {
 	v := &fakeView{}
 	c := standin.NewConn(v).(*Conn)
 	ch := standin.NewChannel(c, 1, v).(*Channel)
-	cons := standin.NewConsumer(ch, "ctag", "q").(*Consumer)
+	cons := standin.NewConsumer(ch, "ctag", v).(*Consumer)
 	d := standin.NewDelivery(ch).(*Delivery)
 	ctxType := reflect.TypeFor[context.Context]()
 	errType := reflect.TypeFor[error]()

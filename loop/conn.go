@@ -20,6 +20,12 @@ var (
 	// ErrCloseTimeout: the broker did not answer connection.close within
 	// Config.CloseTimeout; the connection was dropped.
 	ErrCloseTimeout = errors.New("loop: the broker did not confirm the close in time")
+	// ErrTooManyUnconfirmed: Publish or PublishConfirm on a channel in
+	// confirm mode found Config.MaxUnconfirmed messages of the channel
+	// awaiting their outcome (see Channel.Unconfirmed); nothing was sent.
+	// Publish again once confirmations came back, for example from a
+	// PublishConfirm callback.
+	ErrTooManyUnconfirmed = errors.New("loop: Config.MaxUnconfirmed messages of the channel await their confirmation")
 )
 
 // Conn is one AMQP connection run by a Loop. Its methods must be called on
@@ -43,6 +49,7 @@ type Conn struct {
 	drains []*Channel                              // channels with callbacks ready to run
 
 	closeTimeout time.Duration
+	maxUnconf    int // Config.MaxUnconfirmed as applied: 0 for no bound
 	ds           dialState
 	redial       bool // the handshake failed: dial the next address
 
@@ -99,10 +106,14 @@ func (l *Loop) Dial(rawURL string, cb func(*Conn, error)) {
 // DisableRepublish, RecoveryFilter) work as for pika.Conn: see Recovery in
 // the package documentation; a Conn with recovery on keeps its Config (for
 // reconnecting) and a copy of each message published in confirm mode until
-// its confirmation. Ignored: FailWhileRecovering (calls always fail at
-// once while recovering), and WriteBufferLimit, MaxUnconfirmed,
-// NotifyBuffer and BlockedTimeout, whose waits have no place on a loop
-// (see Conn.Buffered).
+// its confirmation. MaxUnconfirmed bounds the messages awaiting their
+// confirmation per channel, as for pika.Conn, but a publish at the bound
+// fails at once with ErrTooManyUnconfirmed instead of waiting (see
+// Channel.Publish). Ignored: FailWhileRecovering (calls always fail at
+// once with pika.ErrRecovering while recovering, as with
+// FailWhileRecovering set: see Recovery in the package documentation), and
+// WriteBufferLimit, NotifyBuffer and BlockedTimeout, whose waits have no
+// place on a loop (see Conn.Buffered).
 func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 	if cfg.SecretRefresh > 0 && cfg.Credentials == nil {
 		l.defer_(func() { cb(nil, errSecretRefreshNeedsCredentials) })
@@ -126,6 +137,7 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 		dialCb:       cb,
 		chans:        make(map[uint16]*Channel, 1),
 		closeTimeout: cfg.CloseTimeout,
+		maxUnconf:    maxUnconfirmed(cfg.MaxUnconfirmed),
 	}
 	c.rec = newRecState(c.cfg)
 	if cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {

@@ -155,6 +155,10 @@ func (cons *Consumer) Tag() string { return cons.tag }
 // Channel returns the consumer's channel.
 func (cons *Consumer) Channel() *Channel { return cons.ch }
 
+// Queue returns the name of the queue the consumer consumes from: after a
+// recovery that gave its server-named queue a new name, the new one.
+func (cons *Consumer) Queue() string { return cons.queue }
+
 // end runs OnEnd once.
 func (cons *Consumer) end(err error) {
 	if cons.ended {

@@ -323,7 +323,7 @@ func (ch *Channel) settled(kind pika.SettleKind, tag uint64, multiple, requeue b
 // consumerStandIn returns the consumer's stand-in, made on first use.
 func (cons *Consumer) standIn() *pika.Consumer {
 	if cons.sc == nil {
-		cons.sc = standin.NewConsumer(cons.ch.standIn(), cons.tag, cons.queue).(*pika.Consumer)
+		cons.sc = standin.NewConsumer(cons.ch.standIn(), cons.tag, consumerView{cons}).(*pika.Consumer)
 	}
 	return cons.sc
 }
@@ -388,6 +388,12 @@ type addr string
 
 func (a addr) Network() string { return "tcp" }
 func (a addr) String() string  { return string(a) }
+
+// consumerView answers a stand-in *pika.Consumer's Queue with the
+// consumer's queue as recovery renamed it.
+type consumerView struct{ cons *Consumer }
+
+func (v consumerView) Queue() string { return v.cons.queue }
 
 // channelView answers a stand-in *pika.Channel's accessors.
 type channelView struct{ ch *Channel }

@@ -30,12 +30,25 @@ func (ch *Channel) ConfirmSelect(cb func(error)) {
 
 // Publish publishes msg to exchange with routingKey. It queues the message
 // for the socket and returns at once; the error says why nothing was
-// queued (the channel or connection is closed, the message cannot be
-// encoded). It never waits: see Conn.Buffered for pacing and
-// Conn.OnBlocked for the broker's resource alarms. The body is copied.
-// In confirm mode the message takes a sequence number but its outcome is
-// reported only to the PublishOutcomeHooks of pika.Config.Hooks: use
-// PublishConfirm to learn it.
+// queued (the channel or connection is closed, the connection recovers,
+// the message cannot be encoded, too many messages await confirmation).
+// It never waits: see Conn.Buffered for pacing and Conn.OnBlocked for the
+// broker's resource alarms. The body is copied. In confirm mode the
+// message takes a sequence number but its outcome is reported only to the
+// PublishOutcomeHooks of pika.Config.Hooks: use PublishConfirm to learn
+// it.
+//
+// In confirm mode, where pika.Conn's Publish waits while
+// pika.Config.MaxUnconfirmed messages of the channel await their outcome
+// (default pika.DefaultMaxUnconfirmed; negative: no bound), Publish and
+// PublishConfirm fail at once with ErrTooManyUnconfirmed, sending nothing:
+// see Channel.Unconfirmed for what counts. A message leaves the count when
+// the broker's ack or nack for it arrives, before its PublishConfirm
+// callback runs, so an application that publishes again from its
+// confirmation callbacks keeps to the bound without polling (the callback
+// of a returned mandatory message can run before its ack: the message
+// still counts there). The copies that recovery keeps for republishing
+// count too, so the bound is also the bound on the memory they hold.
 func (ch *Channel) Publish(exchange, routingKey string, msg pika.Message) error {
 	if ch.c.hk.publishes() {
 		return ch.publishHooked(exchange, routingKey, &msg, nil)
@@ -91,6 +104,9 @@ func (ch *Channel) publish(exchange, routingKey string, msg *pika.Message, cb fu
 	if err := ch.unusable(); err != nil {
 		return 0, err
 	}
+	if ch.confirming && ch.c.maxUnconf > 0 && ch.Unconfirmed() >= ch.c.maxUnconf {
+		return 0, ErrTooManyUnconfirmed
+	}
 	tag, err := ch.c.eng.Publish(ch.id, exchange, routingKey, msg.Mandatory, false, &msg.Properties, msg.Body)
 	if err != nil {
 		return 0, err
@@ -108,6 +124,24 @@ func (ch *Channel) publish(exchange, routingKey string, msg *pika.Message, cb fu
 	}
 	ch.recorded(tag, s)
 	return tag, nil
+}
+
+// Unconfirmed returns the number of messages published on the channel in
+// confirm mode whose outcome is pending: published and not yet confirmed
+// or nacked by the broker, or kept for republishing after a connection
+// loss. pika.Config.MaxUnconfirmed bounds it: see Publish.
+func (ch *Channel) Unconfirmed() int { return ch.confirms.Len() + len(ch.republish) }
+
+// maxUnconfirmed maps Config.MaxUnconfirmed to the bound a Conn applies:
+// pika.DefaultMaxUnconfirmed for 0, and 0 (no bound) for a negative value.
+func maxUnconfirmed(n int) int {
+	switch {
+	case n == 0:
+		return pika.DefaultMaxUnconfirmed
+	case n < 0:
+		return 0
+	}
+	return n
 }
 
 // outcomeUnknown is the outcome of a publish whose channel ended before

@@ -137,3 +137,61 @@ func TestRecoverySecretRefresh(t *testing.T) {
 		expectCalls(t, got, []string{"lost", "attempt", "update: " + pika.ErrRecovering.Error(), "recovered"})
 	})
 }
+
+// consumerHooks keeps the stand-ins the ConsumerHooks get.
+type consumerHooks struct{ started *[]*pika.Consumer }
+
+func (h consumerHooks) OnConsumerStart(cons *pika.Consumer)          { *h.started = append(*h.started, cons) }
+func (h consumerHooks) OnConsumerEnd(cons *pika.Consumer, err error) {}
+
+// A consumer of a server-named queue that recovery declares again under a
+// new name follows it, and so does the stand-in the ConsumerHooks got:
+// both report the new name as their Queue.
+func TestRecoveryRenamedQueueOfHookConsumer(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.QueueDeclare](p, 1, &wire.QueueDeclareOk{Queue: "amq.gen-1"})
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				p.openChannel(2)
+				answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "amq.gen-2"})
+				answer[*wire.ChannelClose](p, 2, &wire.ChannelCloseOk{})
+				if m := answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"}); m.Queue != "amq.gen-2" {
+					p.t.Errorf("consumer restored on %q, want amq.gen-2", m.Queue)
+				}
+				p.closeConn()
+			})
+		var started []*pika.Consumer
+		cfg.Hooks = []pika.Hook{consumerHooks{&started}}
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.QueueDeclare("", pika.QueueDeclareOptions{Exclusive: true}, func(q pika.Queue, err error) {
+					ch.Consume(q.Name, ConsumeOptions{}, func(*Delivery) {}, func(cons *Consumer, err error) {
+						if err != nil || len(started) != 1 {
+							t.Errorf("consume: %v, %d consumers started", err, len(started))
+							stop()
+							return
+						}
+						got = append(got, fmt.Sprintf("before: %s, stand-in %s", cons.Queue(), started[0].Queue()))
+						c.OnRecovery(func(ev pika.RecoveryEvent) {
+							if ev.Kind == pika.RecoveryRecovered {
+								got = append(got, fmt.Sprintf("after: %s, stand-in %s", cons.Queue(), started[0].Queue()))
+								closeAndStop(t, c, stop)
+							}
+						})
+					})
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"before: amq.gen-1, stand-in amq.gen-1", "after: amq.gen-2, stand-in amq.gen-2"})
+	})
+}

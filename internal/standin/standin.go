@@ -32,6 +32,13 @@ type ChannelView interface {
 	Err() error
 }
 
+// ConsumerView is what a stand-in *pika.Consumer answers Queue with: the
+// loop consumer's queue as it is now (recovery renames a server-named
+// queue).
+type ConsumerView interface {
+	Queue() string
+}
+
 // The constructors, set by package pika.
 var (
 	// NewConn returns a *pika.Conn standing for v.
@@ -40,8 +47,9 @@ var (
 	// standing for a channel with number id.
 	NewChannel func(conn any, id uint16, v ChannelView) any
 	// NewConsumer returns a *pika.Consumer of ch (a stand-in
-	// *pika.Channel) with tag and queue.
-	NewConsumer func(ch any, tag, queue string) any
+	// *pika.Channel) with tag, standing for a consumer whose queue v
+	// tells.
+	NewConsumer func(ch any, tag string, v ConsumerView) any
 	// NewDelivery returns a *pika.Delivery of ch (a stand-in
 	// *pika.Channel) whose exported fields the caller fills.
 	NewDelivery func(ch any) any
