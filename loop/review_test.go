@@ -594,3 +594,56 @@ func TestRecoveryCancelDuringRestore(t *testing.T) {
 		}
 	})
 }
+
+// Close while a consumer waits for its queue (called from the
+// RecoveryHook that reports the wait), with a broker slow to confirm the
+// close: the consumer's checks stop at the Close, no recovery event
+// follows it, and the consumer ends with the Conn's close, not with its
+// queue's unavailability.
+func TestCloseWhileAConsumerWaits(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair, func(p *peer) {
+			p.handshake(0)
+			p.openChannel(1)
+			answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+			p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
+			expect[*wire.BasicCancelOk](p, 1)
+			check := p.openAnyChannel()
+			answer[*wire.QueueDeclare](p, check, nodeDown("q"))
+			expect[*wire.ChannelCloseOk](p, check)
+			expect[*wire.ConnectionClose](p, 0)
+			// Slow: several of the consumer's retry delays.
+			time.Sleep(300 * time.Millisecond)
+			p.send(scripted.Method(0, &wire.ConnectionCloseOk{}))
+		})
+		cfg.Reconnect = pika.Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, MaxAttempts: 3}
+		var got []string
+		closed := false
+		var conn *Conn
+		cfg.Hooks = []pika.Hook{closingHooks{func(what string) {
+			if closed {
+				got = append(got, "hook after close: "+what)
+				return
+			}
+			if what == "consumer-waiting" {
+				closed = true
+				got = append(got, "close in "+what)
+				conn.Close(nil)
+			}
+		}}}
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				conn = c
+				ch.Consume("q", ConsumeOptions{Tag: "c1", AutoAck: true, OnEnd: func(err error) {
+					got = append(got, fmt.Sprint("ended: ", err))
+				}}, func(*Delivery) {}, nil)
+				c.OnClose(func(err error) {
+					got = append(got, fmt.Sprint("closed: ", err))
+					stop()
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"close in consumer-waiting", "ended: " + pika.ErrClosed.Error(), "hook after close: disconnect false", "closed: <nil>"})
+	})
+}
