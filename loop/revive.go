@@ -46,12 +46,13 @@ type revival struct {
 }
 
 // done reports whether the revival is over: the consumer ended or was
-// cancelled, its channel is closing, or the link it ran on was lost.
+// cancelled, its channel is closing, the link it ran on was lost, or the
+// Conn is closing.
 func (rv *revival) done() bool {
 	cons := rv.cons
 	c := cons.ch.c
 	return cons.rv != rv || cons.ended || cons.cancelling || cons.ch.closed || cons.ch.closing ||
-		c.rec.linkGen != rv.gen || !c.linkUp()
+		c.rec.linkGen != rv.gen || !c.linkUp() || c.closing()
 }
 
 // stop ends the revival without ending the consumer.
