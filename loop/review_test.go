@@ -647,3 +647,62 @@ func TestCloseWhileAConsumerWaits(t *testing.T) {
 		expectCalls(t, got, []string{"close in consumer-waiting", "ended: " + pika.ErrClosed.Error(), "hook after close: disconnect false", "closed: <nil>"})
 	})
 }
+
+// Acknowledgements with multiple across a recovery: a multiple ack of a
+// delivery from the recovered link covers only that link's deliveries
+// (sent with its own tags), a multiple nack of one from before the loss
+// is refused with pika.ErrStaleDelivery and sends nothing.
+func TestRecoveryMultipleAckAcrossTheLoss(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		deliver := func(p *peer, tag uint64, body string) {
+			p.send(scripted.Message(1, &wire.BasicDeliver{ConsumerTag: "c1", DeliveryTag: tag}, nil, []byte(body), 0))
+		}
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+				deliver(p, 1, "a")
+				deliver(p, 2, "b")
+				// Past the deliveries: the client has them before the cut.
+				answer[*wire.QueueDeclare](p, 1, &wire.QueueDeclareOk{Queue: "sync"})
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				p.openChannel(2)
+				answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "sync"})
+				answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "q"})
+				answer[*wire.ChannelClose](p, 2, &wire.ChannelCloseOk{})
+				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+				deliver(p, 1, "a")
+				deliver(p, 2, "c")
+				if m := expect[*wire.BasicAck](p, 1); m.DeliveryTag != 2 || !m.Multiple {
+					p.t.Errorf("peer: ack of tag %d multiple %v, want 2 multiple", m.DeliveryTag, m.Multiple)
+				}
+				p.closeConn()
+			})
+		var got []string
+		var old []*Delivery
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.Consume("q", ConsumeOptions{Tag: "c1"}, func(d *Delivery) {
+					got = append(got, fmt.Sprint(string(d.Body), " ", d.DeliveryTag))
+					switch {
+					case !c.Recovering() && len(old) < 2 && d.DeliveryTag <= 2:
+						old = append(old, d)
+					case string(d.Body) == "c":
+						got = append(got, fmt.Sprint("nack b: ", old[1].Nack(true, true)))
+						got = append(got, fmt.Sprint("ack c: ", d.Ack(true)))
+						closeAndStop(t, c, stop)
+					}
+				}, nil)
+				ch.QueueDeclare("sync", pika.QueueDeclareOptions{}, func(pika.Queue, error) {})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"a 1", "b 2", "a 3", "c 4",
+			"nack b: " + pika.ErrStaleDelivery.Error(), "ack c: <nil>"})
+	})
+}
