@@ -706,3 +706,60 @@ func TestRecoveryMultipleAckAcrossTheLoss(t *testing.T) {
 			"nack b: " + pika.ErrStaleDelivery.Error(), "ack c: <nil>"})
 	})
 }
+
+// A broker's channel.close racing the confirmations of PublishConfirm:
+// the returned mandatory message keeps its outcome, the other resolves
+// as unknown with the broker's error, a publish after the close fails at
+// once (no callback), and a later loss does not bring the channel or its
+// messages back.
+func TestChannelCloseRacingPublishConfirm(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				expectPublish(p, 1)
+				expectPublish(p, 1)
+				p.send(scripted.Message(1, &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, nil, []byte("m0"), 0),
+					scripted.Method(1, &wire.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - test", ClassID: 60, MethodID: 40}))
+				expect[*wire.ChannelCloseOk](p, 1)
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				// No channel to restore, nothing to republish.
+				p.closeConn()
+			})
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.ConfirmSelect(nil)
+				ch.PublishConfirm("", "nowhere", pika.Message{Mandatory: true, Body: []byte("m0")}, func(err error) {
+					got = append(got, fmt.Sprint("m0 returned ", errors.Is(err, pika.ErrReturned)))
+				})
+				ch.PublishConfirm("", "q", pika.Message{Body: []byte("m1")}, func(err error) {
+					var pe *pika.Error
+					got = append(got, fmt.Sprint("m1 unknown ", errors.Is(err, pika.ErrOutcomeUnknown), " ", errors.As(err, &pe) && pe.Code == 406))
+				})
+				ch.OnClose(func(err error) {
+					err2 := ch.PublishConfirm("", "q", pika.Message{Body: []byte("m2")}, func(error) {
+						got = append(got, "m2 callback")
+					})
+					got = append(got, fmt.Sprint("channel closed, publish: ", err2 != nil))
+				})
+				c.OnRecovery(func(ev pika.RecoveryEvent) {
+					got = append(got, ev.Kind.String())
+					if ev.Kind == pika.RecoveryRecovered {
+						if ev.Report.Channels != 0 || ev.Report.Republished != 0 {
+							t.Errorf("report %+v, want no channel, nothing republished", ev.Report)
+						}
+						closeAndStop(t, c, stop)
+					}
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"m0 returned true", "m1 unknown true true", "channel closed, publish: true", "lost", "attempt", "recovered"})
+	})
+}
