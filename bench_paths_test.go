@@ -156,3 +156,31 @@ func benchConsume(b *testing.B, cfg Config) {
 	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 	cons.Cancel(ctx)
 }
+
+// endedCtx is a context that has ended, with an Err that costs nothing:
+// Publish returns at its first check of ctx, so BenchmarkPublishEntry
+// measures only what runs before it (with hooks, all of their cost but
+// the socket's). No connection is needed.
+type endedCtx struct{ context.Context }
+
+func (endedCtx) Err() error { return context.Canceled }
+
+// BenchmarkPublishEntry is Publish up to its first check of ctx, without
+// hooks: the no-hook dispatch, comparable with builds that have none.
+func BenchmarkPublishEntry(b *testing.B) {
+	benchPublishEntry(b, &Channel{conn: &Conn{}})
+}
+
+func benchPublishEntry(b *testing.B, ch *Channel) {
+	var ctx context.Context = endedCtx{context.Background()}
+	msg := Message{Body: make([]byte, 100)}
+	msg.ContentType, msg.MessageID, msg.Timestamp = "text/plain", "m-1", time.Unix(1, 0)
+	b.ReportAllocs()
+	cpu := cpuTime()
+	for range b.N {
+		if err := ch.Publish(ctx, "", "q", msg); err != context.Canceled {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+}
