@@ -605,7 +605,7 @@ func (ch *Channel) publishHooked(ctx context.Context, exchange, routingKey strin
 	for _, h := range hooks {
 		h.OnPublish(p)
 	}
-	conf, err := ch.publishMsg(ctx, exchange, routingKey, &p.Message, wantConfirm, p)
+	conf, err := ch.publish(ctx, exchange, routingKey, &p.Message, wantConfirm, p)
 	for _, h := range hooks {
 		h.OnPublished(p, err)
 	}
