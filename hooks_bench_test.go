@@ -94,3 +94,21 @@ func benchNextBuffered(b *testing.B, c *Conn) {
 	}
 	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 }
+
+// BenchmarkBytesHookRead is what a BytesHook costs per read (or write) of
+// the socket when the hook goroutine is idle in between, as it is when
+// reads are far apart: the count, the post to the hook mailbox and the
+// run of its goroutine. The benchmark waits for the goroutine to finish
+// each time; cpu-ns/op is the CPU of all of it.
+func BenchmarkBytesHookRead(b *testing.B) {
+	c := &Conn{hk: newHookSet([]Hook{noopHooks{}})}
+	c.hookq.drainOutcomes, c.hookq.drainBytes = c.drainOutcomes, c.drainBytes
+	ctx := context.Background()
+	b.ReportAllocs()
+	cpu := cpuTime()
+	for range b.N {
+		c.addBytes(4096, 0)
+		c.hookBox.wait(ctx)
+	}
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+}
