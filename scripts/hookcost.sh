@@ -23,6 +23,12 @@
 #   scripts/hookcost.sh ratios FILE
 #       per-round ratios of the lines of one run: median, interquartile
 #       range and range over the rounds.
+#   scripts/hookcost.sh micro DIR ROUNDS
+#       the socket-free benchmarks (BenchmarkPublishEntry*,
+#       BenchmarkNextBuffered*, 20,000,000 iterations) of base, strip, old
+#       and new, rotated round by round, one process each, into
+#       DIR/micro-VARIANT.txt; then benchstat on them if it is installed
+#       (go install golang.org/x/perf/cmd/benchstat@latest).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -176,9 +182,25 @@ ratios() {
 	}' "$1"
 }
 
+micro() {
+	local dir=$1 rounds=$2 variants=(base strip old new) v
+	rm -f "$dir"/micro-*.txt
+	for r in $(seq 1 "$rounds"); do
+		for i in 0 1 2 3; do
+			v=${variants[$(((i + r) % 4))]}
+			"$dir/$v.test" -test.run '^$' -test.bench '^Benchmark(PublishEntry|NextBuffered)' \
+				-test.benchtime 20000000x >>"$dir/micro-$v.txt"
+		done
+	done
+	if command -v benchstat >/dev/null; then
+		(cd "$dir" && benchstat micro-base.txt micro-strip.txt micro-old.txt micro-new.txt)
+	fi
+}
+
 case ${1:-} in
 build) build "$2" ;;
 run) run "$2" "$3" "$4" ;;
 ratios) ratios "$2" ;;
-*) sed -n '2,26p' "$0"; exit 2 ;;
+micro) micro "$2" "$3" ;;
+*) sed -n '2,32p' "$0"; exit 2 ;;
 esac
