@@ -258,6 +258,50 @@ func TestPublishingReuse(t *testing.T) {
 	t.Logf("%d publishes used %d Publishings", len(h.seen), len(reused))
 }
 
+// bytesCounter is a BytesHook that adds up what it is told.
+type bytesCounter struct {
+	mu            sync.Mutex
+	calls         int
+	read, written int64
+}
+
+func (h *bytesCounter) OnBytes(_ *Conn, read, written int64) {
+	h.mu.Lock()
+	h.calls++
+	h.read += read
+	h.written += written
+	h.mu.Unlock()
+}
+
+// TestBytesHookThrottled: reads close together are reported in few
+// OnBytes calls (not one per read, each starting the hook goroutine), and
+// no count is lost: flushBytes (Close) reports the last ones at once.
+func TestBytesHookThrottled(t *testing.T) {
+	h := &bytesCounter{}
+	c := &Conn{hk: newHookSet([]Hook{h})}
+	c.initHookQueue()
+	ctx := context.Background()
+	start := time.Now()
+	const n = 2000
+	for range n {
+		c.addBytes(10, 1)
+		c.hookBox.wait(ctx) // the hook goroutine idle before the next read
+	}
+	c.flushBytes()
+	c.hookBox.wait(ctx)
+	elapsed := time.Since(start)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.read != 10*n || h.written != n {
+		t.Errorf("OnBytes added up to %d read, %d written; want %d, %d", h.read, h.written, 10*n, n)
+	}
+	// One call at the first read, then at most one per bytesEvery, and the
+	// flush's.
+	if max := 2 + int(elapsed/bytesEvery); h.calls > max {
+		t.Errorf("%d OnBytes calls for %d reads in %v, want at most %d", h.calls, n, elapsed, max)
+	}
+}
+
 // TestHooksConnectionLifecycle drives connect, channel open, blocked,
 // loss, recovery, unblock and close through the fake broker, and checks
 // the hook events and their order.
