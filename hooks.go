@@ -280,7 +280,7 @@ type ConsumerHook interface {
 
 // BytesHook is told how many bytes the connection read from and wrote to
 // its network connection (the transport's, TLS records included). It runs
-// on the connection's hook goroutine at most every 5 ms: the counts made
+// on the connection's hook goroutine at most every 100 ms: the counts made
 // in between, or while it was busy, are added up into one call. The last
 // counts of a connection reach it before Conn.Close returns.
 type BytesHook interface {
@@ -461,8 +461,11 @@ func (q *hookQueue) outcomesFull(limit int) chan struct{} {
 // bytesEvery is the least time between two drains of the byte counts to
 // the BytesHooks. Posting a drain at every read of the socket started the
 // hook goroutine at every read when reads were far apart (about 500 ns of
-// CPU and 3 allocations each: BenchmarkBytesHookRead).
-const bytesEvery = 5 * time.Millisecond
+// CPU and 3 allocations each: BenchmarkBytesHookRead); a drain every 5 ms
+// still made consuming through the broker cost about 50 % more CPU (the
+// timer's and the hook goroutine's wake-ups, BENCHMARKS.md), every 100 ms
+// no measurable amount.
+const bytesEvery = 100 * time.Millisecond
 
 // initHookQueue makes what the hook queue needs: its drains as func values,
 // and the byte counts' timer when there are BytesHooks.
@@ -472,6 +475,7 @@ func (c *Conn) initHookQueue() {
 	if len(c.hk.bytes) > 0 {
 		q.bytesTimer = time.AfterFunc(time.Hour, func() { c.hookPost(q.drainBytes) })
 		q.bytesTimer.Stop()
+		q.bytesLast.Store(monoNow() - int64(bytesEvery)) // the first drain is not delayed
 	}
 }
 
