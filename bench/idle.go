@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -79,8 +80,13 @@ func goMem() int64 {
 }
 
 // runIdleChild is the child's main: open n connections with client to url,
-// measure, print one idleResult as JSON.
-func runIdleChild(client, url string, n int, settle, window time.Duration) error {
+// measure, print one idleResult as JSON. With memProfile set, it also
+// writes the heap in use (every allocation sampled) once the connections
+// are idle, to see what an idle connection holds.
+func runIdleChild(client, url string, n int, settle, window time.Duration, memProfile string) error {
+	if memProfile != "" {
+		runtime.MemProfileRate = 1
+	}
 	rss0, err := vmRSS()
 	if err != nil {
 		return err
@@ -97,6 +103,11 @@ func runIdleChild(client, url string, n int, settle, window time.Duration) error
 	rss1, err := vmRSS()
 	if err != nil {
 		return err
+	}
+	if memProfile != "" {
+		if err := writeProfile("heap", memProfile); err != nil {
+			return err
+		}
 	}
 	goroutines := runtime.NumGoroutine()
 	cpu0 := cpuTime()
@@ -117,6 +128,19 @@ func runIdleChild(client, url string, n int, settle, window time.Duration) error
 		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// writeProfile writes the runtime profile name ("heap", "allocs") to path.
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // dialParallel is how many connections are being opened at once.
@@ -298,7 +322,7 @@ func openIdleLoop(url string, n int, fallback, recovery bool) (func() error, err
 
 // runIdle runs the idle mode from the parent: the sink, then every client
 // in its own child, rounds times, interleaved.
-func runIdle(w io.Writer, clients []string, n, rounds int, heartbeat, settle, window time.Duration, logw io.Writer) error {
+func runIdle(w io.Writer, clients []string, n, rounds int, heartbeat, settle, window time.Duration, memProfile string, logw io.Writer) error {
 	sink, err := startSinkEnv(sinkHeartbeatEnv + "=" + strconv.Itoa(int(heartbeat/time.Second)))
 	if err != nil {
 		return err
@@ -314,6 +338,9 @@ func runIdle(w io.Writer, clients []string, n, rounds int, heartbeat, settle, wi
 		for _, c := range clients {
 			cmd := exec.Command(exe, "-idle-client", c, "-idle", strconv.Itoa(n), "-url", url,
 				"-idle-settle", settle.String(), "-idle-window", window.String())
+			if memProfile != "" {
+				cmd.Args = append(cmd.Args, "-memprofile", memProfile+"."+c+"."+strconv.Itoa(r))
+			}
 			cmd.Stderr = os.Stderr
 			out, err := cmd.Output()
 			if err != nil {

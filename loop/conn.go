@@ -26,7 +26,7 @@ var (
 // the loop's goroutine; its callbacks run there.
 type Conn struct {
 	l      *Loop
-	cfg    *pika.Config // until the handshake ends (memory: see attach)
+	cfg    *pika.Config // kept for reconnecting; with recovery off, until the handshake ends
 	eng    *engine.Conn
 	t      transport
 	log    *slog.Logger // frames at Debug level; nil when not enabled
@@ -43,8 +43,8 @@ type Conn struct {
 	drains []*Channel                              // channels with callbacks ready to run
 
 	closeTimeout time.Duration
-	ds           dialState
-	redial       bool // the handshake failed: dial the next address
+	ds           *dialState // the dial in progress; nil once open
+	redial       bool       // the handshake failed: dial the next address
 
 	spare      []byte // the other outgoing buffer
 	tick       *Timer // the engine's deadline
@@ -59,7 +59,7 @@ type Conn struct {
 
 	hk  *hookSet     // Config.Hooks; nil without (see hooks.go)
 	sec *secretState // Config.Credentials, UpdateSecret; nil without (see secret.go)
-	rec *recState    // nil with Config.DisableRecovery (see recovery.go)
+	rec *recState    // made on first use; nil with Config.DisableRecovery (see recovery.go)
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (parsed by
@@ -127,13 +127,13 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 		chans:        make(map[uint16]*Channel, 1),
 		closeTimeout: cfg.CloseTimeout,
 	}
-	c.rec = newRecState(c.cfg)
+	setRecoveryDefaults(c.cfg)
 	if cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.log = cfg.Logger
 	}
 	c.hk = newHookSet(c, cfg.Hooks)
 	c.sec = newSecretState(&cfg)
-	c.ds.hk = c.hk
+	c.ds = &dialState{hk: c.hk}
 	l.conns[c] = struct{}{}
 	c.startDial()
 }
@@ -158,7 +158,7 @@ type attempt struct {
 // startDial starts a goroutine that establishes the transport to the next
 // address that accepts and hands it to attach.
 func (c *Conn) startDial() {
-	l, cfg, ds := c.l, c.cfg, &c.ds
+	l, cfg, ds := c.l, c.cfg, c.ds
 	ctx := l.base
 	l.wg.Add(1)
 	go func() {
@@ -446,11 +446,11 @@ func (c *Conn) dispatch(ev engine.Event) {
 	switch ev.Kind {
 	case engine.EventOpen:
 		c.open = true
-		if c.rec == nil {
+		if !c.recoveryOn() {
 			c.cfg = nil // the Config is for dialing: idle connections do not keep it
 		}
 		c.hk.connectEvent(c.remote, nil)
-		c.ds.login = nil
+		c.ds = nil // what is left of the dial (addresses not tried, credentials)
 		c.startSecretRefresh()
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil
