@@ -408,7 +408,7 @@ func (c *Conn) handleMethodFrame(f wire.Frame) {
 	if ch == nil {
 		return
 	}
-	if ch.content.active {
+	if ch.content != nil && ch.content.active {
 		c.protocolFail(wire.ReplyUnexpectedFrame, id.String()+" on channel "+itoa(int(f.Channel))+" while a content header or body was expected", nil)
 		return
 	}

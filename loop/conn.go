@@ -668,18 +668,23 @@ func (c *Conn) Buffered() int {
 // netConn is a transport as dialed.
 type netConn = net.Conn
 
-// handlers is a list of registered callbacks.
+// handlers is a list of registered callbacks. It is one pointer, nil
+// until the first registration: every Conn and Channel has several lists,
+// most of them empty.
 type handlers[F any] struct {
-	fns []*F
+	p *[]*F
 }
 
 func (h *handlers[F]) add(fn F) func() {
-	p := &fn
-	h.fns = append(h.fns, p)
+	if h.p == nil {
+		h.p = new([]*F)
+	}
+	fns, p := h.p, &fn
+	*fns = append(*fns, p)
 	return func() {
-		for i, q := range h.fns {
+		for i, q := range *fns {
 			if q == p {
-				h.fns = append(h.fns[:i:i], h.fns[i+1:]...)
+				*fns = append((*fns)[:i:i], (*fns)[i+1:]...)
 				return
 			}
 		}
@@ -689,11 +694,11 @@ func (h *handlers[F]) add(fn F) func() {
 // list returns the registered callbacks (a copy: a callback may
 // unregister itself).
 func (h *handlers[F]) list() []F {
-	if len(h.fns) == 0 {
+	if h.p == nil || len(*h.p) == 0 {
 		return nil
 	}
-	out := make([]F, len(h.fns))
-	for i, p := range h.fns {
+	out := make([]F, len(*h.p))
+	for i, p := range *h.p {
 		out[i] = *p
 	}
 	return out
