@@ -451,6 +451,10 @@ func (c *Conn) dispatch(ev engine.Event) {
 		}
 		c.hk.connectEvent(c.remote, nil)
 		c.ds = nil // what is left of the dial (addresses not tried, credentials)
+		// Connections to one broker share its server properties.
+		if !c.eng.ShareServerProperties(c.l.server) {
+			c.l.server = c.eng.ServerProperties()
+		}
 		c.startSecretRefresh()
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil

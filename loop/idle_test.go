@@ -1,6 +1,7 @@
 package loop
 
 import (
+	"fmt"
 	"net"
 	"slices"
 	"testing"
@@ -137,4 +138,39 @@ func TestHandlersAddAndUnregister(t *testing.T) {
 	if n := len(h.list()); n != 1 {
 		t.Errorf("%d handlers left, want 1", n)
 	}
+}
+
+// Connections of a loop to one broker share its server-properties table.
+func TestServerPropertiesShared(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		script := func(p *peer) {
+			p.handshake(0)
+			p.closeConn()
+		}
+		cfg, wait := recoveringConfig(t, pair, script, script)
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			var first *Conn
+			dial := func(then func(c *Conn)) {
+				l.DialConfig(cfg, func(c *Conn, err error) {
+					if err != nil {
+						t.Errorf("dial: %v", err)
+						stop()
+						return
+					}
+					then(c)
+				})
+			}
+			dial(func(c *Conn) {
+				first = c
+				dial(func(c *Conn) {
+					a, b := first.ServerProperties(), c.ServerProperties()
+					if a["product"] != "scripted" || fmt.Sprintf("%p", a) != fmt.Sprintf("%p", b) {
+						t.Errorf("server properties %v and %v, want one shared table", a, b)
+					}
+					first.Close(func(error) { closeAndStop(t, c, stop) })
+				})
+			})
+		})
+		wait()
+	})
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/pika-go/pika/wire"
 )
 
 // ErrStopped is the error that callbacks of unfinished work get when Run
@@ -72,6 +74,7 @@ type Loop struct {
 	fds     map[int]*fdConn
 	conns   map[*Conn]struct{}
 	readBuf []byte
+	server  wire.Table // the server properties its connections share (see Conn.dispatch)
 
 	// base is cancelled when Run ends: dials in progress stop.
 	base       context.Context
