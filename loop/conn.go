@@ -128,6 +128,7 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 		closeTimeout: cfg.CloseTimeout,
 	}
 	setRecoveryDefaults(c.cfg)
+	c.cfg = l.shareConfig(c.cfg)
 	if cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.log = cfg.Logger
 	}
@@ -451,10 +452,7 @@ func (c *Conn) dispatch(ev engine.Event) {
 		}
 		c.hk.connectEvent(c.remote, nil)
 		c.ds = nil // what is left of the dial (addresses not tried, credentials)
-		// Connections to one broker share its server properties.
-		if !c.eng.ShareServerProperties(c.l.server) {
-			c.l.server = c.eng.ServerProperties()
-		}
+		c.shareServerProperties()
 		c.startSecretRefresh()
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil

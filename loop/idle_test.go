@@ -1,6 +1,7 @@
 package loop
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"slices"
@@ -167,10 +168,55 @@ func TestServerPropertiesShared(t *testing.T) {
 					if a["product"] != "scripted" || fmt.Sprintf("%p", a) != fmt.Sprintf("%p", b) {
 						t.Errorf("server properties %v and %v, want one shared table", a, b)
 					}
+					if first.cfg == c.cfg {
+						t.Errorf("a Config with a Dial function shared (two functions cannot be compared)")
+					}
 					first.Close(func(error) { closeAndStop(t, c, stop) })
 				})
 			})
 		})
 		wait()
 	})
+}
+
+// A Loop's connections share a Config only when it is the same field by
+// field, references compared by identity and no function set.
+func TestShareConfig(t *testing.T) {
+	base, err := pika.ParseURL("amqp://u:p@h1:5672/v?heartbeat=10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base.Hooks = []pika.Hook{recoveryHook(nil)}
+	base.Reconnect = pika.Backoff{Initial: time.Second}
+	setRecoveryDefaults(&base)
+	cases := []struct {
+		name  string
+		edit  func(c *pika.Config)
+		share bool
+	}{
+		{"same", func(c *pika.Config) {}, true},
+		{"same strategy value", func(c *pika.Config) { c.Reconnect = pika.Backoff{Initial: time.Second} }, true},
+		{"other vhost", func(c *pika.Config) { c.Vhost = "w" }, false},
+		{"other heartbeat", func(c *pika.Config) { c.Heartbeat = 5 * time.Second }, false},
+		{"other strategy", func(c *pika.Config) { c.Reconnect = pika.Backoff{Initial: 2 * time.Second} }, false},
+		{"a Dial function", func(c *pika.Config) { c.Dial = func(context.Context, string, string) (net.Conn, error) { return nil, nil } }, false},
+		{"a recovery filter", func(c *pika.Config) { c.RecoveryFilter.Queue = func(string, bool) bool { return true } }, false},
+		{"equal hooks, other slice", func(c *pika.Config) { c.Hooks = slices.Clone(c.Hooks) }, false},
+		{"other client properties", func(c *pika.Config) { c.ClientProperties = pika.Table{"x": 1} }, false},
+		{"no addresses vs empty", func(c *pika.Config) { c.Addrs = []string{} }, false},
+	}
+	for _, tc := range cases {
+		l := &Loop{}
+		a := base
+		first := l.shareConfig(&a)
+		b := base
+		tc.edit(&b)
+		second := l.shareConfig(&b)
+		if got := second == first; got != tc.share {
+			t.Errorf("%s: shared %v, want %v", tc.name, got, tc.share)
+		}
+		if !tc.share && l.cfg != &b {
+			t.Errorf("%s: the loop does not offer the newer Config to later connections", tc.name)
+		}
+	}
 }
