@@ -98,8 +98,10 @@ func (l *Loop) Dial(rawURL string, cb func(*Conn, error)) {
 // UpdateSecret). The recovery fields (DisableRecovery, Reconnect,
 // DisableRepublish, RecoveryFilter) work as for pika.Conn: see Recovery in
 // the package documentation; a Conn with recovery on keeps its Config (for
-// reconnecting) and a copy of each message published in confirm mode until
-// its confirmation. Ignored: FailWhileRecovering (calls always fail at
+// reconnecting; connections of the Loop dialed with the same Config, field
+// by field with pointers, maps and slices compared by identity and no
+// function set, share one copy) and a copy of each message published in
+// confirm mode until its confirmation. Ignored: FailWhileRecovering (calls always fail at
 // once while recovering), and WriteBufferLimit, MaxUnconfirmed,
 // NotifyBuffer and BlockedTimeout, whose waits have no place on a loop
 // (see Conn.Buffered).

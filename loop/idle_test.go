@@ -199,7 +199,9 @@ func TestShareConfig(t *testing.T) {
 		{"other vhost", func(c *pika.Config) { c.Vhost = "w" }, false},
 		{"other heartbeat", func(c *pika.Config) { c.Heartbeat = 5 * time.Second }, false},
 		{"other strategy", func(c *pika.Config) { c.Reconnect = pika.Backoff{Initial: 2 * time.Second} }, false},
-		{"a Dial function", func(c *pika.Config) { c.Dial = func(context.Context, string, string) (net.Conn, error) { return nil, nil } }, false},
+		{"a Dial function", func(c *pika.Config) {
+			c.Dial = func(context.Context, string, string) (net.Conn, error) { return nil, nil }
+		}, false},
 		{"a recovery filter", func(c *pika.Config) { c.RecoveryFilter.Queue = func(string, bool) bool { return true } }, false},
 		{"equal hooks, other slice", func(c *pika.Config) { c.Hooks = slices.Clone(c.Hooks) }, false},
 		{"other client properties", func(c *pika.Config) { c.ClientProperties = pika.Table{"x": 1} }, false},
