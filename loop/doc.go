@@ -60,7 +60,7 @@
 // Connections of a Loop share what they can: one Config when dialed with
 // the same (see Loop.DialConfig), and one server-properties table per
 // broker; an idle connection holds no recovery state until it declares
-// something, consumes or is lost.
+// something, consumes, registers an OnRecovery handler or is lost.
 //
 // TLS connections, connections made by a Config.Dial that returns
 // something other than a *net.TCPConn or *net.UnixConn, and every
