@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -81,8 +82,13 @@ func goMem() int64 {
 }
 
 // runIdleChild is the child's main: open n connections with client to url,
-// measure, print one idleResult as JSON.
-func runIdleChild(client, url string, n int, settle, window time.Duration) error {
+// measure, print one idleResult as JSON. With memProfile set, it also
+// writes the heap in use (every allocation sampled) once the connections
+// are idle, to see what an idle connection holds.
+func runIdleChild(client, url string, n int, settle, window time.Duration, memProfile string) error {
+	if memProfile != "" {
+		runtime.MemProfileRate = 1
+	}
 	rss0, err := vmRSS()
 	if err != nil {
 		return err
@@ -99,6 +105,11 @@ func runIdleChild(client, url string, n int, settle, window time.Duration) error
 	rss1, err := vmRSS()
 	if err != nil {
 		return err
+	}
+	if memProfile != "" {
+		if err := writeProfile("heap", memProfile); err != nil {
+			return err
+		}
 	}
 	goroutines := runtime.NumGoroutine()
 	cpu0 := cpuTime()
@@ -119,6 +130,19 @@ func runIdleChild(client, url string, n int, settle, window time.Duration) error
 		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// writeProfile writes the runtime profile name ("heap", "allocs") to path.
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // dialParallel is how many connections are being opened at once.
@@ -369,16 +393,20 @@ func (lc *loopConns) close(graceful bool) error {
 
 // runIdle runs the idle mode from the parent: the sink, then every client
 // in its own child, rounds times, interleaved.
-func runIdle(w io.Writer, clients []string, n, rounds int, heartbeat, settle, window time.Duration, logw io.Writer) error {
+func runIdle(w io.Writer, clients []string, n, rounds int, heartbeat, settle, window time.Duration, memProfile string, logw io.Writer) error {
 	sink, err := startSinkEnv(sinkHeartbeatEnv + "=" + strconv.Itoa(int(heartbeat/time.Second)))
 	if err != nil {
 		return err
 	}
 	defer sink.stop()
 	url := "amqp://guest:guest@" + sink.addr + "/"
-	results, err := runChildren(clients, rounds, func(c string) []string {
-		return []string{"-idle-client", c, "-idle", strconv.Itoa(n), "-url", url,
+	results, err := runChildren(clients, rounds, func(c string, r int) []string {
+		args := []string{"-idle-client", c, "-idle", strconv.Itoa(n), "-url", url,
 			"-idle-settle", settle.String(), "-idle-window", window.String()}
+		if memProfile != "" {
+			args = append(args, "-memprofile", memProfile+"."+c+"."+strconv.Itoa(r))
+		}
+		return args
 	}, func(r int, res idleResult) error {
 		if logw != nil {
 			fmt.Fprintf(logw, "round %d %-10s rss/conn %6.1f KiB  heap/conn %6.1f KiB  goroutines %6d  cpu %.4f s/s  open %.1fs\n",
@@ -404,7 +432,7 @@ func runIdle(w io.Writer, clients []string, n, rounds int, heartbeat, settle, wi
 // arguments args gives; each child prints one JSON result T on its
 // stdout. done sees every result as it comes, and may stop the lot with an
 // error. The results are returned per client, in round order.
-func runChildren[T any](clients []string, rounds int, args func(client string) []string, done func(round int, res T) error) (map[string][]T, error) {
+func runChildren[T any](clients []string, rounds int, args func(client string, round int) []string, done func(round int, res T) error) (map[string][]T, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -412,7 +440,7 @@ func runChildren[T any](clients []string, rounds int, args func(client string) [
 	results := make(map[string][]T)
 	for r := 1; r <= rounds; r++ {
 		for _, c := range clients {
-			cmd := exec.Command(exe, args(c)...)
+			cmd := exec.Command(exe, args(c, r)...)
 			cmd.Stderr = os.Stderr
 			out, err := cmd.Output()
 			if err != nil {

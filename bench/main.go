@@ -113,7 +113,7 @@ func mainErr() error {
 	flag.BoolVar(&asJSON, "json", false, "print the report as one JSON object")
 	flag.StringVar(&chartPath, "chart", "", "write an SVG bar chart to this file")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
-	flag.StringVar(&memProfile, "memprofile", "", "write an allocation profile (every allocation sampled) to this file")
+	flag.StringVar(&memProfile, "memprofile", "", "write an allocation profile (every allocation sampled) to this file; in idle mode, each child writes the heap in use by its idle connections to this file with .CLIENT.ROUND appended")
 	flag.BoolVar(&quiet, "q", false, "no progress lines on stderr")
 	flag.StringVar(&from, "from", "", "instead of running, read a report written by -json from this file (to print or chart it again)")
 	flag.BoolVar(&sinkOnly, "sink", false, "run only the sink server (prints its address; stdin commands: expect N)")
@@ -151,14 +151,14 @@ func mainErr() error {
 		return runMany(os.Stdout, opts.URL, splitList(manyClientList), many, opts.Rounds, asJSON, logw)
 	}
 	if idleClient != "" {
-		return runIdleChild(idleClient, opts.URL, idleN, idleSettle, idleWindow)
+		return runIdleChild(idleClient, opts.URL, idleN, idleSettle, idleWindow, memProfile)
 	}
 	if idleN > 0 {
 		var logw io.Writer
 		if !quiet {
 			logw = os.Stderr
 		}
-		return runIdle(os.Stdout, splitList(idleClientList), idleN, opts.Rounds, idleHB, idleSettle, idleWindow, logw)
+		return runIdle(os.Stdout, splitList(idleClientList), idleN, opts.Rounds, idleHB, idleSettle, idleWindow, memProfile, logw)
 	}
 	switch pikaConfirmMode {
 	case "ring", "onconfirm", "batch":
@@ -211,15 +211,7 @@ func mainErr() error {
 	}
 
 	if memProfile != "" {
-		f, err := os.Create(memProfile)
-		if err != nil {
-			return err
-		}
-		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
+		if err := writeProfile("allocs", memProfile); err != nil {
 			return err
 		}
 	}

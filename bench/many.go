@@ -536,7 +536,7 @@ func runMany(w io.Writer, url string, clients []string, p manyParams, rounds int
 	if err := p.validate(); err != nil {
 		return err
 	}
-	results, err := runChildren(clients, rounds, func(c string) []string {
+	results, err := runChildren(clients, rounds, func(c string, _ int) []string {
 		return []string{"-many-client", c, "-many", strconv.Itoa(p.conns), "-url", url,
 			"-many-rate", strconv.Itoa(p.rate), "-many-duration", p.duration.String(),
 			"-many-drain", p.drain.String(), "-body", strconv.Itoa(p.body),

@@ -20,12 +20,12 @@ type channel struct {
 	id    uint16
 	state chState
 
-	inflight *request   // the synchronous request sent and not yet answered
-	queue    []queued   // requests and frames waiting behind inflight, in order
-	closing  bool       // CloseChannel was called (close may still be queued)
-	closeErr *Error     // the server's channel.close, when it crossed ours
-	lastTag  uint64     // highest delivery tag received (deliveries and get-ok)
-	content  assembling // a message whose header or body is still arriving
+	inflight *request    // the synchronous request sent and not yet answered
+	queue    []queued    // requests and frames waiting behind inflight, in order
+	closing  bool        // CloseChannel was called (close may still be queued)
+	closeErr *Error      // the server's channel.close, when it crossed ours
+	lastTag  uint64      // highest delivery tag received (deliveries and get-ok)
+	content  *assembling // a message whose header or body is still arriving; nil before the first (see assembling)
 
 	consumers map[string]bool // consumer tag -> no-ack
 	unacked   unackedSet      // delivery tags awaiting the client's ack
@@ -48,6 +48,9 @@ type queued struct {
 }
 
 // assembling is a content-bearing method whose header and body are arriving.
+// A channel makes one when its first content method arrives and keeps it:
+// channels that never receive content (channel 0, idle channels, those
+// that only publish) do not carry one.
 type assembling struct {
 	active    bool
 	kind      EventKind // EventDelivery, EventOrphanDelivery, EventReturn or EventGetOk
@@ -55,6 +58,14 @@ type assembling struct {
 	remaining uint64
 	req       RequestID // for EventGetOk
 	msg       Message
+}
+
+// startContent starts assembling the message of a content method.
+func (ch *channel) startContent(a assembling) {
+	if ch.content == nil {
+		ch.content = new(assembling)
+	}
+	*ch.content = a
 }
 
 // OpenChannel allocates the lowest free channel id at or after the last one
@@ -470,10 +481,10 @@ func (c *Conn) onReply(ch *channel, m wire.Method) {
 		if req, ok := r.m.(*wire.BasicGet); !ok || !req.NoAck {
 			ch.unacked.mark(m.DeliveryTag)
 		}
-		ch.content = assembling{active: true, kind: EventGetOk, req: r.id, msg: Message{
+		ch.startContent(assembling{active: true, kind: EventGetOk, req: r.id, msg: Message{
 			DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered, Exchange: m.Exchange,
 			RoutingKey: m.RoutingKey, MessageCount: m.MessageCount,
-		}}
+		}})
 		c.flushQueue(ch)
 		return
 	case *wire.ChannelCloseOk:
@@ -544,7 +555,7 @@ func (c *Conn) handleChannelMethod(ch *channel, m wire.Method) {
 			// handled below
 		default:
 			if m.ID().HasContent() {
-				ch.content = assembling{active: true, kind: 0}
+				ch.startContent(assembling{active: true, kind: 0})
 			}
 			return
 		}
@@ -565,15 +576,15 @@ func (c *Conn) handleChannelMethod(ch *channel, m wire.Method) {
 		if !noAck {
 			ch.unacked.mark(m.DeliveryTag)
 		}
-		ch.content = assembling{active: true, kind: kind, msg: Message{
+		ch.startContent(assembling{active: true, kind: kind, msg: Message{
 			ConsumerTag: m.ConsumerTag, DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered,
 			Exchange: m.Exchange, RoutingKey: m.RoutingKey,
-		}}
+		}})
 	case *wire.BasicReturn:
-		ch.content = assembling{active: true, kind: EventReturn, msg: Message{
+		ch.startContent(assembling{active: true, kind: EventReturn, msg: Message{
 			ReplyCode: wire.ReplyCode(m.ReplyCode), ReplyText: m.ReplyText,
 			Exchange: m.Exchange, RoutingKey: m.RoutingKey,
-		}}
+		}})
 	case *wire.BasicAck:
 		c.onConfirm(ch, m.DeliveryTag, m.Multiple, true)
 	case *wire.BasicNack:
@@ -623,8 +634,8 @@ func (c *Conn) onConfirm(ch *channel, tag uint64, multiple, ack bool) {
 
 // handleHeader handles a content header frame.
 func (c *Conn) handleHeader(ch *channel, f wire.Frame) {
-	a := &ch.content
-	if !a.active || a.haveHead {
+	a := ch.content
+	if a == nil || !a.active || a.haveHead {
 		c.protocolFail(wire.ReplyUnexpectedFrame, "content header on channel "+itoa(int(ch.id))+" without a content method before it", nil)
 		return
 	}
@@ -646,8 +657,8 @@ func (c *Conn) handleHeader(ch *channel, f wire.Frame) {
 
 // handleBody handles a content body frame.
 func (c *Conn) handleBody(ch *channel, f wire.Frame) {
-	a := &ch.content
-	if !a.active || !a.haveHead {
+	a := ch.content
+	if a == nil || !a.active || !a.haveHead {
 		c.protocolFail(wire.ReplyUnexpectedFrame, "content body on channel "+itoa(int(ch.id))+" without a content header before it", nil)
 		return
 	}
@@ -666,8 +677,8 @@ func (c *Conn) handleBody(ch *channel, f wire.Frame) {
 
 // completeContent emits the assembled message.
 func (c *Conn) completeContent(ch *channel) {
-	a := ch.content
-	ch.content = assembling{}
+	a := *ch.content
+	*ch.content = assembling{}
 	if a.kind == 0 {
 		// Content of a method discarded while closing. (A get-ok still
 		// answers its request: the close went out after it; a return still

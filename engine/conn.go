@@ -152,6 +152,26 @@ func (c *Conn) Tuning() Tuning { return c.tune }
 // must not modify it.
 func (c *Conn) ServerProperties() wire.Table { return c.server }
 
+// ShareServerProperties makes c keep t as its server-properties table in
+// place of its own when the two hold the same entries, and reports whether
+// it did. A driver of many connections to one broker passes each new
+// connection the table of an earlier one, so that they share one copy (on
+// an idle connection, the table is the largest thing the engine keeps)
+// instead of holding one each. Neither table may be modified afterwards
+// (see ServerProperties).
+func (c *Conn) ShareServerProperties(t wire.Table) bool {
+	if t == nil || c.server == nil {
+		return false
+	}
+	mine, err1 := wire.AppendTable(nil, c.server)
+	other, err2 := wire.AppendTable(make([]byte, 0, len(mine)), t)
+	if err1 != nil || err2 != nil || string(mine) != string(other) {
+		return false
+	}
+	c.server = t
+	return true
+}
+
 // ServerCapability reports whether the server announced capability name
 // (e.g. "publisher_confirms") as true in its capabilities table.
 func (c *Conn) ServerCapability(name string) bool {
@@ -408,7 +428,7 @@ func (c *Conn) handleMethodFrame(f wire.Frame) {
 	if ch == nil {
 		return
 	}
-	if ch.content.active {
+	if ch.content != nil && ch.content.active {
 		c.protocolFail(wire.ReplyUnexpectedFrame, id.String()+" on channel "+itoa(int(f.Channel))+" while a content header or body was expected", nil)
 		return
 	}

@@ -368,3 +368,51 @@ func TestContentPropertiesDecoded(t *testing.T) {
 		t.Fatalf("Flags = %v, want %v", got.Flags, want)
 	}
 }
+
+// TestContentStateOnFirstUse checks that a channel carries the state of a
+// message being assembled only from its first content method on, and then
+// keeps it: channel 0 and a channel that has received nothing hold none
+// (an idle connection's memory), and every later message reuses it.
+func TestContentStateOnFirstUse(t *testing.T) {
+	h := openDefault(t)
+	ch := h.openChannel()
+	if h.c.chans[0].content != nil || h.c.chans[ch].content != nil {
+		t.Fatalf("content state before any content: channel 0 %p, channel %d %p", h.c.chans[0].content, ch, h.c.chans[ch].content)
+	}
+	h.consume(ch, "q", "c1")
+	var kept *assembling
+	for i, body := range []string{"one", "", "three"} {
+		h.mustRecv(scripted.Message(ch, &wire.BasicDeliver{ConsumerTag: "c1", DeliveryTag: uint64(i + 1), RoutingKey: "q"}, nil, []byte(body), 0))
+		e := h.expect(EventDelivery)
+		if string(e.Message.Body) != body || e.Message.DeliveryTag != uint64(i+1) {
+			t.Fatalf("delivery %d: tag %d body %q, want %d %q", i, e.Message.DeliveryTag, e.Message.Body, i+1, body)
+		}
+		a := h.c.chans[ch].content
+		switch {
+		case a == nil:
+			t.Fatalf("delivery %d: no content state kept", i)
+		case a.active:
+			t.Fatalf("delivery %d: content state still active after the message", i)
+		case kept != nil && a != kept:
+			t.Fatalf("delivery %d: content state made again", i)
+		}
+		kept = a
+	}
+	// A header or body without a deliver before it is refused, on a
+	// channel that has had content and on one that has not.
+	for _, f := range [][]byte{scripted.Header(ch, 1, nil), scripted.Body(ch, []byte("x"))} {
+		for _, hadContent := range []bool{false, true} {
+			h := openDefault(t)
+			if h.openChannel() != ch {
+				t.Fatalf("want channel %d", ch)
+			}
+			if hadContent {
+				h.consume(ch, "q", "c1")
+				h.mustRecv(scripted.Message(ch, &wire.BasicDeliver{ConsumerTag: "c1", DeliveryTag: 1, RoutingKey: "q"}, nil, nil, 0))
+				h.expect(EventDelivery)
+			}
+			h.recv(f) // the error is the close checked next
+			h.expectProtocolClose(wire.ReplyUnexpectedFrame)
+		}
+	}
+}

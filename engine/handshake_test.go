@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"strings"
@@ -658,5 +659,42 @@ func TestCloseDuringHandshake(t *testing.T) {
 	h.peer.ExpectEmpty()
 	if err := h.expectClosed(); err != nil {
 		t.Fatalf("err = %v, want nil", err)
+	}
+}
+
+// ShareServerProperties takes another connection's table only when it
+// holds the same entries; the connection answers as before either way.
+func TestShareServerProperties(t *testing.T) {
+	same := func(a, b wire.Table) bool { return fmt.Sprintf("%p", a) == fmt.Sprintf("%p", b) }
+	first := openDefault(t)
+	shared := first.c.ServerProperties()
+	h := openDefault(t)
+	own := h.c.ServerProperties()
+	if same(own, shared) {
+		t.Fatalf("two connections decoded one table")
+	}
+	other := serverStart("PLAIN").ServerProperties
+	other["version"] = "3.13.1"
+	for _, tc := range []struct {
+		name string
+		t    wire.Table
+		want bool
+	}{
+		{"nil", nil, false},
+		{"empty", wire.Table{}, false},
+		{"other version", other, false},
+		{"same entries", shared, true},
+	} {
+		if got := h.c.ShareServerProperties(tc.t); got != tc.want {
+			t.Errorf("%s: shared %v, want %v", tc.name, got, tc.want)
+		}
+		now := h.c.ServerProperties()
+		if want := tc.t; !tc.want && !same(now, own) || tc.want && !same(now, want) {
+			t.Errorf("%s: the connection keeps the wrong table", tc.name)
+		}
+		if !h.c.ServerCapability("publisher_confirms") || h.c.ServerCapability("per_consumer_qos") {
+			t.Errorf("%s: capabilities changed", tc.name)
+		}
+		own = now
 	}
 }

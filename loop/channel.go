@@ -195,7 +195,7 @@ func (ch *Channel) call(m wire.Method, onReply func(ev engine.Event) func()) {
 		return
 	}
 	ch.c.addReq(id, func(ev engine.Event) {
-		ch.c.rec.observe(m, ev)
+		ch.c.observe(m, ev)
 		ch.complete(s, onReply(ev))
 	})
 	ch.c.l.markDirty(ch.c)
@@ -209,7 +209,7 @@ func (ch *Channel) send(m wire.Method, cb func(error)) {
 		err = ch.c.eng.Send(ch.id, m)
 		ch.c.l.markDirty(ch.c)
 		if err == nil {
-			ch.c.rec.observe(m, engine.Event{})
+			ch.c.observe(m, engine.Event{})
 		}
 	}
 	if cb != nil {

@@ -32,7 +32,7 @@ var (
 // the loop's goroutine; its callbacks run there.
 type Conn struct {
 	l      *Loop
-	cfg    *pika.Config // until the handshake ends (memory: see attach)
+	cfg    *pika.Config // kept for reconnecting; with recovery off, until the handshake ends
 	eng    *engine.Conn
 	t      transport
 	log    *slog.Logger // frames at Debug level; nil when not enabled
@@ -49,9 +49,9 @@ type Conn struct {
 	drains []*Channel                              // channels with callbacks ready to run
 
 	closeTimeout time.Duration
-	maxUnconf    int // Config.MaxUnconfirmed as applied: 0 for no bound
-	ds           dialState
-	redial       bool // the handshake failed: dial the next address
+	maxUnconf    int        // Config.MaxUnconfirmed as applied: 0 for no bound
+	ds           *dialState // the dial in progress; nil once open
+	redial       bool       // the handshake failed: dial the next address
 
 	spare      []byte // the other outgoing buffer
 	tick       *Timer // the engine's deadline
@@ -66,7 +66,7 @@ type Conn struct {
 
 	hk  *hookSet     // Config.Hooks; nil without (see hooks.go)
 	sec *secretState // Config.Credentials, UpdateSecret; nil without (see secret.go)
-	rec *recState    // nil with Config.DisableRecovery (see recovery.go)
+	rec *recState    // made on first use; nil with Config.DisableRecovery (see recovery.go)
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (parsed by
@@ -105,11 +105,13 @@ func (l *Loop) Dial(rawURL string, cb func(*Conn, error)) {
 // UpdateSecret). The recovery fields (DisableRecovery, Reconnect,
 // DisableRepublish, RecoveryFilter) work as for pika.Conn: see Recovery in
 // the package documentation; a Conn with recovery on keeps its Config (for
-// reconnecting) and a copy of each message published in confirm mode until
-// its confirmation. MaxUnconfirmed bounds the messages awaiting their
-// confirmation per channel, as for pika.Conn, but a publish at the bound
-// fails at once with ErrTooManyUnconfirmed instead of waiting (see
-// Channel.Publish). Ignored: FailWhileRecovering (calls always fail at
+// reconnecting; connections of the Loop dialed with the same Config, field
+// by field with pointers, maps and slices compared by identity and no
+// function set, share one copy) and a copy of each message published in
+// confirm mode until its confirmation. MaxUnconfirmed bounds the messages
+// awaiting their confirmation per channel, as for pika.Conn, but a publish
+// at the bound fails at once with ErrTooManyUnconfirmed instead of waiting
+// (see Channel.Publish). Ignored: FailWhileRecovering (calls always fail at
 // once with pika.ErrRecovering while recovering, as with
 // FailWhileRecovering set: see Recovery in the package documentation), and
 // WriteBufferLimit, NotifyBuffer and BlockedTimeout, whose waits have no
@@ -139,13 +141,14 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 		closeTimeout: cfg.CloseTimeout,
 		maxUnconf:    maxUnconfirmed(cfg.MaxUnconfirmed),
 	}
-	c.rec = newRecState(c.cfg)
+	setRecoveryDefaults(c.cfg)
+	c.cfg = l.shareConfig(c.cfg)
 	if cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.log = cfg.Logger
 	}
 	c.hk = newHookSet(c, cfg.Hooks)
 	c.sec = newSecretState(&cfg)
-	c.ds.hk = c.hk
+	c.ds = &dialState{hk: c.hk}
 	l.conns[c] = struct{}{}
 	c.startDial()
 }
@@ -170,7 +173,7 @@ type attempt struct {
 // startDial starts a goroutine that establishes the transport to the next
 // address that accepts and hands it to attach.
 func (c *Conn) startDial() {
-	l, cfg, ds := c.l, c.cfg, &c.ds
+	l, cfg, ds := c.l, c.cfg, c.ds
 	ctx := l.base
 	l.wg.Add(1)
 	go func() {
@@ -463,11 +466,12 @@ func (c *Conn) dispatch(ev engine.Event) {
 	switch ev.Kind {
 	case engine.EventOpen:
 		c.open = true
-		if c.rec == nil {
+		if !c.recoveryOn() {
 			c.cfg = nil // the Config is for dialing: idle connections do not keep it
 		}
 		c.hk.connectEvent(c.remote, nil)
-		c.ds.login = nil
+		c.ds = nil // what is left of the dial (addresses not tried, credentials)
+		c.shareServerProperties()
 		c.startSecretRefresh()
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil
@@ -690,18 +694,23 @@ func (c *Conn) Buffered() int {
 // netConn is a transport as dialed.
 type netConn = net.Conn
 
-// handlers is a list of registered callbacks.
+// handlers is a list of registered callbacks. It is one pointer, nil
+// until the first registration: every Conn and Channel has several lists,
+// most of them empty.
 type handlers[F any] struct {
-	fns []*F
+	p *[]*F
 }
 
 func (h *handlers[F]) add(fn F) func() {
-	p := &fn
-	h.fns = append(h.fns, p)
+	if h.p == nil {
+		h.p = new([]*F)
+	}
+	fns, p := h.p, &fn
+	*fns = append(*fns, p)
 	return func() {
-		for i, q := range h.fns {
+		for i, q := range *fns {
 			if q == p {
-				h.fns = append(h.fns[:i:i], h.fns[i+1:]...)
+				*fns = append((*fns)[:i:i], (*fns)[i+1:]...)
 				return
 			}
 		}
@@ -711,11 +720,11 @@ func (h *handlers[F]) add(fn F) func() {
 // list returns the registered callbacks (a copy: a callback may
 // unregister itself).
 func (h *handlers[F]) list() []F {
-	if len(h.fns) == 0 {
+	if h.p == nil || len(*h.p) == 0 {
 		return nil
 	}
-	out := make([]F, len(h.fns))
-	for i, p := range h.fns {
+	out := make([]F, len(*h.p))
+	for i, p := range *h.p {
 		out[i] = *p
 	}
 	return out

@@ -132,7 +132,7 @@ func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Deli
 			cons.tag = ok.ConsumerTag
 			m.ConsumerTag = ok.ConsumerTag
 		}
-		if r := ch.c.rec; r != nil {
+		if r := ch.c.recovery(); r != nil {
 			r.consSeq++
 			cons.seq = r.consSeq
 		}

@@ -54,12 +54,17 @@
 // its connections). The goroutines of a loop are then constant in the
 // number of connections: the one running Run, and a short-lived goroutine
 // per dial (name resolution and TCP connect block in Go). Measured with
-// 10,000 idle connections with heartbeats (BENCHMARKS.md): about 5 KiB of
-// Go heap and 6 KiB of resident memory per connection, a quarter of
-// amqp091-go's, and no goroutine. With 1,000 connections to RabbitMQ on
-// one loop, each publishing 10 messages a second with confirms, every
-// message was confirmed, at 0.72 of the client CPU per message of 1,000
-// pika.Conns and 0.59 of amqp091-go's (BENCHMARKS.md).
+// 10,000 idle connections with heartbeats and recovery on (BENCHMARKS.md):
+// about 3.2 KiB of Go heap and 3.6 KiB of resident memory per connection,
+// 0.20 of pika.Conn's and 0.15 of amqp091-go's heap, and no goroutine.
+// Connections of a Loop share what they can: one Config when dialed with
+// the same (see Loop.DialConfig), and one server-properties table per
+// broker; an idle connection holds no recovery state until it declares
+// something, consumes, registers an OnRecovery handler or is lost. With
+// 1,000 connections to RabbitMQ on one loop, each publishing 10 messages a
+// second with confirms, every message was confirmed, at 0.72 of the client
+// CPU per message of 1,000 pika.Conns and 0.59 of amqp091-go's
+// (BENCHMARKS.md).
 //
 // TLS connections, connections made by a Config.Dial that returns
 // something other than a *net.TCPConn or *net.UnixConn, and every
@@ -68,8 +73,9 @@
 // waits until the loop has taken it, and a writer goroutine that writes
 // what the loop queued — two goroutines and a 32 KiB read buffer per
 // connection, and a hand-over between goroutines per read: measured, about
-// 44 KiB of Go heap and stacks and 20 KiB of resident memory per idle
-// connection, against the descriptor path's 5 and 7 (BENCHMARKS.md).
+// 42 KiB of Go heap and stacks and 18 KiB of resident memory per idle
+// connection, against the descriptor path's 3.4 and 4.9 in the same run of
+// 2,000 connections (BENCHMARKS.md).
 //
 // # Hooks, credentials
 //

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/pika-go/pika"
+	"github.com/pika-go/pika/wire"
 )
 
 // ErrStopped is the error that callbacks of unfinished work get when Run
@@ -72,6 +75,8 @@ type Loop struct {
 	fds     map[int]*fdConn
 	conns   map[*Conn]struct{}
 	readBuf []byte
+	server  wire.Table   // the server properties its connections share (see share.go)
+	cfg     *pika.Config // the Config its connections share (see share.go)
 
 	// base is cancelled when Run ends: dials in progress stop.
 	base       context.Context

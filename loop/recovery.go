@@ -14,8 +14,11 @@ import (
 	"github.com/pika-go/pika/wire"
 )
 
-// recState is the recovery state of a Conn whose Config leaves recovery on.
-// Everything in it belongs to the loop goroutine.
+// recState is the recovery state of a Conn whose Config leaves recovery on,
+// made on first use (see Conn.recovery): a declaration to record, a
+// consumer, an OnRecovery handler, a loss. An idle connection that has
+// recorded nothing holds none, only its Config. Everything in it belongs
+// to the loop goroutine.
 type recState struct {
 	cfg        *pika.Config
 	topo       recovery.Record
@@ -35,11 +38,11 @@ type recState struct {
 	rs         *restore // the restore in progress, or nil
 }
 
-// newRecState returns the recovery state for cfg, or nil when cfg turns
-// recovery off.
-func newRecState(cfg *pika.Config) *recState {
+// setRecoveryDefaults fills in the fields of cfg that recovery reads, when
+// cfg leaves recovery on.
+func setRecoveryDefaults(cfg *pika.Config) {
 	if cfg.DisableRecovery {
-		return nil
+		return
 	}
 	if cfg.Reconnect == nil {
 		cfg.Reconnect = pika.DefaultBackoff
@@ -47,12 +50,24 @@ func newRecState(cfg *pika.Config) *recState {
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = engine.DefaultHandshakeTimeout
 	}
-	return &recState{cfg: cfg}
+}
+
+// recoveryOn reports whether c recovers a lost link: its Config leaves
+// recovery on (a Conn with recovery off lets go of its Config once open).
+func (c *Conn) recoveryOn() bool { return c.cfg != nil && !c.cfg.DisableRecovery }
+
+// recovery returns c's recovery state, made now if this is its first use;
+// nil with recovery off.
+func (c *Conn) recovery() *recState {
+	if c.rec == nil && c.recoveryOn() {
+		c.rec = &recState{cfg: c.cfg}
+	}
+	return c.rec
 }
 
 // republishing reports whether messages published in confirm mode are
 // kept to be published again after a loss.
-func (r *recState) republishing() bool { return r != nil && !r.cfg.DisableRepublish }
+func (c *Conn) republishing() bool { return c.recoveryOn() && !c.cfg.DisableRepublish }
 
 // OnRecovery registers fn to run with every recovery event of the
 // connection (pika.RecoveryEvent: the loss, each attempt with its delay,
@@ -61,10 +76,11 @@ func (r *recState) republishing() bool { return r != nil && !r.cfg.DisableRepubl
 // after the work at hand. It returns a function that unregisters fn. With
 // Config.DisableRecovery, fn never runs.
 func (c *Conn) OnRecovery(fn func(pika.RecoveryEvent)) func() {
-	if c.rec == nil {
+	r := c.recovery()
+	if r == nil {
 		return func() {}
 	}
-	return c.rec.onRecovery.add(fn)
+	return r.onRecovery.add(fn)
 }
 
 // Recovering reports whether the connection is lost and being recovered.
@@ -93,6 +109,9 @@ func (c *Conn) event(ev pika.RecoveryEvent) {
 			x.OnRecovery(pc, ev)
 		}
 	}
+	if c.rec == nil {
+		return
+	}
 	fns := c.rec.onRecovery.list()
 	if len(fns) == 0 {
 		return
@@ -105,10 +124,18 @@ func (c *Conn) event(ev pika.RecoveryEvent) {
 }
 
 // observe keeps the topology record true after the reply ev to m (ev.Err
-// nil and ev.Method nil for a no-wait method sent).
-func (r *recState) observe(m wire.Method, ev engine.Event) {
+// nil and ev.Method nil for a no-wait method sent). The record is made
+// when there is a first declaration to put in it: until then, forgetting
+// or touching anything in it changes nothing.
+func (c *Conn) observe(m wire.Method, ev engine.Event) {
+	r := c.rec
 	if r == nil {
-		return
+		if ev.Err != nil || !recorded(m) {
+			return
+		}
+		if r = c.recovery(); r == nil {
+			return
+		}
 	}
 	now := time.Now()
 	if ev.Err == nil {
@@ -141,6 +168,15 @@ func (r *recState) observe(m wire.Method, ev engine.Event) {
 	if queue, exchanges, ok := recovery.Observed(m); ok {
 		r.topo.Observe(ev, queue, exchanges, now)
 	}
+}
+
+// recorded reports whether a successful m adds to the topology record.
+func recorded(m wire.Method) bool {
+	switch m.(type) {
+	case *wire.ExchangeDeclare, *wire.QueueDeclare, *wire.QueueBind, *wire.ExchangeBind:
+		return true
+	}
+	return false
 }
 
 // consumerEnded notes that cons was cancelled by the application: its
@@ -179,8 +215,11 @@ func (c *Conn) consumerCancelled(queue string) {
 // true when recovery takes over: the loss of an open connection that the
 // application did not ask for, or the failure of a recovery attempt.
 func (c *Conn) lostLink(err error) bool {
-	r := c.rec
-	if r == nil || r.done || c.dialCb != nil {
+	if !c.recoveryOn() || c.dialCb != nil {
+		return false
+	}
+	r := c.recovery()
+	if r.done {
 		return false
 	}
 	if !r.recovering {
@@ -350,7 +389,7 @@ func (c *Conn) startAttempt() {
 	c.eng, c.t, c.tick, c.closeTimer = nil, nil, nil, nil
 	c.closed, c.open, c.err, c.armed = false, false, nil, time.Time{}
 	c.redial = false
-	c.ds = dialState{hk: c.hk}
+	c.ds = &dialState{hk: c.hk}
 	c.startDial()
 }
 
@@ -738,7 +777,7 @@ func (rs *restore) finish() {
 // when nobody waits for the outcome, becomes an entry out of the channel's
 // callback order).
 func (ch *Channel) keep(s *slot, exchange, routingKey string, msg *pika.Message) *slot {
-	if !ch.c.rec.republishing() {
+	if !ch.c.republishing() {
 		return s
 	}
 	if s == nil {

@@ -24,14 +24,14 @@ import (
 // now (recovery off, the consumer or its channel ending).
 func (c *Conn) revive(cons *Consumer, cause error) bool {
 	ch := cons.ch
-	if c.rec == nil || cons.ended || cons.cancelling || ch.closed || ch.closing ||
+	if !c.recoveryOn() || cons.ended || cons.cancelling || ch.closed || ch.closing ||
 		cons.queue == "" || cons.queue == recovery.DirectReplyTo {
 		return false
 	}
 	if cons.rv != nil {
 		return true
 	}
-	cons.rv = &revival{cons: cons, gen: c.rec.linkGen, lastErr: cause}
+	cons.rv = &revival{cons: cons, gen: c.recovery().linkGen, lastErr: cause}
 	cons.rv.check()
 	return true
 }
