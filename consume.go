@@ -391,7 +391,7 @@ const (
 // ConsumerStats are a consumer's buffer figures and what its overflow
 // policy did (see Consumer.Stats and ConsumeOptions.Overflow).
 type ConsumerStats struct {
-	Buffered         int    // deliveries waiting in the library for the application
+	Buffered         int    // deliveries received and not yet returned by Next (or handed to the handler), those a Next call already moved to the consumer's side included
 	BufferedBytes    int    // their body bytes
 	MaxBuffered      int    // the most deliveries buffered at once so far
 	MaxBufferedBytes int    // the most body bytes buffered at once so far
