@@ -322,3 +322,68 @@ func TestBatchManyGoroutines(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// TestBatchDropRacesNext: a channel closed while goroutines take from
+// Next's batch: each delivery is either handed out or dropped (and
+// reported to the SettleHooks), never both and never neither.
+func TestBatchDropRacesNext(t *testing.T) {
+	for round := range 20 {
+		b := newFakeBroker(t)
+		rec := &settleRecorder{}
+		cfg := b.config()
+		cfg.DisableRecovery = true
+		cfg.Hooks = []Hook{rec}
+		c := dialFake(t, cfg)
+		ch := stallChannel(t, c)
+		fc := b.conn(1)
+		cons := batchConsume(t, fc, ch, ConsumeOptions{}, 0)
+		const total = 300
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var mu sync.Mutex
+		var handed []uint64
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for {
+					d, err := cons.Next(ctx)
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					handed = append(handed, d.DeliveryTag)
+					mu.Unlock()
+				}
+			})
+		}
+		var burst []byte
+		for tag := uint64(1); tag <= total; tag++ {
+			burst = append(burst, scripted.Message(ch.ID(), &wire.BasicDeliver{ConsumerTag: cons.Tag(), DeliveryTag: tag}, nil, []byte("x"), 0)...)
+			if tag%50 == 0 {
+				fc.wmu.Lock()
+				fc.nc.Write(burst)
+				fc.wmu.Unlock()
+				burst = burst[:0]
+			}
+		}
+		fc.send(ch.ID(), &wire.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - test"})
+		wg.Wait()
+		cancel()
+		mu.Lock()
+		got := slices.Clone(handed)
+		mu.Unlock()
+		nHanded := len(got)
+		waitFor(t, "the library's settlements", func() bool { return nHanded+len(rec.got()) >= total })
+		got = append(got, rec.got()...)
+		slices.Sort(got)
+		if len(got) != total {
+			t.Fatalf("round %d: %d handed out + %d dropped, want each of the %d deliveries exactly once", round, nHanded, len(got)-nHanded, total)
+		}
+		for i, tag := range got {
+			if tag != uint64(i+1) {
+				t.Fatalf("round %d: delivery %d handed out and dropped, or neither", round, i+1)
+			}
+		}
+		t.Logf("round %d: %d handed out, %d dropped", round, nHanded, total-nHanded)
+		c.Close(context.Background())
+	}
+}
