@@ -152,18 +152,6 @@ type Config struct {
 	// before Publish blocks (honouring its ctx) until the writer catches
 	// up. Default 1 MiB.
 	WriteBufferLimit int
-	// ReadLinger, when positive, makes the connection's reader wait up to
-	// this long before its next socket read, after a read that did not
-	// fill its buffer, while nothing is awaited from the broker on the
-	// connection (no reply to a request, no publisher confirmation, no
-	// close: anything awaited ends the wait at once). The next read then
-	// brings the deliveries of several of the broker's writes at once:
-	// a busy consumer costs less CPU per message (fewer reads and fewer
-	// goroutine wake-ups), and each delivery may reach the application up
-	// to ReadLinger later. For throughput consumers that do not mind that
-	// latency; see BENCHMARKS.md. At most MaxReadLinger (50 ms; longer is
-	// taken as that); default 0: read again at once.
-	ReadLinger time.Duration
 	// NotifyBuffer bounds each channel's queue of notifications waiting for
 	// their callbacks (OnReturn, OnConfirm, OnCancel, OnFlow, OnClose,
 	// OnOrphanDelivery), and the connection's (OnClose, OnBlocked,
@@ -208,9 +196,6 @@ const (
 	DefaultCloseTimeout     = 5 * time.Second
 	DefaultWriteBufferLimit = 1 << 20
 	DefaultNotifyBuffer     = 1024
-	// MaxReadLinger bounds Config.ReadLinger: a longer one is taken as
-	// this.
-	MaxReadLinger = 50 * time.Millisecond
 )
 
 // withDefaults returns a copy of c with defaults applied.
@@ -234,7 +219,6 @@ func (c Config) withDefaults() Config {
 	if c.WriteBufferLimit <= 0 {
 		c.WriteBufferLimit = DefaultWriteBufferLimit
 	}
-	c.ReadLinger = min(max(c.ReadLinger, 0), MaxReadLinger)
 	if c.NotifyBuffer <= 0 {
 		c.NotifyBuffer = DefaultNotifyBuffer
 	}

@@ -62,7 +62,6 @@ type Conn struct {
 	inlineReady   []*Consumer   // inline consumers with buffered deliveries (see inline.go)
 	inlineSpare   []*Consumer   // inlineReady's other buffer
 	wakes         []*Consumer   // consumers with a waiting Next call that the reader signals after its read (see Consumer.pushLocked)
-	lingering     bool          // the reader waits before its next read (Config.ReadLinger)
 	readerBusy    bool          // the reader runs inline handlers
 
 	closing       bool               // the application called Close

@@ -51,23 +51,21 @@ type link struct {
 	debug     bool // frames are logged (Config.Logger at Debug level)
 
 	// guarded by c.mu
-	waiters     map[engine.RequestID]*waiter
-	quiet       int         // waiters with quiet set
-	writerIdle  bool        // the writer waits for wake
-	armed       time.Time   // the deadline timer is set for; zero when it is not set
-	timer       *time.Timer // calls onTimer at armed
-	lingerTimer *time.Timer // the reader's (Config.ReadLinger); only the reader uses it
-	err         error       // why the link closed
+	waiters    map[engine.RequestID]*waiter
+	quiet      int         // waiters with quiet set
+	writerIdle bool        // the writer waits for wake
+	armed      time.Time   // the deadline timer is set for; zero when it is not set
+	timer      *time.Timer // calls onTimer at armed
+	err        error       // why the link closed
 	// The broker's connection.blocked state on this link, kept while the
 	// link is not yet the Conn's (see Conn.installLinkLocked).
 	blocked       bool
 	blockedReason string
 
-	wake     chan struct{} // cap 1: output is ready
-	unlinger chan struct{} // cap 1: something is awaited, the lingering reader reads at once
-	opened   chan struct{} // closed on EventOpen
-	done     chan struct{} // closed on EventClosed
-	wg       sync.WaitGroup
+	wake   chan struct{} // cap 1: output is ready
+	opened chan struct{} // closed on EventOpen
+	done   chan struct{} // closed on EventClosed
+	wg     sync.WaitGroup
 }
 
 // dialLink opens a transport to one of the configured addresses and runs
@@ -117,14 +115,13 @@ func (c *Conn) dialLink(ctx context.Context) (*link, error) {
 
 func (c *Conn) newLink(nc net.Conn, ecfg engine.Config) *link {
 	l := &link{
-		c:        c,
-		nc:       nc,
-		eng:      engine.New(ecfg),
-		waiters:  make(map[engine.RequestID]*waiter),
-		wake:     make(chan struct{}, 1),
-		unlinger: make(chan struct{}, 1),
-		opened:   make(chan struct{}),
-		done:     make(chan struct{}),
+		c:       c,
+		nc:      nc,
+		eng:     engine.New(ecfg),
+		waiters: make(map[engine.RequestID]*waiter),
+		wake:    make(chan struct{}, 1),
+		opened:  make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	// Enabled is the handler's code: it runs here, outside the lock. The
 	// trace runs inside Receive, under the lock: it only queues the record
@@ -195,13 +192,6 @@ func (c *Conn) afterLocked(l *link) {
 		// A request, a publish or a close may now await the broker: the
 		// paused reader checks again.
 		c.unpauseReaderLocked()
-	}
-	if c.lingering && c.l == l && c.awaitingLocked() {
-		c.lingering = false
-		select {
-		case l.unlinger <- struct{}{}:
-		default:
-		}
 	}
 	if l.writerIdle && l.eng.OutgoingLen() > 0 {
 		l.writerIdle = false
@@ -283,15 +273,6 @@ func (l *link) readLoop() {
 		if c.l == l {
 			c.readPaused = false
 		}
-		if lg := c.cfg.ReadLinger; lg > 0 && n > 0 && n < len(buf) && c.l == l && !l.eng.IsClosed() && !c.awaitingLocked() {
-			wakes = c.takeWakesLocked(wakes)
-			c.lingering = true
-			c.mu.Unlock()
-			wakeConsumers(wakes)
-			l.linger(lg)
-			c.mu.Lock()
-			c.lingering = false
-		}
 		closed := l.eng.IsClosed()
 		wakes = c.takeWakesLocked(wakes)
 		c.mu.Unlock()
@@ -309,23 +290,6 @@ func (l *link) readLoop() {
 			readBuffers.Put(large)
 			large = nil
 		}
-	}
-}
-
-// linger waits d before the reader's next read (Config.ReadLinger),
-// less when something becomes awaited or the link closes.
-func (l *link) linger(d time.Duration) {
-	if l.lingerTimer == nil {
-		l.lingerTimer = time.NewTimer(d)
-	} else {
-		l.lingerTimer.Reset(d)
-	}
-	select {
-	case <-l.lingerTimer.C:
-	case <-l.unlinger:
-		l.lingerTimer.Stop()
-	case <-l.done:
-		l.lingerTimer.Stop()
 	}
 }
 

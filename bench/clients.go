@@ -57,7 +57,6 @@ func (pikaClient) dial(ctx context.Context, e *env) (*pika.Conn, *pika.Channel, 
 	// the run instead of being repaired behind its back; this changes
 	// nothing on the hot path.
 	cfg.DisableRecovery = true
-	cfg.ReadLinger = pikaReadLinger
 	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
 		nc, err := d.DialContext(ctx, network, addr)
@@ -186,9 +185,6 @@ func (p pikaClient) consume(ctx context.Context, e *env) error {
 // (the handler on the consumer's goroutine), "inline" ConsumeFunc with
 // ConsumeOptions.Inline (the handler on the connection's reader).
 var pikaConsumeMode = "next"
-
-// pikaReadLinger is pika's Config.ReadLinger (the -pika-read-linger flag).
-var pikaReadLinger time.Duration
 
 // pikaConsumeFunc consumes e.n messages with a ConsumeFunc handler; the
 // measurement (started by the caller) stops when the handler took the

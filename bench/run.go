@@ -267,7 +267,6 @@ type reportConfig struct {
 	Broker         string   `json:"broker,omitempty"`
 	PikaConfirm    string   `json:"pika_confirm_style"`
 	PikaConsume    string   `json:"pika_consume_style"`
-	PikaReadLinger string   `json:"pika_read_linger,omitempty"`
 	AMQPConfirm    string   `json:"amqp091_confirm_style"`
 	RetriedRuns    int      `json:"retried_runs"`
 	Workloads      []string `json:"workload_order"`
@@ -328,7 +327,7 @@ func run(ctx context.Context, opts options) (rep *report, err error) {
 			Prefetch: opts.Prefetch, AckEvery: opts.AckEvery,
 			PollIntervalMS: float64(opts.PollInterval) / float64(time.Millisecond),
 			PauseS:         opts.Pause.Seconds(),
-			Workloads:      workloads, Stat: "median over rounds", PikaConfirm: pikaConfirmMode, PikaConsume: pikaConsumeMode, PikaReadLinger: lingerString(),
+			Workloads:      workloads, Stat: "median over rounds", PikaConfirm: pikaConfirmMode, PikaConsume: pikaConsumeMode,
 			AMQPConfirm: amqpConfirmMode,
 		},
 		Machine:   collectMachineInfo(),
@@ -524,12 +523,4 @@ func medianResult(rs []runResult) runResult {
 		WritesPerMsg: pick(func(r runResult) float64 { return r.WritesPerMsg }),
 		ReadsPerMsg:  pick(func(r runResult) float64 { return r.ReadsPerMsg }),
 	}
-}
-
-// lingerString is -pika-read-linger for the report, empty when off.
-func lingerString() string {
-	if pikaReadLinger <= 0 {
-		return ""
-	}
-	return pikaReadLinger.String()
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,11 +76,6 @@ Flags:
                        handler on the connection's reader goroutine, for
                        handlers that never block; the cheapest in CPU:
                        compare with time(1))
-  --read-linger D      consumers' Config.ReadLinger, e.g. 2ms: after a read
-                       that did not fill its buffer, wait up to D (while
-                       nothing is awaited) so the next read brings more
-                       deliveries; less CPU per message, up to D more
-                       latency (default 0: off; at most 50ms)
   --queue NAME         use this queue (see above)
   --duration D         how long to publish, e.g. 30s or 2m
   --count N            messages to send in all; perf stops once they were
@@ -127,7 +121,6 @@ type perfConfig struct {
 	autoAck              bool
 	multiAck             int
 	consumeMode          string
-	readLinger           time.Duration
 	queue                string
 	duration             time.Duration
 	count                int64
@@ -151,7 +144,6 @@ func perfFlags(fs *flagSet, c *perfConfig) {
 	fs.BoolVar(&c.autoAck, "autoack", false, "auto-ack")
 	fs.IntVar(&c.multiAck, "multi-ack-every", 0, "multiple ack every N")
 	fs.StringVar(&c.consumeMode, "consume-mode", "next", "next, handler or inline")
-	fs.DurationVar(&c.readLinger, "read-linger", 0, "consumers' Config.ReadLinger")
 	fs.StringVar(&c.queue, "queue", "", "queue")
 	fs.DurationVar(&c.duration, "duration", 0, "duration")
 	fs.Int64Var(&c.count, "count", 0, "messages in all")
@@ -187,8 +179,6 @@ func (c *perfConfig) check() error {
 		return usagef("perf", "--multi-ack-every %d exceeds --prefetch %d: consumers would wait for messages the broker holds back", c.multiAck, c.prefetch)
 	case c.consumeMode != "" && c.consumeMode != "next" && c.consumeMode != "handler" && c.consumeMode != "inline":
 		return usagef("perf", "--consume-mode %q: want next, handler or inline", c.consumeMode)
-	case c.readLinger < 0 || c.readLinger > pika.MaxReadLinger:
-		return usagef("perf", "--read-linger %v: want 0 (off) to %v", c.readLinger, pika.MaxReadLinger)
 	case c.duration < 0:
 		return usagef("perf", "--duration %v: must not be negative", c.duration)
 	case c.count < 0:
@@ -472,9 +462,6 @@ func (r *perfRun) dial(ctx context.Context, who string) (*pika.Conn, error) {
 	conn, err := dialWith(ctx, r.e, "pika perf "+who, func(c *pika.Config) {
 		c.DisableRecovery = !r.cfg.recover
 		c.ShuffleAddrs = r.cfg.shuffle
-		if strings.HasPrefix(who, "consumer") {
-			c.ReadLinger = r.cfg.readLinger
-		}
 		if r.cfg.recover {
 			c.Reconnect = pika.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 		}
