@@ -373,7 +373,7 @@ type Consumer struct {
 	ended       bool
 	clean       bool // ended because the application asked: Cancel, Channel.Close, Conn.Close
 	err         error
-	signal      chan struct{} // cap 1: something was pushed
+	signal      chan struct{} // cap 1: a waiting Next call may find something (or the consumer ended)
 	endCh       chan struct{} // closed when the consumer ends
 	done        chan struct{} // closed when ended and drained (and the handler returned)
 }
@@ -695,7 +695,7 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 		c.inlineReadyLocked(cons)
 	}
 	// A Next call waits: the reader signals it once, after the read (see
-	// Conn.wakeConsumers), not per delivery and not while it holds the
+	// Conn.takeWakesLocked), not per delivery and not while it holds the
 	// lock the woken call would need first. A call not waiting finds the
 	// delivery when it looks.
 	if cons.waiting.Load() > 0 && !cons.wakeQueued {
