@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/recovery"
+	"github.com/pika-go/pika/internal/standin"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -54,6 +56,8 @@ type Channel struct {
 	keptFree  keptFree
 	confSlab  []Confirmation // the rest of the slab PublishWithConfirm hands out (see Confirmation)
 	delivSlab []Delivery     // the rest of the slab small deliveries come from (see Delivery)
+
+	view standin.ChannelView // a stand-in's loop channel (see standin.go); nil otherwise
 }
 
 // Channel opens a new channel. ctx bounds the wait for the broker's
@@ -126,6 +130,9 @@ func (ch *Channel) Done() <-chan struct{} { return ch.done }
 // close cause. Calls on a closed channel fail with ErrChannelClosed, or
 // ErrClosed when its connection closed, whichever way it closed.
 func (ch *Channel) Err() error {
+	if ch.view != nil {
+		return ch.view.Err()
+	}
 	select {
 	case <-ch.done:
 	default:
@@ -141,6 +148,9 @@ func (ch *Channel) Err() error {
 
 // IsClosed reports whether the channel has closed.
 func (ch *Channel) IsClosed() bool {
+	if ch.view != nil {
+		return ch.view.IsClosed()
+	}
 	select {
 	case <-ch.done:
 		return true
@@ -391,18 +401,5 @@ func (ch *Channel) suspendLocked(cause error) {
 // restoreMethods lists what recovery sends to restore the channel: a
 // placeholder for channel.open first, then its QoS and modes.
 func (ch *Channel) restoreMethods() []wire.Method {
-	ms := []wire.Method{&wire.ChannelOpen{}}
-	if ch.qosGlobal != nil {
-		ms = append(ms, ch.qosGlobal)
-	}
-	if ch.qos != nil {
-		ms = append(ms, ch.qos)
-	}
-	if ch.confirm {
-		ms = append(ms, &wire.ConfirmSelect{})
-	}
-	if ch.tx {
-		ms = append(ms, &wire.TxSelect{})
-	}
-	return ms
+	return recovery.ChannelMethods(ch.qosGlobal, ch.qos, ch.confirm, ch.tx)
 }

@@ -131,9 +131,9 @@ func (r *pubRecord) release(free *keptFree) {
 // Confirmation is the broker's verdict on one message published in confirm
 // mode (see Channel.PublishWithConfirm). It is safe for concurrent use.
 //
-// Confirmations are carved from a per-channel slab (confSlabSize at a
-// time), so that PublishWithConfirm allocates nothing per message: a
-// Confirmation the application keeps keeps its slab (a few KiB) alive.
+// Confirmations are carved from a per-channel slab (64 at a time), so that
+// PublishWithConfirm allocates nothing per message: a Confirmation the
+// application keeps keeps its slab (a few KiB) alive.
 type Confirmation struct {
 	mu      sync.Mutex
 	tag     uint64 // guarded by mu: republishing after a recovery changes it
@@ -157,7 +157,8 @@ func (f *Confirmation) Tag() uint64 {
 	return f.tag
 }
 
-// confSlabSize is how many Confirmations a channel allocates at once.
+// confSlabSize is how many Confirmations a channel allocates at once (the
+// Confirmation documentation says 64).
 const confSlabSize = 64
 
 // newConfirmationLocked hands out the channel's next Confirmation from its

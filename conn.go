@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/standin"
 )
 
 type connState uint8
@@ -87,6 +88,8 @@ type Conn struct {
 	secret      string // guarded by mu
 	secretSet   bool   // guarded by mu
 	stopRefresh context.CancelFunc
+
+	view standin.ConnView // a stand-in's loop connection (see standin.go); nil otherwise
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (see ParseURL) and
@@ -509,6 +512,9 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 // ErrHeartbeatTimeout, a read or write error, ErrBlockedTimeout, a
 // *RecoveryError).
 func (c *Conn) Err() error {
+	if c.view != nil {
+		return c.view.Err()
+	}
 	select {
 	case <-c.done:
 		return c.err
@@ -519,6 +525,9 @@ func (c *Conn) Err() error {
 
 // IsClosed reports whether the connection has closed for good.
 func (c *Conn) IsClosed() bool {
+	if c.view != nil {
+		return c.view.IsClosed()
+	}
 	select {
 	case <-c.done:
 		return true
@@ -529,6 +538,9 @@ func (c *Conn) IsClosed() bool {
 
 // IsRecovering reports whether the connection is reconnecting after a loss.
 func (c *Conn) IsRecovering() bool {
+	if c.view != nil {
+		return c.view.IsRecovering()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.state == connRecovering
@@ -539,6 +551,9 @@ func (c *Conn) IsRecovering() bool {
 // The table is a copy (nested tables and arrays included) that the caller
 // may modify.
 func (c *Conn) ServerProperties() Table {
+	if c.view != nil {
+		return c.view.ServerProperties()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t, _ := copyFieldValue(c.eng.ServerProperties()).(Table)
@@ -584,6 +599,9 @@ type Tuning = engine.Tuning
 // Tuning returns the negotiated channel_max, frame_max and heartbeat of the
 // current connection (after a recovery, of the new one).
 func (c *Conn) Tuning() Tuning {
+	if c.view != nil {
+		return c.view.Tuning()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.eng.Tuning()
@@ -591,6 +609,9 @@ func (c *Conn) Tuning() Tuning {
 
 // LocalAddr returns the local network address of the current connection.
 func (c *Conn) LocalAddr() net.Addr {
+	if c.view != nil {
+		return c.view.LocalAddr()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.l.nc.LocalAddr()
@@ -598,6 +619,9 @@ func (c *Conn) LocalAddr() net.Addr {
 
 // RemoteAddr returns the network address of the broker currently connected.
 func (c *Conn) RemoteAddr() net.Addr {
+	if c.view != nil {
+		return c.view.RemoteAddr()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.l.nc.RemoteAddr()
@@ -606,6 +630,9 @@ func (c *Conn) RemoteAddr() net.Addr {
 // IsBlocked reports whether the broker currently blocks publishing on this
 // connection (a resource alarm), and the reason it gave.
 func (c *Conn) IsBlocked() (bool, string) {
+	if c.view != nil {
+		return c.view.IsBlocked()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.blocked, c.blockedReason

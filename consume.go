@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/recovery"
+	"github.com/pika-go/pika/internal/standin"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -21,7 +23,7 @@ const DefaultConsumerBuffer = 1024
 const DefaultConsumerBufferBytes = 64 << 20
 
 // directReplyTo is RabbitMQ's direct reply-to pseudo-queue.
-const directReplyTo = "amq.rabbitmq.reply-to"
+const directReplyTo = recovery.DirectReplyTo
 
 // ConsumerOverflow is what a consumer that no prefetch count bounds
 // (AutoAck, or manual acknowledgements on a channel without a prefetch
@@ -337,6 +339,8 @@ type Consumer struct {
 	reviving   bool   // guarded by ch.conn.mu: cancelled by the broker, its queue being checked (see Conn.reviveLocked)
 	qname      string // the queue; guarded by ch.conn.mu: renamed by recovery
 
+	view standin.ConsumerView // a stand-in's loop consumer, answering Queue (see standin.go); nil otherwise
+
 	// The buffer is in two parts: queue, where the reader appends, and
 	// batch, where Next (and an inline consumer's reader) takes from. A
 	// take that finds batch used up moves all of queue into it in one
@@ -432,6 +436,10 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 //
 // ProcessHooks (Config.Hooks) may add values to the handler's ctx, such as
 // a tracing span.
+//
+// A panic in handler is not recovered: as on any goroutine, it ends the
+// program (ProcessHooks see ErrHandlerPanicked first). A handler that must
+// survive its own bugs recovers, and nacks or rejects the delivery itself.
 func (ch *Channel) ConsumeFunc(ctx context.Context, queue string, opts ConsumeOptions, handler func(ctx context.Context, d *Delivery)) (*Consumer, error) {
 	if handler == nil {
 		return nil, errors.New("pika: ConsumeFunc needs a handler (got nil)")
@@ -585,6 +593,18 @@ func (cons *Consumer) Channel() *Channel { return cons.ch }
 
 // Tag returns the consumer tag.
 func (cons *Consumer) Tag() string { return cons.tag }
+
+// Queue returns the name of the queue the consumer consumes from: after a
+// recovery that gave its server-named queue a new name, the new one.
+func (cons *Consumer) Queue() string {
+	if cons.view != nil {
+		return cons.view.Queue()
+	}
+	c := cons.ch.conn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cons.qname
+}
 
 // Done returns a channel closed when the consumer has ended and every
 // buffered delivery was taken (for ConsumeFunc: the handler returned for the
@@ -770,8 +790,8 @@ func (cons *Consumer) suspendableLocked() bool {
 		if cons.opts.Exclusive {
 			return false
 		}
-		q := cons.ch.conn.topo.queue(cons.qname)
-		return q != nil && !q.decl.AutoDelete
+		q := cons.ch.conn.topo.Queue(cons.qname)
+		return q != nil && !q.Decl.AutoDelete
 	}
 	return false
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/pika-go/pika/engine"
 	"github.com/pika-go/pika/internal/amqpdial"
-	"github.com/pika-go/pika/wire"
+	"github.com/pika-go/pika/internal/recovery"
 )
 
 // endpoint is one address to dial, with the name TLS verifies.
@@ -68,27 +68,8 @@ func (e *serverError) Unwrap() error { return e.err }
 
 // isTerminal reports whether a connection failure should stop attempts:
 // the broker refused the credentials or the virtual host.
-func isTerminal(err error) bool {
-	return errors.Is(err, ErrAuthentication) || errors.Is(err, ErrVhostRefused) || errors.Is(err, engine.ErrNoMechanism)
-}
+func isTerminal(err error) bool { return recovery.Terminal(err) }
 
-// recoverable reports whether a lost connection should be recovered: every
-// loss the application did not ask for, except a broker close with a code
-// that reconnecting cannot fix (access refused, vhost gone, ...), and
-// authentication failures.
-func recoverable(err error) bool {
-	if err == nil || isTerminal(err) {
-		return false
-	}
-	var e *Error
-	if errors.As(err, &e) && e.Server {
-		switch e.Code {
-		case wire.ReplyConnectionForced, wire.ReplyInternalError, wire.ReplyResourceError,
-			wire.ReplyFrameError, wire.ReplySyntaxError, wire.ReplyCommandInvalid,
-			wire.ReplyChannelError, wire.ReplyUnexpectedFrame:
-			return true
-		}
-		return false
-	}
-	return true
-}
+// recoverable reports whether a lost connection should be recovered (see
+// recovery.Recoverable).
+func recoverable(err error) bool { return recovery.Recoverable(err) }

@@ -48,7 +48,8 @@
 // [ParseURL]; [DialConfig] takes a [Config] instead. The examples directory
 // of the repository has a runnable program for each common pattern: work
 // queues, publish/subscribe, routing, topics, RPC over direct reply-to,
-// publisher confirms and TLS.
+// publisher confirms, TLS, automatic recovery, and the engine driven by a
+// loop of your own.
 //
 // # Concurrency
 //
@@ -58,12 +59,13 @@
 // queues the others in order), and the frames of one published message are
 // never interleaved with another's.
 //
-// Each network connection is served by three goroutines of the library: a
-// reader that feeds the socket's bytes to the engine, a writer that sends
+// Each network connection is served by two goroutines of the library: a
+// reader that feeds the socket's bytes to the engine and a writer that sends
 // everything queued since its last write in one write call (so that many
-// goroutines publishing at once share system calls), and a timer for
-// heartbeats and timeouts. They hold the connection's lock only around
-// engine calls, never during I/O and never while application code runs.
+// goroutines publishing at once share system calls). A timer
+// ([time.AfterFunc], no goroutine while it waits) handles heartbeats and
+// timeouts. They hold the connection's lock only around engine calls, never
+// during I/O and never while application code runs.
 // Every piece of application code the library calls runs on a goroutine of
 // the library's that holds no lock: notification callbacks and consumer
 // handlers (below), the handler of [Config].Logger (log records are queued
@@ -389,6 +391,15 @@
 // with their tags. The Conn, its Channels and Consumers stay the same
 // values. Calls made meanwhile wait, bounded by their ctx (or fail with
 // [ErrRecovering] when [Config].FailWhileRecovering is set).
+//
+// Synchronous calls still waiting for their reply when the connection is
+// lost (declarations, binds, Qos, Get, ...: the request on the wire, and
+// those queued behind it on its channel) do not wait: they fail at once
+// with the loss's cause, the value [RecoveryEvent].Err reports (a network
+// error, [ErrHeartbeatTimeout], the broker's 320 CONNECTION_FORCED
+// [*Error]), as the broker may or may not have carried out the request it
+// received. Their channel is restored all the same; calling again waits
+// for the recovery (repeating a declaration is safe).
 //
 // Messages published in confirm mode whose confirmation the loss cut off
 // are published again on the recovered channel, in their original order,

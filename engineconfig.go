@@ -11,10 +11,19 @@ import "github.com/pika-go/pika/engine"
 // here, so that a URL means the same to every client.
 //
 // The mechanisms run inside engine.Conn.Receive (DeferAuth is false).
-// Config.Credentials is not called: a driver that supports it sets
-// Username and Password (and the mechanisms' credentials) itself.
+// Config.Credentials is not called: a driver that supports it calls it
+// and logs in with EngineConfigWithCredentials.
 func (c Config) EngineConfig() engine.Config {
 	ecfg := c.engineConfig()
 	ecfg.DeferAuth = false
 	return ecfg
+}
+
+// EngineConfigWithCredentials is EngineConfig logging in with username and
+// password as a Conn logs in with what Config.Credentials returned (or a
+// secret the broker accepted through UpdateSecret): they replace Username
+// and Password, and the credentials of the PlainAuth and AMQPlainAuth
+// entries of Mechanisms; an empty username keeps the configured one.
+func (c Config) EngineConfigWithCredentials(username, password string) engine.Config {
+	return withCredentials(c.EngineConfig(), username, password)
 }

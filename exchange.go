@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/recovery"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -56,9 +57,9 @@ func (ch *Channel) ExchangeDeclare(ctx context.Context, name, kind string, opts 
 	}
 	m := &wire.ExchangeDeclare{
 		Exchange: name, Type: kind, Durable: opts.Durable, AutoDelete: opts.AutoDelete,
-		Internal: opts.Internal, NoWait: opts.NoWait, Arguments: cloneTable(opts.Arguments),
+		Internal: opts.Internal, NoWait: opts.NoWait, Arguments: recovery.CloneTable(opts.Arguments),
 	}
-	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) { c.topo.addExchange(m) })
+	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) { c.topo.AddExchange(m) })
 	return err
 }
 
@@ -93,7 +94,7 @@ type ExchangeDeleteOptions struct {
 // the exchange may still be deleted.
 func (ch *Channel) ExchangeDelete(ctx context.Context, name string, opts ExchangeDeleteOptions) error {
 	m := &wire.ExchangeDelete{Exchange: name, IfUnused: opts.IfUnused, NoWait: opts.NoWait}
-	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) { c.topo.removeExchange(name) })
+	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) { c.topo.RemoveExchange(name) })
 	return err
 }
 
@@ -121,9 +122,9 @@ type BindOptions struct {
 // the request stays queued or on the wire, its late answer is absorbed, and
 // the binding may still be made (it is then still recorded).
 func (ch *Channel) ExchangeBind(ctx context.Context, destination, source, routingKey string, opts BindOptions) error {
-	m := &wire.ExchangeBind{Destination: destination, Source: source, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: cloneTable(opts.Arguments)}
+	m := &wire.ExchangeBind{Destination: destination, Source: source, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: recovery.CloneTable(opts.Arguments)}
 	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) {
-		c.topo.addBinding(&recordedBinding{toExchange: true, destination: destination, source: source, key: routingKey, args: m.Arguments})
+		c.topo.AddBinding(&recovery.Binding{ToExchange: true, Destination: destination, Source: source, Key: routingKey, Args: m.Arguments})
 	})
 	return err
 }
@@ -137,9 +138,9 @@ func (ch *Channel) ExchangeBind(ctx context.Context, destination, source, routin
 // the request stays queued or on the wire, its late answer is absorbed, and
 // the binding may still be removed.
 func (ch *Channel) ExchangeUnbind(ctx context.Context, destination, source, routingKey string, opts BindOptions) error {
-	m := &wire.ExchangeUnbind{Destination: destination, Source: source, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: cloneTable(opts.Arguments)}
+	m := &wire.ExchangeUnbind{Destination: destination, Source: source, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: recovery.CloneTable(opts.Arguments)}
 	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) {
-		c.topo.removeBinding(&recordedBinding{toExchange: true, destination: destination, source: source, key: routingKey, args: m.Arguments})
+		c.topo.RemoveBinding(&recovery.Binding{ToExchange: true, Destination: destination, Source: source, Key: routingKey, Args: m.Arguments})
 	})
 	return err
 }

@@ -400,14 +400,14 @@ func TestExchangeTopologyIsRecorded(t *testing.T) {
 
 	c.mu.Lock()
 	var names []string
-	for _, e := range c.topo.exchanges {
+	for _, e := range c.topo.Exchanges {
 		names = append(names, e.Exchange+"/"+e.Type)
 		if e.NoWait {
 			t.Errorf("exchange %q recorded with NoWait", e.Exchange)
 		}
 	}
-	if len(c.topo.bindings) != 2 || c.topo.bindings[0].args["k"] != "v" || !c.topo.bindings[0].toExchange {
-		t.Errorf("bindings = %+v, want two exchange bindings, the first with k=v", c.topo.bindings)
+	if len(c.topo.Bindings) != 2 || c.topo.Bindings[0].Args["k"] != "v" || !c.topo.Bindings[0].ToExchange {
+		t.Errorf("bindings = %+v, want two exchange bindings, the first with k=v", c.topo.Bindings)
 	}
 	c.mu.Unlock()
 	if got := strings.Join(names, ","); got != "src/topic,dst/fanout" {
@@ -418,8 +418,8 @@ func TestExchangeTopologyIsRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.mu.Lock()
-	if len(c.topo.bindings) != 1 || c.topo.bindings[0].key != "a.#" {
-		t.Errorf("after unbind, bindings = %+v, want only a.#", c.topo.bindings)
+	if len(c.topo.Bindings) != 1 || c.topo.Bindings[0].Key != "a.#" {
+		t.Errorf("after unbind, bindings = %+v, want only a.#", c.topo.Bindings)
 	}
 	c.mu.Unlock()
 
@@ -427,8 +427,8 @@ func TestExchangeTopologyIsRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.mu.Lock()
-	if len(c.topo.exchanges) != 1 || c.topo.exchanges[0].Exchange != "dst" || len(c.topo.bindings) != 0 {
-		t.Errorf("after deleting src: exchanges %+v bindings %+v, want dst and no bindings", c.topo.exchanges, c.topo.bindings)
+	if len(c.topo.Exchanges) != 1 || c.topo.Exchanges[0].Exchange != "dst" || len(c.topo.Bindings) != 0 {
+		t.Errorf("after deleting src: exchanges %+v bindings %+v, want dst and no bindings", c.topo.Exchanges, c.topo.Bindings)
 	}
 	c.mu.Unlock()
 }
@@ -457,7 +457,7 @@ func TestExchangeRefusedClosesChannelAndIsNotRecorded(t *testing.T) {
 		t.Errorf("call on the closed channel: %v, want its close cause", err)
 	}
 	c.mu.Lock()
-	n := len(c.topo.exchanges)
+	n := len(c.topo.Exchanges)
 	c.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d exchanges recorded, want none", n)
@@ -494,7 +494,7 @@ func TestExchangeLateReplyIsAbsorbedAndRecorded(t *testing.T) {
 		t.Fatalf("call after an abandoned one: %v", err)
 	}
 	c.mu.Lock()
-	n := len(c.topo.exchanges)
+	n := len(c.topo.Exchanges)
 	c.mu.Unlock()
 	if n != 1 {
 		t.Errorf("%d exchanges recorded, want the one declared late", n)

@@ -125,20 +125,7 @@ func fxGoroutines(t *testing.T, before int) {
 // CONNECTION_FORCED).
 func fxForceClose(t *testing.T, name string) {
 	t.Helper()
-	deadline := time.Now().Add(fxWait)
-	for {
-		out := testenv.Rabbitmqctl(t, "list_connections", "-q", "pid", "client_properties")
-		for _, line := range strings.Split(out, "\n") {
-			if strings.Contains(line, `"`+name+`"`) {
-				testenv.Rabbitmqctl(t, "close_connection", strings.Fields(line)[0], "pika fault test: forced close")
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no broker connection named %q; list_connections:\n%s", name, out)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testenv.CloseConnection(t, name, "pika fault test: forced close", fxWait)
 }
 
 // fxErrs collects the final error of each concurrent caller, by kind, and

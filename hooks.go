@@ -38,6 +38,16 @@ import (
 //
 // The same hook value may be registered on many connections and is called
 // from many goroutines at once: it must be safe for concurrent use.
+//
+// A connection of package loop (github.com/pika-go/pika/loop) calls the
+// same hooks, every one on its loop's goroutine, synchronously, at the
+// moment of the event (ProcessHook around its consumers' handlers). The
+// *Conn, *Channel, *Consumer and *Delivery its hooks get
+// are stand-ins for the loop's values, one per connection, channel and
+// consumer: their accessors (IsClosed, Err, RemoteAddr, ServerProperties,
+// ID, Conn, Tag, Channel, the Delivery's fields, and Delivery.Ack, Nack
+// and Reject) answer for the loop's values; their other methods fail as on
+// a closed connection.
 type Hook any
 
 // ConnectHook is told of every connection attempt: the dial's, and each of
@@ -272,7 +282,8 @@ type SettleEvent struct {
 // ConsumerHook is told when a consumer starts (the broker's
 // basic.consume-ok for Consume or ConsumeFunc) and when it ends, with
 // Consumer.Err's reason. A recovery that restarts a consumer reports
-// neither. It runs on the connection's hook goroutine.
+// neither (Consumer.Queue then names its queue as recovery renamed it).
+// It runs on the connection's hook goroutine.
 type ConsumerHook interface {
 	OnConsumerStart(cons *Consumer)
 	OnConsumerEnd(cons *Consumer, err error)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/recovery"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -65,13 +67,13 @@ func (ch *Channel) QueueDeclare(ctx context.Context, name string, opts QueueDecl
 	}
 	m := &wire.QueueDeclare{
 		Queue: name, Durable: opts.Durable, Exclusive: opts.Exclusive, AutoDelete: opts.AutoDelete,
-		NoWait: opts.NoWait, Arguments: cloneTable(opts.Arguments),
+		NoWait: opts.NoWait, Arguments: recovery.CloneTable(opts.Arguments),
 	}
 	ev, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, ev engine.Event) {
 		if opts.NoWait {
-			c.topo.addQueue(m, name)
+			c.topo.AddQueue(m, name, time.Now())
 		} else if ok, _ := ev.Method.(*wire.QueueDeclareOk); ok != nil {
-			c.topo.addQueue(m, ok.Queue)
+			c.topo.AddQueue(m, ok.Queue, time.Now())
 		}
 	})
 	if err != nil || opts.NoWait {
@@ -125,9 +127,9 @@ func (ch *Channel) QueueDeclarePassive(ctx context.Context, name string) (Queue,
 // request stays queued or on the wire, its late answer is absorbed, and the
 // binding may still be made (it is then still recorded).
 func (ch *Channel) QueueBind(ctx context.Context, queue, exchange, routingKey string, opts BindOptions) error {
-	m := &wire.QueueBind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: cloneTable(opts.Arguments)}
+	m := &wire.QueueBind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: recovery.CloneTable(opts.Arguments)}
 	_, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) {
-		c.topo.addBinding(&recordedBinding{destination: queue, source: exchange, key: routingKey, args: m.Arguments})
+		c.topo.AddBinding(&recovery.Binding{Destination: queue, Source: exchange, Key: routingKey, Args: m.Arguments})
 	})
 	return err
 }
@@ -145,9 +147,9 @@ func (ch *Channel) QueueUnbind(ctx context.Context, queue, exchange, routingKey 
 	if opts.NoWait {
 		return ErrUnbindNoWait
 	}
-	m := &wire.QueueUnbind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, Arguments: cloneTable(opts.Arguments)}
+	m := &wire.QueueUnbind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, Arguments: recovery.CloneTable(opts.Arguments)}
 	_, err := ch.topologyCall(ctx, m, false, func(c *Conn, _ engine.Event) {
-		c.topo.removeBinding(&recordedBinding{destination: queue, source: exchange, key: routingKey, args: m.Arguments})
+		c.topo.RemoveBinding(&recovery.Binding{Destination: queue, Source: exchange, Key: routingKey, Args: m.Arguments})
 	})
 	return err
 }
@@ -211,7 +213,7 @@ type QueueDeleteOptions struct {
 // queue may still be deleted.
 func (ch *Channel) QueueDelete(ctx context.Context, name string, opts QueueDeleteOptions) (int, error) {
 	m := &wire.QueueDelete{Queue: name, IfUnused: opts.IfUnused, IfEmpty: opts.IfEmpty, NoWait: opts.NoWait}
-	ev, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) { c.topo.removeQueue(name) })
+	ev, err := ch.topologyCall(ctx, m, opts.NoWait, func(c *Conn, _ engine.Event) { c.topo.RemoveQueue(name) })
 	if err != nil || opts.NoWait {
 		return 0, err
 	}

@@ -115,18 +115,18 @@ func TestQueueTopologyIsRecorded(t *testing.T) {
 		}
 	}
 	c.mu.Lock()
-	if len(c.topo.queues) != 2 {
-		t.Fatalf("recorded queues %+v, want 2 (passive declarations are not recorded)", c.topo.queues)
+	if len(c.topo.Queues) != 2 {
+		t.Fatalf("recorded queues %+v, want 2 (passive declarations are not recorded)", c.topo.Queues)
 	}
-	gen, named := c.topo.queues[0], c.topo.queues[1]
-	if gen.decl.Queue != "amq.gen-peer" || !gen.serverNamed || !gen.decl.Exclusive {
+	gen, named := c.topo.Queues[0], c.topo.Queues[1]
+	if gen.Decl.Queue != "amq.gen-peer" || !gen.ServerNamed || !gen.Decl.Exclusive {
 		t.Errorf("server-named queue recorded as %+v", gen)
 	}
-	if named.decl.Queue != "named" || named.serverNamed || !named.decl.Durable || named.decl.NoWait {
+	if named.Decl.Queue != "named" || named.ServerNamed || !named.Decl.Durable || named.Decl.NoWait {
 		t.Errorf("named queue recorded as %+v", named)
 	}
-	if len(c.topo.bindings) != 2 {
-		t.Errorf("bindings %+v, want 2", c.topo.bindings)
+	if len(c.topo.Bindings) != 2 {
+		t.Errorf("bindings %+v, want 2", c.topo.Bindings)
 	}
 	c.mu.Unlock()
 
@@ -137,8 +137,8 @@ func TestQueueTopologyIsRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.mu.Lock()
-	if len(c.topo.queues) != 1 || c.topo.queues[0].decl.Queue != "named" || len(c.topo.bindings) != 0 {
-		t.Errorf("after unbind and delete: queues %+v bindings %+v, want named and no bindings", c.topo.queues, c.topo.bindings)
+	if len(c.topo.Queues) != 1 || c.topo.Queues[0].Decl.Queue != "named" || len(c.topo.Bindings) != 0 {
+		t.Errorf("after unbind and delete: queues %+v bindings %+v, want named and no bindings", c.topo.Queues, c.topo.Bindings)
 	}
 	c.mu.Unlock()
 }
@@ -190,7 +190,7 @@ func TestQueueNameTooLong(t *testing.T) {
 	}
 	p.expectSent(t, &wire.QueuePurge{Queue: "q"})
 	c.mu.Lock()
-	n := len(c.topo.queues) + len(c.topo.bindings)
+	n := len(c.topo.Queues) + len(c.topo.Bindings)
 	c.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d entities recorded after failed calls, want none", n)
@@ -237,7 +237,7 @@ func TestQueueArgumentsAreCopied(t *testing.T) {
 	)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.topo.bindings) != 1 || c.topo.bindings[0].args["k"] != "v" || len(c.topo.bindings[0].args) != 2 {
-		t.Errorf("binding recorded from the late reply: %+v, want the arguments as sent", c.topo.bindings)
+	if len(c.topo.Bindings) != 1 || c.topo.Bindings[0].Args["k"] != "v" || len(c.topo.Bindings[0].Args) != 2 {
+		t.Errorf("binding recorded from the late reply: %+v, want the arguments as sent", c.topo.Bindings)
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/pika-go/pika/engine"
-	"github.com/pika-go/pika/wire"
+	"github.com/pika-go/pika/internal/recovery"
 )
 
 // ErrRecovering is returned, with Config.FailWhileRecovering, by calls made
@@ -21,11 +21,11 @@ var ErrRecovering = errors.New("pika: connection is recovering")
 
 // ErrNotRecovered ends a consumer that Config.RecoveryFilter excluded from
 // a recovery.
-var ErrNotRecovered = errors.New("pika: consumer excluded from recovery by Config.RecoveryFilter")
+var ErrNotRecovered = recovery.ErrNotRecovered
 
 // ErrQueueExpired ends, at a recovery, a consumer whose queue expired
 // (x-expires) while the connection was lost.
-var ErrQueueExpired = errors.New("pika: queue expired (x-expires) while the connection was lost")
+var ErrQueueExpired = recovery.ErrQueueExpired
 
 // RecoveryFilter selects what recovery restores (see Config.RecoveryFilter).
 // Each function is called, during every recovery, for each recorded entity
@@ -51,10 +51,6 @@ type RecoveryFilter struct {
 // auto-acked), so the acknowledgement is absorbed, not sent — sending it
 // would close the new channel with PRECONDITION_FAILED.
 var ErrStaleDelivery = errors.New("pika: delivery tag from before a connection recovery (not sent)")
-
-// maxLockedAttempts bounds the reconnection attempts retried because an
-// exclusive queue is still held by the lost connection on the broker.
-const maxLockedAttempts = 10
 
 // ReconnectStrategy decides, after a connection loss, how long to wait
 // before each reconnection attempt and when to give up. Implementations must
@@ -461,14 +457,11 @@ func (c *Conn) linkFailed(l *link, err error) error {
 	return nil
 }
 
-// restoreTopology declares the recorded exchanges, queues and bindings on a
-// channel of its own.
+// restoreTopology executes the topology part of the restore
+// (recovery.Plan) on a channel of its own.
 func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryReport, attempt int, inUseUntil time.Time) (map[string]error, error) {
 	filter := c.cfg.RecoveryFilter
 	c.mu.Lock()
-	exchanges := slices.Clone(c.topo.exchanges)
-	queues := slices.Clone(c.topo.queues)
-	nbind := len(c.topo.bindings)
 	// Queues with a consumer (or several) to restore were in use until
 	// the loss.
 	consumed := map[string]bool{}
@@ -480,14 +473,17 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 		}
 	}
 	c.mu.Unlock()
-	now := time.Now()
-	if len(exchanges)+len(queues)+nbind+len(consumed) == 0 {
-		return nil, nil
+	plan := recovery.NewPlan(&c.topo, &c.mu, recovery.Filter{Exchange: filter.Exchange, Queue: filter.Queue, Binding: filter.Binding},
+		consumed, attempt, time.Now(), inUseUntil)
+	plan.OnRename = func(old, name string) {
+		for _, ch := range c.chans {
+			for _, cons := range ch.consumers {
+				if cons.qname == old {
+					cons.qname = name
+				}
+			}
+		}
 	}
-	// declared holds the queues declared again here (by their name
-	// before the restore).
-	declared := map[string]bool{}
-	failedQueues := map[string]error{}
 	var chID uint16
 	openCh := func() error {
 		c.mu.Lock()
@@ -508,175 +504,39 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 		chID = id
 		return nil
 	}
-	// call runs one declaration; a refused one is reported and the channel
-	// it closed is replaced.
-	call := func(entity string, m wire.Method) (engine.Event, bool, error) {
+	for {
+		step, ok := plan.Next()
+		if !ok {
+			break
+		}
 		if chID == 0 {
 			if err := openCh(); err != nil {
-				return engine.Event{}, false, err
+				return nil, err
 			}
 		}
 		c.mu.Lock()
-		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(chID, m) })
+		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.Call(chID, step.Method) })
 		c.mu.Unlock()
 		if err != nil {
-			return engine.Event{}, false, err
+			return nil, err
 		}
 		ev, err := c.waitStep(ctx, l, w)
 		if err != nil {
 			if linkErr := c.linkFailed(l, err); linkErr != nil {
-				return ev, false, linkErr
-			}
-			report.Failed = append(report.Failed, RecoveryFailure{Entity: entity, Err: err})
-			chID = 0
-			return ev, false, nil
-		}
-		return ev, true, nil
-	}
-
-	// probe declares queue passively and returns the broker's refusal, if
-	// any, as refused (not a failure of the restore); err is the link's
-	// failure.
-	probe := func(queue string) (refused, err error) {
-		if chID == 0 {
-			if err := openCh(); err != nil {
-				return nil, err
-			}
-		}
-		c.mu.Lock()
-		w, err := c.rawLocked(l, func() (engine.RequestID, error) {
-			return l.eng.Call(chID, &wire.QueueDeclare{Queue: queue, Passive: true})
-		})
-		c.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
-		if _, err := c.waitStep(ctx, l, w); err != nil {
-			if linkErr := c.linkFailed(l, err); linkErr != nil {
 				return nil, linkErr
 			}
 			chID = 0 // the refusal closed the channel
-			return err, nil
+			ev.Method = nil
 		}
-		return nil, nil
-	}
-
-	for _, e := range exchanges {
-		if filter.Exchange != nil && !filter.Exchange(e.Exchange) {
-			continue
-		}
-		if _, _, err := call("exchange "+strconv.Quote(e.Exchange), e); err != nil {
+		if err := plan.Done(ev.Method, err); err != nil {
 			return nil, err
 		}
 	}
-	for _, q := range queues {
-		d := q.decl
-		old := d.Queue
-		if filter.Queue != nil && !filter.Queue(old, q.serverNamed) {
-			if q.serverNamed || d.Exclusive {
-				// It did not outlive the lost connection: a consumer
-				// restarted on it would fail with NOT_FOUND and close the
-				// application's channel.
-				failedQueues[old] = fmt.Errorf("%w: queue %s was left out and went with the lost connection", ErrNotRecovered, strconv.Quote(old))
-			}
-			continue
-		}
-		var until time.Time
-		if consumed[old] {
-			until = inUseUntil
-		}
-		if q.expired(now, until) {
-			// Unused for longer than its x-expires as far as this Conn
-			// knows (it does not see every use: another connection's, a
-			// closed channel's consumers): ask the broker whether the
-			// queue is still there.
-			refused, err := probe(old)
-			if err != nil {
-				return nil, err
-			}
-			// A NOT_FOUND saying its node is down is not an expiry: the
-			// declaration below fails the same way and its consumers
-			// wait for it.
-			if errors.Is(refused, ErrNotFound) && !queueUnavailable(refused) {
-				c.mu.Lock()
-				c.topo.removeQueue(old)
-				c.mu.Unlock()
-				report.Expired = append(report.Expired, old)
-				failedQueues[old] = fmt.Errorf("%w: %s (x-expires %v)", ErrQueueExpired, strconv.Quote(old), q.expires)
-				continue
-			}
-		}
-		if q.serverNamed {
-			d.Queue = ""
-		}
-		ev, ok, err := call("queue "+strconv.Quote(old), &d)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			qerr := report.Failed[len(report.Failed)-1].Err
-			if d.Exclusive && errors.Is(qerr, ErrResourceLocked) && attempt < maxLockedAttempts {
-				// The broker still gives the exclusive queue to the lost
-				// connection: it has not noticed the loss yet (a network
-				// failure the client detected first). Try the whole
-				// attempt again after the backoff delay.
-				return nil, fmt.Errorf("pika: exclusive queue %s still held by the lost connection: %w", strconv.Quote(old), qerr)
-			}
-			failedQueues[old] = qerr
-			continue
-		}
-		declared[old] = true
-		if name := ev.Method.(*wire.QueueDeclareOk).Queue; name != old {
-			c.mu.Lock()
-			q.decl.Queue = name
-			c.topo.renameQueue(old, name)
-			for _, ch := range c.chans {
-				for _, cons := range ch.consumers {
-					if cons.qname == old {
-						cons.qname = name
-					}
-				}
-			}
-			c.mu.Unlock()
-			report.RenamedQueues[old] = name
-		}
+	for _, f := range plan.Failed {
+		report.Failed = append(report.Failed, RecoveryFailure{Entity: f.Entity, Err: f.Err})
 	}
-	c.mu.Lock()
-	bindings := slices.Clone(c.topo.bindings)
-	c.mu.Unlock()
-	for _, b := range bindings {
-		if filter.Binding != nil && !filter.Binding(b.source, b.destination, b.key, b.toExchange) {
-			continue
-		}
-		var m wire.Method
-		entity := "binding " + strconv.Quote(b.source) + " -> " + strconv.Quote(b.destination) + " (" + strconv.Quote(b.key) + ")"
-		if b.toExchange {
-			m = &wire.ExchangeBind{Destination: b.destination, Source: b.source, RoutingKey: b.key, Arguments: b.args}
-		} else {
-			m = &wire.QueueBind{Queue: b.destination, Exchange: b.source, RoutingKey: b.key, Arguments: b.args}
-		}
-		if _, _, err := call(entity, m); err != nil {
-			return nil, err
-		}
-	}
-	// A consumed queue this Conn did not declare again (another
-	// connection's, or one the filter left out) may be a classic queue
-	// whose node is down: basic.consume would get NOT_FOUND and close the
-	// application's channel. Ask first: restoreConsumers then leaves its
-	// consumers waiting for it (unavailable) or ends them (no such queue)
-	// without touching their channels.
-	for _, name := range slices.Sorted(maps.Keys(consumed)) {
-		if declared[name] || failedQueues[name] != nil || name == "" || name == directReplyTo {
-			continue
-		}
-		refused, err := probe(name)
-		if err != nil {
-			return nil, err
-		}
-		if errors.Is(refused, ErrNotFound) {
-			failedQueues[name] = refused
-		}
-	}
+	maps.Copy(report.RenamedQueues, plan.Renamed)
+	report.Expired = plan.Expired
 	if chID != 0 {
 		c.mu.Lock()
 		w, err := c.rawLocked(l, func() (engine.RequestID, error) { return l.eng.CloseChannel(chID) })
@@ -690,7 +550,7 @@ func (c *Conn) restoreTopology(ctx context.Context, l *link, report *RecoveryRep
 			}
 		}
 	}
-	return failedQueues, nil
+	return plan.FailedQueues, nil
 }
 
 // waitStep waits for one restore step's reply, bounded by the handshake
@@ -761,11 +621,11 @@ func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryRe
 		if cons.reviving {
 			continue // its reviver restarts it (see Conn.reviveLocked)
 		}
-		if qerr, failed := failedQueues[cons.qname]; failed && queueUnavailable(qerr) && c.reviveLocked(cons, &unavailableErr{qerr}) {
+		if qerr, failed := failedQueues[cons.qname]; failed && recovery.Unavailable(qerr) && c.reviveLocked(cons, &recovery.UnavailableErr{Err: qerr}) {
 			// Its queue exists but its node is down: the consumer waits
 			// for it instead of ending.
 			report.Failed = append(report.Failed, RecoveryFailure{
-				Entity: "consumer " + strconv.Quote(cons.tag) + " on channel " + strconv.Itoa(int(cons.ch.id)) + " (waiting for its queue)", Err: &unavailableErr{qerr}})
+				Entity: "consumer " + strconv.Quote(cons.tag) + " on channel " + strconv.Itoa(int(cons.ch.id)) + " (waiting for its queue)", Err: &recovery.UnavailableErr{Err: qerr}})
 			continue
 		}
 		if qerr, failed := failedQueues[cons.qname]; failed {

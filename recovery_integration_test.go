@@ -357,6 +357,9 @@ func TestRecoveryForcedClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	roundTrip(t, pub, cons, ex, "k", "before")
+	if got := cons.Queue(); got != q {
+		t.Errorf("consumer's Queue %q, want %q", got, q)
+	}
 
 	forceClose(t, cfg.ConnectionName)
 	lost := rlog.wait(RecoveryLost, 1, rtTimeout)
@@ -377,6 +380,9 @@ func TestRecoveryForcedClose(t *testing.T) {
 	}
 	if ok := queueExists(t, c, q); ok != nil {
 		t.Errorf("the old server-named queue %q still exists: %+v", q, ok)
+	}
+	if got := cons.Queue(); got != newQ {
+		t.Errorf("consumer's Queue after recovery %q, want the new name %q", got, newQ)
 	}
 	if c.IsRecovering() || c.IsClosed() {
 		t.Fatalf("after the recovered event: recovering %v, closed %v", c.IsRecovering(), c.IsClosed())

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/recovery"
 	"github.com/pika-go/pika/internal/scripted"
 	"github.com/pika-go/pika/wire"
 )
@@ -309,66 +310,66 @@ func TestTopologyRecord(t *testing.T) {
 	var topo topology
 	// Server-named queue: recorded under the broker's name, marked
 	// server-named.
-	topo.addQueue(&wire.QueueDeclare{Exclusive: true, NoWait: true}, "amq.gen-1")
-	topo.addQueue(&wire.QueueDeclare{Queue: "orders", Durable: true, Arguments: Table{"x-max-length": int32(10)}}, "orders")
-	topo.addQueue(&wire.QueueDeclare{Queue: "passive", Passive: true}, "passive")
-	if len(topo.queues) != 2 {
-		t.Fatalf("queues: %d recorded, want 2 (passive declares are not recorded)", len(topo.queues))
+	topo.AddQueue(&wire.QueueDeclare{Exclusive: true, NoWait: true}, "amq.gen-1", time.Now())
+	topo.AddQueue(&wire.QueueDeclare{Queue: "orders", Durable: true, Arguments: Table{"x-max-length": int32(10)}}, "orders", time.Now())
+	topo.AddQueue(&wire.QueueDeclare{Queue: "passive", Passive: true}, "passive", time.Now())
+	if len(topo.Queues) != 2 {
+		t.Fatalf("queues: %d recorded, want 2 (passive declares are not recorded)", len(topo.Queues))
 	}
-	if q := topo.queue("amq.gen-1"); q == nil || !q.serverNamed || q.decl.NoWait {
+	if q := topo.Queue("amq.gen-1"); q == nil || !q.ServerNamed || q.Decl.NoWait {
 		t.Fatalf("server-named queue record: %+v", q)
 	}
-	if q := topo.queue("orders"); q == nil || q.serverNamed {
+	if q := topo.Queue("orders"); q == nil || q.ServerNamed {
 		t.Fatalf("named queue record: %+v", q)
 	}
 	// Redeclaring a server-named queue under its current name keeps it
 	// server-named.
-	topo.addQueue(&wire.QueueDeclare{Queue: "amq.gen-1", Exclusive: true}, "amq.gen-1")
-	if q := topo.queue("amq.gen-1"); q == nil || !q.serverNamed || len(topo.queues) != 2 {
-		t.Fatalf("redeclared server-named queue: %+v (%d queues)", q, len(topo.queues))
+	topo.AddQueue(&wire.QueueDeclare{Queue: "amq.gen-1", Exclusive: true}, "amq.gen-1", time.Now())
+	if q := topo.Queue("amq.gen-1"); q == nil || !q.ServerNamed || len(topo.Queues) != 2 {
+		t.Fatalf("redeclared server-named queue: %+v (%d queues)", q, len(topo.Queues))
 	}
 
-	topo.addExchange(&wire.ExchangeDeclare{Exchange: "ex", Type: "topic"})
-	topo.addExchange(&wire.ExchangeDeclare{Exchange: "ex", Type: "topic", Durable: true}) // replaces
-	topo.addExchange(&wire.ExchangeDeclare{Exchange: "", Type: "direct"})                 // the default exchange
-	topo.addExchange(&wire.ExchangeDeclare{Exchange: "p", Passive: true})
-	if len(topo.exchanges) != 1 || !topo.exchanges[0].Durable {
-		t.Fatalf("exchanges: %+v", topo.exchanges)
+	topo.AddExchange(&wire.ExchangeDeclare{Exchange: "ex", Type: "topic"})
+	topo.AddExchange(&wire.ExchangeDeclare{Exchange: "ex", Type: "topic", Durable: true}) // replaces
+	topo.AddExchange(&wire.ExchangeDeclare{Exchange: "", Type: "direct"})                 // the default exchange
+	topo.AddExchange(&wire.ExchangeDeclare{Exchange: "p", Passive: true})
+	if len(topo.Exchanges) != 1 || !topo.Exchanges[0].Durable {
+		t.Fatalf("exchanges: %+v", topo.Exchanges)
 	}
 
-	bind := func(dst, src, key string, args Table) *recordedBinding {
-		return &recordedBinding{destination: dst, source: src, key: key, args: args}
+	bind := func(dst, src, key string, args Table) *recovery.Binding {
+		return &recovery.Binding{Destination: dst, Source: src, Key: key, Args: args}
 	}
-	topo.addBinding(bind("amq.gen-1", "ex", "a.*", nil))
-	topo.addBinding(bind("amq.gen-1", "ex", "a.*", nil)) // duplicate
-	topo.addBinding(bind("amq.gen-1", "ex", "a.*", Table{"k": "v"}))
-	topo.addBinding(bind("orders", "ex", "o", nil))
-	topo.addBinding(&recordedBinding{toExchange: true, destination: "ex2", source: "ex", key: "#"})
-	if len(topo.bindings) != 4 {
-		t.Fatalf("bindings: %d recorded, want 4 (duplicates merged)", len(topo.bindings))
+	topo.AddBinding(bind("amq.gen-1", "ex", "a.*", nil))
+	topo.AddBinding(bind("amq.gen-1", "ex", "a.*", nil)) // duplicate
+	topo.AddBinding(bind("amq.gen-1", "ex", "a.*", Table{"k": "v"}))
+	topo.AddBinding(bind("orders", "ex", "o", nil))
+	topo.AddBinding(&recovery.Binding{ToExchange: true, Destination: "ex2", Source: "ex", Key: "#"})
+	if len(topo.Bindings) != 4 {
+		t.Fatalf("bindings: %d recorded, want 4 (duplicates merged)", len(topo.Bindings))
 	}
 
 	// Recovery renames a server-named queue: its bindings follow.
-	topo.renameQueue("amq.gen-1", "amq.gen-2")
-	for _, b := range topo.bindings {
-		if b.destination == "amq.gen-1" {
+	topo.RenameQueue("amq.gen-1", "amq.gen-2")
+	for _, b := range topo.Bindings {
+		if b.Destination == "amq.gen-1" {
 			t.Fatalf("binding still names the old queue: %+v", b)
 		}
 	}
-	topo.removeBinding(bind("amq.gen-2", "ex", "a.*", Table{"k": "v"}))
-	if len(topo.bindings) != 3 {
-		t.Fatalf("unbind: %d bindings left, want 3", len(topo.bindings))
+	topo.RemoveBinding(bind("amq.gen-2", "ex", "a.*", Table{"k": "v"}))
+	if len(topo.Bindings) != 3 {
+		t.Fatalf("unbind: %d bindings left, want 3", len(topo.Bindings))
 	}
 
 	// Deleting a queue forgets it and its bindings; deleting an exchange
 	// forgets the bindings from it and to it.
-	topo.removeQueue("orders")
-	if topo.queue("orders") != nil || len(topo.bindings) != 2 {
-		t.Fatalf("after deleting orders: queue %v, %d bindings", topo.queue("orders"), len(topo.bindings))
+	topo.RemoveQueue("orders")
+	if topo.Queue("orders") != nil || len(topo.Bindings) != 2 {
+		t.Fatalf("after deleting orders: queue %v, %d bindings", topo.Queue("orders"), len(topo.Bindings))
 	}
-	topo.removeExchange("ex")
-	if len(topo.exchanges) != 0 || len(topo.bindings) != 0 {
-		t.Fatalf("after deleting ex: %d exchanges, bindings %+v", len(topo.exchanges), topo.bindings)
+	topo.RemoveExchange("ex")
+	if len(topo.Exchanges) != 0 || len(topo.Bindings) != 0 {
+		t.Fatalf("after deleting ex: %d exchanges, bindings %+v", len(topo.Exchanges), topo.Bindings)
 	}
 }
 
@@ -377,18 +378,18 @@ func TestTopologyRecord(t *testing.T) {
 func TestTopologyRecordCopiesArguments(t *testing.T) {
 	var topo topology
 	args := Table{"x-max-length": int32(10)}
-	topo.addQueue(&wire.QueueDeclare{Queue: "q", Arguments: args}, "q")
-	topo.addExchange(&wire.ExchangeDeclare{Exchange: "e", Type: "fanout", Arguments: args})
-	b := &recordedBinding{destination: "q", source: "e", args: args}
-	topo.addBinding(b)
+	topo.AddQueue(&wire.QueueDeclare{Queue: "q", Arguments: args}, "q", time.Now())
+	topo.AddExchange(&wire.ExchangeDeclare{Exchange: "e", Type: "fanout", Arguments: args})
+	b := &recovery.Binding{Destination: "q", Source: "e", Args: args}
+	topo.AddBinding(b)
 	args["x-max-length"] = int32(99)
-	if v := topo.queue("q").decl.Arguments["x-max-length"]; v != int32(10) {
+	if v := topo.Queue("q").Decl.Arguments["x-max-length"]; v != int32(10) {
 		t.Errorf("queue arguments follow the application's table: %v", v)
 	}
-	if v := topo.exchanges[0].Arguments["x-max-length"]; v != int32(10) {
+	if v := topo.Exchanges[0].Arguments["x-max-length"]; v != int32(10) {
 		t.Errorf("exchange arguments follow the application's table: %v", v)
 	}
-	if v := topo.bindings[0].args["x-max-length"]; v != int32(10) {
+	if v := topo.Bindings[0].Args["x-max-length"]; v != int32(10) {
 		t.Errorf("binding arguments follow the application's table: %v", v)
 	}
 }

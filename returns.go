@@ -1,210 +1,43 @@
 package pika
 
-import (
-	"hash/maphash"
-	"slices"
-)
+import "github.com/pika-go/pika/internal/retmatch"
 
-// Return correlation.
-//
-// A basic.return does not carry the publish sequence number of the message
-// it returns, only the message itself (exchange, routing key, properties and
-// body). What RabbitMQ guarantees on one channel (rabbit_channel handles a
-// channel's publishes one at a time, in order, and writes through a single
-// writer process):
-//
-//  1. A mandatory message that no queue takes is returned while its publish
-//     is handled, so returns arrive in publish order.
-//  2. Its basic.ack (or basic.nack) is sent after the return: a message's
-//     return always precedes the confirmation that covers it.
-//  3. Confirmations of routed messages come when their queues accept them,
-//     so they may come before or after returns of earlier or later messages,
-//     singly or as a multiple ack.
-//
-// So a return can only be for an outstanding (not yet confirmed) mandatory
-// message that was published before the return arrived and that has the
-// same exchange, routing key, message-id and body. When exactly one message
-// qualifies, or when the order of returns leaves only one possibility, the
-// match is certain. When several identical messages are outstanding the
-// protocol cannot tell which of them was returned: the library never picks
-// one. It keeps the return pending and decides each candidate when its
-// confirmation arrives: a candidate that no pending return can belong to
-// was delivered; one that every consistent assignment makes returned was
-// returned; any other resolves with ErrMaybeReturned.
-
-// returnSeed seeds the signatures of mandatory messages.
-var returnSeed = maphash.MakeSeed()
+// Return correlation: a basic.return does not carry the publish sequence
+// number of the message it returns. internal/retmatch explains what
+// RabbitMQ guarantees and how a return is attributed to an outstanding
+// mandatory message, never by a guess; package loop uses the same code.
 
 // returnSig is the signature that matches a basic.return to the messages it
 // may be: exchange, routing key, message-id and body.
 func returnSig(exchange, routingKey, messageID string, body []byte) uint64 {
-	var h maphash.Hash
-	h.SetSeed(returnSeed)
-	h.WriteString(exchange)
-	h.WriteByte(0)
-	h.WriteString(routingKey)
-	h.WriteByte(0)
-	h.WriteString(messageID)
-	h.WriteByte(0)
-	h.Write(body)
-	return h.Sum64()
+	return retmatch.Sig(exchange, routingKey, messageID, body)
 }
 
 // verdict is what the matcher concludes about one mandatory message when
 // its confirmation arrives.
-type verdict uint8
+type verdict = retmatch.Verdict
 
 const (
-	notReturned   verdict = iota // no return can be this message's
-	wasReturned                  // a return is certainly this message's
-	maybeReturned                // the protocol cannot tell
+	notReturned   = retmatch.NotReturned   // no return can be this message's
+	wasReturned   = retmatch.WasReturned   // a return is certainly this message's
+	maybeReturned = retmatch.MaybeReturned // the protocol cannot tell
 )
-
-// pendingReturn is a return not yet attributed to one message.
-type pendingReturn struct {
-	maxTag uint64 // the highest tag published when it arrived
-	ret    *Return
-}
-
-// retGroup gathers the outstanding mandatory messages of one signature
-// while returns of that signature are pending.
-type retGroup struct {
-	tags    []uint64        // outstanding, not yet attributed, ascending
-	pending []pendingReturn // unattributed returns, in arrival order
-	// ghosts counts messages resolved with ErrMaybeReturned while returns
-	// were pending: each may have taken one of them.
-	ghosts int
-}
-
-// window is how many of g.tags a pending return with maxTag may be for.
-func (g *retGroup) window(maxTag uint64) int {
-	n, _ := slices.BinarySearch(g.tags, maxTag+1)
-	return n
-}
 
 // returnMatcher correlates returns with the outstanding mandatory messages
 // of one channel. It is guarded by the connection's lock. The zero value is
 // ready.
 type returnMatcher struct {
-	groups map[uint64]*retGroup
+	m retmatch.Matcher[*Return]
 }
 
-// active reports whether any return is pending.
-func (m *returnMatcher) active() bool { return len(m.groups) > 0 }
+func (m *returnMatcher) active() bool              { return m.m.Active() }
+func (m *returnMatcher) published(tag, sig uint64) { m.m.Published(tag, sig) }
+func (m *returnMatcher) reset()                    { m.m.Reset() }
 
-// published records a mandatory message published with tag while returns
-// of its signature are pending.
-func (m *returnMatcher) published(tag, sig uint64) {
-	if g := m.groups[sig]; g != nil {
-		g.tags = append(g.tags, tag)
-	}
-}
-
-// returned records a return with signature sig that arrived when lastTag
-// was the highest tag published. candidates lists, in ascending order, every
-// outstanding mandatory tag with that signature not already attributed
-// (it is called only when no group exists yet). It reports the tags that
-// are now certainly returned, each with its return, through resolve, and
-// false when no outstanding message can be the returned one (a message
-// published before confirm mode, say).
 func (m *returnMatcher) returned(sig, lastTag uint64, ret *Return, candidates func(sig uint64) []uint64, resolve func(tag uint64, ret *Return)) bool {
-	g := m.groups[sig]
-	if g == nil {
-		tags := candidates(sig)
-		if len(tags) == 0 {
-			return false
-		}
-		g = &retGroup{tags: tags}
-		if m.groups == nil {
-			m.groups = make(map[uint64]*retGroup)
-		}
-		m.groups[sig] = g
-	}
-	if g.window(lastTag) == 0 {
-		// Every candidate was confirmed already (or resolved as maybe
-		// returned): nothing outstanding can be it.
-		m.tidy(sig, g)
-		return false
-	}
-	g.pending = append(g.pending, pendingReturn{maxTag: lastTag, ret: ret})
-	m.settleForced(sig, g, resolve)
-	return true
+	return m.m.Returned(sig, lastTag, ret, candidates, resolve)
 }
 
-// confirmed decides a mandatory message with tag and signature sig whose
-// confirmation arrived (and that was not resolved as returned before).
-// Tags must be given in ascending order within one multiple ack.
 func (m *returnMatcher) confirmed(tag, sig uint64, resolve func(tag uint64, ret *Return)) verdict {
-	g := m.groups[sig]
-	if g == nil {
-		return notReturned
-	}
-	i, found := slices.BinarySearch(g.tags, tag)
-	if !found {
-		return notReturned
-	}
-	g.tags = slices.Delete(g.tags, i, i+1)
-	if len(g.pending) == 0 || tag > g.pending[len(g.pending)-1].maxTag {
-		// Outside every pending return's window: it was published after
-		// the last of them arrived.
-		m.tidy(sig, g)
-		return notReturned
-	}
-	// Returns that forced it would have resolved it already (settleForced
-	// runs after every change), so some assignment of the pending returns
-	// leaves it out and another takes it in.
-	g.ghosts++
-	m.settleForced(sig, g, resolve)
-	return maybeReturned
+	return m.m.Confirmed(tag, sig, resolve)
 }
-
-// settleForced resolves the messages that every consistent assignment
-// makes returned: returns are in publish order, so when the j-th pending
-// return (from 0) can only be for the first j+1 candidates, the first j+1
-// returns are exactly those candidates. Once a message of the group was
-// resolved with ErrMaybeReturned it may have taken any one of the pending
-// returns, so nothing more is concluded until every candidate of the
-// pending returns is confirmed; then the group is forgotten.
-func (m *returnMatcher) settleForced(sig uint64, g *retGroup, resolve func(tag uint64, ret *Return)) {
-	if g.ghosts > 0 {
-		if len(g.pending) > 0 && g.window(g.pending[len(g.pending)-1].maxTag) == 0 {
-			g.pending = g.pending[:0]
-			g.ghosts = 0
-		}
-		m.tidy(sig, g)
-		return
-	}
-	// A return that no candidate is left for is not correlated (it cannot
-	// happen with a conforming broker); drop it.
-	for j := 0; j < len(g.pending); {
-		if g.window(g.pending[j].maxTag) < j+1 {
-			g.pending = slices.Delete(g.pending, j, j+1)
-			continue
-		}
-		j++
-	}
-	last := -1
-	for j, p := range g.pending {
-		if g.window(p.maxTag) == j+1 {
-			last = j
-		}
-	}
-	if last >= 0 {
-		for j := 0; j <= last; j++ {
-			resolve(g.tags[j], g.pending[j].ret)
-		}
-		g.tags = slices.Delete(g.tags, 0, last+1)
-		g.pending = slices.Delete(g.pending, 0, last+1)
-	}
-	m.tidy(sig, g)
-}
-
-// tidy forgets a group with no pending return.
-func (m *returnMatcher) tidy(sig uint64, g *retGroup) {
-	if len(g.pending) == 0 {
-		delete(m.groups, sig)
-	}
-}
-
-// reset forgets every pending return (the channel's link was lost).
-func (m *returnMatcher) reset() { clear(m.groups) }

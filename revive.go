@@ -3,10 +3,9 @@ package pika
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
-	"github.com/pika-go/pika/wire"
+	"github.com/pika-go/pika/internal/recovery"
 )
 
 // ErrQueueUnavailable: a queue exists but cannot be used now: RabbitMQ
@@ -14,31 +13,7 @@ import (
 // crashed (a classic queue whose node is down). Recovery keeps a consumer
 // of such a queue and restarts it when the queue is back (see
 // RecoveryConsumerWaiting).
-var ErrQueueUnavailable = errors.New("pika: queue unavailable (its node is down)")
-
-// queueGoneText is how RabbitMQ's NOT_FOUND for a queue that does not exist
-// begins; its NOT_FOUND for a durable queue whose node is down or whose
-// process stopped says so instead ("home node 'n' of durable queue 'q' in
-// vhost '/' is down or inaccessible", "queue 'q' in vhost '/' process is
-// stopped by supervisor", ...).
-const queueGoneText = "NOT_FOUND - no queue '"
-
-// queueUnavailable reports whether err is the broker's NOT_FOUND for a queue
-// that exists but whose node or process is down.
-func queueUnavailable(err error) bool {
-	var e *Error
-	if !errors.As(err, &e) || !e.Server || e.Code != wire.ReplyNotFound {
-		return false
-	}
-	return !strings.HasPrefix(e.Text, queueGoneText)
-}
-
-// unavailableErr wraps err, a NOT_FOUND saying the queue is down, so that it
-// also matches ErrQueueUnavailable.
-type unavailableErr struct{ err error }
-
-func (e *unavailableErr) Error() string   { return e.err.Error() }
-func (e *unavailableErr) Unwrap() []error { return []error{ErrQueueUnavailable, e.err} }
+var ErrQueueUnavailable = recovery.ErrQueueUnavailable
 
 // reviveLocked is called when the broker cancelled cons (basic.cancel) or
 // recovery found its queue unavailable. RabbitMQ cancels the consumers of a
@@ -56,7 +31,7 @@ func (e *unavailableErr) Unwrap() []error { return []error{ErrQueueUnavailable, 
 func (c *Conn) reviveLocked(cons *Consumer, cause error) bool {
 	ch := cons.ch
 	if c.cfg.DisableRecovery || cons.ended || cons.cancelling || ch.closing || ch.err != nil || c.closing ||
-		cons.qname == directReplyTo || cons.qname == "" {
+		cons.qname == recovery.DirectReplyTo || cons.qname == "" {
 		return false
 	}
 	if cons.reviving {
@@ -126,18 +101,18 @@ func (c *Conn) revive(cons *Consumer, cause error) {
 			if errors.Is(err, errReviveDone) || ctx.Err() != nil {
 				return
 			}
-		case errors.Is(err, ErrNotFound) && !queueUnavailable(err):
+		case errors.Is(err, ErrNotFound) && !recovery.Unavailable(err):
 			// Deleted: the cancel meant it.
 			c.mu.Lock()
-			c.topo.removeQueue(queue)
+			c.topo.RemoveQueue(queue)
 			c.endRevivalLocked(cons, ErrConsumerCancelled)
 			c.mu.Unlock()
 			return
 		case errors.Is(err, ErrClosed):
 			return
 		}
-		if queueUnavailable(err) {
-			err = &unavailableErr{err}
+		if recovery.Unavailable(err) {
+			err = &recovery.UnavailableErr{Err: err}
 		}
 		lastErr = err
 	}

@@ -203,8 +203,11 @@ func (c *RPCClient) session(ctx context.Context) (*rpcSession, error) {
 		return nil, ErrRPCClientClosed
 	}
 	c.sess = s
-	c.mu.Unlock()
+	// Counted before the unlock: a Close that sees this session must also
+	// wait for its dispatcher (after the unlock, Close could pass its
+	// wg.Wait before the Add and return with the dispatcher still to run).
 	c.wg.Add(1)
+	c.mu.Unlock()
 	go c.dispatch(s)
 	return s, nil
 }

@@ -35,6 +35,13 @@ func (c *Conn) loginConfig(ctx context.Context) (engine.Config, error) {
 		}
 		pass = secret
 	}
+	return withCredentials(ecfg, user, pass), nil
+}
+
+// withCredentials returns ecfg logging in with user (unless empty) and
+// pass: its Username and Password, and those of its PLAIN and AMQPLAIN
+// mechanisms (copies: the Config's are not modified).
+func withCredentials(ecfg engine.Config, user, pass string) engine.Config {
 	if user != "" {
 		ecfg.Username = user
 	}
@@ -78,7 +85,7 @@ func (c *Conn) loginConfig(ctx context.Context) (engine.Config, error) {
 		}
 		ecfg.Mechanisms = ms
 	}
-	return ecfg, nil
+	return ecfg
 }
 
 // errSecretRefreshNeedsCredentials is DialConfig's error for a Config with

@@ -21,10 +21,19 @@ import (
 // Use it through ConsumeOptions.Stream, and call Processed with each
 // delivery once the application is done with it:
 //
+//	// RabbitMQ refuses a stream consumer without a prefetch count.
+//	if err := ch.Qos(ctx, pika.QosOptions{PrefetchCount: 100}); err != nil {
+//		return err
+//	}
 //	tr := pika.NewStreamTracker(pika.StreamFirst)
 //	cons, err := ch.Consume(ctx, "events", pika.ConsumeOptions{Stream: tr})
-//	...
+//	if err != nil {
+//		return err
+//	}
 //	for d, err := range cons.All(ctx) {
+//		if err != nil {
+//			return err // the consumer or ctx ended; d is nil
+//		}
 //		handle(d)
 //		tr.Processed(d)
 //		d.Ack(false)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/recovery"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -208,26 +209,26 @@ func TestTopologyExpiry(t *testing.T) {
 		{int32(1500), 1500 * time.Millisecond}, {int64(10), 10 * time.Millisecond}, {uint16(7), 7 * time.Millisecond},
 		{int8(1), time.Millisecond}, {int32(0), 0}, {int32(-5), 0}, {"100", 0}, {nil, 0}, {int64(1) << 62, 0},
 	} {
-		if got := expiresOf(Table{"x-expires": tt.v}); got != tt.want {
-			t.Errorf("expiresOf(%#v) = %v, want %v", tt.v, got, tt.want)
+		if got := recovery.ExpiresOf(Table{"x-expires": tt.v}); got != tt.want {
+			t.Errorf("recovery.ExpiresOf(%#v) = %v, want %v", tt.v, got, tt.want)
 		}
 	}
 	var topo topology
-	topo.addQueue(&wire.QueueDeclare{Queue: "q", Arguments: Table{"x-expires": int32(1000)}}, "q")
-	topo.addQueue(&wire.QueueDeclare{Queue: "plain"}, "plain")
-	q := topo.queue("q")
-	t0 := q.lastUsed
-	if q.expired(t0.Add(999*time.Millisecond), time.Time{}) || !q.expired(t0.Add(1001*time.Millisecond), time.Time{}) {
+	topo.AddQueue(&wire.QueueDeclare{Queue: "q", Arguments: Table{"x-expires": int32(1000)}}, "q", time.Now())
+	topo.AddQueue(&wire.QueueDeclare{Queue: "plain"}, "plain", time.Now())
+	q := topo.Queue("q")
+	t0 := q.LastUsed
+	if q.Expired(t0.Add(999*time.Millisecond), time.Time{}) || !q.Expired(t0.Add(1001*time.Millisecond), time.Time{}) {
 		t.Error("expiry not measured from the declaration")
 	}
-	if q.expired(t0.Add(1500*time.Millisecond), t0.Add(time.Second)) {
+	if q.Expired(t0.Add(1500*time.Millisecond), t0.Add(time.Second)) {
 		t.Error("a queue in use until 0.5s ago counted as expired")
 	}
-	topo.touchQueue("q", t0.Add(2*time.Second))
-	if q.expired(t0.Add(2500*time.Millisecond), time.Time{}) {
+	topo.TouchQueue("q", t0.Add(2*time.Second))
+	if q.Expired(t0.Add(2500*time.Millisecond), time.Time{}) {
 		t.Error("a use did not reset the expiry")
 	}
-	if topo.queue("plain").expired(t0.Add(time.Hour*1000), time.Time{}) {
+	if topo.Queue("plain").Expired(t0.Add(time.Hour*1000), time.Time{}) {
 		t.Error("a queue without x-expires expired")
 	}
 }
@@ -236,32 +237,32 @@ func TestTopologyExpiry(t *testing.T) {
 // record forget.
 func TestTopologyForgetNotFound(t *testing.T) {
 	c := &Conn{}
-	c.topo.addExchange(&wire.ExchangeDeclare{Exchange: "x", Type: "direct"})
-	c.topo.addExchange(&wire.ExchangeDeclare{Exchange: "y", Type: "direct"})
-	c.topo.addQueue(&wire.QueueDeclare{Queue: "q"}, "q")
-	c.topo.addQueue(&wire.QueueDeclare{Queue: "r"}, "r")
-	c.topo.addBinding(&recordedBinding{destination: "q", source: "x", key: "k"})
+	c.topo.AddExchange(&wire.ExchangeDeclare{Exchange: "x", Type: "direct"})
+	c.topo.AddExchange(&wire.ExchangeDeclare{Exchange: "y", Type: "direct"})
+	c.topo.AddQueue(&wire.QueueDeclare{Queue: "q"}, "q", time.Now())
+	c.topo.AddQueue(&wire.QueueDeclare{Queue: "r"}, "r", time.Now())
+	c.topo.AddBinding(&recovery.Binding{Destination: "q", Source: "x", Key: "k"})
 	notFound := func(text string) error {
 		return &Error{Code: wire.ReplyNotFound, Text: "NOT_FOUND - " + text, Server: true}
 	}
 	// A bind that failed because of the exchange forgets the exchange only.
 	c.topologyObserver(&wire.QueueBind{Queue: "r", Exchange: "y"})(engineErr(notFound("no exchange 'y' in vhost '/'")))
-	if len(c.topo.exchanges) != 1 || c.topo.queue("r") == nil {
-		t.Fatalf("after a bind's missing exchange: exchanges %d, queue r %v", len(c.topo.exchanges), c.topo.queue("r"))
+	if len(c.topo.Exchanges) != 1 || c.topo.Queue("r") == nil {
+		t.Fatalf("after a bind's missing exchange: exchanges %d, queue r %v", len(c.topo.Exchanges), c.topo.Queue("r"))
 	}
 	// Another error code forgets nothing.
 	c.topologyObserver(&wire.QueueDeclare{Queue: "q", Passive: true})(engineErr(&Error{Code: wire.ReplyResourceLocked, Server: true}))
-	if c.topo.queue("q") == nil {
+	if c.topo.Queue("q") == nil {
 		t.Fatal("a 405 forgot the queue")
 	}
 	// A passive declare's 404 forgets the queue and its bindings.
 	c.topologyObserver(&wire.QueueDeclare{Queue: "q", Passive: true})(engineErr(notFound("no queue 'q' in vhost '/'")))
-	if c.topo.queue("q") != nil || len(c.topo.bindings) != 0 {
-		t.Fatalf("after a passive declare's 404: queue %v, bindings %d", c.topo.queue("q"), len(c.topo.bindings))
+	if c.topo.Queue("q") != nil || len(c.topo.Bindings) != 0 {
+		t.Fatalf("after a passive declare's 404: queue %v, bindings %d", c.topo.Queue("q"), len(c.topo.Bindings))
 	}
 	// A basic.get's 404 too.
 	c.topologyObserver(&wire.BasicGet{Queue: "r"})(engineErr(notFound("no queue 'r' in vhost '/'")))
-	if c.topo.queue("r") != nil {
+	if c.topo.Queue("r") != nil {
 		t.Fatal("a basic.get's 404 did not forget the queue")
 	}
 }

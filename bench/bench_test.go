@@ -285,7 +285,7 @@ func TestIdleOpen(t *testing.T) {
 	}
 	defer sink.stop()
 	url := "amqp://guest:guest@" + sink.addr + "/"
-	for _, c := range append([]string{"loop-fallback"}, idleClients...) {
+	for _, c := range append([]string{"loop-fallback", "loop-norecovery"}, idleClients...) {
 		t.Run(c, func(t *testing.T) {
 			closeAll, err := openIdle(c, url, 20)
 			if err != nil {

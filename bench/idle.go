@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -34,7 +36,8 @@ import (
 
 // idleClients are the clients the idle mode compares by default;
 // "loop-fallback" (package loop with every connection on its fallback
-// path, as TLS connections are) can be asked for with -idle-clients.
+// path, as TLS connections are) and "loop-norecovery" (package loop with
+// Config.DisableRecovery) can be asked for with -idle-clients.
 var idleClients = []string{"loop", cPika, cAMQP091}
 
 // idleResult is what one child measured.
@@ -125,55 +128,84 @@ const dialParallel = 64
 // function that closes them. Any connection that fails fails the run: an
 // idle connection lost to a missed heartbeat would make the figures lie.
 func openIdle(client, url string, n int) (func() error, error) {
+	cfg, err := pika.ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
 	switch client {
-	case "loop":
-		return openIdleLoop(url, n, false)
-	case "loop-fallback":
-		return openIdleLoop(url, n, true)
+	case "loop", "loop-fallback", "loop-norecovery":
+		lcfg := cfg
+		lcfg.DisableRecovery = client == "loop-norecovery"
+		lc, err := openLoop(lcfg, n, client == "loop-fallback", nil)
+		if err != nil {
+			return nil, err
+		}
+		return func() error { return lc.close(false) }, nil
 	case cPika:
-		conns := make([]*pika.Conn, n)
-		err := parallel(n, func(i int) error {
-			c, err := pika.Dial(context.Background(), url)
-			if err != nil {
-				return err
-			}
-			conns[i] = c
-			_, err = c.Channel(context.Background())
-			return err
-		})
-		return func() error {
-			for _, c := range conns {
-				if c != nil {
-					c.Close(context.Background())
-				}
-			}
-			return err
-		}, err
+		conns, _, err := openPikaConns(cfg, n)
+		return func() error { closePikaConns(conns); return err }, err
 	case cAMQP091:
-		conns := make([]*amqp.Connection, n)
-		err := parallel(n, func(i int) error {
-			cfg, err := pika.ParseURL(url)
-			if err != nil {
-				return err
-			}
-			c, err := amqp.DialConfig(url, amqp.Config{Heartbeat: cfg.Heartbeat})
-			if err != nil {
-				return err
-			}
-			conns[i] = c
-			_, err = c.Channel()
-			return err
-		})
-		return func() error {
-			for _, c := range conns {
-				if c != nil {
-					c.Close()
-				}
-			}
-			return err
-		}, err
+		conns, _, err := openAMQPConns(url, amqp.Config{Heartbeat: cfg.Heartbeat}, n)
+		return func() error { closeAMQPConns(conns); return err }, err
 	}
 	return nil, fmt.Errorf("idle: unknown client %q (have %s)", client, strings.Join(idleClients, ", "))
+}
+
+// openPikaConns dials n pika.Conns with cfg, dialParallel at a time, and
+// opens one channel on each. On an error, the slices hold what was opened
+// (nil where nothing was), for closePikaConns.
+func openPikaConns(cfg pika.Config, n int) ([]*pika.Conn, []*pika.Channel, error) {
+	conns := make([]*pika.Conn, n)
+	chans := make([]*pika.Channel, n)
+	err := parallel(n, func(i int) error {
+		c, err := pika.DialConfig(context.Background(), cfg)
+		if err != nil {
+			return err
+		}
+		conns[i] = c
+		chans[i], err = c.Channel(context.Background())
+		return err
+	})
+	return conns, chans, err
+}
+
+// closePikaConns closes every connection that openPikaConns opened.
+func closePikaConns(conns []*pika.Conn) {
+	parallel(len(conns), func(i int) error {
+		if conns[i] != nil {
+			closePika(conns[i])
+		}
+		return nil
+	})
+}
+
+// openAMQPConns is openPikaConns for amqp091-go.
+func openAMQPConns(url string, cfg amqp.Config, n int) ([]*amqp.Connection, []*amqp.Channel, error) {
+	conns := make([]*amqp.Connection, n)
+	chans := make([]*amqp.Channel, n)
+	err := parallel(n, func(i int) error {
+		cfg := cfg
+		// amqp091-go adds its own entries to the table: one each.
+		cfg.Properties = maps.Clone(cfg.Properties)
+		c, err := amqp.DialConfig(url, cfg)
+		if err != nil {
+			return err
+		}
+		conns[i] = c
+		chans[i], err = c.Channel()
+		return err
+	})
+	return conns, chans, err
+}
+
+// closeAMQPConns closes every connection that openAMQPConns opened.
+func closeAMQPConns(conns []*amqp.Connection) {
+	parallel(len(conns), func(i int) error {
+		if conns[i] != nil {
+			conns[i].Close()
+		}
+		return nil
+	})
 }
 
 // parallel runs fn(0..n-1) on dialParallel goroutines; the first error wins.
@@ -213,14 +245,23 @@ func parallel(n int, fn func(i int) error) error {
 // fallback path.
 type plainConn struct{ net.Conn }
 
-// openIdleLoop opens n connections on one Loop, dialParallel at a time,
-// on the fallback path (a reader and a writer goroutine per connection)
-// when fallback is set.
-func openIdleLoop(url string, n int, fallback bool) (func() error, error) {
-	cfg, err := pika.ParseURL(url)
-	if err != nil {
-		return nil, err
-	}
+// loopConns are connections with one channel each on one Loop, which
+// runs on a goroutine of its own.
+type loopConns struct {
+	l      *loop.Loop
+	conns  []*loop.Conn    // in the order they opened
+	chans  []*loop.Channel // chans[i] is conns[i]'s
+	lost   error           // the first connection that ended with an error, on the loop
+	cancel context.CancelFunc
+	ran    chan error
+}
+
+// openLoop opens n connections with cfg on one new Loop, dialParallel at a
+// time, on the fallback path (a reader and a writer goroutine per
+// connection) when fallback is set. Each connection gets one channel, and
+// setup, when not nil, runs on it (on the loop) before the connection
+// counts as open; its done reports the outcome.
+func openLoop(cfg pika.Config, n int, fallback bool, setup func(ch *loop.Channel, done func(error))) (*loopConns, error) {
 	if fallback {
 		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
@@ -236,14 +277,25 @@ func openIdleLoop(url string, n int, fallback bool) (func() error, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- l.Run(ctx) }()
+	lc := &loopConns{l: l, cancel: cancel, ran: make(chan error, 1)}
+	go func() { lc.ran <- l.Run(ctx) }()
 	opened := make(chan error, 1)
-	var lost error // a connection that ended while idle, on the loop
 	l.Post(func() {
-		var conns []*loop.Conn
-		dialed, done := 0, 0
+		dialed := 0
 		var dialNext func()
+		// ready counts a connection as open (err nil) or fails the lot.
+		ready := func(c *loop.Conn, ch *loop.Channel, err error) {
+			if err != nil {
+				opened <- err
+				return
+			}
+			lc.conns = append(lc.conns, c)
+			lc.chans = append(lc.chans, ch)
+			if len(lc.conns) == n {
+				opened <- nil
+			}
+			dialNext()
+		}
 		dialNext = func() {
 			if dialed == n {
 				return
@@ -254,21 +306,17 @@ func openIdleLoop(url string, n int, fallback bool) (func() error, error) {
 					opened <- err
 					return
 				}
-				conns = append(conns, c)
 				c.OnClose(func(err error) {
-					if err != nil && lost == nil {
-						lost = err
+					if err != nil && lc.lost == nil {
+						lc.lost = err
 					}
 				})
-				c.Channel(func(_ *loop.Channel, err error) {
-					if err != nil {
-						opened <- err
+				c.Channel(func(ch *loop.Channel, err error) {
+					if err != nil || setup == nil {
+						ready(c, ch, err)
 						return
 					}
-					if done++; done == n {
-						opened <- nil
-					}
-					dialNext()
+					setup(ch, func(err error) { ready(c, ch, err) })
 				})
 			})
 		}
@@ -276,19 +324,47 @@ func openIdleLoop(url string, n int, fallback bool) (func() error, error) {
 			dialNext()
 		}
 	})
-	closeAll := func() error {
-		errc := make(chan error, 1)
-		l.Post(func() { errc <- lost })
-		err := <-errc
-		cancel()
-		<-ran
-		return err
-	}
 	if err := <-opened; err != nil {
-		closeAll()
+		lc.close(false)
 		return nil, err
 	}
-	return closeAll, nil
+	return lc, nil
+}
+
+// close stops the loop and returns the error of the first connection that
+// was lost. With graceful set, it first closes every connection with the
+// broker (connection.close), waiting at most 30 s; otherwise the loop's
+// end just closes the sockets.
+func (lc *loopConns) close(graceful bool) error {
+	errc := make(chan error, 1)
+	post := func() {
+		lost := lc.lost
+		if !graceful || len(lc.conns) == 0 {
+			errc <- lost
+			return
+		}
+		closed := 0
+		for _, c := range lc.conns {
+			c.Close(func(error) {
+				if closed++; closed == len(lc.conns) {
+					errc <- lost
+				}
+			})
+		}
+	}
+	var err error
+	if !lc.l.Post(post) {
+		err = errors.New("loop: the loop stopped early")
+	} else {
+		select {
+		case err = <-errc:
+		case <-time.After(30 * time.Second):
+			err = errors.New("loop: closing the connections took more than 30s")
+		}
+	}
+	lc.cancel()
+	<-lc.ran
+	return err
 }
 
 // runIdle runs the idle mode from the parent: the sink, then every client
@@ -300,58 +376,83 @@ func runIdle(w io.Writer, clients []string, n, rounds int, heartbeat, settle, wi
 	}
 	defer sink.stop()
 	url := "amqp://guest:guest@" + sink.addr + "/"
-	exe, err := os.Executable()
+	results, err := runChildren(clients, rounds, func(c string) []string {
+		return []string{"-idle-client", c, "-idle", strconv.Itoa(n), "-url", url,
+			"-idle-settle", settle.String(), "-idle-window", window.String()}
+	}, func(r int, res idleResult) error {
+		if logw != nil {
+			fmt.Fprintf(logw, "round %d %-10s rss/conn %6.1f KiB  heap/conn %6.1f KiB  goroutines %6d  cpu %.4f s/s  open %.1fs\n",
+				r, res.Client, res.RSSPerConn/1024, res.HeapPerConn/1024, res.Goroutines, res.CPUPerSec, res.OpenSeconds)
+		}
+		return nil
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("idle: %w", err)
 	}
-	results := make(map[string][]idleResult)
-	for r := 1; r <= rounds; r++ {
-		for _, c := range clients {
-			cmd := exec.Command(exe, "-idle-client", c, "-idle", strconv.Itoa(n), "-url", url,
-				"-idle-settle", settle.String(), "-idle-window", window.String())
-			cmd.Stderr = os.Stderr
-			out, err := cmd.Output()
-			if err != nil {
-				return fmt.Errorf("idle: %s, round %d: %w", c, r, err)
-			}
-			var res idleResult
-			if err := json.Unmarshal(out, &res); err != nil {
-				return fmt.Errorf("idle: %s, round %d: %w (%q)", c, r, err, out)
-			}
-			results[c] = append(results[c], res)
-			if logw != nil {
-				fmt.Fprintf(logw, "round %d %-10s rss/conn %6.1f KiB  heap/conn %6.1f KiB  goroutines %6d  cpu %.4f s/s  open %.1fs\n",
-					r, c, res.RSSPerConn/1024, res.HeapPerConn/1024, res.Goroutines, res.CPUPerSec, res.OpenSeconds)
-			}
-		}
-	}
-	printIdle(w, clients, n, rounds, heartbeat, results)
-	return nil
-}
-
-// printIdle prints the medians (with min–max) of every client, and the
-// loop's ratios to the others.
-func printIdle(w io.Writer, clients []string, n, rounds int, heartbeat time.Duration, results map[string][]idleResult) {
-	stat := func(c string, f func(idleResult) float64) (med, lo, hi float64) {
-		var xs []float64
-		for _, r := range results[c] {
-			xs = append(xs, f(r))
-		}
-		sort.Float64s(xs)
-		return median(xs), xs[0], xs[len(xs)-1]
-	}
-	metrics := []struct {
-		name  string
-		scale float64
-		f     func(idleResult) float64
-	}{
+	fmt.Fprintf(w, "%d idle connections, one channel each, heartbeat %v; median (min-max) of %d rounds\n\n", n, heartbeat, rounds)
+	printMedians(w, clients, results, []metric[idleResult]{
 		{"RSS per connection (KiB)", 1.0 / 1024, func(r idleResult) float64 { return r.RSSPerConn }},
 		{"Go heap+stacks per connection (KiB)", 1.0 / 1024, func(r idleResult) float64 { return r.HeapPerConn }},
 		{"goroutines (total)", 1, func(r idleResult) float64 { return float64(r.Goroutines) }},
 		{"CPU while idle (ms per s)", 1000, func(r idleResult) float64 { return r.CPUPerSec }},
+	})
+	return nil
+}
+
+// runChildren runs this executable again as a child for every client,
+// rounds times, the clients taking turns round after round, with the
+// arguments args gives; each child prints one JSON result T on its
+// stdout. done sees every result as it comes, and may stop the lot with an
+// error. The results are returned per client, in round order.
+func runChildren[T any](clients []string, rounds int, args func(client string) []string, done func(round int, res T) error) (map[string][]T, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
 	}
-	fmt.Fprintf(w, "%d idle connections, one channel each, heartbeat %v; median (min-max) of %d rounds\n\n", n, heartbeat, rounds)
-	// The first client is compared with each of the others.
+	results := make(map[string][]T)
+	for r := 1; r <= rounds; r++ {
+		for _, c := range clients {
+			cmd := exec.Command(exe, args(c)...)
+			cmd.Stderr = os.Stderr
+			out, err := cmd.Output()
+			if err != nil {
+				return results, fmt.Errorf("%s, round %d: %w", c, r, err)
+			}
+			var res T
+			if err := json.Unmarshal(out, &res); err != nil {
+				return results, fmt.Errorf("%s, round %d: %w (%q)", c, r, err, out)
+			}
+			results[c] = append(results[c], res)
+			if err := done(r, res); err != nil {
+				return results, fmt.Errorf("%s, round %d: %w", c, r, err)
+			}
+		}
+	}
+	return results, nil
+}
+
+// metric is one row of printMedians: a figure of a result T, printed
+// times scale.
+type metric[T any] struct {
+	name  string
+	scale float64
+	f     func(T) float64
+}
+
+// printMedians prints a table of the medians (with min-max) of every
+// client's results, and the first client's ratios to the others.
+func printMedians[T any](w io.Writer, clients []string, results map[string][]T, metrics []metric[T]) {
+	stat := func(c string, f func(T) float64) (med, lo, hi float64) {
+		var xs []float64
+		for _, r := range results[c] {
+			xs = append(xs, f(r))
+		}
+		if len(xs) == 0 {
+			return 0, 0, 0
+		}
+		sort.Float64s(xs)
+		return median(xs), xs[0], xs[len(xs)-1]
+	}
 	fmt.Fprintf(w, "| metric |")
 	for _, c := range clients {
 		fmt.Fprintf(w, " %s |", c)
@@ -366,11 +467,25 @@ func printIdle(w io.Writer, clients []string, n, rounds int, heartbeat time.Dura
 		for _, c := range clients {
 			med, lo, hi := stat(c, m.f)
 			meds[c] = med
-			fmt.Fprintf(w, " %.1f (%.1f-%.1f) |", med*m.scale, lo*m.scale, hi*m.scale)
+			fmt.Fprintf(w, " %s (%s-%s) |", fmtFig(med*m.scale), fmtFig(lo*m.scale), fmtFig(hi*m.scale))
 		}
 		for _, c := range clients[1:] {
 			fmt.Fprintf(w, " %.2f |", meds[clients[0]]/meds[c])
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// fmtFig prints a figure with one decimal, two below 10, three below 1;
+// a whole number (a count) without.
+func fmtFig(x float64) string {
+	switch a := math.Abs(x); {
+	case x == math.Trunc(x) && a < 1e15:
+		return strconv.FormatFloat(x, 'f', 0, 64)
+	case a >= 10:
+		return strconv.FormatFloat(x, 'f', 1, 64)
+	case a >= 1:
+		return strconv.FormatFloat(x, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(x, 'f', 3, 64)
 }

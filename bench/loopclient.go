@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -45,6 +46,8 @@ func (loopClient) open(ctx context.Context, e *env) (*loopSession, error) {
 	cfg, err := pika.ParseURL(e.url)
 	if err == nil {
 		cfg.ConnectionName = "loop-bench"
+		// As for pika.Conn (see pikaClient): recovery off, like amqp091-go.
+		cfg.DisableRecovery = true
 		err = s.do(ctx, func(done func(error)) {
 			l.DialConfig(cfg, func(c *loop.Conn, err error) {
 				if err != nil {
@@ -183,10 +186,15 @@ func (lc loopClient) publishConfirm(ctx context.Context, e *env) error {
 			}
 			fill()
 		}
-		// At most e.window messages await their confirmation.
+		// At most e.window messages await their confirmation, and at most
+		// Config.MaxUnconfirmed: past that bound the next confirmation
+		// fills again.
 		fill = func() {
 			for sent < e.n && outstanding < e.window {
 				if err := s.ch.PublishConfirm("", e.queue, msg, onConfirm); err != nil {
+					if errors.Is(err, loop.ErrTooManyUnconfirmed) {
+						return
+					}
 					done(fmt.Errorf("loop: publish: %w", err))
 					return
 				}

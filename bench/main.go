@@ -25,6 +25,15 @@
 //
 // The broker is PIKA_TEST_URL, or amqp://guest:guest@127.0.0.1:5672/, or
 // -url. Queues are named pika-bench.* and deleted after each run.
+//
+// Two other modes compare clients with many connections, each client in a
+// child process of its own (idle.go, many.go):
+//
+//	-idle N   N idle connections to the sink: memory, goroutines, idle CPU
+//	-many N   N connections to the broker, each publishing -many-rate msg/s
+//	          with confirms for -many-duration: CPU per message, memory,
+//	          goroutines; a run fails unless every message was confirmed
+//	          (scripts/manyconns.sh runs it on an extra RabbitMQ node)
 package main
 
 import (
@@ -84,6 +93,9 @@ func mainErr() error {
 		idleHB         time.Duration
 		idleSettle     time.Duration
 		idleWindow     time.Duration
+		many           manyParams
+		manyClient     string
+		manyClientList string
 	)
 	flag.StringVar(&opts.URL, "url", brokerURL(), "broker AMQP URI (default from PIKA_TEST_URL)")
 	flag.IntVar(&opts.N, "n", 200000, "messages per run")
@@ -112,13 +124,31 @@ func mainErr() error {
 	flag.DurationVar(&idleHB, "idle-heartbeat", 5*time.Second, "idle mode: the heartbeat interval the sink proposes (whole seconds)")
 	flag.DurationVar(&idleSettle, "idle-settle", 3*time.Second, "idle mode: wait after the last connection opened before measuring")
 	flag.DurationVar(&idleWindow, "idle-window", 10*time.Second, "idle mode: the window over which idle CPU is measured")
-	flag.StringVar(&idleClientList, "idle-clients", strings.Join(idleClients, ","), "idle mode: the clients to compare, the first with each other (loop, loop-fallback, pika, amqp091-go)")
+	flag.StringVar(&idleClientList, "idle-clients", strings.Join(idleClients, ","), "idle mode: the clients to compare, the first with each other (loop, loop-fallback, loop-norecovery, pika, amqp091-go)")
 	flag.StringVar(&idleClient, "idle-client", "", "internal: run as the idle mode's child for this client")
+	flag.IntVar(&many.conns, "many", 0, "many mode: this many connections to the broker (-url), each publishing with confirms, per client (loop, pika), -rounds times, instead of the workloads")
+	flag.IntVar(&many.rate, "many-rate", 10, "many mode: messages per second per connection")
+	flag.DurationVar(&many.duration, "many-duration", 30*time.Second, "many mode: how long each connection publishes")
+	flag.DurationVar(&many.drain, "many-drain", 30*time.Second, "many mode: the longest wait for outstanding confirmations (and for a client behind its schedule)")
+	flag.IntVar(&many.maxLen, "many-max-length", 10000, "many mode: x-max-length of the queue the messages go to")
+	flag.StringVar(&manyClientList, "many-clients", strings.Join(manyClients, ","), "many mode: the clients to compare, the first with each other (loop, loop-fallback, pika, amqp091-go)")
+	flag.StringVar(&manyClient, "many-client", "", "internal: run as the many mode's child for this client")
 	flag.Parse()
 	switch pikaConsumeMode {
 	case "next", "handler", "inline":
 	default:
 		return fmt.Errorf("-pika-consume %q: want next, handler or inline", pikaConsumeMode)
+	}
+	many.body = opts.BodySize
+	if manyClient != "" {
+		return runManyChild(manyClient, opts.URL, many)
+	}
+	if many.conns > 0 {
+		var logw io.Writer
+		if !quiet {
+			logw = os.Stderr
+		}
+		return runMany(os.Stdout, opts.URL, splitList(manyClientList), many, opts.Rounds, asJSON, logw)
 	}
 	if idleClient != "" {
 		return runIdleChild(idleClient, opts.URL, idleN, idleSettle, idleWindow)

@@ -3,6 +3,7 @@ package loop
 import (
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/retmatch"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -27,12 +28,26 @@ type Channel struct {
 	closed     bool
 	err        error
 	confirming bool
+	confirmOK  bool // confirm.select-ok arrived
 	confirms   engine.ConfirmSet[*slot]
-	consumers  map[string]*Consumer // nil until the first consumer
+	returns    retmatch.Matcher[*pika.Return] // see confirm.go
+	consumers  map[string]*Consumer           // nil until the first consumer
 
 	onClose  handlers[func(error)]
 	onReturn handlers[func(*pika.Return)]
 	onFlow   handlers[func(active bool)]
+
+	sc *pika.Channel // its stand-in for hooks, made on first use (see hooks.go)
+
+	// What recovery restores (see recovery.go).
+	closing   bool           // Close was called
+	qos       *wire.BasicQos // the last per-consumer basic.qos
+	qosGlobal *wire.BasicQos // the last global basic.qos
+	tx        bool
+	txLost    bool    // a recovery lost the open transaction
+	tagBase   uint64  // delivery tags up to it are from a lost connection
+	lastTag   uint64  // the last delivery tag given to the application
+	republish []*slot // messages kept at a loss, published again by recovery
 }
 
 // slot is one callback's place in its channel's order.
@@ -40,9 +55,12 @@ type slot struct {
 	ready   bool
 	fn      func()
 	confirm func(error) // a publish's confirmation callback, until settled
+	pub     *pubRec     // a confirm-mode publish's record (see confirmSlot)
 	// A delivery runs its consumer's handler: no closure to allocate.
 	cons *Consumer
 	d    *Delivery
+	// kept is a confirm-mode message's copy for republishing.
+	kept *keptMsg
 }
 
 // reserve takes the next place in the channel's callback order.
@@ -85,7 +103,7 @@ func (ch *Channel) drain() {
 		case s.fn != nil:
 			s.fn()
 		case s.cons != nil:
-			s.cons.handler(s.d)
+			s.cons.deliver(s.d)
 		}
 	}
 	if ch.head > 64 && ch.head*2 > len(ch.slots) {
@@ -98,6 +116,10 @@ func (ch *Channel) drain() {
 
 // Channel opens a channel and calls cb with it, or with the error.
 func (c *Conn) Channel(cb func(*Channel, error)) {
+	if err := c.recErr(); err != nil {
+		c.l.defer_(func() { cb(nil, err) })
+		return
+	}
 	if c.eng == nil || c.closed {
 		err := c.err
 		if err == nil {
@@ -123,6 +145,7 @@ func (c *Conn) Channel(cb func(*Channel, error)) {
 			cb(nil, ev.Err)
 			return
 		}
+		c.hk.opened(ch)
 		cb(ch, nil)
 	})
 	c.l.markDirty(c)
@@ -161,8 +184,8 @@ func (ch *Channel) OnFlow(fn func(active bool)) func() { return ch.onFlow.add(fn
 // the callback it returns runs in the channel's order.
 func (ch *Channel) call(m wire.Method, onReply func(ev engine.Event) func()) {
 	s := ch.reserve()
-	if ch.closed {
-		ev := engine.Event{Kind: engine.EventReply, Channel: ch.id, Err: ch.closedErr()}
+	if err := ch.unusable(); err != nil {
+		ev := engine.Event{Kind: engine.EventReply, Channel: ch.id, Err: err}
 		ch.complete(s, onReply(ev))
 		return
 	}
@@ -171,19 +194,23 @@ func (ch *Channel) call(m wire.Method, onReply func(ev engine.Event) func()) {
 		ch.complete(s, onReply(engine.Event{Kind: engine.EventReply, Channel: ch.id, Err: err}))
 		return
 	}
-	ch.c.addReq(id, func(ev engine.Event) { ch.complete(s, onReply(ev)) })
+	ch.c.addReq(id, func(ev engine.Event) {
+		ch.c.rec.observe(m, ev)
+		ch.complete(s, onReply(ev))
+	})
 	ch.c.l.markDirty(ch.c)
 }
 
 // send sends an asynchronous method (or a no-wait one); cb, when not nil,
 // runs in the channel's order with the error of the send.
 func (ch *Channel) send(m wire.Method, cb func(error)) {
-	var err error
-	if ch.closed {
-		err = ch.closedErr()
-	} else {
+	err := ch.unusable()
+	if err == nil {
 		err = ch.c.eng.Send(ch.id, m)
 		ch.c.l.markDirty(ch.c)
+		if err == nil {
+			ch.c.rec.observe(m, engine.Event{})
+		}
 	}
 	if cb != nil {
 		ch.push(func() { cb(err) })
@@ -202,6 +229,14 @@ func (ch *Channel) callErr(m wire.Method, noWait bool, cb func(error)) {
 		}
 		return func() { cb(ev.Err) }
 	})
+}
+
+// unusable returns why nothing can be sent on the channel now, or nil.
+func (ch *Channel) unusable() error {
+	if ch.closed {
+		return ch.closedErr()
+	}
+	return ch.c.recErr()
 }
 
 func (ch *Channel) closedErr() error {
@@ -227,6 +262,16 @@ func (ch *Channel) Close(cb func(error)) {
 		ch.complete(s, fin(err))
 		return
 	}
+	if ch.c.Recovering() && !ch.c.linkUp() {
+		// No link to tell: the channel ends here.
+		if ch.c.chans[ch.id] == ch {
+			delete(ch.c.chans, ch.id)
+		}
+		ch.gone(nil)
+		ch.complete(s, fin(nil))
+		return
+	}
+	ch.closing = true
 	req, err := ch.c.eng.CloseChannel(ch.id)
 	if err != nil {
 		ch.complete(s, fin(err))
@@ -255,21 +300,16 @@ func (ch *Channel) dispatch(ev engine.Event) {
 	case engine.EventOrphanDelivery:
 		ch.orphan(ev.Message)
 	case engine.EventReturn:
-		ret := newReturn(&ev.Message)
-		ch.push(func() {
-			for _, fn := range ch.onReturn.list() {
-				fn(ret)
-			}
-		})
+		ch.returned(&ev.Message)
 	case engine.EventConfirm:
-		var err error
-		if !ev.Ack {
-			err = pika.ErrNacked
-		}
-		ch.confirms.Settle(ev.Tag, ev.Multiple, func(_ uint64, s *slot) { ch.settle(s, err) })
+		ch.confirmed(ev)
 	case engine.EventCancel:
 		if cons := ch.consumers[ev.ConsumerTag]; cons != nil {
+			if ch.c.revive(cons, pika.ErrConsumerCancelled) {
+				return // it waits for its queue, or its end (see revive.go)
+			}
 			delete(ch.consumers, ev.ConsumerTag)
+			ch.c.consumerCancelled(cons.queue)
 			ch.push(func() { cons.end(pika.ErrConsumerCancelled) })
 		}
 	case engine.EventFlow:
@@ -291,15 +331,21 @@ func (ch *Channel) dispatch(ev engine.Event) {
 // not know, so that the broker hands it to another consumer.
 func (ch *Channel) orphan(m engine.Message) {
 	if ch.c.eng.Outstanding(ch.id, m.DeliveryTag) {
-		ch.c.eng.Reject(ch.id, m.DeliveryTag, true)
+		if ch.c.hk.settles() {
+			before := ch.c.eng.Unacked(ch.id)
+			err := ch.c.eng.Reject(ch.id, m.DeliveryTag, true)
+			ch.settleEvent(pika.SettleReject, m.DeliveryTag, false, true, before, err, true)
+		} else {
+			ch.c.eng.Reject(ch.id, m.DeliveryTag, true)
+		}
 		ch.c.l.markDirty(ch.c)
 	}
 }
 
 // settle completes the confirmation callback of one publish.
 func (ch *Channel) settle(s *slot, err error) {
-	if s == nil || s.ready {
-		return
+	if s == nil || s.ready || s.confirm == nil {
+		return // no callback, or settled already
 	}
 	cb := s.confirm
 	s.confirm = nil
@@ -315,7 +361,8 @@ func (ch *Channel) gone(err error) {
 	}
 	ch.closed = true
 	ch.err = err
-	ch.confirms.SettleAll(func(_ uint64, s *slot) { ch.settle(s, outcomeUnknown(err)) })
+	ch.failConfirms(err)
+	ch.failKept(err)
 	for tag, cons := range ch.consumers {
 		delete(ch.consumers, tag)
 		cerr := err
@@ -325,6 +372,7 @@ func (ch *Channel) gone(err error) {
 		ch.push(func() { cons.end(cerr) })
 	}
 	ch.push(func() {
+		ch.c.hk.channelClosed(ch, err)
 		for _, fn := range ch.onClose.list() {
 			fn(err)
 		}

@@ -17,12 +17,15 @@ import (
 // Errors of package loop besides those of package pika, which it reports
 // as they are (pika.ErrClosed, pika.ErrNacked, *pika.Error, ...).
 var (
-	// ErrUnsupported: a pika.Config field that this package does not
-	// implement yet was set (see DialConfig).
-	ErrUnsupported = errors.New("loop: unsupported configuration")
 	// ErrCloseTimeout: the broker did not answer connection.close within
 	// Config.CloseTimeout; the connection was dropped.
 	ErrCloseTimeout = errors.New("loop: the broker did not confirm the close in time")
+	// ErrTooManyUnconfirmed: Publish or PublishConfirm on a channel in
+	// confirm mode found Config.MaxUnconfirmed messages of the channel
+	// awaiting their outcome (see Channel.Unconfirmed); nothing was sent.
+	// Publish again once confirmations came back, for example from a
+	// PublishConfirm callback.
+	ErrTooManyUnconfirmed = errors.New("loop: Config.MaxUnconfirmed messages of the channel await their confirmation")
 )
 
 // Conn is one AMQP connection run by a Loop. Its methods must be called on
@@ -46,6 +49,7 @@ type Conn struct {
 	drains []*Channel                              // channels with callbacks ready to run
 
 	closeTimeout time.Duration
+	maxUnconf    int // Config.MaxUnconfirmed as applied: 0 for no bound
 	ds           dialState
 	redial       bool // the handshake failed: dial the next address
 
@@ -59,6 +63,10 @@ type Conn struct {
 	onBlocked handlers[func(blocked bool, reason string)]
 	closeCbs  []func(error)
 	blocked   bool
+
+	hk  *hookSet     // Config.Hooks; nil without (see hooks.go)
+	sec *secretState // Config.Credentials, UpdateSecret; nil without (see secret.go)
+	rec *recState    // nil with Config.DisableRecovery (see recovery.go)
 }
 
 // Dial connects to the broker at the AMQP URI rawURL (parsed by
@@ -91,16 +99,24 @@ func (l *Loop) Dial(rawURL string, cb func(*Conn, error)) {
 // HandshakeTimeout, CloseTimeout, credentials, mechanisms, vhost,
 // heartbeat, frame_max, channel_max, connection name, client properties,
 // MaxBodySize and Logger (every frame at Debug level, logged on the loop
-// goroutine). Not implemented yet, and refused with ErrUnsupported:
-// Credentials and SecretRefresh. Ignored: the recovery fields (a Conn of
-// this package does not recover: see the package documentation), and
-// WriteBufferLimit, MaxUnconfirmed, NotifyBuffer and BlockedTimeout, whose
-// waits have no place on a loop (see Conn.Buffered).
+// goroutine), Hooks (run on the loop goroutine: see the package
+// documentation), Credentials (called on the dial goroutine, at every
+// connection attempt, recovery's included) and SecretRefresh (see
+// UpdateSecret). The recovery fields (DisableRecovery, Reconnect,
+// DisableRepublish, RecoveryFilter) work as for pika.Conn: see Recovery in
+// the package documentation; a Conn with recovery on keeps its Config (for
+// reconnecting) and a copy of each message published in confirm mode until
+// its confirmation. MaxUnconfirmed bounds the messages awaiting their
+// confirmation per channel, as for pika.Conn, but a publish at the bound
+// fails at once with ErrTooManyUnconfirmed instead of waiting (see
+// Channel.Publish). Ignored: FailWhileRecovering (calls always fail at
+// once with pika.ErrRecovering while recovering, as with
+// FailWhileRecovering set: see Recovery in the package documentation), and
+// WriteBufferLimit, NotifyBuffer and BlockedTimeout, whose waits have no
+// place on a loop (see Conn.Buffered).
 func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
-	if cfg.Credentials != nil || cfg.SecretRefresh > 0 {
-		l.defer_(func() {
-			cb(nil, fmt.Errorf("%w: Config.Credentials and Config.SecretRefresh are not implemented by package loop yet", ErrUnsupported))
-		})
+	if cfg.SecretRefresh > 0 && cfg.Credentials == nil {
+		l.defer_(func() { cb(nil, errSecretRefreshNeedsCredentials) })
 		return
 	}
 	if cfg.Addr == "" {
@@ -121,10 +137,15 @@ func (l *Loop) DialConfig(cfg pika.Config, cb func(*Conn, error)) {
 		dialCb:       cb,
 		chans:        make(map[uint16]*Channel, 1),
 		closeTimeout: cfg.CloseTimeout,
+		maxUnconf:    maxUnconfirmed(cfg.MaxUnconfirmed),
 	}
+	c.rec = newRecState(c.cfg)
 	if cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.log = cfg.Logger
 	}
+	c.hk = newHookSet(c, cfg.Hooks)
+	c.sec = newSecretState(&cfg)
+	c.ds.hk = c.hk
 	l.conns[c] = struct{}{}
 	c.startDial()
 }
@@ -134,6 +155,16 @@ type dialState struct {
 	resolved bool
 	eps      []amqpdial.Endpoint // the addresses not tried yet
 	errs     []error             // how the tried ones failed
+
+	login *login   // what Config.Credentials gave this dial (see secret.go)
+	hk    *hookSet // the Conn's: keeps the attempts for the ConnectHooks
+}
+
+// attempt is a failed transport dial, for the ConnectHooks.
+type attempt struct {
+	addr string
+	err  error
+	dur  time.Duration
 }
 
 // startDial starts a goroutine that establishes the transport to the next
@@ -157,6 +188,10 @@ func (c *Conn) startDial() {
 func dialNext(ctx context.Context, cfg *pika.Config, ds *dialState) (netConn, string, error) {
 	if !ds.resolved {
 		ds.resolved = true
+		var err error
+		if ds.login, err = askCredentials(ctx, cfg); err != nil {
+			return nil, "", err
+		}
 		addrs := cfg.Addrs
 		if len(addrs) == 0 {
 			addrs = []string{cfg.Addr}
@@ -166,11 +201,18 @@ func dialNext(ctx context.Context, cfg *pika.Config, ds *dialState) (netConn, st
 	for len(ds.eps) > 0 {
 		ep := ds.eps[0]
 		ds.eps = ds.eps[1:]
+		t0 := time.Now()
 		nc, err := amqpdial.Transport(ctx, cfg.DialTimeout, cfg.Dial, cfg.TLS, ep)
 		if err == nil {
+			if ds.hk != nil {
+				ds.hk.dialStart = t0
+			}
 			return nc, ep.Addr, nil
 		}
 		ds.errs = append(ds.errs, err)
+		if ds.hk != nil {
+			ds.hk.failed = append(ds.hk.failed, attempt{ep.Addr, err, time.Since(t0)})
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -204,8 +246,14 @@ func (c *Conn) restartDial() {
 // attach runs on the loop when the dial goroutine is done: it starts the
 // engine over the new transport.
 func (c *Conn) attach(nc netConn, remote string, err error) {
-	if err == nil && c.closed {
-		err = ErrStopped
+	c.failedAttempts()
+	if c.closed {
+		// The Conn ended while the dial ran (Close during a recovery, Run
+		// stopping): what it dialed is dropped, and its end stays as it was.
+		if nc != nil {
+			nc.Close()
+		}
+		return
 	}
 	if err != nil {
 		if nc != nil {
@@ -234,7 +282,7 @@ func (c *Conn) attach(nc netConn, remote string, err error) {
 	} else {
 		c.t = newGoConn(c.l, c, nc)
 	}
-	c.eng = engine.New(c.cfg.EngineConfig())
+	c.eng = engine.New(c.engineConfigFor(c.ds.login))
 	if c.log != nil {
 		c.eng.SetTrace(func(f wire.Frame) { c.logFrame("recv", f) })
 	}
@@ -245,6 +293,11 @@ func (c *Conn) attach(nc netConn, remote string, err error) {
 
 // finishDial ends a connection that never opened.
 func (c *Conn) finishDial(err error) {
+	if c.Recovering() {
+		c.closed = true
+		c.attemptFailed(err)
+		return
+	}
 	c.closed = true
 	c.err = err
 	delete(c.l.conns, c)
@@ -264,6 +317,9 @@ func (c *Conn) receive(b []byte) {
 		return
 	}
 	c.eng.Receive(b)
+	if c.hk != nil {
+		c.hk.read += int64(len(b))
+	}
 	c.l.markDirty(c)
 }
 
@@ -278,6 +334,14 @@ func (c *Conn) transportFailed(err error) {
 
 // abort ends the connection at once with err (Run is stopping).
 func (c *Conn) abort(err error) {
+	if c.Recovering() {
+		c.endRecovery(err)
+		c.l.flush()
+		if c.t != nil {
+			c.t.closeNow()
+		}
+		return
+	}
 	if c.eng == nil {
 		// The dial is still running: the dial goroutine's result is
 		// dropped by attach.
@@ -307,6 +371,7 @@ func (c *Conn) onTick() {
 // callbacks, writes the output and moves the deadline timer.
 func (c *Conn) process() {
 	if c.eng == nil {
+		c.runDrains() // the callbacks of calls refused while a recovery attempt dials
 		return
 	}
 	for {
@@ -317,18 +382,11 @@ func (c *Conn) process() {
 			}
 			c.dispatch(ev)
 		}
-		for len(c.drains) > 0 {
-			ch := c.drains[0]
-			c.drains[0] = nil
-			c.drains = c.drains[1:]
-			ch.inDrains = false
-			ch.drain()
-		}
+		c.runDrains()
 		if c.eng.PendingEvents() == 0 {
 			break
 		}
 	}
-	c.drains = nil
 	if c.eng.OutgoingLen() > 0 {
 		buf := c.eng.SwapOutgoing(c.spare)
 		if c.log != nil {
@@ -343,6 +401,9 @@ func (c *Conn) process() {
 		if c.t != nil {
 			c.t.write(buf)
 		}
+		if c.hk != nil {
+			c.hk.written += int64(len(buf))
+		}
 		// Busy connections alternate two buffers; a small one is not kept,
 		// so that an idle connection holds none.
 		if cap(buf) < minSpare || cap(buf) > maxSpare {
@@ -350,6 +411,7 @@ func (c *Conn) process() {
 		}
 		c.spare = buf[:0]
 	}
+	c.hk.bytesEvent()
 	if c.closed {
 		if c.redial {
 			c.restartDial()
@@ -367,6 +429,18 @@ func (c *Conn) process() {
 		c.armed = d
 		c.tick.schedule(d)
 	}
+}
+
+// runDrains runs the channels' ready callbacks.
+func (c *Conn) runDrains() {
+	for len(c.drains) > 0 {
+		ch := c.drains[0]
+		c.drains[0] = nil
+		c.drains = c.drains[1:]
+		ch.inDrains = false
+		ch.drain()
+	}
+	c.drains = nil
 }
 
 // minSpare and maxSpare bound the outgoing buffer a connection keeps
@@ -389,10 +463,17 @@ func (c *Conn) dispatch(ev engine.Event) {
 	switch ev.Kind {
 	case engine.EventOpen:
 		c.open = true
-		c.cfg = nil // the Config is for dialing: idle connections do not keep it
+		if c.rec == nil {
+			c.cfg = nil // the Config is for dialing: idle connections do not keep it
+		}
+		c.hk.connectEvent(c.remote, nil)
+		c.ds.login = nil
+		c.startSecretRefresh()
 		if cb := c.dialCb; cb != nil {
 			c.dialCb = nil
 			cb(c, nil)
+		} else if c.Recovering() {
+			c.restoreLink()
 		}
 	case engine.EventReply, engine.EventGetOk:
 		if fn, ok := c.reqs[ev.Request]; ok {
@@ -409,6 +490,7 @@ func (c *Conn) dispatch(ev engine.Event) {
 		}
 	case engine.EventBlocked, engine.EventUnblocked:
 		c.blocked = ev.Kind == engine.EventBlocked
+		c.hk.blockedEvent(c.blocked, ev.Reason)
 		for _, fn := range c.onBlocked.list() {
 			fn(c.blocked, ev.Reason)
 		}
@@ -420,8 +502,15 @@ func (c *Conn) dispatch(ev engine.Event) {
 // closedEvent ends the connection: its channels end with the cause, the
 // transport closes after the last bytes, and the callbacks run.
 func (c *Conn) closedEvent(err error) {
+	if c.lostLink(err) {
+		return
+	}
+	if c.rec != nil && c.rec.appClosed {
+		err = nil
+	}
 	c.closed = true
 	c.err = err
+	c.stopSecretRefresh()
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()
 	}
@@ -442,7 +531,7 @@ func (c *Conn) closedEvent(err error) {
 	}
 	c.drains = nil
 	// Write what the engine still holds (a close-ok, say), then close.
-	if c.eng.OutgoingLen() > 0 && c.t != nil {
+	if c.t != nil && c.eng.OutgoingLen() > 0 {
 		c.t.write(c.eng.AppendOutgoing(nil))
 	}
 	if c.t != nil {
@@ -453,12 +542,27 @@ func (c *Conn) closedEvent(err error) {
 		if err == nil {
 			err = pika.ErrClosed
 		}
+		c.hk.connectEvent(c.remote, err)
 		if c.redialAfter(fmt.Errorf("pika: handshake with %s: %w", c.remote, err)) {
 			return // process calls restartDial
 		}
 		c.dialCb = nil
 		cb(nil, amqpdial.JoinErrors(c.ds.errs))
 		return
+	}
+	if c.blocked {
+		c.blocked = false
+		c.hk.blockedEvent(false, "")
+	}
+	if c.hk != nil {
+		if c.open { // (a link that recovery let go was reported then)
+			derr := err
+			if c.appClosed() {
+				derr = nil
+			}
+			c.hk.disconnectEvent(c.remote, derr)
+		}
+		c.hk.bytesEvent()
 	}
 	for _, fn := range c.onClose.list() {
 		fn(err)
@@ -492,6 +596,10 @@ func (c *Conn) closeResult() error {
 // nil) runs last with nil after a clean close, or with the error that
 // ended the connection when it was already closed or failed meanwhile.
 func (c *Conn) Close(cb func(error)) {
+	if c.Recovering() {
+		c.closeRecovering(cb)
+		return
+	}
 	if c.closed {
 		if cb != nil {
 			c.l.defer_(func() { cb(c.closeResult()) })
@@ -501,6 +609,11 @@ func (c *Conn) Close(cb func(error)) {
 	if cb != nil {
 		c.closeCbs = append(c.closeCbs, cb)
 	}
+	c.closeLink()
+}
+
+// closeLink sends connection.close and bounds the wait for close-ok.
+func (c *Conn) closeLink() {
 	if c.closeTimer == nil {
 		c.closeTimer = c.l.AfterFunc(c.closeTimeout, func() {
 			c.timedOut = true
@@ -528,8 +641,9 @@ func (c *Conn) OnBlocked(fn func(blocked bool, reason string)) func() {
 // Blocked reports whether the broker blocks the connection.
 func (c *Conn) Blocked() bool { return c.blocked }
 
-// IsClosed reports whether the connection has ended.
-func (c *Conn) IsClosed() bool { return c.closed }
+// IsClosed reports whether the connection has ended (a connection being
+// recovered has not).
+func (c *Conn) IsClosed() bool { return c.closed && !c.Recovering() }
 
 // Err returns why the connection ended, or nil.
 func (c *Conn) Err() error { return c.err }
@@ -537,12 +651,24 @@ func (c *Conn) Err() error { return c.err }
 // Loop returns the Loop that runs c.
 func (c *Conn) Loop() *Loop { return c.l }
 
-// Tuning returns the negotiated channel_max, frame_max and heartbeat.
-func (c *Conn) Tuning() engine.Tuning { return c.eng.Tuning() }
+// Tuning returns the negotiated channel_max, frame_max and heartbeat (zero
+// while a recovery attempt dials).
+func (c *Conn) Tuning() engine.Tuning {
+	if c.eng == nil {
+		return engine.Tuning{} // during a recovery attempt's dial
+	}
+	return c.eng.Tuning()
+}
 
 // ServerProperties returns the broker's server properties (product,
-// version, capabilities, ...). The caller must not modify the table.
-func (c *Conn) ServerProperties() pika.Table { return c.eng.ServerProperties() }
+// version, capabilities, ...), nil while a recovery attempt dials. The
+// caller must not modify the table.
+func (c *Conn) ServerProperties() pika.Table {
+	if c.eng == nil {
+		return nil // during a recovery attempt's dial
+	}
+	return c.eng.ServerProperties()
+}
 
 // Buffered returns the bytes accepted and not yet handed to the socket:
 // those queued on channels behind a request in flight, those waiting in

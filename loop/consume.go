@@ -1,6 +1,8 @@
 package loop
 
 import (
+	"context"
+
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/engine"
 	"github.com/pika-go/pika/wire"
@@ -34,6 +36,15 @@ type Consumer struct {
 	handler func(*Delivery)
 	onEnd   func(error)
 	ended   bool
+	queue   string
+	sc      *pika.Consumer // its stand-in for hooks, made on first use (see hooks.go)
+
+	// For recovery: the basic.consume to send again (with the queue as
+	// renamed), and the consumer's number in the order of starts.
+	decl       *wire.BasicConsume
+	seq        uint64
+	cancelling bool     // Cancel was sent
+	rv         *revival // while it waits for its queue (see revive.go)
 }
 
 // Delivery is a message delivered to a consumer or returned by Get. Its
@@ -49,13 +60,18 @@ type Delivery struct {
 	Body []byte
 
 	ch   *Channel
-	slot slot // its place in the channel's callback order
+	ctx  context.Context // from the ProcessHooks; nil without
+	slot slot            // its place in the channel's callback order
 }
 
 func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
+	// Tags continue across recoveries: those of a lost connection are
+	// told apart (pika.ErrStaleDelivery).
+	tag := m.DeliveryTag + ch.tagBase
+	ch.lastTag = max(ch.lastTag, tag)
 	return &Delivery{
 		ConsumerTag:  m.ConsumerTag,
-		DeliveryTag:  m.DeliveryTag,
+		DeliveryTag:  tag,
 		Redelivered:  m.Redelivered,
 		Exchange:     m.Exchange,
 		RoutingKey:   m.RoutingKey,
@@ -68,6 +84,16 @@ func (ch *Channel) newDelivery(m *engine.Message) *Delivery {
 
 // Channel returns the channel the delivery came on.
 func (d *Delivery) Channel() *Channel { return d.ch }
+
+// Context returns the context that the ProcessHooks of pika.Config.Hooks
+// made for the handler call of this delivery (carrying a tracing span,
+// say), or context.Background() without them and for Get.
+func (d *Delivery) Context() context.Context {
+	if d.ctx == nil {
+		return context.Background()
+	}
+	return d.ctx
+}
 
 // Ack acknowledges the delivery (and every earlier one with multiple).
 func (d *Delivery) Ack(multiple bool) error { return d.ch.Ack(d.DeliveryTag, multiple) }
@@ -88,11 +114,11 @@ func (d *Delivery) Reject(requeue bool) error { return d.ch.Reject(d.DeliveryTag
 // that takes long delays everything on the loop: hand slow work to another
 // goroutine and acknowledge from a Post.
 func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Delivery), cb func(*Consumer, error)) {
-	cons := &Consumer{ch: ch, handler: handler, onEnd: opts.OnEnd}
 	m := &wire.BasicConsume{
 		Queue: queue, ConsumerTag: opts.Tag, NoAck: opts.AutoAck,
 		Exclusive: opts.Exclusive, NoLocal: opts.NoLocal, Arguments: opts.Arguments,
 	}
+	cons := &Consumer{ch: ch, handler: handler, onEnd: opts.OnEnd, queue: queue, decl: m}
 	ch.call(m, func(ev engine.Event) func() {
 		if ev.Err != nil {
 			cons.ended = true
@@ -104,12 +130,18 @@ func (ch *Channel) Consume(queue string, opts ConsumeOptions, handler func(*Deli
 		ok, _ := ev.Method.(*wire.BasicConsumeOk)
 		if ok != nil {
 			cons.tag = ok.ConsumerTag
+			m.ConsumerTag = ok.ConsumerTag
+		}
+		if r := ch.c.rec; r != nil {
+			r.consSeq++
+			cons.seq = r.consSeq
 		}
 		// Registered now, not when cb runs: deliveries follow at once.
 		if ch.consumers == nil {
 			ch.consumers = make(map[string]*Consumer)
 		}
 		ch.consumers[cons.tag] = cons
+		ch.c.hk.consumerStarted(cons)
 		if cb == nil {
 			return nil
 		}
@@ -123,12 +155,17 @@ func (cons *Consumer) Tag() string { return cons.tag }
 // Channel returns the consumer's channel.
 func (cons *Consumer) Channel() *Channel { return cons.ch }
 
+// Queue returns the name of the queue the consumer consumes from: after a
+// recovery that gave its server-named queue a new name, the new one.
+func (cons *Consumer) Queue() string { return cons.queue }
+
 // end runs OnEnd once.
 func (cons *Consumer) end(err error) {
 	if cons.ended {
 		return
 	}
 	cons.ended = true
+	cons.ch.c.hk.consumerEnded(cons, err)
 	if cons.onEnd != nil {
 		cons.onEnd(err)
 	}
@@ -139,9 +176,14 @@ func (cons *Consumer) end(err error) {
 // before; OnEnd runs then with pika.ErrConsumerClosed.
 func (cons *Consumer) Cancel(cb func(error)) {
 	ch := cons.ch
+	cons.cancelling = true
 	ch.call(&wire.BasicCancel{ConsumerTag: cons.tag}, func(ev engine.Event) func() {
+		if ev.Err != nil {
+			cons.cancelling = false
+		}
 		if ev.Err == nil && ch.consumers[cons.tag] == cons {
 			delete(ch.consumers, cons.tag)
+			ch.c.consumerEnded(cons)
 		}
 		return func() {
 			if cb != nil {
@@ -163,7 +205,12 @@ func (ch *Channel) Get(queue string, autoAck bool, cb func(d *Delivery, ok bool,
 			return func() { cb(nil, false, ev.Err) }
 		case ev.Kind == engine.EventGetOk:
 			d := ch.newDelivery(&ev.Message)
-			return func() { cb(d, true, nil) }
+			return func() {
+				if h := ch.c.hk; h != nil && len(h.delivery) > 0 {
+					h.deliveryEvent(ch, queue, d)
+				}
+				cb(d, true, nil)
+			}
 		}
 		return func() { cb(nil, false, nil) }
 	})
@@ -173,10 +220,11 @@ func (ch *Channel) Get(queue string, autoAck bool, cb func(d *Delivery, ok bool,
 // fails with pika.ErrUnknownTag, sending nothing, for a tag that awaits no
 // acknowledgement, and with the channel's error when it ended.
 func (ch *Channel) Ack(tag uint64, multiple bool) error {
-	if ch.closed {
-		return ch.closedErr()
+	etag, err := ch.engineTag(tag)
+	if err != nil {
+		return err
 	}
-	err := ch.c.eng.Ack(ch.id, tag, multiple)
+	err = ch.settled(pika.SettleAck, tag, multiple, false, func() error { return ch.c.eng.Ack(ch.id, etag, multiple) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }
@@ -184,10 +232,11 @@ func (ch *Channel) Ack(tag uint64, multiple bool) error {
 // Nack refuses delivery tag (every tag up to it with multiple), requeueing
 // when requeue is set. Errors as for Ack.
 func (ch *Channel) Nack(tag uint64, multiple, requeue bool) error {
-	if ch.closed {
-		return ch.closedErr()
+	etag, err := ch.engineTag(tag)
+	if err != nil {
+		return err
 	}
-	err := ch.c.eng.Nack(ch.id, tag, multiple, requeue)
+	err = ch.settled(pika.SettleNack, tag, multiple, requeue, func() error { return ch.c.eng.Nack(ch.id, etag, multiple, requeue) })
 	ch.c.l.markDirty(ch.c)
 	return err
 }
@@ -195,10 +244,31 @@ func (ch *Channel) Nack(tag uint64, multiple, requeue bool) error {
 // Reject refuses delivery tag, requeueing when requeue is set. Errors as
 // for Ack.
 func (ch *Channel) Reject(tag uint64, requeue bool) error {
-	if ch.closed {
-		return ch.closedErr()
+	etag, err := ch.engineTag(tag)
+	if err != nil {
+		return err
 	}
-	err := ch.c.eng.Reject(ch.id, tag, requeue)
+	err = ch.settled(pika.SettleReject, tag, false, requeue, func() error { return ch.c.eng.Reject(ch.id, etag, requeue) })
 	ch.c.l.markDirty(ch.c)
 	return err
+}
+
+// engineTag translates a delivery tag of the application's to the current
+// connection's: pika.ErrStaleDelivery for a delivery from before a
+// recovery (the broker forgot its tag, and delivers the message again
+// unless it was auto-acked), the channel's error when it ended, and
+// pika.ErrRecovering while the connection recovers and has no link (a
+// delivery that came during a restore can be acknowledged: its consumer
+// runs on the new link).
+func (ch *Channel) engineTag(tag uint64) (uint64, error) {
+	if ch.closed {
+		return 0, ch.closedErr()
+	}
+	if ch.tagBase > 0 && tag <= ch.tagBase {
+		return 0, pika.ErrStaleDelivery
+	}
+	if !ch.c.linkUp() {
+		return 0, pika.ErrRecovering
+	}
+	return tag - ch.tagBase, nil
 }

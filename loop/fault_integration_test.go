@@ -84,8 +84,8 @@ func openMany(t *testing.T, l *Loop, cfg pika.Config, stop func(), ready func(co
 	}
 }
 
-// A cut or a stall of every connection of a loop: each connection reports
-// its loss (the loop does not recover), with the network error for a cut
+// A cut or a stall of every connection of a loop, recovery off: each
+// connection reports its loss, with the network error for a cut
 // and the heartbeat timeout for a stall; a refusing broker fails every
 // dial. Nothing panics and nothing is left open.
 func TestIntegrationFaultsOnManyConnections(t *testing.T) {
@@ -105,6 +105,7 @@ func TestIntegrationFaultsOnManyConnections(t *testing.T) {
 			before := snapshot(t)
 			cfg := proxied(t, brokerURL, p)
 			cfg.Heartbeat = time.Second
+			cfg.DisableRecovery = true
 			lost := 0
 			run(t, 30*time.Second, func(l *Loop, stop func()) {
 				openMany(t, l, cfg, stop, func(conns []*Conn) {

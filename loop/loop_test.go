@@ -100,7 +100,7 @@ func TestDialErrors(t *testing.T) {
 	ln.Close()
 	var got []string
 	run(t, 10*time.Second, func(l *Loop, stop func()) {
-		pending := 3
+		pending := 4
 		done := func(name string, err error, want error) {
 			got = append(got, name)
 			if err == nil || want != nil && !errors.Is(err, want) {
@@ -117,12 +117,15 @@ func TestDialErrors(t *testing.T) {
 			}
 			done("bad url", err, pika.ErrBadURL)
 		})
-		l.DialConfig(pika.Config{Credentials: func(context.Context) (string, string, error) { return "", "", nil }},
-			func(c *Conn, err error) { done("unsupported", err, ErrUnsupported) })
+		l.DialConfig(pika.Config{SecretRefresh: time.Second},
+			func(c *Conn, err error) { done("refresh without credentials", err, errSecretRefreshNeedsCredentials) })
+		vaultDown := errors.New("vault down")
+		l.DialConfig(pika.Config{Addr: refused, Credentials: func(context.Context) (string, string, error) { return "", "", vaultDown }},
+			func(c *Conn, err error) { done("credentials fail", err, vaultDown) })
 		l.DialConfig(pika.Config{Addr: refused}, func(c *Conn, err error) { done("refused", err, nil) })
 		inCall = false
 	})
-	if len(got) != 3 {
+	if len(got) != 4 {
 		t.Errorf("callbacks: %q", got)
 	}
 	expectNoLeak(t, before)

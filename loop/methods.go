@@ -167,12 +167,23 @@ func (ch *Channel) Qos(opts pika.QosOptions, cb func(error)) {
 		ch.push(errCb(cb, errors.New("loop: Qos PrefetchSize is not implemented by RabbitMQ (the broker would close the connection with 540 NOT_IMPLEMENTED); use PrefetchCount")))
 		return
 	}
-	ch.callErr(&wire.BasicQos{PrefetchCount: uint16(opts.PrefetchCount), PrefetchSize: uint32(opts.PrefetchSize), Global: opts.Global}, false, cb)
+	m := &wire.BasicQos{PrefetchCount: uint16(opts.PrefetchCount), PrefetchSize: uint32(opts.PrefetchSize), Global: opts.Global}
+	ch.call(m, func(ev engine.Event) func() {
+		if ev.Err == nil {
+			// Recovery sets it again.
+			if m.Global {
+				ch.qosGlobal = m
+			} else {
+				ch.qos = m
+			}
+		}
+		return errCb(cb, ev.Err)
+	})
 }
 
 // isRabbitMQ reports whether the broker says it is RabbitMQ.
 func (c *Conn) isRabbitMQ() bool {
-	p, _ := c.eng.ServerProperties()["product"].(string)
+	p, _ := c.ServerProperties()["product"].(string)
 	return p == "RabbitMQ"
 }
 
@@ -183,13 +194,41 @@ func (ch *Channel) Recover(requeue bool, cb func(error)) {
 }
 
 // TxSelect puts the channel in transaction mode (tx.select).
-func (ch *Channel) TxSelect(cb func(error)) { ch.callErr(&wire.TxSelect{}, false, cb) }
+func (ch *Channel) TxSelect(cb func(error)) {
+	ch.call(&wire.TxSelect{}, func(ev engine.Event) func() {
+		if ev.Err == nil {
+			ch.tx = true // recovery selects it again
+		}
+		return errCb(cb, ev.Err)
+	})
+}
 
-// TxCommit commits the current transaction (tx.commit).
-func (ch *Channel) TxCommit(cb func(error)) { ch.callErr(&wire.TxCommit{}, false, cb) }
+// TxCommit commits the current transaction (tx.commit). If a connection
+// recovery happened since the transaction began, its work was lost with
+// the old connection: TxCommit then rolls back and cb gets pika.ErrTxLost
+// (committing only what came after the recovery would be wrong); do the
+// work again.
+func (ch *Channel) TxCommit(cb func(error)) {
+	if ch.txLost {
+		ch.txLost = false
+		ch.callErr(&wire.TxRollback{}, false, func(err error) {
+			if err == nil {
+				err = pika.ErrTxLost
+			}
+			if cb != nil {
+				cb(err)
+			}
+		})
+		return
+	}
+	ch.callErr(&wire.TxCommit{}, false, cb)
+}
 
 // TxRollback abandons the current transaction (tx.rollback).
-func (ch *Channel) TxRollback(cb func(error)) { ch.callErr(&wire.TxRollback{}, false, cb) }
+func (ch *Channel) TxRollback(cb func(error)) {
+	ch.txLost = false
+	ch.callErr(&wire.TxRollback{}, false, cb)
+}
 
 // errCb returns the callback that gives cb err, or nil when cb is nil.
 func errCb(cb func(error), err error) func() {

@@ -97,8 +97,8 @@ func (p *peer) send(frames ...[]byte) {
 }
 
 // handshake plays the broker's side of the handshake, offering heartbeat
-// seconds.
-func (p *peer) handshake(heartbeat uint16) {
+// seconds, and returns the client's start-ok.
+func (p *peer) handshake(heartbeat uint16) *wire.ConnectionStartOk {
 	p.t.Helper()
 	hdr := make([]byte, 8)
 	for got := 0; got < 8; {
@@ -116,11 +116,12 @@ func (p *peer) handshake(heartbeat uint16) {
 		VersionMajor: 0, VersionMinor: 9, Mechanisms: "PLAIN AMQPLAIN", Locales: "en_US",
 		ServerProperties: wire.Table{"product": "scripted", "capabilities": wire.Table{"publisher_confirms": true}},
 	}))
-	expect[*wire.ConnectionStartOk](p, 0)
+	startOk := expect[*wire.ConnectionStartOk](p, 0)
 	p.send(scripted.Method(0, &wire.ConnectionTune{ChannelMax: 2047, FrameMax: 131072, Heartbeat: heartbeat}))
 	expect[*wire.ConnectionTuneOk](p, 0)
 	expect[*wire.ConnectionOpen](p, 0)
 	p.send(scripted.Method(0, &wire.ConnectionOpenOk{}))
+	return startOk
 }
 
 // openChannel answers the channel.open of channel ch.
@@ -162,6 +163,9 @@ func scriptedConfig(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn), sc
 	cfg = pika.Config{
 		Addr:      "scripted:5672",
 		Heartbeat: pika.NoHeartbeat,
+		// The scripted conversations end with the connection; recovery
+		// tests turn it on.
+		DisableRecovery: true,
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return client, nil
 		},

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,14 @@ const closeOkTimeout = 2 * time.Second
 // highWater is the amount of unwritten output above which the broker stops
 // delivering to a connection's consumers until the socket drains.
 const highWater = 1 << 20
+
+// readPauseWater is the amount of unwritten output above which the
+// connection's reader stops taking the client's frames until the writer
+// has handed the output to the socket: a client that sends without reading
+// (mandatory publishes that all come back as returns, say) is then held
+// back by the transport, as it would be by RabbitMQ's TCP window, instead
+// of growing the broker's buffer without bound.
+const readPauseWater = 4 * highWater
 
 type conn struct {
 	b  *Broker
@@ -56,6 +66,7 @@ type conn struct {
 	outLen     atomic.Int64
 	throttled  atomic.Bool
 	wake       chan struct{}
+	drained    chan struct{} // signalled by the writer each time it takes the output
 	quit       chan struct{}
 	writerDone chan struct{}
 
@@ -72,7 +83,7 @@ type conn struct {
 
 func newConn(b *Broker, nc net.Conn, id uint64) *conn {
 	c := &conn{b: b, nc: nc, id: id, channels: map[uint16]*channel{},
-		wake: make(chan struct{}, 1), dead: make(chan struct{}), quit: make(chan struct{}), writerDone: make(chan struct{}),
+		wake: make(chan struct{}, 1), drained: make(chan struct{}, 1), dead: make(chan struct{}), quit: make(chan struct{}), writerDone: make(chan struct{}),
 		frameMax: b.cfg.FrameMax, channelMax: b.cfg.ChannelMax, opened: time.Now()}
 	now := time.Now().UnixNano()
 	c.lastRead.Store(now)
@@ -122,10 +133,16 @@ func (c *conn) release() {
 		ch.release()
 	}
 	if c.vh != nil {
-		for _, q := range c.vh.sortedQueues() {
+		var owned []*queue
+		for _, q := range c.vh.queues {
 			if q.exclusive && q.owner == c {
-				c.vh.deleteQueue(q)
+				owned = append(owned, q)
 			}
+		}
+		// In name order: the same order in every run.
+		slices.SortFunc(owned, func(a, b *queue) int { return strings.Compare(a.name, b.name) })
+		for _, q := range owned {
+			c.vh.deleteQueue(q)
 		}
 	}
 }
@@ -185,6 +202,10 @@ func (c *conn) writer() {
 		c.spare = nil
 		c.outLen.Store(0)
 		c.wmu.Unlock()
+		select {
+		case c.drained <- struct{}{}:
+		default:
+		}
 		if len(buf) > 0 {
 			_, err := c.nc.Write(buf)
 			c.lastWrite.Store(time.Now().UnixNano())
@@ -267,6 +288,15 @@ func (c *conn) sendRaw(channel uint16, m wire.Method, header, body []byte) {
 		out = wire.AppendBodyFrames(out, channel, body, c.frameMax)
 		c.out = out
 	}
+	c.outLen.Store(int64(len(c.out)))
+	c.wmu.Unlock()
+	c.signal()
+}
+
+// sendBytes queues bytes already encoded.
+func (c *conn) sendBytes(b []byte) {
+	c.wmu.Lock()
+	c.out = append(c.out, b...)
 	c.outLen.Store(int64(len(c.out)))
 	c.wmu.Unlock()
 	c.signal()
@@ -378,7 +408,26 @@ func (c *conn) loop(fr *wire.FrameReader) {
 		if len(fr.Buffered()) == 0 || !completeFrame(fr.Buffered()) {
 			c.flushConfirms()
 		}
+		if c.outLen.Load() >= readPauseWater && !c.waitDrained() {
+			return
+		}
 	}
+}
+
+// waitDrained waits until the writer has taken the queued output (the
+// unwritten output is below highWater again), or the connection ends
+// (false).
+func (c *conn) waitDrained() bool {
+	for c.outLen.Load() >= highWater {
+		select {
+		case <-c.drained:
+		case <-c.dead:
+			return false
+		case <-c.writerDone:
+			return false
+		}
+	}
+	return true
 }
 
 // closeOkFrame is connection.close-ok as every client sends it.

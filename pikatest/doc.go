@@ -2,7 +2,8 @@
 // like net/http/httptest: [NewBroker] starts a broker on 127.0.0.1 at a
 // random port, [Broker.URL] gives the URL any AMQP 0-9-1 client can dial
 // (pika, amqp091-go, ...), and the test's cleanup closes it. [Broker.Dial]
-// connects through an in-memory pipe instead (pika's Config.Dial).
+// connects through an in-memory pipe instead (pika's Config.Dial), buffered
+// like a loopback TCP connection but without its system calls.
 //
 // The broker behaves like RabbitMQ 3.10 for what applications rely on, with
 // RabbitMQ's reply codes, error texts and channel-versus-connection scoping:
@@ -50,6 +51,13 @@
 // blocks publishers), [Broker.SetConfirmPolicy] (delay, drop or nack
 // confirms), and [Broker.Restart], [Broker.Stop] and [Broker.Start].
 //
+// A fault strikes what the broker has received, not what the client has
+// sent: an acknowledgement or a publish without a confirmation returns
+// before it reaches the broker, and a fault injected right after it may
+// beat it there (the message then comes back, redelivered, as it would from
+// RabbitMQ). To inject a fault at a known point, wait first for the
+// broker's view, e.g. [Broker.WaitQueue] until Unacked is 0 after an ack.
+//
 // # Not implemented
 //
 // These fail with 540 NOT_IMPLEMENTED and a text naming what is missing:
@@ -71,9 +79,10 @@
 //
 // The scenarios of internal/conformance, which CI runs against RabbitMQ,
 // run against this broker too (conformance_test.go): the same reply codes,
-// texts, failing-method ids and channel-versus-connection scoping. So do the
-// alarm scenarios (driven by [Broker.SetAlarm]) and the restart scenarios
-// (driven by [Broker.Restart]).
+// texts, failing-method ids and channel-versus-connection scoping. The table
+// runs through [Broker.Dial], and its handshake and frame scenarios over TCP
+// as well. So do the alarm scenarios (driven by [Broker.SetAlarm]) and the
+// restart scenarios (driven by [Broker.Restart]), over TCP.
 //
 // # Concurrency
 //

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pika-go/pika/wire"
@@ -20,14 +21,22 @@ func (c *conn) protocolHeader() bool {
 		return false
 	}
 	if string(hdr[:]) != wire.ProtocolHeader {
-		c.wmu.Lock()
-		c.out = append(c.out, wire.ProtocolHeader...)
-		c.wmu.Unlock()
-		c.signal()
+		c.sendBytes([]byte(wire.ProtocolHeader))
 		return false
 	}
 	return true
 }
+
+// startFrame is the broker's connection.start, the same for every
+// connection: encoded once.
+var startFrame = sync.OnceValue(func() []byte {
+	b, err := wire.AppendMethodFrame(nil, 0, &wire.ConnectionStart{VersionMajor: 0, VersionMinor: 9,
+		ServerProperties: serverProperties(), Mechanisms: "PLAIN AMQPLAIN", Locales: "en_US"})
+	if err != nil {
+		panic("pikatest: cannot encode connection.start: " + err.Error())
+	}
+	return b
+})
 
 // handshake runs connection.start to connection.open-ok.
 func (c *conn) handshake(fr *wire.FrameReader) bool {
@@ -36,8 +45,7 @@ func (c *conn) handshake(fr *wire.FrameReader) bool {
 	if !c.protocolHeader() {
 		return false
 	}
-	c.send(0, &wire.ConnectionStart{VersionMajor: 0, VersionMinor: 9, ServerProperties: serverProperties(),
-		Mechanisms: "PLAIN AMQPLAIN", Locales: "en_US"})
+	c.sendBytes(startFrame())
 	next := func(want wire.MethodID) (wire.Method, bool) {
 		for {
 			// Like RabbitMQ, the broker answers any handshake error before

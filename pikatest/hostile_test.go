@@ -162,7 +162,7 @@ func TestBadProtocolHeader(t *testing.T) {
 	b := newTestBroker(t)
 	for _, hdr := range []string{"AMQP\x00\x00\x08\x00", "GET / HTTP/1.1\r\n"} {
 		r := rawDial(t, b)
-		go r.nc.Write([]byte(hdr)) // a pipe: the broker reads only 8 bytes
+		r.nc.Write([]byte(hdr)) // buffered: the broker reads only 8 bytes
 		got, _ := io.ReadAll(r.nc)
 		if string(got) != wire.ProtocolHeader {
 			t.Fatalf("answer to %q: %q, want the broker's protocol header", hdr, got)
@@ -229,4 +229,54 @@ func TestPanicClosesOnlyThatConnection(t *testing.T) {
 		t.Fatalf("close code %d, want 541", got)
 	}
 	checkAlive(t, b)
+}
+
+// TestClientThatDoesNotReadIsHeldBack: a client that publishes mandatory
+// messages that all come back, and never reads, must not make the broker
+// buffer the returns without bound: past readPauseWater of unwritten
+// output the connection stops reading the client's frames.
+func TestClientThatDoesNotReadIsHeldBack(t *testing.T) {
+	b := newTestBroker(t)
+	r := rawDial(t, b)
+	r.open()
+	body := bytes.Repeat([]byte("x"), 64<<10)
+	var msgs []byte
+	for range 4 * readPauseWater / len(body) {
+		var err error
+		msgs, err = wire.AppendMessage(msgs, 1, &wire.BasicPublish{RoutingKey: "nowhere", Mandatory: true}, nil, body, 131072)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	go r.nc.Write(msgs) // blocks once the broker stops reading; the deadline ends it
+	// The broker's side of the connection: the only one.
+	var c *conn
+	for deadline := time.Now().Add(5 * time.Second); c == nil; time.Sleep(time.Millisecond) {
+		b.mu.Lock()
+		for bc := range b.conns {
+			c = bc
+		}
+		b.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("no connection on the broker")
+		}
+	}
+	// Wait until the output stops growing, then look at it.
+	var last int
+	for stable, deadline := 0, time.Now().Add(4*time.Second); stable < 20 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		c.wmu.Lock()
+		n := len(c.out)
+		c.wmu.Unlock()
+		if n == last {
+			stable++
+		} else {
+			stable, last = 0, n
+		}
+	}
+	if max := readPauseWater + 2*len(body); last > max {
+		t.Fatalf("%d bytes of returns queued for a client that does not read; want at most %d", last, max)
+	}
+	if last == 0 {
+		t.Fatal("no return queued at all: the publishes did not reach the broker")
+	}
 }

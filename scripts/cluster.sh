@@ -169,6 +169,19 @@ EOF
 	printf '[].\n' >"$d/advanced.config"
 }
 
+# init_dir makes $dir afresh: a new Erlang cookie, an empty env file and
+# no plugins.
+init_dir() {
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	local cookie
+	cookie=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)
+	printf '%s' "$cookie" >"$dir/.erlang.cookie"
+	chmod 400 "$dir/.erlang.cookie"
+	: >"$dir/rabbitmq-env.conf"
+	printf '[].\n' >"$dir/enabled_plugins"
+}
+
 start_node() {
 	local n=$1 d
 	d=$(node_dir "$n")
@@ -260,14 +273,7 @@ cmd_start() {
 			fi
 		done
 	done
-	rm -rf "$dir"
-	mkdir -p "$dir"
-	local cookie
-	cookie=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)
-	printf '%s' "$cookie" >"$dir/.erlang.cookie"
-	chmod 400 "$dir/.erlang.cookie"
-	: >"$dir/rabbitmq-env.conf"
-	printf '[].\n' >"$dir/enabled_plugins"
+	init_dir
 	local t0=$SECONDS
 	for n in "${nodes[@]}"; do
 		write_config "$n"
@@ -395,6 +401,12 @@ cmd_status() {
 		[[ $running == *"\"$(node_name "$n")\""* ]] || return 1
 	done
 }
+
+# Sourced (scripts/manyconns.sh reuses the helpers above for a node of its
+# own): define, do nothing.
+if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
+	return 0
+fi
 
 case ${1:-} in
 start) cmd_start ;;

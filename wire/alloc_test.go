@@ -45,6 +45,23 @@ func TestAllocsEncodePublish(t *testing.T) {
 	}
 }
 
+// TestAllocsBodyFramesGrowOnce: a large body split into many frames grows
+// an empty buffer once, to the exact size, not once per doubling.
+func TestAllocsBodyFramesGrowOnce(t *testing.T) {
+	body := make([]byte, 1<<20) // 9 frames at the default frame-max
+	var out []byte
+	allocs := testing.AllocsPerRun(20, func() {
+		out = AppendBodyFrames(nil, 1, body, 0)
+	})
+	if allocs != 1 {
+		t.Errorf("AppendBodyFrames of 1 MiB into nil allocated %v times, want 1", allocs)
+	}
+	frames := (len(body) + DefaultMaxFrameSize - 9) / (DefaultMaxFrameSize - 8)
+	if want := len(body) + frames*8; len(out) != want {
+		t.Errorf("appended %d bytes, want %d", len(out), want)
+	}
+}
+
 // deliveryStream is basic.deliver + content header + one body frame.
 func deliveryStream(t testing.TB, tag uint64) []byte {
 	t.Helper()

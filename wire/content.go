@@ -2,10 +2,6 @@ package wire
 
 import "strconv"
 
-// contentHeaderFixed is the size of a content header payload before its
-// property flags: class id, weight and body size.
-const contentHeaderFixed = 12
-
 // ContentHeader is the payload of a content header frame, which follows a
 // method that carries content (basic.publish, basic.deliver, basic.return,
 // basic.get-ok) and announces the body size and the message properties.

@@ -338,6 +338,17 @@ func bodyChunk(frameMax uint32) int {
 // [FrameMinSize] are raised to it). An empty body appends no frames.
 func AppendBodyFrames(dst []byte, channel uint16, body []byte, frameMax uint32) []byte {
 	chunk := bodyChunk(frameMax)
+	if len(body) > chunk {
+		// Grow once for a body of several frames, not once per frame.
+		frames := (len(body) + chunk - 1) / chunk
+		if need := len(body) + frames*frameOverhead; cap(dst)-len(dst) < need {
+			// One make and copy, not slices.Grow: under -race its
+			// append(make) is not fused and allocates twice.
+			grown := make([]byte, len(dst), len(dst)+need)
+			copy(grown, dst)
+			dst = grown
+		}
+	}
 	for len(body) > 0 {
 		n := min(len(body), chunk)
 		dst = append(dst, byte(FrameBody), byte(channel>>8), byte(channel))

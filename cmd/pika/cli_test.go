@@ -315,6 +315,8 @@ func TestRunUsage(t *testing.T) {
 		{args: []string{"consume"}, code: 1, stderr: "missing QUEUE"},
 		{args: []string{"consume", "q", "--count", "-1"}, code: 1, stderr: "--count -1"},
 		{args: []string{"consume", "q", "--requeue-on-failure"}, code: 1, stderr: "needs --exec"},
+		{args: []string{"consume", "q", "--output-dir", "/nonexistent/pika-bodies"}, code: 1, stderr: `--output-dir "/nonexistent/pika-bodies": no such directory (create it first)`},
+		{args: []string{"consume", "q", "--output-dir", "cli_test.go"}, code: 1, stderr: `--output-dir "cli_test.go": not a directory`},
 		{args: []string{"get", "q", "--no-ack", "--requeue"}, code: 1, stderr: "exclude each other"},
 		{args: []string{"declare"}, code: 1, stderr: "queue or exchange"},
 		{args: []string{"declare", "topic"}, code: 1, stderr: `"topic": want queue or exchange`},

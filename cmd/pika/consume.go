@@ -115,7 +115,13 @@ func runConsume(ctx context.Context, e *env, args []string) error {
 		return usagef("consume", "--raw and --output-dir exclude --json and --exec")
 	}
 	if *outDir != "" {
-		if fi, err := os.Stat(*outDir); err != nil || !fi.IsDir() {
+		fi, err := os.Stat(*outDir)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return usagef("consume", "--output-dir %q: no such directory (create it first)", *outDir)
+		case err != nil:
+			return usagef("consume", "--output-dir: %v", err)
+		case !fi.IsDir():
 			return usagef("consume", "--output-dir %q: not a directory", *outDir)
 		}
 	}

@@ -214,9 +214,9 @@ type perfRun struct {
 	recoveries atomic.Int64
 
 	stalled  error // set by wait when --count messages stopped arriving
-	errOnce  sync.Once
-	firstErr error
-	failed   chan struct{} // closed with firstErr set
+	errMu    sync.Mutex
+	firstErr error         // guarded by errMu: servers may fail while the run reads it
+	failed   chan struct{} // closed when firstErr is set
 }
 
 func runPerf(ctx context.Context, e *env, args []string) error {
@@ -256,10 +256,19 @@ func runPerf(ctx context.Context, e *env, args []string) error {
 // fail records the first error of a producer or consumer; it stops the
 // run.
 func (r *perfRun) fail(err error) {
-	r.errOnce.Do(func() {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	if r.firstErr == nil {
 		r.firstErr = err
 		close(r.failed)
-	})
+	}
+}
+
+// err returns the first error recorded by fail, or nil.
+func (r *perfRun) err() error {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	return r.firstErr
 }
 
 // withQueue opens a setup connection named name, declares the run's queue
@@ -326,13 +335,14 @@ func (r *perfRun) runLoad(ctx context.Context, created bool) error {
 	if reason == "" {
 		reason = "error"
 	}
-	if werr := r.summary(elapsed, reason, created); werr != nil && r.firstErr == nil {
+	firstErr := r.err()
+	if werr := r.summary(elapsed, reason, created); werr != nil && firstErr == nil {
 		return werr
 	}
-	if r.firstErr == nil {
+	if firstErr == nil {
 		return r.stalled
 	}
-	return r.firstErr
+	return firstErr
 }
 
 // wait runs the once-a-second report until the run should stop and says

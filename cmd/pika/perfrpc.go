@@ -217,10 +217,10 @@ func (r *perfRun) runCalls(ctx context.Context, c *perfRPCConfig) error {
 	cancel()
 	callers.Wait()
 	s := makeRPCSummary(c, &st, client.Stats().Late, elapsed, reason, r.queue)
-	if werr := writeRPCSummary(r.e.stdout, c.json, s); werr != nil && r.firstErr == nil {
+	if werr := writeRPCSummary(r.e.stdout, c.json, s); werr != nil && r.err() == nil {
 		return werr
 	}
-	return r.firstErr
+	return r.err()
 }
 
 // waitRPC prints a line a second until the run should stop and says why.
@@ -249,7 +249,7 @@ func (r *perfRun) waitRPC(ctx context.Context, c *perfRPCConfig, st *rpcStats, s
 		case <-deadline:
 			return "duration"
 		case <-callersDone:
-			if r.firstErr != nil {
+			if r.err() != nil {
 				return "error"
 			}
 			return "count"
@@ -290,7 +290,7 @@ func writeRPCSummary(w io.Writer, asJSON bool, s perfRPCSummary) error {
 		"summary: %.2f s (stopped: %s), %d caller(s), %d server(s), %d-byte requests, queue %q\n"+
 			"  calls     %d (%.0f calls/s)\n"+
 			"  errors    %d (timeouts %d)\n"+
-			"  late      %d replies after their call's timeout\n"+
+			"  late      %d replies after their call had ended (timed out, or stopped with the run)\n"+
 			"  latency   p50 %.3f ms  p95 %.3f ms  p99 %.3f ms  max %.3f ms\n",
 		s.DurationS, s.Stopped, s.Callers, s.Servers, s.Size, s.Queue,
 		s.Calls, s.CallRate, s.Errors, s.Timeouts, s.Late,

@@ -90,6 +90,13 @@ func Transport(ctx context.Context, timeout time.Duration, dial DialFunc, tlsCon
 		tlsConn := tls.Client(nc, tcfg)
 		if err := tlsConn.HandshakeContext(dctx); err != nil {
 			nc.Close()
+			var rh tls.RecordHeaderError
+			if errors.As(err, &rh) && string(rh.RecordHeader[:4]) == "AMQP" {
+				// A broker's plain AMQP port answers a ClientHello with its
+				// protocol header.
+				return nil, fmt.Errorf("pika: TLS handshake with %s: the server answered in plain AMQP, not TLS "+
+					"(use amqp:// for this port, or the broker's TLS port, 5671 by default): %w", ep.Addr, err)
+			}
 			return nil, fmt.Errorf("pika: TLS handshake with %s: %w", ep.Addr, err)
 		}
 		nc = tlsConn

@@ -25,10 +25,11 @@ func RunAlarm(t *testing.T, url string, alarm Alarm) {
 	if err := checkTable(alarmTable); err != nil {
 		t.Fatalf("conformance: %v", err)
 	}
-	run := runPrefix()
+	ss := newSession(Target{URL: url})
+	defer ss.close()
 	for _, s := range alarmTable {
 		t.Run(s.Name, func(t *testing.T) {
-			runScenario(t, url, run, s, alarm)
+			runScenario(t, ss, s, alarm)
 		})
 	}
 }

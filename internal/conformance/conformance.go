@@ -27,6 +27,10 @@
 //		conformance.Run(t, startBroker(t).URL())
 //	}
 //
+// [RunTarget] runs it with a dial function of the broker's instead of TCP
+// (pikatest runs the table through its in-memory transport, which spends no
+// CPU time in system calls) and, optionally, on a subset of the table.
+//
 // rabbitmq_test.go runs it against the real RabbitMQ (internal/testenv);
 // every scenario passes there. Waits for the broker are polls bounded by the
 // scenario's deadline (20 s); fixed delays appear only where a scenario must
@@ -47,6 +51,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -104,25 +109,48 @@ func Scenarios() []Scenario {
 
 // Run runs every scenario of the table as a subtest of t against the broker
 // at url, an AMQP URI whose user may configure, write and read in its vhost
-// (RabbitMQ's guest on "/" for instance). Scenarios run concurrently, each on
-// its own connections, with names built from a prefix unique to this call;
-// each deletes what it declared before it ends. Run returns when every
-// scenario has finished.
+// (RabbitMQ's guest on "/" for instance), over TCP. Scenarios run
+// concurrently, each on its own connections, with names built from a prefix
+// unique to this call; each deletes what it declared before it ends. Run
+// returns when every scenario has finished.
 func Run(t *testing.T, url string) {
 	t.Helper()
-	run(t, url)
+	RunTarget(t, Target{URL: url})
 }
 
-// run is Run returning the name prefix of the run.
-func run(t *testing.T, url string) string {
+// Target is a broker to run the table against, and how to reach it.
+type Target struct {
+	// URL is the broker's AMQP URI, as for [Run]: its credentials and
+	// virtual host are the scenarios'.
+	URL string
+	// Dial, when not nil, opens every connection of the scenarios, those
+	// of the pika client (as its Config.Dial) and the raw-frame ones,
+	// instead of a TCP dial to the URL's address: an in-process broker's
+	// in-memory transport, such as pikatest's Broker.Dial. Default: TCP.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Only, when not nil, selects the scenarios to run (a subset run over
+	// a second transport, say). Default: the whole table.
+	Only func(Scenario) bool
+}
+
+// RunTarget is [Run] with the transport and the selection of scenarios of
+// tg.
+func RunTarget(t *testing.T, tg Target) {
 	t.Helper()
-	if _, err := pika.ParseURL(url); err != nil {
+	run(t, tg)
+}
+
+// run is RunTarget returning the name prefix of the run.
+func run(t *testing.T, tg Target) string {
+	t.Helper()
+	if _, err := pika.ParseURL(tg.URL); err != nil {
 		t.Fatalf("conformance: bad broker URL: %v", err)
 	}
 	if err := checkTable(table); err != nil {
 		t.Fatalf("conformance: %v", err)
 	}
-	run := runPrefix()
+	ss := newSession(tg)
+	defer ss.close()
 	start := time.Now()
 	n := 0
 	defer func() {
@@ -136,14 +164,14 @@ func run(t *testing.T, url string) string {
 			defer wg.Done()
 			for s := range jobs {
 				t.Run(s.Name, func(t *testing.T) {
-					runScenario(t, url, run, s, nil)
+					runScenario(t, ss, s, nil)
 				})
 			}
 		}()
 	}
 	for _, slow := range []bool{true, false} {
 		for _, s := range table {
-			if s.Slow == slow && !(*untimed && s.Timed) {
+			if s.Slow == slow && !(*untimed && s.Timed) && (tg.Only == nil || tg.Only(s)) {
 				n++
 				jobs <- s
 			}
@@ -151,15 +179,51 @@ func run(t *testing.T, url string) string {
 	}
 	close(jobs)
 	wg.Wait()
-	return run
+	return ss.prefix
 }
 
-// runPrefix returns the name prefix of one Run: unique across runs and
-// processes sharing a broker.
-func runPrefix() string {
+// session is what the scenarios of one run share: the target, the name
+// prefix, and the connection their cleanups delete on.
+type session struct {
+	tg     Target
+	prefix string
+
+	mu    sync.Mutex
+	clean *pika.Conn
+}
+
+// newSession starts a run against tg with a name prefix unique across runs
+// and processes sharing a broker.
+func newSession(tg Target) *session {
 	var b [4]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	return "pika-conf." + hex.EncodeToString(b[:])
+	return &session{tg: tg, prefix: "pika-conf." + hex.EncodeToString(b[:])}
+}
+
+// cleanupConn returns the connection that the scenarios' cleanups share,
+// opened (again, when the broker closed it) by e's settings.
+func (ss *session) cleanupConn(ctx context.Context, e *Env) (*pika.Conn, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.clean != nil && !ss.clean.IsClosed() {
+		return ss.clean, nil
+	}
+	c, err := e.dial(ctx, func(cfg *pika.Config) { cfg.ConnectionName = ss.prefix + ".cleanup" })
+	if err != nil {
+		return nil, err
+	}
+	ss.clean = c
+	return c, nil
+}
+
+// close closes the cleanup connection once every scenario has ended.
+func (ss *session) close() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.clean != nil {
+		closeConn(ss.clean)
+		ss.clean = nil
+	}
 }
 
 // checkTable verifies that every scenario is complete and named uniquely.
@@ -181,20 +245,27 @@ func checkTable(ss []Scenario) error {
 	return nil
 }
 
-func runScenario(t *testing.T, url, run string, s Scenario, alarm Alarm) {
-	runScenarioWith(t, url, run, s, scenarioTimeout, func(e *Env) { e.alarm = alarm })
+func runScenario(t *testing.T, ss *session, s Scenario, alarm Alarm) {
+	runScenarioWith(t, ss, s, scenarioTimeout, func(e *Env) { e.alarm = alarm })
 }
 
 // runScenarioWith runs s, bounded by timeout, with an Env that setup
 // completes.
-func runScenarioWith(t *testing.T, url, run string, s Scenario, timeout time.Duration, setup func(*Env)) {
+func runScenarioWith(t *testing.T, ss *session, s Scenario, timeout time.Duration, setup func(*Env)) {
+	cfg, err := pika.ParseURL(ss.tg.URL)
+	if err != nil {
+		t.Fatalf("conformance: bad broker URL: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	e := &Env{
-		T:      t,
-		URL:    url,
-		Ctx:    ctx,
-		prefix: run + "." + sanitize(s.Name),
+		cfg:     cfg,
+		T:       t,
+		URL:     ss.tg.URL,
+		Ctx:     ctx,
+		prefix:  ss.prefix + "." + sanitize(s.Name),
+		netDial: ss.tg.Dial,
+		session: ss,
 	}
 	setup(e)
 	// Registered first, so it runs after every connection opened by the
@@ -227,9 +298,13 @@ type Env struct {
 	URL string
 	Ctx context.Context
 
+	cfg     pika.Config // parsed from URL
+	session *session
 	prefix  string
 	alarm   Alarm  // nil outside RunAlarm
 	restart func() // nil outside RunRestart
+	// netDial is the Target's Dial: nil for TCP.
+	netDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu        sync.Mutex
 	n         int
@@ -271,9 +346,10 @@ func (e *Env) TrackExchange(name string) {
 	e.exchanges[name] = true
 }
 
-// deleteDeclared deletes every tracked queue and exchange on a connection of
-// its own. RabbitMQ answers delete-ok for an entity that no longer exists, so
-// entities that went away during the scenario are no error.
+// deleteDeclared deletes every tracked queue and exchange on a channel of
+// the connection that the cleanups of the run share. RabbitMQ answers
+// delete-ok for an entity that no longer exists, so entities that went away
+// during the scenario are no error.
 func (e *Env) deleteDeclared() {
 	e.mu.Lock()
 	qs, xs := sortedKeys(e.queues), sortedKeys(e.exchanges)
@@ -283,13 +359,19 @@ func (e *Env) deleteDeclared() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := e.dial(ctx, nil)
+	c, err := e.session.cleanupConn(ctx, e)
 	if err != nil {
 		e.T.Errorf("cleanup: cannot connect to delete %v %v: %v", qs, xs, err)
 		return
 	}
-	defer c.Close(ctx)
 	var ch *pika.Channel
+	defer func() {
+		if ch != nil && !ch.IsClosed() {
+			if err := ch.Close(ctx); err != nil {
+				e.T.Errorf("cleanup: channel.close: %v", err)
+			}
+		}
+	}()
 	channel := func() bool {
 		if ch != nil && !ch.IsClosed() {
 			return true

@@ -30,17 +30,19 @@ func (s Scope) String() string {
 // dial connects with the URL's settings, without recovery (a scenario wants
 // to see every close), adjusted by mod when not nil.
 func (e *Env) dial(ctx context.Context, mod func(*pika.Config)) (*pika.Conn, error) {
-	cfg, err := pika.ParseURL(e.URL)
-	if err != nil {
-		return nil, err
-	}
+	cfg := e.Config()
 	cfg.DisableRecovery = true
 	cfg.ConnectionName = e.prefix
+	cfg.Dial = e.netDial
 	if mod != nil {
 		mod(&cfg)
 	}
 	return pika.DialConfig(ctx, cfg)
 }
+
+// Config returns the connection settings of the URL, parsed once per
+// scenario.
+func (e *Env) Config() pika.Config { return e.cfg }
 
 // DialConfig connects with the URL's settings adjusted by mod (nil for
 // none) and returns the error as is; a connection that opens is closed when
@@ -261,7 +263,7 @@ func (e *Env) Eventually(what string, cond func() bool) {
 
 // Vhost returns the virtual host of the URL.
 func (e *Env) Vhost() string {
-	cfg, _ := pika.ParseURL(e.URL) // Run checked it
+	cfg := e.Config()
 	if cfg.Vhost == "" {
 		return "/"
 	}

@@ -19,7 +19,7 @@ import (
 func TestRabbitMQ(t *testing.T) {
 	t.Parallel()
 	url := testenv.Broker(t)
-	prefix := run(t, url)
+	prefix := run(t, Target{URL: url})
 	checkClean(t, url, prefix)
 }
 

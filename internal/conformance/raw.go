@@ -7,7 +7,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -51,21 +50,25 @@ func (f RawFrame) String() string {
 	}
 }
 
-// RawConnect opens a TCP connection to the broker of the URL and sends the
-// AMQP 0-9-1 protocol header; nothing more. The connection is closed when
-// the scenario ends.
+// RawConnect opens a connection to the broker of the URL (over TCP, or
+// through the Target's Dial) and sends the AMQP 0-9-1 protocol header;
+// nothing more. The connection is closed when the scenario ends.
 func (e *Env) RawConnect() *Raw {
 	e.T.Helper()
 	return e.RawConnectHeader(wire.ProtocolHeader)
 }
 
-// RawConnectHeader opens a TCP connection to the broker of the URL and sends
+// RawConnectHeader opens a connection to the broker of the URL and sends
 // header in place of the protocol header.
 func (e *Env) RawConnectHeader(header string) *Raw {
 	e.T.Helper()
-	cfg, _ := pika.ParseURL(e.URL)
-	var d net.Dialer
-	nc, err := d.DialContext(e.Ctx, "tcp", cfg.Addr)
+	cfg := e.Config()
+	dial := e.netDial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(e.Ctx, "tcp", cfg.Addr)
 	e.Must(err, "raw dial")
 	e.T.Cleanup(func() { nc.Close() })
 	if dl, ok := e.Ctx.Deadline(); ok {
@@ -107,7 +110,7 @@ func (e *Env) RawDialProps(frameMax uint32, props wire.Table) *Raw {
 	if props != nil {
 		r.Props = props
 	}
-	cfg, _ := pika.ParseURL(e.URL)
+	cfg := e.Config()
 	r.Handshake("PLAIN", "\x00"+cfg.Username+"\x00"+cfg.Password, frameMax, e.Vhost())
 	return r
 }

@@ -29,7 +29,8 @@ func RunRestart(t *testing.T, url string, restart Restart) {
 	}
 	b := &barrier{waiting: len(restartTable), done: make(chan struct{})}
 	b.restart = func() { restart(t) }
-	run := runPrefix()
+	ss := newSession(Target{URL: url})
+	defer ss.close()
 	var wg sync.WaitGroup
 	for _, s := range restartTable {
 		wg.Add(1)
@@ -42,7 +43,7 @@ func RunRestart(t *testing.T, url string, restart Restart) {
 						b.arrive() // a scenario that ended early must not hold the others
 					}
 				}()
-				runScenarioWith(t, url, run, s, restartTimeout, func(e *Env) {
+				runScenarioWith(t, ss, s, restartTimeout, func(e *Env) {
 					e.restart = func() {
 						arrived = true
 						b.arrive()

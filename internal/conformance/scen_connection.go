@@ -55,7 +55,7 @@ func connStartMechanisms(e *Env) {
 }
 
 func connBadPasswordClose(e *Env) {
-	cfg, _ := pika.ParseURL(e.URL)
+	cfg := e.Config()
 	r := e.RawConnect()
 	r.Start = r.Expect(0, &wire.ConnectionStart{}).(*wire.ConnectionStart)
 	r.Send(0, &wire.ConnectionStartOk{
@@ -69,7 +69,7 @@ func connBadPasswordClose(e *Env) {
 }
 
 func connBadPasswordDrop(e *Env) {
-	cfg, _ := pika.ParseURL(e.URL)
+	cfg := e.Config()
 	r := e.RawConnect()
 	r.StartOk("PLAIN", "\x00"+cfg.Username+"\x00"+cfg.Password+"-wrong")
 	r.ExpectEOF()
@@ -84,7 +84,7 @@ func connBadPasswordClient(e *Env) {
 }
 
 func connBadPasswordAMQPlain(e *Env) {
-	cfg, _ := pika.ParseURL(e.URL)
+	cfg := e.Config()
 	resp, err := wire.AppendTable(nil, wire.Table{"LOGIN": cfg.Username, "PASSWORD": cfg.Password + "-wrong"})
 	e.Must(err, "encode AMQPLAIN response")
 	r := e.RawConnect()
@@ -271,7 +271,7 @@ func connReuseChannelID(e *Env) {
 // the broker's connection.tune, unanswered.
 func (e *Env) rawTune() (*Raw, *wire.ConnectionTune) {
 	e.T.Helper()
-	cfg, _ := pika.ParseURL(e.URL)
+	cfg := e.Config()
 	r := e.RawConnect()
 	r.StartOk("PLAIN", "\x00"+cfg.Username+"\x00"+cfg.Password)
 	return r, r.Expect(0, &wire.ConnectionTune{}).(*wire.ConnectionTune)
@@ -284,7 +284,7 @@ func refusedText(mechanism string) string {
 
 func connUpdateSecret(e *Env) {
 	c := e.Dial()
-	cfg, _ := pika.ParseURL(e.URL)
+	cfg := e.Config()
 	err := c.UpdateSecret(e.Ctx, cfg.Password, "rotation")
 	e.Must(err, "connection.update-secret with the same password")
 	e.Chan(c)

@@ -243,7 +243,7 @@ func pubProperties(e *Env) {
 	c := e.Dial()
 	ch := e.ConfirmChan(c)
 	q := e.Queue(ch, "q", pika.QueueDeclareOptions{})
-	cfg, _ := pika.ParseURL(e.URL)
+	cfg := e.Config()
 	ts := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
 	p := pika.Properties{
 		ContentType: "application/json", ContentEncoding: "gzip",
@@ -309,7 +309,7 @@ func pubHeaderUnsignedTypes(e *Env) {
 func pubUserIDMismatch(e *Env) {
 	c, ch := e.Open()
 	q := e.Queue(ch, "q", pika.QueueDeclareOptions{})
-	cfg, _ := pika.ParseURL(e.URL)
+	cfg := e.Config()
 	pub := e.Chan(c)
 	e.Publish(pub, "", q, pika.Message{Body: []byte("m"), Properties: pika.Properties{UserID: "not-" + cfg.Username}})
 	err := pub.Qos(e.Ctx, pika.QosOptions{})

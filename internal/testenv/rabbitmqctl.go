@@ -80,3 +80,26 @@ func localAlarms() (string, error) {
 	}
 	return strings.Join(parts, ", "), nil
 }
+
+// CloseConnection closes, with rabbitmqctl close_connection, the broker's
+// connection whose connection_name client property is name (the client
+// gets connection.close with 320 CONNECTION_FORCED and a text ending with
+// reason), waiting up to wait for it to appear in list_connections. Only
+// that connection is touched.
+func CloseConnection(t testing.TB, name, reason string, wait time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		out := Rabbitmqctl(t, "list_connections", "-q", "pid", "client_properties")
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, `"`+name+`"`) {
+				Rabbitmqctl(t, "close_connection", strings.Fields(line)[0], reason)
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: no broker connection named %q; list_connections:\n%s", name, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
