@@ -130,7 +130,7 @@ func benchConsume(b *testing.B, cfg Config) {
 		}
 	}
 	waitDepth(b, pub, q, b.N)
-	_, ch := benchDial(b, url, cfg)
+	c, ch := benchDial(b, url, cfg)
 	if err := ch.Qos(ctx, QosOptions{PrefetchCount: 1000}); err != nil {
 		b.Fatal(err)
 	}
@@ -154,5 +154,38 @@ func benchConsume(b *testing.B, cfg Config) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+	// Reads of the socket per message: consuming costs more CPU the more
+	// reads the broker's pace makes it take, whatever the build.
+	c.mu.Lock()
+	b.ReportMetric(float64(c.reads)/float64(b.N), "reads/op")
+	c.mu.Unlock()
 	cons.Cancel(ctx)
+}
+
+// endedCtx is a context that has ended, with an Err that costs nothing:
+// Publish returns at its first check of ctx, so BenchmarkPublishEntry
+// measures only what runs before it (with hooks, all of their cost but
+// the socket's). No connection is needed.
+type endedCtx struct{ context.Context }
+
+func (endedCtx) Err() error { return context.Canceled }
+
+// BenchmarkPublishEntry is Publish up to its first check of ctx, without
+// hooks: the no-hook dispatch, comparable with builds that have none.
+func BenchmarkPublishEntry(b *testing.B) {
+	benchPublishEntry(b, &Channel{conn: &Conn{}})
+}
+
+func benchPublishEntry(b *testing.B, ch *Channel) {
+	var ctx context.Context = endedCtx{context.Background()}
+	msg := Message{Body: make([]byte, 100)}
+	msg.ContentType, msg.MessageID, msg.Timestamp = "text/plain", "m-1", time.Unix(1, 0)
+	b.ReportAllocs()
+	cpu := cpuTime()
+	for range b.N {
+		if err := ch.Publish(ctx, "", "q", msg); err != context.Canceled {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 }

@@ -122,7 +122,7 @@ func DialConfig(ctx context.Context, cfg Config) (*Conn, error) {
 		done:  make(chan struct{}),
 		hk:    newHookSet(cfg.Hooks),
 	}
-	c.hookq.drainOutcomes, c.hookq.drainBytes = c.drainOutcomes, c.drainBytes
+	c.initHookQueue()
 	l, err := c.dialLink(ctx)
 	if err != nil {
 		return nil, err
@@ -491,8 +491,10 @@ func (c *Conn) Close(ctx context.Context) error {
 	// one of them, and the mailbox cannot drain while it runs. Log records
 	// are, as long as ctx allows.
 	c.logs.wait(ctx)
-	// So are the hooks' events, the final OnDisconnect included, unless
-	// Close runs in a hook or callback (which the wait could be behind).
+	// So are the hooks' events, the final OnDisconnect and the last byte
+	// counts included, unless Close runs in a hook or callback (which the
+	// wait could be behind).
+	c.flushBytes()
 	if !inCallback() {
 		c.hookBox.wait(ctx)
 	}

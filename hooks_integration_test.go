@@ -140,15 +140,15 @@ func TestHooksBrokerConsume(t *testing.T) {
 	// ... and of the hook goroutine, in theirs (the two are not ordered).
 	rec.wait(t, "consumer start "+pull.Tag(), "consumer end "+pull.Tag()+" pika: consumer closed",
 		"consumer start "+fn.Tag(), "consumer end "+fn.Tag())
-	rec.mu.Lock()
-	read, written := rec.read, rec.written
-	rec.mu.Unlock()
-	if read == 0 || written == 0 {
-		// Byte counts are posted as they happen: give the last ones time.
-		time.Sleep(100 * time.Millisecond)
+	// Byte counts reach the hook at most every 100 ms: poll for them.
+	var read, written int64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		rec.mu.Lock()
 		read, written = rec.read, rec.written
 		rec.mu.Unlock()
+		if read >= 6*2 && written >= 6*2 || time.Now().After(deadline) {
+			break
+		}
 	}
 	if read < 6*2 || written < 6*2 {
 		t.Errorf("bytes read %d, written %d", read, written)

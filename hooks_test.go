@@ -196,6 +196,112 @@ func TestPublishingSetHeaderCopies(t *testing.T) {
 	}
 }
 
+// reuseHook checks, in OnPublish, that the Publishing shows this call
+// only (nothing left from a call before on a reused one), then leaves
+// state behind: a header, a Seq, a context.
+type reuseHook struct {
+	t    *testing.T
+	want Message
+	seen []*Publishing
+}
+
+func (h *reuseHook) OnPublish(p *Publishing) {
+	h.t.Helper()
+	h.seen = append(h.seen, p)
+	if p.Seq != 0 || p.ownHeaders || p.Ctx.Value(reuseKey{}) != nil || p.RoutingKey != string(h.want.Body) {
+		h.t.Errorf("OnPublish: state of an earlier publish: seq %d, own headers %v, ctx %v, key %q",
+			p.Seq, p.ownHeaders, p.Ctx.Value(reuseKey{}), p.RoutingKey)
+	}
+	if fmt.Sprint(p.Message) != fmt.Sprint(h.want) {
+		h.t.Errorf("OnPublish: message\n  %+v\nwant\n  %+v", p.Message, h.want)
+	}
+	p.SetHeader("added", "yes")
+	p.Seq = 42
+	p.Ctx = context.WithValue(p.Ctx, reuseKey{}, "set")
+}
+func (h *reuseHook) OnPublished(*Publishing, error) {}
+
+type reuseKey struct{}
+
+// TestPublishingReuse: a Publishing taken again for another Publish shows
+// only that call (every field is set at the take), SetHeader still copies
+// the caller's table, and once Publish returns the Publishing keeps no
+// reference to the caller's body, headers or context.
+func TestPublishingReuse(t *testing.T) {
+	h := &reuseHook{t: t}
+	ch := &Channel{conn: &Conn{hk: newHookSet([]Hook{h})}}
+	var ctx context.Context = endedCtx{context.Background()}
+	caller := Table{"mine": "x"}
+	msgs := []Message{
+		{Properties: Properties{ContentType: "text/plain", Headers: caller, MessageID: "m1", Timestamp: time.Unix(5, 0)}, Body: []byte("one"), Mandatory: true},
+		{Body: []byte("two")},
+		{Properties: Properties{Headers: caller, Priority: 3}, Body: []byte("three")},
+	}
+	for i := range 60 {
+		h.want = msgs[i%len(msgs)]
+		if err := ch.Publish(ctx, "", string(h.want.Body), h.want); err != context.Canceled {
+			t.Fatal(err)
+		}
+		p := h.seen[len(h.seen)-1]
+		if p.Ctx != nil || p.Channel != nil || p.Message.Body != nil || p.Message.Headers != nil {
+			t.Fatalf("after Publish, the Publishing keeps ctx %v, channel %v, body %q, headers %v",
+				p.Ctx, p.Channel, p.Message.Body, p.Message.Headers)
+		}
+	}
+	if len(caller) != 1 {
+		t.Errorf("the caller's headers were changed: %v", caller)
+	}
+	reused := map[*Publishing]bool{}
+	for _, p := range h.seen {
+		reused[p] = true
+	}
+	t.Logf("%d publishes used %d Publishings", len(h.seen), len(reused))
+}
+
+// bytesCounter is a BytesHook that adds up what it is told.
+type bytesCounter struct {
+	mu            sync.Mutex
+	calls         int
+	read, written int64
+}
+
+func (h *bytesCounter) OnBytes(_ *Conn, read, written int64) {
+	h.mu.Lock()
+	h.calls++
+	h.read += read
+	h.written += written
+	h.mu.Unlock()
+}
+
+// TestBytesHookThrottled: reads close together are reported in few
+// OnBytes calls (not one per read, each starting the hook goroutine), and
+// no count is lost: flushBytes (Close) reports the last ones at once.
+func TestBytesHookThrottled(t *testing.T) {
+	h := &bytesCounter{}
+	c := &Conn{hk: newHookSet([]Hook{h})}
+	c.initHookQueue()
+	ctx := context.Background()
+	start := time.Now()
+	const n = 2000
+	for range n {
+		c.addBytes(10, 1)
+		c.hookBox.wait(ctx) // the hook goroutine idle before the next read
+	}
+	c.flushBytes()
+	c.hookBox.wait(ctx)
+	elapsed := time.Since(start)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.read != 10*n || h.written != n {
+		t.Errorf("OnBytes added up to %d read, %d written; want %d, %d", h.read, h.written, 10*n, n)
+	}
+	// One call at the first read, then at most one per bytesEvery, and the
+	// flush's.
+	if max := 2 + int(elapsed/bytesEvery); h.calls > max {
+		t.Errorf("%d OnBytes calls for %d reads in %v, want at most %d", h.calls, n, elapsed, max)
+	}
+}
+
 // TestHooksConnectionLifecycle drives connect, channel open, blocked,
 // loss, recovery, unblock and close through the fake broker, and checks
 // the hook events and their order.

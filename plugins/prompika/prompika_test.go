@@ -142,26 +142,30 @@ pika_deliveries_settled_total{kind="reject"} 1
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(""), "none"); err != nil {
 		t.Errorf("the pedantic registry refuses the collector: %v", err)
 	}
-	var out bytes.Buffer
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		switch mf.GetName() {
-		case obsmetrics.ConfirmLatency:
-			if h := mf.GetMetric()[0].GetHistogram(); h.GetSampleCount() != 5 || h.GetSampleSum() <= 0 {
-				fmt.Fprintf(&out, "confirm latency: count %d sum %v; ", h.GetSampleCount(), h.GetSampleSum())
-			}
-		case obsmetrics.BytesRead, obsmetrics.BytesWritten:
-			if v := mf.GetMetric()[0].GetCounter().GetValue(); v < 100 {
-				fmt.Fprintf(&out, "%s = %v; ", mf.GetName(), v)
+	// Byte counts reach the hook at most every 100 ms: poll for them.
+	eventually(t, func() error {
+		var out bytes.Buffer
+		mfs, err := reg.Gather()
+		if err != nil {
+			return err
+		}
+		for _, mf := range mfs {
+			switch mf.GetName() {
+			case obsmetrics.ConfirmLatency:
+				if h := mf.GetMetric()[0].GetHistogram(); h.GetSampleCount() != 5 || h.GetSampleSum() <= 0 {
+					fmt.Fprintf(&out, "confirm latency: count %d sum %v; ", h.GetSampleCount(), h.GetSampleSum())
+				}
+			case obsmetrics.BytesRead, obsmetrics.BytesWritten:
+				if v := mf.GetMetric()[0].GetCounter().GetValue(); v < 100 {
+					fmt.Fprintf(&out, "%s = %v; ", mf.GetName(), v)
+				}
 			}
 		}
-	}
-	if out.Len() > 0 {
-		t.Error(out.String())
-	}
+		if out.Len() > 0 {
+			return errors.New(out.String())
+		}
+		return nil
+	})
 	if err := conn.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
