@@ -387,7 +387,7 @@ func (ch *Channel) suspendLocked(cause error) {
 	}
 	for _, cons := range ch.consumers {
 		if !cons.autoAck {
-			cons.dropLocked()
+			cons.dropLocked(false)
 		} else {
 			// Its buffer stays; whether it is full is decided again on
 			// the new link, where a suspension of the old one no longer

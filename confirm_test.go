@@ -671,7 +671,8 @@ func TestAutoAckDeliveriesSurviveChannelClose(t *testing.T) {
 	waitFor(t, "three buffered deliveries", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return len(cons.queue)-cons.head == 3
+		n, _ := cons.bufferedLocked()
+		return n == 3
 	})
 	p.closeChannel(ch.ID(), wire.ReplyPreconditionFailed, "PRECONDITION_FAILED - test", &wire.BasicQos{})
 	<-ch.Done()

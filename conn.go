@@ -62,6 +62,7 @@ type Conn struct {
 	reads         uint64        // reads from the socket so far (from 1)
 	inlineReady   []*Consumer   // inline consumers with buffered deliveries (see inline.go)
 	inlineSpare   []*Consumer   // inlineReady's other buffer
+	wakes         []*Consumer   // consumers with a waiting Next call that the reader signals after its read (see Consumer.pushLocked)
 	readerBusy    bool          // the reader runs inline handlers
 
 	closing       bool               // the application called Close

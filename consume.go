@@ -341,10 +341,28 @@ type Consumer struct {
 
 	view standin.ConsumerView // a stand-in's loop consumer, answering Queue (see standin.go); nil otherwise
 
+	// The buffer is in two parts: queue, where the reader appends, and
+	// batch, where Next (and an inline consumer's reader) takes from. A
+	// take that finds batch used up moves all of queue into it in one
+	// hold of the connection's lock; the takes after it need only nextMu
+	// and an atomic cursor. Deliveries in either part count as buffered
+	// (ConsumerStats.Buffered) and against the limits: the takes from
+	// batch are accounted under the lock lazily (syncLocked), at once
+	// only while something depends on them (watch).
+	nextMu     sync.Mutex    // held by a take (Consumer.take): one at a time
+	batch      []*Delivery   // written with nextMu and ch.conn.mu held, read with either
+	batchQueue string        // qname when batch was filled, for the DeliveryHooks
+	cursor     atomic.Uint64 // batch[cursor] is the next to hand out; batchVoided set when dropLocked voided it
+	watch      atomic.Bool   // full, past the hard limit or ended: a take accounts at once (tookLocked)
+	waiting    atomic.Int32  // Next calls waiting for signal; raised under ch.conn.mu
+
 	// guarded by ch.conn.mu
 	queue       []*Delivery
-	head        int
-	bytes       int   // body bytes of queue[head:]
+	bytes       int   // body bytes of queue
+	synced      int   // batch[:synced] is accounted as taken
+	batchBytes  int   // body bytes of batch[synced:]
+	wakeQueued  bool  // in Conn.wakes: the reader signals it after the read
+	doneClosed  bool  // done is closed
 	prefetch    int   // the per-consumer prefetch count when basic.consume was last sent
 	sentOn      *link // the link basic.consume was last sent on
 	full        bool  // at the soft limit
@@ -359,7 +377,7 @@ type Consumer struct {
 	ended       bool
 	clean       bool // ended because the application asked: Cancel, Channel.Close, Conn.Close
 	err         error
-	signal      chan struct{} // cap 1: something was pushed
+	signal      chan struct{} // cap 1: a waiting Next call may find something (or the consumer ended)
 	endCh       chan struct{} // closed when the consumer ends
 	done        chan struct{} // closed when ended and drained (and the handler returned)
 }
@@ -377,7 +395,7 @@ const (
 // ConsumerStats are a consumer's buffer figures and what its overflow
 // policy did (see Consumer.Stats and ConsumeOptions.Overflow).
 type ConsumerStats struct {
-	Buffered         int    // deliveries waiting in the library for the application
+	Buffered         int    // deliveries received and not yet returned by Next (or handed to the handler), those a Next call already moved to the consumer's side included
 	BufferedBytes    int    // their body bytes
 	MaxBuffered      int    // the most deliveries buffered at once so far
 	MaxBufferedBytes int    // the most body bytes buffered at once so far
@@ -616,8 +634,7 @@ func (cons *Consumer) Stats() ConsumerStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := cons.stats
-	s.Buffered = len(cons.queue) - cons.head
-	s.BufferedBytes = cons.bytes
+	s.Buffered, s.BufferedBytes = cons.bufferedLocked()
 	return s
 }
 
@@ -662,16 +679,17 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 		return
 	}
 	bounded := cons.boundedLocked()
-	n := len(cons.queue) - cons.head
+	n, bytes := cons.bufferedLocked()
 	// Past the hard limit a delivery is discarded, except while nothing
 	// is awaited during the one read that crossed it: the reader pauses
 	// after that read, which holds at most readBufferSize bytes.
-	if !bounded && (n >= 2*cons.limit || cons.bytes >= 2*cons.limitBytes) && !cons.stoppingLocked() {
+	if !bounded && (n >= 2*cons.limit || bytes >= 2*cons.limitBytes) && !cons.stoppingLocked() {
 		if c.awaitingLocked() || cons.overRead != 0 && cons.overRead != c.reads {
 			cons.overflowLocked(brokerTag)
 			return
 		}
 		cons.overRead = c.reads
+		cons.watch.Store(true)
 	}
 	if cons.susp == suspCancelling {
 		cons.overrun++
@@ -680,10 +698,12 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 	cons.queue = append(cons.queue, d)
 	cons.bytes += len(d.Body)
 	n++
+	bytes += len(d.Body)
 	cons.stats.MaxBuffered = max(cons.stats.MaxBuffered, n)
-	cons.stats.MaxBufferedBytes = max(cons.stats.MaxBufferedBytes, cons.bytes)
-	if !bounded && !cons.full && (n >= cons.limit || cons.bytes >= cons.limitBytes) {
+	cons.stats.MaxBufferedBytes = max(cons.stats.MaxBufferedBytes, bytes)
+	if !bounded && !cons.full && (n >= cons.limit || bytes >= cons.limitBytes) {
 		cons.full = true
+		cons.watch.Store(true)
 		// A consumer suspended (or being suspended) stops its flood at the
 		// broker; any other needs the reader to pause.
 		if cons.suspStateLocked() == suspNone && !(cons.suspendableLocked() && cons.suspendAtBrokerLocked()) {
@@ -694,11 +714,38 @@ func (cons *Consumer) pushLocked(d *Delivery) {
 	if cons.inline {
 		c.inlineReadyLocked(cons)
 	}
-	select {
-	case cons.signal <- struct{}{}:
-	default:
+	// A Next call waits: the reader signals it once, after the read (see
+	// Conn.takeWakesLocked), not per delivery and not while it holds the
+	// lock the woken call would need first. A call not waiting finds the
+	// delivery when it looks.
+	if cons.waiting.Load() > 0 && !cons.wakeQueued {
+		cons.wakeQueued = true
+		c.wakes = append(c.wakes, cons)
 	}
 }
+
+// bufferedLocked returns how many deliveries, and body bytes, wait in
+// the library for the application: queue and what is left of batch.
+func (cons *Consumer) bufferedLocked() (n, bytes int) {
+	cons.syncLocked()
+	return len(cons.queue) + len(cons.batch) - cons.synced, cons.bytes + cons.batchBytes
+}
+
+// syncLocked accounts the takes from batch since the last call.
+func (cons *Consumer) syncLocked() {
+	v := cons.cursor.Load()
+	if v&batchVoided != 0 {
+		return // dropLocked accounted for all of batch
+	}
+	for _, d := range cons.batch[cons.synced:v] {
+		cons.batchBytes -= len(d.Body)
+	}
+	cons.synced = int(v)
+}
+
+// batchVoided is the bit of Consumer.cursor that dropLocked sets: nothing
+// more may be taken from batch.
+const batchVoided = 1 << 63
 
 // stoppingLocked reports whether a basic.cancel (the application's or a
 // suspension's) or a close is on its way: what the broker sent before it
@@ -710,6 +757,7 @@ func (cons *Consumer) stoppingLocked() bool {
 // overflowLocked applies the discard policy to a delivery past the hard
 // limit.
 func (cons *Consumer) overflowLocked(brokerTag uint64) {
+	n, bytes := cons.bufferedLocked()
 	ch := cons.ch
 	c := ch.conn
 	if cons.autoAck {
@@ -725,7 +773,7 @@ func (cons *Consumer) overflowLocked(brokerTag uint64) {
 		// the lock is held here.
 		c.logWarn("pika: consumer buffer past its hard limit while a reply is awaited: discarding deliveries (see ConsumerStats)",
 			"channel", ch.id, "consumer_tag", cons.tag, "auto_ack", cons.autoAck,
-			"buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
+			"buffered", n, "buffered_bytes", bytes)
 	}
 }
 
@@ -783,8 +831,9 @@ func (cons *Consumer) suspendAtBrokerLocked() bool {
 		}
 	}
 	l.waiters[id] = w
+	n, bytes := cons.bufferedLocked()
 	c.logInfo("pika: consumer suspended at the broker until the application takes its buffered deliveries",
-		"channel", ch.id, "consumer_tag", cons.tag, "buffered", len(cons.queue)-cons.head, "buffered_bytes", cons.bytes)
+		"channel", ch.id, "consumer_tag", cons.tag, "buffered", n, "buffered_bytes", bytes)
 	return true
 }
 
@@ -796,7 +845,7 @@ func (cons *Consumer) resumeAtBrokerLocked() {
 	if cons.suspStateLocked() != suspCancelled || cons.ended || cons.cancelling || ch.err != nil || ch.closing || c.closing {
 		return
 	}
-	if len(cons.queue)-cons.head > cons.limit/2 || cons.bytes > cons.limitBytes/2 {
+	if n, bytes := cons.bufferedLocked(); n > cons.limit/2 || bytes > cons.limitBytes/2 {
 		return
 	}
 	l := c.l
@@ -829,6 +878,7 @@ func (cons *Consumer) endLocked(err error) {
 		return
 	}
 	cons.ended = true
+	cons.watch.Store(true)
 	cons.err = err
 	cons.clean = err == ErrConsumerClosed || cons.ch.byApp
 	close(cons.endCh)
@@ -837,16 +887,17 @@ func (cons *Consumer) endLocked(err error) {
 	}
 	cons.consumerEndLocked(err)
 	if err != ErrConsumerCancelled && err != ErrConsumerClosed && !cons.autoAck {
-		if len(cons.ch.conn.hk.settle) > 0 {
+		hooked := len(cons.ch.conn.hk.settle) > 0
+		dropped := cons.dropLocked(hooked)
+		if hooked {
 			// Nothing is sent: the broker requeues them as the channel
 			// closed.
-			tags := make([]uint64, 0, len(cons.queue)-cons.head)
-			for _, d := range cons.queue[cons.head:] {
+			tags := make([]uint64, 0, len(dropped))
+			for _, d := range dropped {
 				tags = append(tags, d.DeliveryTag)
 			}
 			cons.ch.librarySettleLocked(SettleReject, true, err, tags...)
 		}
-		cons.dropLocked()
 	}
 	// An ended consumer receives nothing more: its buffer, however full,
 	// must not hold the reader.
@@ -855,8 +906,8 @@ func (cons *Consumer) endLocked(err error) {
 	case cons.signal <- struct{}{}:
 	default:
 	}
-	if cons.handler == nil && cons.head == len(cons.queue) {
-		close(cons.done)
+	if cons.handler == nil {
+		cons.closeDoneLocked()
 	}
 	if cons.inline {
 		// No read brings this consumer anything more: what is still
@@ -877,13 +928,40 @@ func (cons *Consumer) notFullLocked() {
 	}
 }
 
-func (cons *Consumer) dropLocked() {
+// dropLocked empties the buffer: what is left of batch can no longer be
+// taken, and queue is cleared. With list, it returns the deliveries it
+// dropped (none of them was handed out, nor will be).
+func (cons *Consumer) dropLocked(list bool) []*Delivery {
+	var dropped []*Delivery
+	v := cons.cursor.Or(batchVoided) // a take racing with this one either got its delivery or sees the bit
+	if v&batchVoided == 0 {
+		if list {
+			dropped = append(dropped, cons.batch[v:]...)
+		}
+		// batch itself is Next's to replace, under nextMu.
+		cons.synced = len(cons.batch)
+		cons.batchBytes = 0
+	}
+	if list {
+		dropped = append(dropped, cons.queue...)
+	}
 	clear(cons.queue)
 	cons.queue = cons.queue[:0]
-	cons.head = 0
 	cons.bytes = 0
 	cons.overRead = 0
 	cons.notFullLocked()
+	if cons.ended && cons.handler == nil {
+		cons.closeDoneLocked()
+	}
+	return dropped
+}
+
+// closeDoneLocked closes done, once.
+func (cons *Consumer) closeDoneLocked() {
+	if n, _ := cons.bufferedLocked(); n == 0 && !cons.doneClosed {
+		cons.doneClosed = true
+		close(cons.done)
+	}
 }
 
 // drainRejectLocked requeues buffered deliveries of an abandoned consumer
@@ -891,9 +969,10 @@ func (cons *Consumer) dropLocked() {
 // them).
 func (cons *Consumer) drainRejectLocked() {
 	ch := cons.ch
+	dropped := cons.dropLocked(!cons.autoAck)
 	if !cons.autoAck {
 		var tags []uint64
-		for _, d := range cons.queue[cons.head:] {
+		for _, d := range dropped {
 			if d.DeliveryTag > ch.tagBase {
 				if ch.conn.eng.Reject(ch.id, d.DeliveryTag-ch.tagBase, true) == nil && len(ch.conn.hk.settle) > 0 {
 					tags = append(tags, d.DeliveryTag)
@@ -902,7 +981,6 @@ func (cons *Consumer) drainRejectLocked() {
 		}
 		ch.librarySettleLocked(SettleReject, true, nil, tags...)
 	}
-	cons.dropLocked()
 }
 
 // unpauseReaderLocked wakes a reader paused by pauseLocked, so that it
@@ -941,76 +1019,130 @@ func (c *Conn) awaitingLocked() bool {
 // Next returns the next delivery, waiting for one or for the end of ctx.
 // After the consumer ended and its buffer is empty, Next returns the reason
 // (see Err). Safe to call from several goroutines.
+//
+// Next takes everything buffered for the consumer in one hold of the
+// connection's lock and hands it out over the following calls without
+// it; the deliveries count as buffered (ConsumerStats.Buffered) until a
+// call returns them.
 func (cons *Consumer) Next(ctx context.Context) (*Delivery, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	c := cons.ch.conn
 	for {
-		c.mu.Lock()
-		if d := cons.takeLocked(); d != nil {
-			var queue string
-			if len(c.hk.delivery) > 0 {
-				queue = cons.qname
-			}
-			c.mu.Unlock()
+		d, queue, err := cons.take(true)
+		if d != nil {
 			if len(c.hk.delivery) > 0 {
 				c.deliveryEvent(queue, d)
 			}
 			return d, nil
 		}
-		if cons.ended {
-			err := cons.err
-			c.mu.Unlock()
+		if err != nil {
 			return nil, err
 		}
-		c.mu.Unlock()
+		// take counted this call in waiting: a delivery pushed from now on
+		// signals it.
 		select {
 		case <-cons.signal:
 		case <-cons.endCh:
 		case <-ctx.Done():
+			cons.waiting.Add(-1)
 			return nil, ctx.Err()
+		}
+		cons.waiting.Add(-1)
+	}
+}
+
+// take hands out the next buffered delivery and the queue name for the
+// DeliveryHooks. It takes from batch while batch lasts; then, under the
+// connection's lock, it moves all of queue into batch. With nothing
+// buffered it returns the consumer's error if it ended, and otherwise nil
+// with, when wait is set, the caller counted in waiting (the caller waits
+// for signal and then lowers it).
+func (cons *Consumer) take(wait bool) (*Delivery, string, error) {
+	c := cons.ch.conn
+	cons.nextMu.Lock()
+	defer cons.nextMu.Unlock()
+	if d := cons.fromBatch(); d != nil {
+		if cons.watch.Load() {
+			c.mu.Lock()
+			cons.tookLocked()
+			c.mu.Unlock()
+		}
+		cons.passWake()
+		return d, cons.batchQueue, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// batch is used up (or voided): queue takes its place.
+	cons.syncLocked()
+	clear(cons.batch)
+	cons.batch, cons.queue = cons.queue, cons.batch[:0]
+	cons.batchBytes, cons.bytes = cons.bytes, 0
+	cons.batchQueue = cons.qname
+	cons.synced = 0
+	cons.cursor.Store(0)
+	if d := cons.fromBatch(); d != nil {
+		cons.tookLocked()
+		cons.passWake()
+		return d, cons.batchQueue, nil
+	}
+	if cons.ended {
+		return nil, "", cons.err
+	}
+	if wait {
+		cons.waiting.Add(1)
+	}
+	return nil, "", nil
+}
+
+// fromBatch takes the next delivery of batch, nil when batch is used up
+// or voided. Called with nextMu held.
+func (cons *Consumer) fromBatch() *Delivery {
+	for {
+		v := cons.cursor.Load()
+		if v&batchVoided != 0 || v >= uint64(len(cons.batch)) {
+			return nil
+		}
+		if cons.cursor.CompareAndSwap(v, v+1) {
+			return cons.batch[v]
+		}
+		// dropLocked voided batch meanwhile.
+	}
+}
+
+// passWake signals another waiting Next call when more is buffered in
+// batch. Called with nextMu held.
+func (cons *Consumer) passWake() {
+	if cons.waiting.Load() > 0 && cons.cursor.Load() < uint64(len(cons.batch)) {
+		select {
+		case cons.signal <- struct{}{}:
+		default:
 		}
 	}
 }
 
-// takeLocked takes the next buffered delivery, nil when none is, and
-// updates the buffer's limits.
-func (cons *Consumer) takeLocked() *Delivery {
-	if cons.head == len(cons.queue) {
-		return nil
-	}
+// tookLocked accounts the takes from batch and updates the buffer's
+// limits: below twice the soft limit the reader may read past it again,
+// at half of it a full consumer is full no longer (and a suspended one is
+// restarted), and an ended one with nothing left is done.
+func (cons *Consumer) tookLocked() {
 	c := cons.ch.conn
-	d := cons.queue[cons.head]
-	cons.queue[cons.head] = nil
-	cons.head++
-	cons.bytes -= len(d.Body)
-	if cons.head == len(cons.queue) {
-		cons.queue = cons.queue[:0]
-		cons.head = 0
-		if cons.ended && cons.handler == nil {
-			close(cons.done)
-		}
-	}
-	n := len(cons.queue) - cons.head
-	if n < 2*cons.limit && cons.bytes < 2*cons.limitBytes {
+	n, bytes := cons.bufferedLocked()
+	if n < 2*cons.limit && bytes < 2*cons.limitBytes {
 		cons.overRead = 0
 	}
-	if n <= cons.limit/2 && cons.bytes <= cons.limitBytes/2 {
+	if n <= cons.limit/2 && bytes <= cons.limitBytes/2 {
 		cons.notFullLocked()
 		if cons.suspStateLocked() == suspCancelled {
 			cons.resumeAtBrokerLocked()
 			c.afterLocked(c.l)
 		}
 	}
-	if cons.head < len(cons.queue) {
-		// More is buffered: pass the wake-up on to another waiter.
-		select {
-		case cons.signal <- struct{}{}:
-		default:
-		}
+	if cons.ended && cons.handler == nil {
+		cons.closeDoneLocked()
 	}
-	return d
+	cons.watch.Store(cons.full || cons.overRead != 0 || cons.ended)
 }
 
 // All returns an iterator over the deliveries: each is yielded with a nil

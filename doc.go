@@ -144,6 +144,13 @@
 // with [Consumer.Next] or [Consumer.All], or the [Channel.ConsumeFunc]
 // handler returns. [Consumer.Stats] reports its size, its high-water mark
 // and what the policies below did. What bounds it depends on the consumer.
+// (To take the connection's lock once per batch rather than once per
+// delivery, a Next call that finds nothing on the consumer's side moves
+// everything buffered there at once, and the following calls hand it out
+// without the lock. Those deliveries still count as buffered, in the
+// figures and against the limits below, until Next returns them, and
+// they are dropped with the rest of the buffer when the channel closes or
+// the connection is lost.)
 //
 // Manual acknowledgements on a channel with a prefetch count
 // ([Channel.Qos], per consumer before Consume, or global): the broker never

@@ -50,13 +50,7 @@ func (cons *Consumer) deliverInline() {
 	cons.inlineMu.Lock()
 	defer cons.inlineMu.Unlock()
 	for {
-		c.mu.Lock()
-		d := cons.takeLocked()
-		var queue string
-		if d != nil && len(c.hk.delivery) > 0 {
-			queue = cons.qname
-		}
-		c.mu.Unlock()
+		d, queue, _ := cons.take(false)
 		if d == nil {
 			return
 		}

@@ -225,6 +225,7 @@ func (l *link) readLoop() {
 	c := l.c
 	var small [smallReadBuffer]byte
 	var large *[readBufferSize]byte // from readBuffers while the broker sends much
+	var wakes []*Consumer           // consumers to signal once the lock is released
 	defer func() {
 		if large != nil {
 			readBuffers.Put(large)
@@ -260,7 +261,9 @@ func (l *link) readLoop() {
 				c.resume = make(chan struct{})
 			}
 			resume := c.resume
+			wakes = c.takeWakesLocked(wakes)
 			c.mu.Unlock()
+			wakeConsumers(wakes)
 			select {
 			case <-resume:
 			case <-l.done:
@@ -271,7 +274,9 @@ func (l *link) readLoop() {
 			c.readPaused = false
 		}
 		closed := l.eng.IsClosed()
+		wakes = c.takeWakesLocked(wakes)
 		c.mu.Unlock()
+		wakeConsumers(wakes)
 		if closed {
 			return
 		}
@@ -285,6 +290,33 @@ func (l *link) readLoop() {
 			readBuffers.Put(large)
 			large = nil
 		}
+	}
+}
+
+// takeWakesLocked moves the consumers that pushLocked noted for a
+// wake-up into dst (emptied first). Deliveries reach consumers only from
+// the reader's Receive, whose events are dispatched before the reader
+// releases the lock, so the reader alone needs to call it, before each
+// release.
+func (c *Conn) takeWakesLocked(dst []*Consumer) []*Consumer {
+	dst = append(dst[:0], c.wakes...)
+	for _, cons := range c.wakes {
+		cons.wakeQueued = false
+	}
+	clear(c.wakes)
+	c.wakes = c.wakes[:0]
+	return dst
+}
+
+// wakeConsumers signals the waiting Next calls of consumers, without the
+// connection's lock: the woken call takes it first.
+func wakeConsumers(consumers []*Consumer) {
+	for i, cons := range consumers {
+		select {
+		case cons.signal <- struct{}{}:
+		default:
+		}
+		consumers[i] = nil
 	}
 }
 
