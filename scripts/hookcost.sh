@@ -81,15 +81,15 @@ strip() {
 			// Outcomes wait for a slow PublishOutcomeHook: bound them.
 			wait = c.hookq.outcomesFull(c.cfg.MaxUnconfirmed)
 '
-	replace "$s/consume.go" '			var queue string
+	replace "$s/consume.go" '		d, queue, err := cons.take(true)
+		if d != nil {
 			if len(c.hk.delivery) > 0 {
-				queue = cons.qname
-			}
-'
-	replace "$s/consume.go" '			if len(c.hk.delivery) > 0 {
 				c.deliveryEvent(queue, d)
 			}
-'
+			return d, nil' '		_ = c
+		d, _, err := cons.take(true)
+		if d != nil {
+			return d, nil'
 	replace "$s/consume.go" '	c := ch.conn
 	if len(c.hk.settle) == 0 {
 		_, err := ch.settleLocking(kind, tag, multiple, requeue, false)
