@@ -1,0 +1,82 @@
+package loop
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pika-go/pika"
+	"github.com/pika-go/pika/internal/scripted"
+	"github.com/pika-go/pika/wire"
+)
+
+// A check of a cancelled consumer's queue that the broker never answers
+// (neither the check's channel.open nor its passive queue.declare) fails
+// after Config.HandshakeTimeout + Config.DialTimeout, as pika.Conn's does:
+// the consumer waits (RecoveryConsumerWaiting with the timeout) and the
+// next check brings it back. The late answer to the stalled check closes
+// its channel.
+func TestRecoveryConsumerCheckTimesOut(t *testing.T) {
+	for _, stall := range []string{"channel.open", "queue.declare"} {
+		t.Run(stall, func(t *testing.T) {
+			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+				cfg, wait := recoveringConfig(t, pair, func(p *peer) {
+					p.handshake(0)
+					p.openChannel(1)
+					answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+					p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
+					expect[*wire.BasicCancelOk](p, 1)
+					s := p.next()
+					if _, ok := s.Method.(*wire.ChannelOpen); !ok {
+						goTB{p.t, p.nc}.Fatalf("peer: want channel.open, got %v", s)
+					}
+					stalled := s.Channel
+					var late wire.Method = &wire.ChannelOpenOk{}
+					if stall == "queue.declare" {
+						p.send(scripted.Method(stalled, &wire.ChannelOpenOk{}))
+						expect[*wire.QueueDeclare](p, stalled)
+						late = &wire.QueueDeclareOk{Queue: "q"}
+					}
+					// No answer: the next check comes after the bound.
+					s = p.next()
+					if _, ok := s.Method.(*wire.ChannelOpen); !ok || s.Channel == stalled {
+						goTB{p.t, p.nc}.Fatalf("peer: want channel.open of a new check, got %v", s)
+					}
+					check := s.Channel
+					// The late answer closes the stalled check's channel.
+					p.send(scripted.Method(stalled, late))
+					answer[*wire.ChannelClose](p, stalled, &wire.ChannelCloseOk{})
+					p.send(scripted.Method(check, &wire.ChannelOpenOk{}))
+					answer[*wire.QueueDeclare](p, check, &wire.QueueDeclareOk{Queue: "q"})
+					answer[*wire.ChannelClose](p, check, &wire.ChannelCloseOk{})
+					answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+					p.closeConn()
+				})
+				cfg.HandshakeTimeout = 200 * time.Millisecond
+				cfg.DialTimeout = 200 * time.Millisecond
+				var got []string
+				run(t, 20*time.Second, func(l *Loop, stop func()) {
+					withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+						ch.Consume("q", ConsumeOptions{Tag: "c1", AutoAck: true, OnEnd: func(err error) {
+							got = append(got, fmt.Sprint("ended: ", err))
+						}}, func(*Delivery) {}, nil)
+						c.OnRecovery(func(ev pika.RecoveryEvent) {
+							got = append(got, fmt.Sprint(ev.Kind, " ", ev.Attempt, " ", ev.Err != nil && strings.Contains(ev.Err.Error(), "no answer")))
+							if ev.Kind == pika.RecoveryConsumerRestored {
+								closeAndStop(t, c, stop)
+							}
+						})
+					})
+				})
+				wait()
+				want := []string{"consumer-waiting 1 true", "consumer-restored 2 false", "ended: pika: connection closed"}
+				slices.Sort(got)
+				slices.Sort(want)
+				expectCalls(t, got, want)
+			})
+		})
+	}
+}
