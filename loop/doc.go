@@ -91,7 +91,9 @@
 // pika.Config.Credentials is called at each dial on the dial goroutine,
 // never on the loop's; with Config.SecretRefresh, a loop timer gets a fresh
 // password from it (on a goroutine of its own) and hands it to the broker
-// with Conn.UpdateSecret.
+// with Conn.UpdateSecret. A panic in it fails the dial, or the refresh,
+// with an error naming it. Run waits for these goroutines: a Credentials
+// that ignores its ctx and blocks delays Run's return until it returns.
 //
 // # Recovery
 //
