@@ -80,3 +80,61 @@ func TestRecoveryConsumerCheckTimesOut(t *testing.T) {
 		})
 	}
 }
+
+// The copy of a message kept for republishing holds its headers as they
+// were at PublishConfirm, as pika.Conn's does: an application changing its
+// headers table (or a table in it) afterwards does not change the
+// republished message.
+func TestRepublishKeepsHeadersAsPublished(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		want := fmt.Sprint(wire.Table{"k": "v1", "nested": wire.Table{"x": int32(1)}})
+		headers := func(p *peer) string {
+			expect[*wire.BasicPublish](p, 1)
+			h := p.next().Header
+			p.next() // body
+			if h == nil {
+				goTB{p.t, p.nc}.Fatalf("peer: no content header")
+			}
+			return fmt.Sprint(h.Properties.Headers)
+		}
+		cfg, wait := recoveringConfig(t, pair,
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				if got := headers(p); got != want {
+					p.t.Errorf("published headers %s, want %s", got, want)
+				}
+				p.cut()
+			},
+			func(p *peer) {
+				p.handshake(0)
+				p.openChannel(1)
+				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				if got := headers(p); got != want {
+					p.t.Errorf("republished headers %s, want %s", got, want)
+				}
+				p.send(scripted.Method(1, &wire.BasicAck{DeliveryTag: 1}))
+				p.closeConn()
+			})
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				ch.ConfirmSelect(nil)
+				nested := wire.Table{"x": int32(1)}
+				h := wire.Table{"k": "v1", "nested": nested}
+				msg := pika.Message{Body: []byte("m1")}
+				msg.Headers = h
+				ch.PublishConfirm("", "k", msg, func(err error) {
+					got = append(got, fmt.Sprint("confirm ", err))
+					closeAndStop(t, c, stop)
+				})
+				h["k"] = "v2"
+				h["added"] = "yes"
+				nested["x"] = int32(2)
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"confirm <nil>"})
+	})
+}
