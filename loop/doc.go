@@ -122,7 +122,10 @@
 // each attempt with its delay, the recovery with its pika.RecoveryReport,
 // or the end of attempts, after which the Conn closes with a
 // *pika.RecoveryError (OnClose; outstanding confirmations then resolve
-// with pika.ErrOutcomeUnknown). While the Conn recovers, calls fail at
+// with pika.ErrOutcomeUnknown). As with pika.Conn, a broker that refuses
+// an attempt's login or virtual host, or closes an attempt's connection
+// with a code not recovered from at the first loss (403 ACCESS_REFUSED,
+// 530 NOT_ALLOWED, ...), ends the recovery at once with that error. While the Conn recovers, calls fail at
 // once with pika.ErrRecovering (Conn.Recovering tells; retry from the
 // RecoveryRecovered event): a Conn behaves as a pika.Conn with
 // Config.FailWhileRecovering set, and ignores the field. pika.Conn's

@@ -138,3 +138,77 @@ func TestRepublishKeepsHeadersAsPublished(t *testing.T) {
 		expectCalls(t, got, []string{"confirm <nil>"})
 	})
 }
+
+// A recovery attempt that the broker ends with a code the first loss
+// treats as final (the login refused with 403 ACCESS_REFUSED during the
+// handshake, or a connection.close 530 NOT_ALLOWED or 403 during the
+// restore) ends the recovery: no further attempt, RecoveryGaveUp with the
+// broker's error, as pika.Conn does.
+func TestRecoveryAttemptRefusedGivesUp(t *testing.T) {
+	refusals := []struct {
+		name string
+		code uint16
+		play func(p *peer, refusal *wire.ConnectionClose)
+	}{
+		{"login 403", 403, func(p *peer, refusal *wire.ConnectionClose) {
+			hdr := make([]byte, 8)
+			p.nc.Read(hdr)
+			p.send(scripted.Method(0, &wire.ConnectionStart{VersionMajor: 0, VersionMinor: 9, Mechanisms: "PLAIN", Locales: "en_US"}))
+			expect[*wire.ConnectionStartOk](p, 0)
+			p.send(scripted.Method(0, refusal))
+		}},
+		{"restore 530", 530, func(p *peer, refusal *wire.ConnectionClose) {
+			p.handshake(0)
+			expect[*wire.ChannelOpen](p, 1)
+			p.send(scripted.Method(0, refusal))
+		}},
+		{"restore 403", 403, func(p *peer, refusal *wire.ConnectionClose) {
+			p.handshake(0)
+			p.openChannel(1)
+			p.openChannel(2)
+			expect[*wire.QueueDeclare](p, 2)
+			p.send(scripted.Method(0, refusal))
+		}},
+	}
+	for _, rf := range refusals {
+		t.Run(rf.name, func(t *testing.T) {
+			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+				refusal := &wire.ConnectionClose{ReplyCode: rf.code, ReplyText: fmt.Sprintf("REFUSED %d", rf.code)}
+				cfg, wait := recoveringConfig(t, pair,
+					func(p *peer) {
+						p.handshake(0)
+						p.openChannel(1)
+						answer[*wire.QueueDeclare](p, 1, &wire.QueueDeclareOk{Queue: "q"})
+						p.cut()
+					},
+					func(p *peer) {
+						rf.play(p, refusal)
+						if s := p.nextOrEOF(); s != nil {
+							if _, ok := s.Method.(*wire.ConnectionCloseOk); !ok {
+								p.t.Errorf("peer: want connection.close-ok, got %v", s)
+							}
+						}
+					})
+				var got []string
+				var ended error
+				run(t, 20*time.Second, func(l *Loop, stop func()) {
+					withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+						ch.QueueDeclare("q", pika.QueueDeclareOptions{}, nil)
+						c.OnRecovery(func(ev pika.RecoveryEvent) {
+							got = append(got, fmt.Sprint(ev.Kind, " ", ev.Attempt))
+						})
+						c.OnClose(func(err error) {
+							ended = err
+							stop()
+						})
+					})
+				})
+				wait()
+				expectCalls(t, got, []string{"lost 0", "attempt 1", "gave-up 0"})
+				if ended == nil || !strings.Contains(ended.Error(), fmt.Sprintf("REFUSED %d", rf.code)) {
+					t.Errorf("the Conn ended with %v, want the broker's refusal", ended)
+				}
+			})
+		})
+	}
+}

@@ -355,11 +355,13 @@ func (c *Conn) startAttempt() {
 }
 
 // attemptFailed is the end of an attempt that failed with err: the next
-// attempt, unless the broker refused the login.
+// attempt, unless the broker refused the login or closed the attempt's
+// connection with a code that is final for a first loss too
+// (recovery.AttemptFinal).
 func (c *Conn) attemptFailed(err error) {
 	r := c.rec
 	r.lastErr = err
-	if recovery.Terminal(err) {
+	if recovery.AttemptFinal(err) {
 		c.giveUp(err)
 		return
 	}
