@@ -154,7 +154,11 @@
 // node is down is checked again after each Config.Reconnect delay
 // (RecoveryConsumerWaiting, with an error matching
 // pika.ErrQueueUnavailable). A restore that finds a consumer's queue
-// unavailable does the same.
+// unavailable does the same. As in pika.Conn, a check the broker does not
+// answer within Config.HandshakeTimeout + Config.DialTimeout counts as a
+// failed one (a wait, then another check), and a restart (basic.consume)
+// not answered within Config.HandshakeTimeout ends the revival, leaving
+// the consumer to its late consume-ok.
 //
 // Close stops a recovery and ends the Conn with nil. Republishing keeps a
 // copy of each message published in confirm mode until its confirmation

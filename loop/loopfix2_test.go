@@ -212,3 +212,60 @@ func TestRecoveryAttemptRefusedGivesUp(t *testing.T) {
 		})
 	}
 }
+
+// A reviving consumer's basic.consume that the broker does not answer
+// within Config.HandshakeTimeout ends the revival, as pika.Conn's does: the
+// consumer stays, left to its late consume-ok (no RecoveryConsumerRestored
+// then).
+func TestRecoveryConsumerReconsumeTimesOut(t *testing.T) {
+	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
+		stalled, late := make(chan struct{}), make(chan struct{})
+		cfg, wait := recoveringConfig(t, pair, func(p *peer) {
+			p.handshake(0)
+			p.openChannel(1)
+			answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+			p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
+			expect[*wire.BasicCancelOk](p, 1)
+			check := p.openAnyChannel()
+			answer[*wire.QueueDeclare](p, check, &wire.QueueDeclareOk{Queue: "q"})
+			answer[*wire.ChannelClose](p, check, &wire.ChannelCloseOk{})
+			expect[*wire.BasicConsume](p, 1) // not answered in time
+			close(stalled)
+			select {
+			case <-late:
+			case <-time.After(15 * time.Second):
+				goTB{p.t, p.nc}.Fatalf("peer: the revival did not end")
+			}
+			p.send(scripted.Method(1, &wire.BasicConsumeOk{ConsumerTag: "c1"}),
+				scripted.Message(1, &wire.BasicDeliver{ConsumerTag: "c1", DeliveryTag: 1}, nil, []byte("late"), 0))
+			p.closeConn()
+		})
+		cfg.HandshakeTimeout = 100 * time.Millisecond
+		var got []string
+		run(t, 20*time.Second, func(l *Loop, stop func()) {
+			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
+				c.OnRecovery(func(ev pika.RecoveryEvent) { got = append(got, ev.Kind.String()) })
+				ch.Consume("q", ConsumeOptions{Tag: "c1", AutoAck: true}, func(d *Delivery) {
+					got = append(got, "delivery "+string(d.Body))
+					closeAndStop(t, c, stop)
+				}, func(cons *Consumer, err error) {
+					if err != nil {
+						t.Errorf("consume: %v", err)
+						stop()
+						return
+					}
+					waitFor(l, func() bool {
+						select {
+						case <-stalled:
+							return cons.rv == nil
+						default:
+							return false
+						}
+					}, func() { close(late) })
+				})
+			})
+		})
+		wait()
+		expectCalls(t, got, []string{"delivery late"})
+	})
+}
