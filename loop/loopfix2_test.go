@@ -55,8 +55,8 @@ func TestRecoveryConsumerCheckTimesOut(t *testing.T) {
 					answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
 					p.closeConn()
 				})
-				cfg.HandshakeTimeout = 200 * time.Millisecond
-				cfg.DialTimeout = 200 * time.Millisecond
+				cfg.HandshakeTimeout = 500 * time.Millisecond // also bounds the handshake: not too short under load
+				cfg.DialTimeout = 500 * time.Millisecond
 				var got []string
 				run(t, 20*time.Second, func(l *Loop, stop func()) {
 					withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
@@ -240,7 +240,7 @@ func TestRecoveryConsumerReconsumeTimesOut(t *testing.T) {
 				scripted.Message(1, &wire.BasicDeliver{ConsumerTag: "c1", DeliveryTag: 1}, nil, []byte("late"), 0))
 			p.closeConn()
 		})
-		cfg.HandshakeTimeout = 100 * time.Millisecond
+		cfg.HandshakeTimeout = 500 * time.Millisecond
 		var got []string
 		run(t, 20*time.Second, func(l *Loop, stop func()) {
 			withChannel(t, l, cfg, stop, func(c *Conn, ch *Channel) {
