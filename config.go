@@ -129,9 +129,13 @@ type Config struct {
 	// (an empty username keeps theirs). ctx is the attempt's, bounded by
 	// DialTimeout. An error fails the attempt: Dial returns it, and a
 	// recovery counts the attempt as failed and tries again as Reconnect
-	// decides. It runs on a goroutine of the library's and must not call
-	// Conn.Close. Default: none; Username and Password (or the secret last
-	// accepted through Conn.UpdateSecret) are used.
+	// decides. A panic in it is turned into such an error ("pika:
+	// Config.Credentials panicked: ..."). It runs on a goroutine of the
+	// library's and must not call Conn.Close; it must return when ctx
+	// ends: one that ignores ctx and blocks delays Conn.Close (and, in
+	// package loop, Loop.Run's return) until it returns. Default: none;
+	// Username and Password (or the secret last accepted through
+	// Conn.UpdateSecret) are used.
 	Credentials func(ctx context.Context) (username, password string, err error)
 	// SecretRefresh, when positive, makes the Conn get a fresh password
 	// from Credentials (required then) every SecretRefresh and hand it to

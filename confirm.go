@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/pika-go/pika/internal/recovery"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -94,14 +95,7 @@ func (r *pubRecord) keep(free *keptFree, exchange, routingKey string, msg *Messa
 	k.exchange, k.routingKey = exchange, routingKey
 	k.props = msg.Properties
 	k.props.Headers = nil
-	b := k.buf[:0]
-	k.hdrLen = 0
-	if msg.Headers != nil {
-		// The engine encoded the same table a moment ago: it cannot fail.
-		b, _ = wire.AppendTable(b, msg.Headers)
-		k.hdrLen = len(b)
-	}
-	k.buf = append(b, msg.Body...)
+	k.buf, k.hdrLen = recovery.AppendKept(k.buf[:0], msg.Headers, msg.Body)
 	r.kept = k
 }
 
@@ -109,15 +103,9 @@ func (r *pubRecord) keep(free *keptFree, exchange, routingKey string, msg *Messa
 func (r *pubRecord) message() (Message, error) {
 	k := r.kept
 	m := Message{Properties: k.props, Mandatory: r.mandatory}
-	if k.hdrLen > 0 {
-		t, err := wire.DecodeTable(k.buf[:k.hdrLen])
-		if err != nil {
-			return m, err
-		}
-		m.Headers = t
-	}
-	m.Body = k.buf[k.hdrLen:]
-	return m, nil
+	var err error
+	m.Headers, m.Body, err = recovery.Kept(k.buf, k.hdrLen)
+	return m, err
 }
 
 // release returns the kept copy to free.

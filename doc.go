@@ -417,7 +417,11 @@
 // Acknowledgements of deliveries from before the loss return
 // [ErrStaleDelivery] and are not sent (the broker delivers those messages
 // again). When recovery gives up, the Conn closes with a [*RecoveryError],
-// which matches [ErrClosed]. [Conn.OnRecovery] reports each step; a
+// which matches [ErrClosed]. A broker that refuses an attempt's login or
+// virtual host, or closes an attempt's connection with a code that would
+// not have been recovered from at the first loss (403 ACCESS_REFUSED, 530
+// NOT_ALLOWED, ...), ends the recovery at once: the Conn closes with that
+// error. [Conn.OnRecovery] reports each step; a
 // channel that cannot be reopened (refused by the broker, or beyond the
 // new connection's channel_max) closes with its own cause and the rest is
 // restored.

@@ -213,7 +213,9 @@ func (c *Conn) OnRecovery(f func(RecoveryEvent)) (unregister func()) {
 // recover runs after the current link was lost with cause: it reconnects
 // with the configured strategy and restores the Conn's state on the new
 // link. It ends the Conn when the strategy gives up, the broker refuses the
-// credentials, or the application closes the Conn.
+// credentials or closes an attempt's connection with a code that is final
+// for a first loss too (recovery.AttemptFinal), or the application closes
+// the Conn.
 func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 	defer c.wg.Done()
 	// The recorded consumers were active until the loss: their queues'
@@ -252,7 +254,7 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 				return
 			}
 			lastErr = err
-			if isTerminal(err) {
+			if recovery.AttemptFinal(err) {
 				c.giveUp(err)
 				return
 			}
@@ -298,6 +300,12 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 				return
 			}
 			lastErr = err
+			if recovery.AttemptFinal(err) {
+				// The broker closed the attempt's connection with a
+				// code that would have ended a first loss too.
+				c.giveUp(err)
+				return
+			}
 			continue
 		}
 		if c.state == connRecovering {

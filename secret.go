@@ -3,10 +3,10 @@ package pika
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/amqpdial"
 )
 
 // loginConfig returns the engine configuration for a new connection
@@ -20,10 +20,10 @@ func (c *Conn) loginConfig(ctx context.Context) (engine.Config, error) {
 	switch {
 	case c.cfg.Credentials != nil:
 		pctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
-		u, p, err := c.cfg.Credentials(pctx)
+		u, p, err := amqpdial.Credentials(pctx, c.cfg.Credentials)
 		cancel()
 		if err != nil {
-			return ecfg, fmt.Errorf("pika: Config.Credentials: %w", err)
+			return ecfg, err
 		}
 		user, pass = u, p
 	default:
@@ -129,9 +129,9 @@ func (c *Conn) refreshSecrets(ctx context.Context) {
 func (c *Conn) refreshSecret(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, max(c.cfg.SecretRefresh, c.cfg.HandshakeTimeout))
 	defer cancel()
-	_, pass, err := c.cfg.Credentials(ctx)
+	_, pass, err := amqpdial.Credentials(ctx, c.cfg.Credentials)
 	if err != nil {
-		return fmt.Errorf("pika: Config.Credentials: %w", err)
+		return err
 	}
 	return c.UpdateSecret(ctx, pass, "pika: Config.SecretRefresh")
 }

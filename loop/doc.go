@@ -97,7 +97,9 @@
 // pika.Config.Credentials is called at each dial on the dial goroutine,
 // never on the loop's; with Config.SecretRefresh, a loop timer gets a fresh
 // password from it (on a goroutine of its own) and hands it to the broker
-// with Conn.UpdateSecret.
+// with Conn.UpdateSecret. A panic in it fails the dial, or the refresh,
+// with an error naming it. Run waits for these goroutines: a Credentials
+// that ignores its ctx and blocks delays Run's return until it returns.
 //
 // # Recovery
 //
@@ -126,7 +128,10 @@
 // each attempt with its delay, the recovery with its pika.RecoveryReport,
 // or the end of attempts, after which the Conn closes with a
 // *pika.RecoveryError (OnClose; outstanding confirmations then resolve
-// with pika.ErrOutcomeUnknown). While the Conn recovers, calls fail at
+// with pika.ErrOutcomeUnknown). As with pika.Conn, a broker that refuses
+// an attempt's login or virtual host, or closes an attempt's connection
+// with a code not recovered from at the first loss (403 ACCESS_REFUSED,
+// 530 NOT_ALLOWED, ...), ends the recovery at once with that error. While the Conn recovers, calls fail at
 // once with pika.ErrRecovering (Conn.Recovering tells; retry from the
 // RecoveryRecovered event): a Conn behaves as a pika.Conn with
 // Config.FailWhileRecovering set, and ignores the field. pika.Conn's
@@ -155,7 +160,11 @@
 // node is down is checked again after each Config.Reconnect delay
 // (RecoveryConsumerWaiting, with an error matching
 // pika.ErrQueueUnavailable). A restore that finds a consumer's queue
-// unavailable does the same.
+// unavailable does the same. As in pika.Conn, a check the broker does not
+// answer within Config.HandshakeTimeout + Config.DialTimeout counts as a
+// failed one (a wait, then another check), and a restart (basic.consume)
+// not answered within Config.HandshakeTimeout ends the revival, leaving
+// the consumer to its late consume-ok.
 //
 // Close stops a recovery and ends the Conn with nil. Republishing keeps a
 // copy of each message published in confirm mode until its confirmation

@@ -79,9 +79,12 @@ func (ch *Channel) Publish(exchange, routingKey string, msg pika.Message) error 
 // With recovery on (see Recovery in the package documentation), a
 // connection loss does not end the wait: the message is published again
 // on the recovered channel and cb gets the copy's outcome (at-least-once:
-// the broker may have taken the first one); cb gets pika.ErrOutcomeUnknown
-// only when recovery gives up, the channel closes, or DisableRepublish is
-// set.
+// the broker may have taken the first one). The copy, kept until the
+// outcome, holds the message as it was at the call, headers included: an
+// application changing msg.Headers (or a table in it) or its body
+// afterwards does not change what is republished. cb gets
+// pika.ErrOutcomeUnknown only when recovery gives up, the channel closes,
+// or DisableRepublish is set.
 func (ch *Channel) PublishConfirm(exchange, routingKey string, msg pika.Message, cb func(error)) error {
 	if cb == nil {
 		return errors.New("loop: PublishConfirm needs a callback")

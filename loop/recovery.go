@@ -394,11 +394,13 @@ func (c *Conn) startAttempt() {
 }
 
 // attemptFailed is the end of an attempt that failed with err: the next
-// attempt, unless the broker refused the login.
+// attempt, unless the broker refused the login or closed the attempt's
+// connection with a code that is final for a first loss too
+// (recovery.AttemptFinal).
 func (c *Conn) attemptFailed(err error) {
 	r := c.rec
 	r.lastErr = err
-	if recovery.Terminal(err) {
+	if recovery.AttemptFinal(err) {
 		c.giveUp(err)
 		return
 	}
@@ -783,8 +785,10 @@ func (ch *Channel) keep(s *slot, exchange, routingKey string, msg *pika.Message)
 	if s == nil {
 		s = &slot{}
 	}
-	s.kept = &keptMsg{exchange: exchange, routingKey: routingKey, mandatory: msg.Mandatory,
-		props: msg.Properties, body: slices.Clone(msg.Body)}
+	k := &keptMsg{exchange: exchange, routingKey: routingKey, mandatory: msg.Mandatory, props: msg.Properties}
+	k.props.Headers = nil // encoded in buf
+	k.buf, k.hdrLen = recovery.AppendKept(nil, msg.Headers, msg.Body)
+	s.kept = k
 	return s
 }
 
@@ -798,12 +802,15 @@ func (ch *Channel) failKept(cause error) {
 }
 
 // keptMsg is the copy of a message published in confirm mode, kept until
-// its confirmation for republishing after a loss.
+// its confirmation for republishing after a loss: its headers encoded, as
+// pika.Conn keeps them (a table changed after the publish does not change
+// the copy).
 type keptMsg struct {
 	exchange, routingKey string
 	mandatory            bool
-	props                pika.Properties
-	body                 []byte
+	props                pika.Properties // Headers nil: they are encoded in buf
+	buf                  []byte          // the headers (hdrLen bytes), then the body
+	hdrLen               int
 }
 
 // republishKept publishes the messages kept at the loss again, in their
@@ -812,7 +819,13 @@ func (ch *Channel) republishKept() int {
 	n := 0
 	for _, s := range ch.republish {
 		k := s.kept
-		tag, err := ch.c.eng.Publish(ch.id, k.exchange, k.routingKey, k.mandatory, false, &k.props, k.body)
+		props := k.props
+		headers, body, err := recovery.Kept(k.buf, k.hdrLen)
+		var tag uint64
+		if err == nil {
+			props.Headers = headers
+			tag, err = ch.c.eng.Publish(ch.id, k.exchange, k.routingKey, k.mandatory, false, &props, body)
+		}
 		if err == nil {
 			if got := ch.confirms.Add(s); got != tag {
 				err = fmt.Errorf("loop: internal error: republish tag %d, expected %d", tag, got)

@@ -2,6 +2,7 @@ package loop
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/engine"
@@ -20,8 +21,13 @@ import (
 // forgotten; a queue that is there gets the consumer back (basic.consume
 // with its tag on its channel, RecoveryConsumerRestored); an unavailable
 // one is asked again after the Config.Reconnect delay, each wait reported
-// as RecoveryConsumerWaiting. It reports false when the consumer is to end
-// now (recovery off, the consumer or its channel ending).
+// as RecoveryConsumerWaiting. A check the broker does not answer within
+// Config.HandshakeTimeout + Config.DialTimeout counts as a failed one (its
+// channel is closed if the answer comes later); a basic.consume not
+// answered within Config.HandshakeTimeout ends the revival and leaves the
+// consumer to its late consume-ok, as pika.Conn does. It reports false when
+// the consumer is to end now (recovery off, the consumer or its channel
+// ending).
 func (c *Conn) revive(cons *Consumer, cause error) bool {
 	ch := cons.ch
 	if !c.recoveryOn() || cons.ended || cons.cancelling || ch.closed || ch.closing ||
@@ -76,7 +82,8 @@ func (rv *revival) end(err error) {
 	ch.push(func() { cons.end(err) })
 }
 
-// check asks the broker whether the consumer's queue is there.
+// check asks the broker whether the consumer's queue is there, within
+// Config.HandshakeTimeout + Config.DialTimeout (pika.Conn's bound).
 func (rv *revival) check() {
 	if rv.done() {
 		rv.stop()
@@ -89,6 +96,25 @@ func (rv *revival) check() {
 		rv.retry(err)
 		return
 	}
+	bound := c.rec.cfg.HandshakeTimeout + c.cfg.DialTimeout
+	to := c.l.AfterFunc(bound, func() {
+		if rv.done() {
+			rv.stop()
+			return
+		}
+		rv.retry(fmt.Errorf("pika: no answer to the check of queue %q within %v", rv.cons.queue, bound))
+	})
+	rv.timer = to
+	// current reports whether a reply is this check's, still awaited:
+	// not after its timeout, nor once the revival is over.
+	current := func() bool {
+		if rv.done() {
+			rv.stop()
+			return false
+		}
+		// After the timeout, rv.timer is the next check's.
+		return rv.timer == to && to.Stop()
+	}
 	// The reply does not matter: nothing else uses the channel.
 	closeCheck := func() {
 		if req, err := c.eng.CloseChannel(id); err == nil {
@@ -96,11 +122,10 @@ func (rv *revival) check() {
 		}
 	}
 	c.addReq(req, func(ev engine.Event) {
-		if rv.done() {
+		if !current() {
 			if ev.Err == nil {
 				closeCheck()
 			}
-			rv.stop()
 			return
 		}
 		if ev.Err != nil {
@@ -112,12 +137,12 @@ func (rv *revival) check() {
 			rv.retry(err)
 			return
 		}
+		to.Reset(bound)
 		c.addReq(req, func(ev engine.Event) {
 			if ev.Err == nil {
 				closeCheck()
 			}
-			if rv.done() {
-				rv.stop()
+			if !current() {
 				return
 			}
 			switch {
@@ -164,11 +189,17 @@ func (rv *revival) reconsume() {
 		rv.retry(err)
 		return
 	}
+	// No answer in time: the request stays on the wire, and another
+	// basic.consume with the tag would close the channel. The revival
+	// ends, leaving the consumer to its late consume-ok or, when the
+	// connection is dead, to the connection's recovery.
+	rv.timer = c.l.AfterFunc(c.rec.cfg.HandshakeTimeout, rv.stop)
 	c.addReq(req, func(ev engine.Event) {
 		if rv.done() {
 			rv.stop()
 			return
 		}
+		rv.timer.Stop()
 		if ev.Err != nil {
 			// The broker refused it: its NOT_FOUND (the queue went down
 			// again) closed the consumer's channel, which ends it.

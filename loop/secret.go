@@ -3,12 +3,12 @@ package loop
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/pika-go/pika"
 	"github.com/pika-go/pika/engine"
+	"github.com/pika-go/pika/internal/amqpdial"
 )
 
 // Credentials and secrets: pika.Config.Credentials is asked for the
@@ -46,9 +46,9 @@ func askCredentials(ctx context.Context, cfg *pika.Config) (*login, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	u, p, err := cfg.Credentials(ctx)
+	u, p, err := amqpdial.Credentials(ctx, cfg.Credentials)
 	if err != nil {
-		return nil, fmt.Errorf("pika: Config.Credentials: %w", err)
+		return nil, err
 	}
 	return &login{u, p}, nil
 }
@@ -156,14 +156,14 @@ func (c *Conn) refreshSecret() {
 	go func() {
 		defer l.wg.Done()
 		defer cancel()
-		_, pass, err := s.credentials(ctx)
+		_, pass, err := amqpdial.Credentials(ctx, s.credentials)
 		l.Post(func() {
 			if c.closing() {
 				s.running = false
 				return
 			}
 			if err != nil {
-				c.refreshDone(fmt.Errorf("pika: Config.Credentials: %w", err))
+				c.refreshDone(err)
 				return
 			}
 			c.UpdateSecret(pass, "pika: Config.SecretRefresh", c.refreshDone)

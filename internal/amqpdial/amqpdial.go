@@ -195,3 +195,25 @@ func EachFrame(b []byte, fn func(f wire.Frame, header bool)) {
 		fn(f, false)
 	}
 }
+
+// Credentials calls a Config.Credentials function for both clients: its
+// error is returned naming it, and a panic in it becomes an error naming it
+// (the call runs on a goroutine of the library's, where a panic would end
+// the process).
+func Credentials(ctx context.Context, fn func(context.Context) (string, string, error)) (user, pass string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			user, pass = "", ""
+			if e, ok := v.(error); ok {
+				err = fmt.Errorf("pika: Config.Credentials panicked: %w", e)
+			} else {
+				err = fmt.Errorf("pika: Config.Credentials panicked: %v", v)
+			}
+		}
+	}()
+	user, pass, err = fn(ctx)
+	if err != nil {
+		return "", "", fmt.Errorf("pika: Config.Credentials: %w", err)
+	}
+	return user, pass, nil
+}

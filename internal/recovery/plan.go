@@ -358,13 +358,32 @@ func Recoverable(err error) bool {
 	}
 	var e *engine.Error
 	if errors.As(err, &e) && e.Server {
-		switch e.Code {
-		case wire.ReplyConnectionForced, wire.ReplyInternalError, wire.ReplyResourceError,
-			wire.ReplyFrameError, wire.ReplySyntaxError, wire.ReplyCommandInvalid,
-			wire.ReplyChannelError, wire.ReplyUnexpectedFrame:
-			return true
-		}
-		return false
+		return recoverableCode(e.Code)
 	}
 	return true
+}
+
+// recoverableCode reports whether a broker's close with code leaves room
+// for a new connection to work.
+func recoverableCode(code wire.ReplyCode) bool {
+	switch code {
+	case wire.ReplyConnectionForced, wire.ReplyInternalError, wire.ReplyResourceError,
+		wire.ReplyFrameError, wire.ReplySyntaxError, wire.ReplyCommandInvalid,
+		wire.ReplyChannelError, wire.ReplyUnexpectedFrame:
+		return true
+	}
+	return false
+}
+
+// AttemptFinal reports whether a failed recovery attempt's error rules out
+// further attempts: Terminal, or the broker closed the attempt's
+// connection (in its handshake or during the restore) with a code that
+// Recoverable treats as final for the first loss (403 ACCESS_REFUSED, 530
+// NOT_ALLOWED, ...). Both clients' recoveries give up on it.
+func AttemptFinal(err error) bool {
+	if Terminal(err) {
+		return true
+	}
+	var e *engine.Error
+	return errors.As(err, &e) && e.Server && e.Conn && !recoverableCode(e.Code)
 }
