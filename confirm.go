@@ -347,7 +347,10 @@ func (e *ConfirmsError) add(o outcome) {
 // It returns ctx.Err() at once when ctx has already ended; ctx ending later
 // ends only the wait, and the outcomes of that batch are then not reported
 // by any call. It fails with ErrNotConfirmMode on a channel not in confirm
-// mode.
+// mode. On a channel that has closed it never returns nil: it returns the
+// batch's *ConfirmsError when the close left messages of the batch without
+// a confirmation (its Cause is the close's), or else the channel's close
+// error, as every call on a closed channel does.
 func (ch *Channel) WaitConfirms(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -361,6 +364,18 @@ func (ch *Channel) WaitConfirms(ctx context.Context) error {
 	if !ch.confirm {
 		c.mu.Unlock()
 		return ErrNotConfirmMode
+	}
+	if ch.err != nil {
+		// Closed: the batch's failures if the close left some, else the
+		// close itself, as for every call on a closed channel (a nil
+		// here would keep a loop that waits until failure spinning).
+		err := ch.err
+		if e := ch.failed[ch.epoch]; e != nil {
+			delete(ch.failed, ch.epoch)
+			err = e
+		}
+		c.mu.Unlock()
+		return err
 	}
 	fw := &flushWaiter{upTo: ch.confirms.Next() - 1, epoch: ch.epoch, done: make(chan struct{})}
 	ch.epoch++

@@ -783,3 +783,34 @@ func TestConfirmationWaitOrderings(t *testing.T) {
 		<-done
 	})
 }
+
+// TestWaitConfirmsOnClosedChannel: once the channel is closed, WaitConfirms
+// reports the close instead of nil, even when every message of the batch
+// was confirmed first; before, a loop calling it until it failed (as the
+// forced-close fault test does) spun for ever on nil.
+func TestWaitConfirmsOnClosedChannel(t *testing.T) {
+	_, p, ch := confirmPeer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ch.Publish(ctx, "", "q", Message{Body: []byte("a")}); err != nil {
+		t.Fatal(err)
+	}
+	p.waitMethods(t, 1)
+	p.write(ackFrame(ch.ID(), 1, false))
+	if err := ch.WaitConfirms(ctx); err != nil {
+		t.Fatalf("batch confirmed before the close: %v, want nil", err)
+	}
+	p.closeChannel(ch.ID(), wire.ReplyPreconditionFailed, "PRECONDITION_FAILED - test close", &wire.BasicPublish{})
+	select {
+	case <-ch.Done():
+	case <-ctx.Done():
+		t.Fatal("the channel did not close")
+	}
+	for i := 0; i < 2; i++ {
+		err := ch.WaitConfirms(ctx)
+		var e *Error
+		if !errors.As(err, &e) || e.Code != wire.ReplyPreconditionFailed {
+			t.Fatalf("WaitConfirms %d after the broker closed the channel: %v; want its close (406)", i+1, err)
+		}
+	}
+}
