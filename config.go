@@ -72,6 +72,19 @@ type Config struct {
 	// net.Conn works (a unix socket, a proxy, an in-memory pipe). When TLS
 	// is also set, the TLS handshake runs over the returned connection.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// BlockingRead makes the connection's reader wait for the broker's
+	// bytes in a blocking system call (ppoll) on its own thread instead of
+	// the Go runtime's network poller, on Linux, for plain TCP connections
+	// (not TLS, and not a Dial's connection unless it is a *net.TCPConn);
+	// elsewhere it is ignored. It saves the poller's hand-off per socket
+	// read (a wake-up of the reader from another thread), and pays most
+	// with ConsumeOptions.Inline handlers, where one thread then reads,
+	// decodes, runs the handler and acknowledges. What it costs: an
+	// operating system thread per connection, blocked while the
+	// connection waits for data (an idle connection too), and a wake-up
+	// of that thread every 100 ms. Default false. See BENCHMARKS.md
+	// (issue 14, "Blocking reads") for what it measured.
+	BlockingRead bool
 
 	// Logger receives the connection's log records; at Debug level every
 	// frame in and out, decoded. Default: no logging.
