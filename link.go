@@ -42,10 +42,8 @@ var readBuffers = sync.Pool{New: func() any { return new([readBufferSize]byte) }
 // cannot keep the timer from declaring the peer dead and closing the
 // socket.
 type link struct {
-	c  *Conn
-	nc net.Conn
-	// reads nc for Config.BlockingRead; nil: nc.Read
-	br   *blockingReader
+	c    *Conn
+	nc   net.Conn
 	eng  *engine.Conn
 	addr string // the host:port dialled
 	// when its dial started (for ConnectHook)
@@ -126,7 +124,9 @@ func (c *Conn) newLink(nc net.Conn, ecfg engine.Config) *link {
 		done:    make(chan struct{}),
 	}
 	if c.cfg.BlockingRead {
-		l.br = newBlockingReader(nc)
+		if fc := newFdConn(nc); fc != nil {
+			l.nc = fc
+		}
 	}
 	// Enabled is the handler's code: it runs here, outside the lock. The
 	// trace runs inside Receive, under the lock: it only queues the record
@@ -241,7 +241,7 @@ func (l *link) readLoop() {
 		if large != nil {
 			buf = large[:]
 		}
-		n, err := l.read(buf)
+		n, err := l.nc.Read(buf)
 		if n > 0 && len(c.hk.bytes) > 0 {
 			c.addBytes(n, 0)
 		}
@@ -296,15 +296,6 @@ func (l *link) readLoop() {
 			large = nil
 		}
 	}
-}
-
-// read reads from the socket, in a blocking system call with
-// Config.BlockingRead.
-func (l *link) read(buf []byte) (int, error) {
-	if l.br != nil {
-		return l.br.Read(buf)
-	}
-	return l.nc.Read(buf)
 }
 
 // takeWakesLocked moves the consumers that pushLocked noted for a
@@ -429,9 +420,6 @@ func (l *link) closedLocked(err error) {
 	l.timer.Stop()
 	l.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	l.nc.SetReadDeadline(time.Now())
-	if l.br != nil {
-		l.br.wake()
-	}
 	if l.writerIdle {
 		l.writerIdle = false
 		select {

@@ -6,74 +6,18 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
 )
 
-// blockingWaitSlice bounds one ppoll: the reader goes back through
-// RawConn.Read at least this often, which fails once the link's read
-// deadline passed (closedLocked sets it). closedLocked also shuts the
-// socket's read side down, which ends the ppoll at once; the bound is
-// the fallback should that fail. (A variable for the tests, which make it
-// long to show that the shutdown alone wakes the reader.)
+// blockingWaitSlice bounds one ppoll: Read and Write check their deadline
+// at least this often. Close and a read deadline already passed (what
+// closedLocked sets) end a wait at once, by shutting the socket down.
+// (A variable for the tests, which make it long to show that the
+// shutdown alone wakes the reader.)
 var blockingWaitSlice = 100 * time.Millisecond
-
-// blockingReader reads a TCP socket for Config.BlockingRead: the reader's
-// goroutine calls read(2) on the non-blocking socket itself and, when
-// nothing is there, waits in ppoll(2), a system call that blocks its
-// thread, instead of parking in the runtime's network poller. Data that
-// arrives then wakes that thread directly: no epoll_wait on another
-// thread, no futex wake-up, no trip through the scheduler.
-type blockingReader struct {
-	rc        syscall.RawConn
-	closeRead func() error
-	fn        func(fd uintptr) bool // wait, made once
-	slice     syscall.Timespec      // blockingWaitSlice
-
-	// the current Read's buffer and the callback's results
-	buf  []byte
-	n    int
-	err  error
-	done bool
-}
-
-// newBlockingReader returns a blockingReader for nc, or nil when nc is
-// not a socket this works on (TLS, a wrapper of the application's Dial).
-func newBlockingReader(nc net.Conn) *blockingReader {
-	sc, ok := nc.(interface {
-		SyscallConn() (syscall.RawConn, error)
-		CloseRead() error
-	})
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	r := &blockingReader{rc: rc, closeRead: sc.CloseRead, slice: syscall.NsecToTimespec(int64(blockingWaitSlice))}
-	r.fn = r.wait
-	return r
-}
-
-// Read reads into buf as net.Conn's Read does.
-func (r *blockingReader) Read(buf []byte) (int, error) {
-	r.buf = buf
-	defer func() { r.buf = nil }()
-	for {
-		r.n, r.err, r.done = 0, nil, false
-		// RawConn.Read holds a reference on the descriptor while wait
-		// runs (a concurrent Close does not close it under us) and fails
-		// once the read deadline passed or the socket closed.
-		if err := r.rc.Read(r.fn); err != nil {
-			return 0, err
-		}
-		if r.done {
-			return r.n, r.err
-		}
-	}
-}
 
 // pollFd is struct pollfd of poll(2).
 type pollFd struct {
@@ -82,50 +26,209 @@ type pollFd struct {
 	revents int16
 }
 
-const pollIn = 0x1 // POLLIN
+const (
+	pollIn  = 0x1 // POLLIN
+	pollOut = 0x4 // POLLOUT
+)
 
-// wait is RawConn.Read's callback: it reads what the socket holds, or
-// waits in ppoll for up to blockingWaitSlice and reads then. It returns
-// true always (so the runtime's poller never waits for it); r.done tells
-// Read whether it read something or should call again.
-func (r *blockingReader) wait(fd uintptr) bool {
+// fdConn is a TCP connection for Config.BlockingRead, taken away from the
+// runtime's network poller: its descriptor is a dup of the dialled
+// connection's, whose own is closed, which removes the socket from the
+// poller's epoll set. Read calls read(2) itself and, when nothing is
+// there, waits in ppoll(2), a system call that blocks its thread (the
+// runtime hands the thread's P to other goroutines when the wait lasts).
+// The broker's bytes then wake that thread alone: no thread in epoll_wait,
+// no futex wake-up of the reader's goroutine, no trip through the
+// scheduler. Write writes with write(2), waiting in ppoll when the socket
+// buffer is full.
+//
+// (Keeping the net.TCPConn and waiting in ppoll inside its
+// RawConn.Read, the first version, cost more CPU than the poller: the
+// socket stayed in the runtime's epoll set, so every segment from the
+// broker woke a thread in epoll_wait as well as the reader. See
+// BENCHMARKS.md.)
+type fdConn struct {
+	fd            int
+	local, remote net.Addr
+
+	mu       sync.Mutex
+	ops      int  // Read and Write calls in progress
+	closing  bool // Close was called: fd is shut down
+	fdClosed bool
+	rdl, wdl time.Time // deadlines
+}
+
+// newFdConn returns nc's socket as an fdConn, closing nc, or nil (nc
+// untouched) when nc offers no SyscallConn (TLS, a wrapper) or the dup
+// fails.
+func newFdConn(nc net.Conn) *fdConn {
+	tc, ok := nc.(interface {
+		net.Conn
+		SyscallConn() (syscall.RawConn, error)
+	})
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	nfd := -1
+	if err := rc.Control(func(fd uintptr) {
+		syscall.ForkLock.RLock()
+		if d, err := syscall.Dup(int(fd)); err == nil {
+			syscall.CloseOnExec(d)
+			nfd = d
+		}
+		syscall.ForkLock.RUnlock()
+	}); err != nil || nfd < 0 {
+		return nil
+	}
+	c := &fdConn{fd: nfd, local: tc.LocalAddr(), remote: tc.RemoteAddr()}
+	tc.Close() // the dup keeps the socket open
+	return c
+}
+
+// acquire notes a Read or Write in progress, so that Close leaves the
+// descriptor open (it could otherwise be reused for another file while
+// they use it); false once Close was called.
+func (c *fdConn) acquire() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.ops++
+	return true
+}
+
+func (c *fdConn) release() {
+	c.mu.Lock()
+	c.ops--
+	c.closeIfDoneLocked()
+	c.mu.Unlock()
+}
+
+// closeIfDoneLocked closes the descriptor once Close was called and no
+// Read or Write uses it.
+func (c *fdConn) closeIfDoneLocked() {
+	if c.closing && c.ops == 0 && !c.fdClosed {
+		c.fdClosed = true
+		syscall.Close(c.fd)
+	}
+}
+
+// poll waits up to blockingWaitSlice for events on the socket (a
+// descriptor Read and Write keep open: see acquire).
+func (c *fdConn) poll(events int16) syscall.Errno {
+	pfd := pollFd{fd: int32(c.fd), events: events}
+	ts := syscall.NsecToTimespec(int64(blockingWaitSlice))
+	// syscall.Syscall6, not RawSyscall: the runtime must know the thread
+	// is in a system call, to hand its P over when the wait lasts.
+	_, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	return errno
+}
+
+func (c *fdConn) deadline(read bool) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if read {
+		return c.rdl
+	}
+	return c.wdl
+}
+
+func (c *fdConn) Read(b []byte) (int, error) {
+	if !c.acquire() {
+		return 0, net.ErrClosed
+	}
+	defer c.release()
 	for {
-		n, err := syscall.Read(int(fd), r.buf)
+		if d := c.deadline(true); !d.IsZero() && !time.Now().Before(d) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		n, err := syscall.Read(c.fd, b)
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
 		case err != nil:
-			r.err, r.done = os.NewSyscallError("read", err), true
-			return true
+			return 0, os.NewSyscallError("read", err)
 		case n == 0:
-			r.err, r.done = io.EOF, true
-			return true
+			return 0, io.EOF
 		default:
-			r.n, r.done = n, true
-			return true
+			return n, nil
 		}
-		pfd := pollFd{fd: int32(fd), events: pollIn}
-		ts := r.slice // ppoll may change it
-		// syscall.Syscall6 (not RawSyscall): the runtime knows the
-		// thread is in a system call and hands its P to other goroutines
-		// when the wait lasts.
-		ready, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
-		switch {
-		case errno == syscall.EINTR:
-			// A signal (the runtime's preemption, say): back through
-			// RawConn.Read, which checks the deadline.
-			return true
-		case errno != 0:
-			r.err, r.done = os.NewSyscallError("ppoll", errno), true
-			return true
-		case ready == 0:
-			return true // the slice ended: check the deadline
+		if errno := c.poll(pollIn); errno != 0 && errno != syscall.EINTR {
+			return 0, os.NewSyscallError("ppoll", errno)
 		}
-		// Readable, hung up or in error: read says which.
 	}
 }
 
-// wake ends a wait in progress: the link is closing. Its error does not
-// matter: the bounded wait ends anyway.
-func (r *blockingReader) wake() { _ = r.closeRead() }
+func (c *fdConn) Write(b []byte) (int, error) {
+	if !c.acquire() {
+		return 0, net.ErrClosed
+	}
+	defer c.release()
+	done := 0
+	for done < len(b) {
+		if d := c.deadline(false); !d.IsZero() && !time.Now().Before(d) {
+			return done, os.ErrDeadlineExceeded
+		}
+		n, err := syscall.Write(c.fd, b[done:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			if errno := c.poll(pollOut); errno != 0 && errno != syscall.EINTR { // POLLOUT
+				return done, os.NewSyscallError("ppoll", errno)
+			}
+			continue
+		case err != nil:
+			return done, os.NewSyscallError("write", err)
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// Close shuts the socket down (ending a ppoll in progress) and closes the
+// descriptor once no Read or Write is in it.
+func (c *fdConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return net.ErrClosed
+	}
+	c.closing = true
+	syscall.Shutdown(c.fd, syscall.SHUT_RDWR)
+	c.closeIfDoneLocked()
+	return nil
+}
+
+func (c *fdConn) LocalAddr() net.Addr  { return c.local }
+func (c *fdConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *fdConn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline; one already passed ends a
+// Read's wait at once (the read side is shut down).
+func (c *fdConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rdl = t
+	if !t.IsZero() && !time.Now().Before(t) && !c.fdClosed {
+		syscall.Shutdown(c.fd, syscall.SHUT_RD)
+	}
+	return nil
+}
+
+func (c *fdConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wdl = t
+	return nil
+}

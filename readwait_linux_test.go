@@ -5,6 +5,8 @@ package pika
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -32,10 +34,10 @@ func blockingFake(t *testing.T, mod func(*fakeBroker, *Config)) (*fakeBroker, *C
 	}
 	c := dialFake(t, cfg)
 	c.mu.Lock()
-	uses := c.l != nil && c.l.br != nil
+	_, uses := c.l.nc.(*fdConn)
 	c.mu.Unlock()
 	if !uses {
-		t.Fatal("BlockingRead on a TCP connection: the link reads through the poller")
+		t.Fatal("BlockingRead on a TCP connection: the link's socket stays with the poller")
 	}
 	return b, c
 }
@@ -236,5 +238,72 @@ func TestBlockingReadPausedReader(t *testing.T) {
 		if d, err := cons.Next(ctx); err != nil || d.DeliveryTag != want {
 			t.Fatalf("Next = %v, %v; want delivery %d", d, err, want)
 		}
+	}
+}
+
+// TestFdConnDeadlinesAndClose: fdConn on its own over TCP loopback: a
+// write to a peer that reads nothing stops at the write deadline (the
+// link's final flush relies on it), a read deadline already passed ends a
+// waiting Read, Close ends another, and calls after Close fail with
+// net.ErrClosed.
+func TestFdConnDeadlinesAndClose(t *testing.T) {
+	longWaitSlice(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client, server, err := tcpPair(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	fc := newFdConn(client)
+	if fc == nil {
+		t.Fatal("newFdConn of a TCP connection: nil")
+	}
+	blockingWaitSlice = 10 * time.Millisecond // the write deadline is checked per slice
+	fc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := fc.Write(make([]byte, 64<<20)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write to a peer that reads nothing: %v, want the deadline", err)
+	}
+	blockingWaitSlice = time.Hour
+	read := func() <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := fc.Read(make([]byte, 10))
+			done <- err
+		}()
+		return done
+	}
+	wait := func(what string, done <-chan error) error {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: Read still waits", what)
+			return nil
+		}
+	}
+	done := read()
+	time.Sleep(50 * time.Millisecond) // let it reach ppoll (passes without too)
+	fc.SetReadDeadline(time.Now())
+	if err := wait("read deadline", done); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read after the read deadline: %v", err)
+	}
+	fc.SetReadDeadline(time.Time{})
+	done = read()
+	time.Sleep(50 * time.Millisecond)
+	if err := fc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait("Close", done); err == nil {
+		t.Fatal("Read across Close returned no error")
+	}
+	if _, err := fc.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Close: %v", err)
+	}
+	if _, err := fc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Write after Close: %v", err)
+	}
+	if err := fc.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("second Close: %v", err)
 	}
 }

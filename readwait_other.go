@@ -2,20 +2,11 @@
 
 package pika
 
-import (
-	"errors"
-	"net"
-)
+import "net"
 
-// blockingReader is Config.BlockingRead's reader, on Linux only.
-type blockingReader struct{}
+// fdConn is Config.BlockingRead's connection, on Linux only.
+type fdConn struct{ net.Conn }
 
-// newBlockingReader returns nil: elsewhere, the reader uses the runtime's
+// newFdConn returns nil: elsewhere, the connection uses the runtime's
 // network poller.
-func newBlockingReader(net.Conn) *blockingReader { return nil }
-
-func (*blockingReader) Read([]byte) (int, error) {
-	return 0, errors.New("pika: no blocking reader on this system")
-}
-
-func (*blockingReader) wake() {}
+func newFdConn(net.Conn) *fdConn { return nil }
