@@ -72,18 +72,21 @@ type Config struct {
 	// net.Conn works (a unix socket, a proxy, an in-memory pipe). When TLS
 	// is also set, the TLS handshake runs over the returned connection.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// BlockingRead makes the connection's reader wait for the broker's
-	// bytes in a blocking system call (ppoll) on its own thread instead of
-	// the Go runtime's network poller, on Linux, for plain TCP connections
-	// (not TLS, and not a Dial's connection unless it is a *net.TCPConn);
-	// elsewhere it is ignored. It saves the poller's hand-off per socket
-	// read (a wake-up of the reader from another thread), and pays most
-	// with ConsumeOptions.Inline handlers, where one thread then reads,
-	// decodes, runs the handler and acknowledges. What it costs: an
-	// operating system thread per connection, blocked while the
-	// connection waits for data (an idle connection too), and a wake-up
-	// of that thread every 100 ms. Default false. See BENCHMARKS.md
-	// (issue 14, "Blocking reads") for what it measured.
+	// BlockingRead takes the connection's socket away from the Go
+	// runtime's network poller, on Linux, for TCP connections (not TLS,
+	// and not a Dial's connection unless it offers SyscallConn, as
+	// *net.TCPConn does); elsewhere it is ignored. The reader then waits
+	// for the broker's bytes in a blocking system call (ppoll) on its own
+	// thread and reads with read(2); the writer writes with write(2). Data
+	// that arrives wakes the reader's thread alone, instead of a thread in
+	// the poller's epoll_wait that then wakes the reader's goroutine: fewer
+	// context switches and system calls per socket read. It pays most with
+	// ConsumeOptions.Inline handlers, where one thread then reads, decodes,
+	// runs the handler and acknowledges. What it costs: an operating
+	// system thread per connection, blocked while the connection waits for
+	// data (an idle connection too), and a wake-up of that thread every
+	// 100 ms. Default false. See BENCHMARKS.md (issue 14, "Blocking reads")
+	// for what it measured.
 	BlockingRead bool
 
 	// Logger receives the connection's log records; at Debug level every

@@ -66,8 +66,9 @@ func (pikaClient) dial(ctx context.Context, e *env) (*pika.Conn, *pika.Channel, 
 			return nil, err
 		}
 		if tcp, ok := nc.(*net.TCPConn); ok && cfg.BlockingRead {
-			// The library reads the socket itself: its reads are not
-			// counted, its writes are.
+			// The library takes the socket over (read(2) and
+			// write(2) on a dup of its descriptor): neither its reads
+			// nor its writes are counted.
 			return &rawCountingConn{countingConn{Conn: nc, n: e.io}, tcp}, nil
 		}
 		return e.wrap(nc), nil
@@ -199,14 +200,13 @@ var pikaConsumeMode = "next"
 var pikaReadMode = "poller"
 
 // rawCountingConn is a countingConn that also offers its TCP socket's
-// SyscallConn and CloseRead, as Config.BlockingRead needs.
+// SyscallConn, as Config.BlockingRead needs.
 type rawCountingConn struct {
 	countingConn
 	tcp *net.TCPConn
 }
 
 func (c *rawCountingConn) SyscallConn() (syscall.RawConn, error) { return c.tcp.SyscallConn() }
-func (c *rawCountingConn) CloseRead() error                      { return c.tcp.CloseRead() }
 
 // pikaConsumeFunc consumes e.n messages with a ConsumeFunc handler; the
 // measurement (started by the caller) stops when the handler took the
