@@ -139,6 +139,9 @@ func (c *fdConn) deadline(read bool) time.Time {
 }
 
 func (c *fdConn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil // read(2) would return 0, which means EOF
+	}
 	if !c.acquire() {
 		return 0, net.ErrClosed
 	}
