@@ -23,13 +23,9 @@ func TestBlockingReadBroker(t *testing.T) {
 	}
 	cfg.BlockingRead = true
 	cfg.DisableRecovery = true
+	c := dialFake(t, cfg) // a plain DialConfig, closed at the end
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := DialConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
 	c.mu.Lock()
 	_, uses := c.l.nc.(*fdConn)
 	c.mu.Unlock()
@@ -57,16 +53,7 @@ func TestBlockingReadBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := uint64(1); i <= n; i++ {
-		select {
-		case tag := <-got:
-			if tag != i {
-				t.Fatalf("delivery %d arrived as number %d", tag, i)
-			}
-		case <-ctx.Done():
-			t.Fatalf("delivery %d did not arrive", i)
-		}
-	}
+	receiveInOrder(ctx, t, got, n)
 	closeCtx, closeCancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer closeCancel()
 	if err := closeReturns(closeCtx, t, c); err != nil {
