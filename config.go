@@ -86,7 +86,7 @@ type Config struct {
 	// runs the handler and acknowledges. What it costs: an operating
 	// system thread per connection, blocked while the connection waits for
 	// data (an idle connection too), and a wake-up of that thread every
-	// 100 ms. Default false. See BENCHMARKS.md (issue 14, "Blocking reads")
+	// 5 s. Default false. See BENCHMARKS.md (issue 14, "Blocking reads")
 	// for what it measured.
 	BlockingRead bool
 

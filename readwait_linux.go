@@ -12,12 +12,15 @@ import (
 	"unsafe"
 )
 
-// blockingWaitSlice bounds one ppoll: Read and Write check their deadline
-// at least this often. Close and a read deadline already passed (what
-// closedLocked sets) end a wait at once, by shutting the socket down.
-// (A variable for the tests, which make it long to show that the
-// shutdown alone wakes the reader.)
-var blockingWaitSlice = 100 * time.Millisecond
+// blockingWaitSlice bounds one ppoll, which is also bounded by the
+// deadline (read or write) set when it starts. Close and a read deadline
+// already passed (what closedLocked sets) end a wait at once, by shutting
+// the socket down, so the bound is only a fallback: long, because every
+// wake-up of an idle connection costs a thread's wake-up (with 100 ms,
+// 50 idle connections cost 20 times the CPU of the poller's). (A variable
+// for the tests, which make it an hour to show that the shutdown alone
+// wakes the reader.)
+var blockingWaitSlice = 5 * time.Second
 
 // pollFd is struct pollfd of poll(2).
 type pollFd struct {
@@ -118,11 +121,15 @@ func (c *fdConn) closeIfDoneLocked() {
 	}
 }
 
-// poll waits up to blockingWaitSlice for events on the socket (a
-// descriptor Read and Write keep open: see acquire).
-func (c *fdConn) poll(events int16) syscall.Errno {
+// poll waits for events on the socket (a descriptor Read and Write keep
+// open: see acquire), up to blockingWaitSlice or until deadline.
+func (c *fdConn) poll(events int16, deadline time.Time) syscall.Errno {
 	pfd := pollFd{fd: int32(c.fd), events: events}
-	ts := syscall.NsecToTimespec(int64(blockingWaitSlice))
+	wait := blockingWaitSlice
+	if !deadline.IsZero() {
+		wait = min(wait, max(time.Until(deadline), 0))
+	}
+	ts := syscall.NsecToTimespec(int64(wait))
 	// syscall.Syscall6, not RawSyscall: the runtime must know the thread
 	// is in a system call, to hand its P over when the wait lasts.
 	_, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
@@ -147,7 +154,8 @@ func (c *fdConn) Read(b []byte) (int, error) {
 	}
 	defer c.release()
 	for {
-		if d := c.deadline(true); !d.IsZero() && !time.Now().Before(d) {
+		d := c.deadline(true)
+		if !d.IsZero() && !time.Now().Before(d) {
 			return 0, os.ErrDeadlineExceeded
 		}
 		n, err := syscall.Read(c.fd, b)
@@ -162,7 +170,7 @@ func (c *fdConn) Read(b []byte) (int, error) {
 		default:
 			return n, nil
 		}
-		if errno := c.poll(pollIn); errno != 0 && errno != syscall.EINTR {
+		if errno := c.poll(pollIn, d); errno != 0 && errno != syscall.EINTR {
 			return 0, os.NewSyscallError("ppoll", errno)
 		}
 	}
@@ -175,7 +183,8 @@ func (c *fdConn) Write(b []byte) (int, error) {
 	defer c.release()
 	done := 0
 	for done < len(b) {
-		if d := c.deadline(false); !d.IsZero() && !time.Now().Before(d) {
+		d := c.deadline(false)
+		if !d.IsZero() && !time.Now().Before(d) {
 			return done, os.ErrDeadlineExceeded
 		}
 		n, err := syscall.Write(c.fd, b[done:])
@@ -183,7 +192,7 @@ func (c *fdConn) Write(b []byte) (int, error) {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			if errno := c.poll(pollOut); errno != 0 && errno != syscall.EINTR { // POLLOUT
+			if errno := c.poll(pollOut, d); errno != 0 && errno != syscall.EINTR {
 				return done, os.NewSyscallError("ppoll", errno)
 			}
 			continue
