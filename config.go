@@ -72,6 +72,23 @@ type Config struct {
 	// net.Conn works (a unix socket, a proxy, an in-memory pipe). When TLS
 	// is also set, the TLS handshake runs over the returned connection.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// BlockingRead takes the connection's socket away from the Go
+	// runtime's network poller, on Linux, for TCP connections (not TLS,
+	// and not a Dial's connection unless it offers SyscallConn, as
+	// *net.TCPConn does); elsewhere, and by package loop, which has I/O of
+	// its own, it is ignored. The reader then waits
+	// for the broker's bytes in a blocking system call (ppoll) on its own
+	// thread and reads with read(2); the writer writes with write(2). Data
+	// that arrives wakes the reader's thread alone, instead of a thread in
+	// the poller's epoll_wait that then wakes the reader's goroutine: fewer
+	// context switches and system calls per socket read. It pays most with
+	// ConsumeOptions.Inline handlers, where one thread then reads, decodes,
+	// runs the handler and acknowledges. What it costs: an operating
+	// system thread per connection, blocked while the connection waits for
+	// data (an idle connection too), and a wake-up of that thread every
+	// 5 s. Default false. See BENCHMARKS.md (issue 14, "Blocking reads")
+	// for what it measured.
+	BlockingRead bool
 
 	// Logger receives the connection's log records; at Debug level every
 	// frame in and out, decoded. Default: no logging.

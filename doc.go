@@ -245,6 +245,12 @@
 // life, so the connection is not closed for it. Use the default
 // (non-inline) mode for any handler that may block.
 //
+// On Linux, [Config].BlockingRead (opt-in: a thread per connection) takes
+// the socket away from the runtime's network poller so that the broker's
+// bytes wake the reader's thread directly; with inline handlers and two
+// or more Ps it cut the CPU per consumed message by about a fifth in
+// BENCHMARKS.md's runs.
+//
 // When an inline consumer ends (Cancel, a broker cancel, its channel's
 // close), the deliveries still buffered go to its handler from a goroutine
 // of the library, after the reader's last call; [Consumer.Done] is closed

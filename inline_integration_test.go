@@ -42,7 +42,20 @@ func TestInlineBlockedHandlerKeepsConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := uint64(1); i <= 20; i++ {
+	receiveInOrder(ctx, t, got, 20)
+	if err := c.Err(); err != nil {
+		t.Fatalf("the connection failed while the handler blocked: %v", err)
+	}
+	if _, err := ch.QueueDeclarePassive(ctx, q); err != nil {
+		t.Fatalf("after the handler returned: %v", err)
+	}
+}
+
+// receiveInOrder fails the test unless delivery tags 1 to n come from got
+// in order before ctx ends.
+func receiveInOrder(ctx context.Context, t *testing.T, got <-chan uint64, n uint64) {
+	t.Helper()
+	for i := uint64(1); i <= n; i++ {
 		select {
 		case tag := <-got:
 			if tag != i {
@@ -51,11 +64,5 @@ func TestInlineBlockedHandlerKeepsConnection(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("delivery %d did not arrive", i)
 		}
-	}
-	if err := c.Err(); err != nil {
-		t.Fatalf("the connection failed while the handler blocked: %v", err)
-	}
-	if _, err := ch.QueueDeclarePassive(ctx, q); err != nil {
-		t.Fatalf("after the handler returned: %v", err)
 	}
 }

@@ -123,6 +123,11 @@ func (c *Conn) newLink(nc net.Conn, ecfg engine.Config) *link {
 		opened:  make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	if c.cfg.BlockingRead {
+		if fc := newFdConn(nc); fc != nil {
+			l.nc = fc
+		}
+	}
 	// Enabled is the handler's code: it runs here, outside the lock. The
 	// trace runs inside Receive, under the lock: it only queues the record
 	// for the log queue's goroutine.

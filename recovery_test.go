@@ -498,6 +498,9 @@ type fakeBroker struct {
 	// every dial, refused ones included).
 	refuse func(n int) bool
 	dialed int
+	// tcp makes dial connect over TCP loopback instead of net.Pipe
+	// (tcpPair, readwait_test.go).
+	tcp bool
 }
 
 func newFakeBroker(t *testing.T) *fakeBroker {
@@ -541,6 +544,12 @@ func (b *fakeBroker) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	}
 	b.mu.Unlock()
 	client, server := net.Pipe()
+	if b.tcp {
+		var err error
+		if client, server, err = tcpPair(ctx); err != nil {
+			return nil, err
+		}
+	}
 	b.mu.Lock()
 	fc := &fakeConn{b: b, nc: server, n: len(b.conns) + 1, done: make(chan struct{})}
 	b.conns = append(b.conns, fc)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pika-go/pika"
@@ -57,11 +58,18 @@ func (pikaClient) dial(ctx context.Context, e *env) (*pika.Conn, *pika.Channel, 
 	// the run instead of being repaired behind its back; this changes
 	// nothing on the hot path.
 	cfg.DisableRecovery = true
+	cfg.BlockingRead = pikaReadMode == "block"
 	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
 		nc, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
+		}
+		if tcp, ok := nc.(*net.TCPConn); ok && cfg.BlockingRead {
+			// The library takes the socket over (read(2) and
+			// write(2) on a dup of its descriptor): neither its reads
+			// nor its writes are counted.
+			return &rawCountingConn{countingConn{Conn: nc, n: e.io}, tcp}, nil
 		}
 		return e.wrap(nc), nil
 	}
@@ -185,6 +193,20 @@ func (p pikaClient) consume(ctx context.Context, e *env) error {
 // (the handler on the consumer's goroutine), "inline" ConsumeFunc with
 // ConsumeOptions.Inline (the handler on the connection's reader).
 var pikaConsumeMode = "next"
+
+// pikaReadMode selects how pika's reader waits for the socket (the
+// -pika-read flag): "poller" (the runtime's network poller, the default)
+// or "block" (Config.BlockingRead).
+var pikaReadMode = "poller"
+
+// rawCountingConn is a countingConn that also offers its TCP socket's
+// SyscallConn, as Config.BlockingRead needs.
+type rawCountingConn struct {
+	countingConn
+	tcp *net.TCPConn
+}
+
+func (c *rawCountingConn) SyscallConn() (syscall.RawConn, error) { return c.tcp.SyscallConn() }
 
 // pikaConsumeFunc consumes e.n messages with a ConsumeFunc handler; the
 // measurement (started by the caller) stops when the handler took the

@@ -558,8 +558,9 @@ var perfKeys = []string{"sent", "confirmed", "nacked", "returned", "received", "
 func TestCLIPerfConsumeModes(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
-	for _, mode := range []string{"handler", "inline"} {
-		r := c.run("", "perf", "--count", "3000", "--multi-ack-every", "100", "--consume-mode", mode, "--json")
+	for _, mode := range []string{"handler", "inline", "inline --blocking-read"} {
+		args := append([]string{"perf", "--count", "3000", "--multi-ack-every", "100", "--consume-mode"}, strings.Fields(mode)...)
+		r := c.run("", append(args, "--json")...)
 		if r.code != 0 {
 			t.Fatalf("perf --consume-mode %s: %v", mode, r)
 		}

@@ -76,6 +76,10 @@ Flags:
                        handler on the connection's reader goroutine, for
                        handlers that never block; the cheapest in CPU:
                        compare with time(1))
+  --blocking-read      the connections' readers wait for data in a
+                       blocking system call on a thread of their own
+                       instead of Go's network poller (Config.BlockingRead;
+                       Linux, plain TCP): one thread per connection
   --queue NAME         use this queue (see above)
   --duration D         how long to publish, e.g. 30s or 2m
   --count N            messages to send in all; perf stops once they were
@@ -129,6 +133,7 @@ type perfConfig struct {
 	recover              bool
 	quorum               bool
 	shuffle              bool
+	blockingRead         bool
 }
 
 // perfFlags defines the flags of pika perf on fs.
@@ -152,6 +157,7 @@ func perfFlags(fs *flagSet, c *perfConfig) {
 	fs.BoolVar(&c.recover, "recover", false, "automatic recovery")
 	fs.BoolVar(&c.quorum, "quorum", false, "quorum queue")
 	fs.BoolVar(&c.shuffle, "shuffle", false, "shuffle the URL's hosts")
+	fs.BoolVar(&c.blockingRead, "blocking-read", false, "Config.BlockingRead")
 }
 
 // check validates the configuration and applies the default duration.
@@ -472,6 +478,7 @@ func (r *perfRun) dial(ctx context.Context, who string) (*pika.Conn, error) {
 	conn, err := dialWith(ctx, r.e, "pika perf "+who, func(c *pika.Config) {
 		c.DisableRecovery = !r.cfg.recover
 		c.ShuffleAddrs = r.cfg.shuffle
+		c.BlockingRead = r.cfg.blockingRead
 		if r.cfg.recover {
 			c.Reconnect = pika.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 		}

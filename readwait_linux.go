@@ -1,0 +1,246 @@
+//go:build linux
+
+package pika
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// blockingWaitSlice bounds one ppoll, which is also bounded by the
+// deadline (read or write) set when it starts. Close and a read deadline
+// already passed (what closedLocked sets) end a wait at once, by shutting
+// the socket down, so the bound is only a fallback: long, because every
+// wake-up of an idle connection costs a thread's wake-up (with 100 ms,
+// 50 idle connections cost 20 times the CPU of the poller's). (A variable
+// for the tests, which make it an hour to show that the shutdown alone
+// wakes the reader.)
+var blockingWaitSlice = 5 * time.Second
+
+// pollFd is struct pollfd of poll(2).
+type pollFd struct {
+	fd      int32
+	events  int16
+	revents int16
+}
+
+const (
+	pollIn  = 0x1 // POLLIN
+	pollOut = 0x4 // POLLOUT
+)
+
+// fdConn is a TCP connection for Config.BlockingRead, taken away from the
+// runtime's network poller: its descriptor is a dup of the dialled
+// connection's, whose own is closed, which removes the socket from the
+// poller's epoll set. Read calls read(2) itself and, when nothing is
+// there, waits in ppoll(2), a system call that blocks its thread (the
+// runtime hands the thread's P to other goroutines when the wait lasts).
+// The broker's bytes then wake that thread alone: no thread in epoll_wait,
+// no futex wake-up of the reader's goroutine, no trip through the
+// scheduler. Write writes with write(2), waiting in ppoll when the socket
+// buffer is full.
+//
+// (Keeping the net.TCPConn and waiting in ppoll inside its
+// RawConn.Read, the first version, cost more CPU than the poller: the
+// socket stayed in the runtime's epoll set, so every segment from the
+// broker woke a thread in epoll_wait as well as the reader. See
+// BENCHMARKS.md.)
+type fdConn struct {
+	fd            int
+	local, remote net.Addr
+
+	mu       sync.Mutex
+	ops      int  // Read and Write calls in progress
+	closing  bool // Close was called: fd is shut down
+	fdClosed bool
+	rdl, wdl time.Time // deadlines
+}
+
+// newFdConn returns nc's socket as an fdConn, closing nc, or nil (nc
+// untouched) when nc offers no SyscallConn (TLS, a wrapper) or the dup
+// fails.
+func newFdConn(nc net.Conn) *fdConn {
+	tc, ok := nc.(interface {
+		net.Conn
+		SyscallConn() (syscall.RawConn, error)
+	})
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	nfd := -1
+	if err := rc.Control(func(fd uintptr) {
+		syscall.ForkLock.RLock()
+		if d, err := syscall.Dup(int(fd)); err == nil {
+			syscall.CloseOnExec(d)
+			nfd = d
+		}
+		syscall.ForkLock.RUnlock()
+	}); err != nil || nfd < 0 {
+		return nil
+	}
+	c := &fdConn{fd: nfd, local: tc.LocalAddr(), remote: tc.RemoteAddr()}
+	tc.Close() // the dup keeps the socket open
+	return c
+}
+
+// acquire notes a Read or Write in progress, so that Close leaves the
+// descriptor open (it could otherwise be reused for another file while
+// they use it); false once Close was called.
+func (c *fdConn) acquire() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.ops++
+	return true
+}
+
+func (c *fdConn) release() {
+	c.mu.Lock()
+	c.ops--
+	c.closeIfDoneLocked()
+	c.mu.Unlock()
+}
+
+// closeIfDoneLocked closes the descriptor once Close was called and no
+// Read or Write uses it.
+func (c *fdConn) closeIfDoneLocked() {
+	if c.closing && c.ops == 0 && !c.fdClosed {
+		c.fdClosed = true
+		syscall.Close(c.fd)
+	}
+}
+
+// poll waits for events on the socket (a descriptor Read and Write keep
+// open: see acquire), up to blockingWaitSlice or until deadline.
+func (c *fdConn) poll(events int16, deadline time.Time) syscall.Errno {
+	pfd := pollFd{fd: int32(c.fd), events: events}
+	wait := blockingWaitSlice
+	if !deadline.IsZero() {
+		wait = min(wait, max(time.Until(deadline), 0))
+	}
+	ts := syscall.NsecToTimespec(int64(wait))
+	// syscall.Syscall6, not RawSyscall: the runtime must know the thread
+	// is in a system call, to hand its P over when the wait lasts.
+	_, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	return errno
+}
+
+func (c *fdConn) deadline(read bool) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if read {
+		return c.rdl
+	}
+	return c.wdl
+}
+
+func (c *fdConn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil // read(2) would return 0, which means EOF
+	}
+	if !c.acquire() {
+		return 0, net.ErrClosed
+	}
+	defer c.release()
+	for {
+		d := c.deadline(true)
+		if !d.IsZero() && !time.Now().Before(d) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		n, err := syscall.Read(c.fd, b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+		case err != nil:
+			return 0, os.NewSyscallError("read", err)
+		case n == 0:
+			return 0, io.EOF
+		default:
+			return n, nil
+		}
+		if errno := c.poll(pollIn, d); errno != 0 && errno != syscall.EINTR {
+			return 0, os.NewSyscallError("ppoll", errno)
+		}
+	}
+}
+
+func (c *fdConn) Write(b []byte) (int, error) {
+	if !c.acquire() {
+		return 0, net.ErrClosed
+	}
+	defer c.release()
+	done := 0
+	for done < len(b) {
+		d := c.deadline(false)
+		if !d.IsZero() && !time.Now().Before(d) {
+			return done, os.ErrDeadlineExceeded
+		}
+		n, err := syscall.Write(c.fd, b[done:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			if errno := c.poll(pollOut, d); errno != 0 && errno != syscall.EINTR {
+				return done, os.NewSyscallError("ppoll", errno)
+			}
+			continue
+		case err != nil:
+			return done, os.NewSyscallError("write", err)
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// Close shuts the socket down (ending a ppoll in progress) and closes the
+// descriptor once no Read or Write is in it.
+func (c *fdConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return net.ErrClosed
+	}
+	c.closing = true
+	syscall.Shutdown(c.fd, syscall.SHUT_RDWR)
+	c.closeIfDoneLocked()
+	return nil
+}
+
+func (c *fdConn) LocalAddr() net.Addr  { return c.local }
+func (c *fdConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *fdConn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline; one already passed ends a
+// Read's wait at once (the read side is shut down).
+func (c *fdConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rdl = t
+	if !t.IsZero() && !time.Now().Before(t) && !c.fdClosed {
+		syscall.Shutdown(c.fd, syscall.SHUT_RD)
+	}
+	return nil
+}
+
+func (c *fdConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wdl = t
+	return nil
+}

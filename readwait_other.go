@@ -1,0 +1,12 @@
+//go:build !linux
+
+package pika
+
+import "net"
+
+// fdConn is Config.BlockingRead's connection, on Linux only.
+type fdConn struct{ net.Conn }
+
+// newFdConn returns nil: elsewhere, the connection uses the runtime's
+// network poller.
+func newFdConn(net.Conn) *fdConn { return nil }
