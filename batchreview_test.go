@@ -19,13 +19,15 @@ import (
 type lateBytes struct {
 	mu     sync.Mutex
 	read   int64
+	wrote  int64
 	closed bool // Close returned
 	late   int  // OnBytes calls after that
 }
 
-func (h *lateBytes) OnBytes(_ *Conn, read, _ int64) {
+func (h *lateBytes) OnBytes(_ *Conn, read, written int64) {
 	h.mu.Lock()
 	h.read += read
+	h.wrote += written
 	if h.closed {
 		h.late++
 	}
@@ -35,9 +37,11 @@ func (h *lateBytes) OnBytes(_ *Conn, read, _ int64) {
 // TestReviewBytesAfterOwnEndThenClose: a connection that ended on its own
 // (the broker closed it, recovery off) and is then closed by the
 // application reports its last byte counts before Close returns, as a
-// Close of a live connection does: none reaches the BytesHooks afterwards
-// (the throttle's timer held the counts of the last reads, including the
-// broker's connection.close, for up to bytesEvery after Close returned).
+// Close of a live connection does: none reaches the BytesHooks afterwards.
+// It failed twice: the throttle's timer held the counts of the last reads
+// (the broker's connection.close among them) for up to bytesEvery after
+// Close returned, and Close did not wait for the link's writer, which
+// still wrote the close-ok (and counted it) after Close returned.
 func TestReviewBytesAfterOwnEndThenClose(t *testing.T) {
 	for round := range 3 {
 		b := newFakeBroker(t)
@@ -59,15 +63,15 @@ func TestReviewBytesAfterOwnEndThenClose(t *testing.T) {
 		}
 		h.mu.Lock()
 		h.closed = true
-		atClose := h.read
+		atClose, wroteAtClose := h.read, h.wrote
 		h.mu.Unlock()
 		// Nothing may come later: wait well past the throttle's delay.
 		time.Sleep(3 * bytesEvery)
 		h.mu.Lock()
-		late, total := h.late, h.read
+		late, total, wrote := h.late, h.read, h.wrote
 		h.mu.Unlock()
 		if late != 0 {
-			t.Fatalf("round %d: %d OnBytes calls after Close returned (%d bytes read reported at Close, %d in all)", round, late, atClose, total)
+			t.Fatalf("round %d: %d OnBytes calls after Close returned (read %d reported at Close, %d in all; written %d at Close, %d in all)", round, late, atClose, total, wroteAtClose, wrote)
 		}
 	}
 }

@@ -420,8 +420,11 @@ func (c *Conn) closedErr() error {
 func (c *Conn) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.state == connClosed || c.closing {
+		l := c.l
 		c.mu.Unlock()
-		// Another Close is at work: wait for it as long as ctx allows.
+		// Another Close is at work, or the Conn ended on its own: wait
+		// for its goroutines as long as ctx allows (the link's writer may
+		// still be sending the close-ok of a broker's close).
 		select {
 		case <-c.done:
 		case <-ctx.Done():
@@ -429,6 +432,7 @@ func (c *Conn) Close(ctx context.Context) error {
 		}
 		stopped := make(chan struct{})
 		go func() {
+			l.wg.Wait()
 			c.wg.Wait()
 			close(stopped)
 		}()
@@ -437,6 +441,9 @@ func (c *Conn) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		// A Conn that ended on its own (the broker's close, a loss
+		// without recovery) has its last byte counts timed still.
+		c.flushHooks(ctx)
 		return nil
 	}
 	c.closing = true
@@ -494,10 +501,7 @@ func (c *Conn) Close(ctx context.Context) error {
 	// So are the hooks' events, the final OnDisconnect and the last byte
 	// counts included, unless Close runs in a hook or callback (which the
 	// wait could be behind).
-	c.flushBytes()
-	if !inCallback() {
-		c.hookBox.wait(ctx)
-	}
+	c.flushHooks(ctx)
 	if err == nil && c.err != nil && !errors.Is(c.err, ErrClosed) {
 		err = c.err
 	}
