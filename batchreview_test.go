@@ -122,3 +122,48 @@ func TestReviewForcedCloseDuringRestoreRecovers(t *testing.T) {
 		})
 	}
 }
+
+// blockingBytes is a BytesHook whose calls block until release is closed.
+type blockingBytes struct {
+	entered chan struct{} // closed at the first call
+	once    sync.Once
+	release chan struct{}
+}
+
+func (h *blockingBytes) OnBytes(*Conn, int64, int64) {
+	h.once.Do(func() { close(h.entered) })
+	<-h.release
+}
+
+// TestReviewCloseEndedConnBlockedHook: Close of a Conn that ended on its
+// own, with a ctx without deadline, while a BytesHook blocks: the wait for
+// the hooks is bounded by Config.CloseTimeout, as for a live Conn; Close
+// does not hang.
+func TestReviewCloseEndedConnBlockedHook(t *testing.T) {
+	b := newFakeBroker(t)
+	h := &blockingBytes{entered: make(chan struct{}), release: make(chan struct{})}
+	defer close(h.release)
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.CloseTimeout = 200 * time.Millisecond
+	cfg.Hooks = []Hook{h}
+	c := dialFake(t, cfg)
+	select {
+	case <-h.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OnBytes call")
+	}
+	b.conn(1).send(0, &wire.ConnectionClose{ReplyCode: 320, ReplyText: "CONNECTION_FORCED - test"})
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the broker's close did not end the connection")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close(context.Background()) }()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close hangs behind a blocked BytesHook")
+	}
+}

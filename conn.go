@@ -442,7 +442,10 @@ func (c *Conn) Close(ctx context.Context) error {
 			return ctx.Err()
 		}
 		// A Conn that ended on its own (the broker's close, a loss
-		// without recovery) has its last byte counts timed still.
+		// without recovery) has its last byte counts timed still. The
+		// wait for the hooks is bounded as the first Close's is.
+		ctx, cancel := c.closeCtx(ctx)
+		defer cancel()
 		c.flushHooks(ctx)
 		return nil
 	}
@@ -466,11 +469,8 @@ func (c *Conn) Close(ctx context.Context) error {
 		c.afterLocked(l)
 		c.mu.Unlock()
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.CloseTimeout)
-		defer cancel()
-	}
+	ctx, cancel := c.closeCtx(ctx)
+	defer cancel()
 	var err error
 	select {
 	case <-c.done:
@@ -506,6 +506,14 @@ func (c *Conn) Close(ctx context.Context) error {
 		err = c.err
 	}
 	return err
+}
+
+// closeCtx bounds a Close by Config.CloseTimeout when ctx has no deadline.
+func (c *Conn) closeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.cfg.CloseTimeout)
 }
 
 // Done returns a channel that is closed when the connection has closed for
