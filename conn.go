@@ -416,7 +416,11 @@ func (c *Conn) closedErr() error {
 // handlers and notification callbacks still running or queued, OnClose
 // among them, finish on their own; Close may be called from a callback).
 // Calling Close again waits, bounded by its own ctx, for the first Close
-// to finish and returns nil (or ctx's error if ctx ends first).
+// to finish and returns nil (or ctx's error if ctx ends first). Close of a
+// connection that ended on its own (the broker closed it, or recovery
+// could not repair a loss) returns nil once its goroutines ended and the
+// hooks' last events, byte counts included, were handed over (that wait
+// bounded by ctx, or Config.CloseTimeout when ctx has no deadline).
 func (c *Conn) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.state == connClosed || c.closing {
