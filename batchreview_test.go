@@ -2,11 +2,15 @@ package pika
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pika-go/pika/internal/scripted"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -165,5 +169,159 @@ func TestReviewCloseEndedConnBlockedHook(t *testing.T) {
 	case <-closed:
 	case <-time.After(20 * time.Second):
 		t.Fatal("Close hangs behind a blocked BytesHook")
+	}
+}
+
+// TestReviewBatchAcksAcrossLoss: goroutines take deliveries with Next and
+// ack each at once while the connection is lost in the middle of a flood
+// and recovery restarts the consumer, which the new connection then
+// floods under broker tags that start from 1 again. Every ack either
+// reaches the connection the delivery came on or fails with
+// ErrStaleDelivery: the new connection receives acks only of tags it
+// delivered, each once, and every one of its deliveries is handed out
+// exactly once.
+func TestReviewBatchAcksAcrossLoss(t *testing.T) {
+	for round := range 5 {
+		b := newFakeBroker(t)
+		var amu sync.Mutex
+		acks := map[int][]uint64{} // connection number -> acked broker tags
+		b.setHook(func(fc *fakeConn, _ uint16, m wire.Method) bool {
+			if a, ok := m.(*wire.BasicAck); ok {
+				amu.Lock()
+				acks[fc.n] = append(acks[fc.n], a.DeliveryTag)
+				amu.Unlock()
+			}
+			return false
+		})
+		c, ch, rlog := fakeSetup(t, b, b.config())
+		fc := b.conn(1)
+		cons := batchConsume(t, fc, ch, ConsumeOptions{Tag: "m"}, 0)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var mu sync.Mutex
+		handedNew := map[string]int{}
+		var stale, fresh int
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for range 4 {
+			wg.Go(func() {
+				for {
+					d, err := cons.Next(ctx)
+					if err != nil {
+						return
+					}
+					aerr := d.Ack(false)
+					mu.Lock()
+					switch {
+					case aerr == nil:
+						fresh++
+					case errors.Is(aerr, ErrStaleDelivery):
+						stale++
+					default:
+						errs <- fmt.Errorf("ack of %d (%q): %v", d.DeliveryTag, d.Body, aerr)
+					}
+					if strings.HasPrefix(string(d.Body), "new") {
+						handedNew[string(d.Body)]++
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		const old, fresh2 = 400, 200
+		var burst []byte
+		for tag := uint64(1); tag <= old; tag++ {
+			burst = append(burst, scripted.Message(ch.ID(), &wire.BasicDeliver{ConsumerTag: "m", DeliveryTag: tag}, nil, []byte(fmt.Sprint("old", tag)), 0)...)
+			if tag%40 == 0 {
+				fc.wmu.Lock()
+				fc.nc.Write(burst)
+				fc.wmu.Unlock()
+				burst = burst[:0]
+			}
+			if tag == old/2 {
+				go fc.kill()
+			}
+		}
+		rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+		fc2 := b.conn(2)
+		for tag := uint64(1); tag <= fresh2; tag++ {
+			burst = append(burst, scripted.Message(ch.ID(), &wire.BasicDeliver{ConsumerTag: "m", DeliveryTag: tag}, nil, []byte(fmt.Sprint("new", tag)), 0)...)
+			if tag%25 == 0 {
+				fc2.wmu.Lock()
+				fc2.nc.Write(burst)
+				fc2.wmu.Unlock()
+				burst = burst[:0]
+			}
+		}
+		waitFor(t, "every new delivery handed out", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(handedNew) == fresh2
+		})
+		waitFor(t, "the new connection's acks", func() bool {
+			amu.Lock()
+			defer amu.Unlock()
+			return len(acks[2]) >= fresh2
+		})
+		cancel()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		for body, n := range handedNew {
+			if n != 1 {
+				t.Errorf("round %d: %s handed out %d times", round, body, n)
+			}
+		}
+		amu.Lock()
+		got := slices.Clone(acks[2])
+		amu.Unlock()
+		slices.Sort(got)
+		if len(got) != fresh2 || got[0] != 1 || got[len(got)-1] != fresh2 || len(slices.Compact(got)) != fresh2 {
+			t.Fatalf("round %d: the new connection received %d acks %v, want tags 1..%d once each", round, len(got), got, fresh2)
+		}
+		mu.Lock()
+		t.Logf("round %d: %d acks sent, %d stale", round, fresh, stale)
+		mu.Unlock()
+		c.Close(context.Background())
+	}
+}
+
+// TestReviewCloseFromInlineHandler: an inline handler (running on the
+// reader goroutine) that closes the Conn, with a ctx that bounds the wait:
+// Close returns (the broker's close-ok cannot be read while the handler
+// runs, so it ends with ctx), the handler returns and the reader ends; it
+// must not wait for the reader goroutine, which is the caller (it waited
+// for itself for ever). Also when the broker's close came in the same read
+// as the delivery (recovery off).
+func TestReviewCloseFromInlineHandler(t *testing.T) {
+	for _, ended := range []bool{false, true} {
+		t.Run(fmt.Sprint("ended=", ended), func(t *testing.T) {
+			b, c := stallFake(t, false)
+			fc := b.conn(1)
+			ch := stallChannel(t, c)
+			closed := make(chan error, 1)
+			cons := inlineConsume(t, ch, ConsumeOptions{AutoAck: true}, func(d *Delivery) {
+				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				defer cancel()
+				closed <- c.Close(ctx)
+			})
+			msg := scripted.Message(ch.ID(), &wire.BasicDeliver{ConsumerTag: cons.Tag(), DeliveryTag: 1}, nil, []byte("x"), 0)
+			if ended {
+				msg = append(msg, scripted.Method(0, &wire.ConnectionClose{ReplyCode: 320, ReplyText: "CONNECTION_FORCED - test"})...)
+			}
+			fc.wmu.Lock()
+			fc.nc.Write(msg)
+			fc.wmu.Unlock()
+			select {
+			case <-closed:
+			case <-time.After(20 * time.Second):
+				t.Fatal("Close from an inline handler hangs")
+			}
+			select {
+			case <-c.Done():
+			case <-time.After(20 * time.Second):
+				t.Fatal("the Conn did not end")
+			}
+		})
 	}
 }
