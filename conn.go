@@ -414,7 +414,9 @@ func (c *Conn) closedErr() error {
 // send, and returns nil). When Close
 // returns, none of the connection's goroutines is left running (consumer
 // handlers and notification callbacks still running or queued, OnClose
-// among them, finish on their own; Close may be called from a callback).
+// among them, finish on their own; Close may be called from a callback,
+// and from an inline handler, whose goroutine, the reader's, ends once the
+// handler returns).
 // Calling Close again waits, bounded by its own ctx, for the first Close
 // to finish and returns nil (or ctx's error if ctx ends first). Close of a
 // connection that ended on its own (the broker closed it, or recovery
@@ -435,8 +437,11 @@ func (c *Conn) Close(ctx context.Context) error {
 			return ctx.Err()
 		}
 		stopped := make(chan struct{})
+		onReader := c.onReader(l)
 		go func() {
-			l.wg.Wait()
+			if !onReader {
+				l.wg.Wait()
+			}
 			c.wg.Wait()
 			close(stopped)
 		}()
@@ -496,7 +501,9 @@ func (c *Conn) Close(ctx context.Context) error {
 		c.finalCloseLocked(nil)
 		c.mu.Unlock()
 	}
-	l.wg.Wait()
+	if !c.onReader(l) {
+		l.wg.Wait()
+	}
 	c.wg.Wait()
 	// Notification callbacks are not waited for: Close may be called from
 	// one of them, and the mailbox cannot drain while it runs. Log records
