@@ -325,3 +325,58 @@ func TestReviewCloseFromInlineHandler(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewSuspendResumesAfterBatchDrained: a suspended consumer
+// (ConsumerSuspend, BufferSize 4) whose cancel-ok comes only after the
+// application took the whole buffer with Next, the last takes from the
+// batch made without the connection's lock (nothing watched them once the
+// buffer was down to half): the cancel-ok finds the buffer empty and
+// restarts the consumer at once; the deliveries of the restarted consumer
+// reach Next.
+func TestReviewSuspendResumesAfterBatchDrained(t *testing.T) {
+	b := newFakeBroker(t)
+	release := make(chan struct{})
+	var once sync.Once
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		if cn, ok := m.(*wire.BasicCancel); ok {
+			once.Do(func() {
+				go func() {
+					<-release
+					fc.send(ch, &wire.BasicCancelOk{ConsumerTag: cn.ConsumerTag})
+				}()
+			})
+			return true
+		}
+		return false
+	})
+	_, ch := fakeChannel(t, b, false)
+	fc := b.conn(1)
+	cons := batchConsume(t, fc, ch, ConsumeOptions{Tag: "s", BufferSize: 4, Overflow: ConsumerSuspend}, 4)
+	countConsumes := func() int {
+		n := 0
+		for _, m := range fc.methods() {
+			if strings.HasSuffix(m, ":basic.consume") {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "the suspension's basic.cancel", func() bool { return slices.Contains(fc.methods(), fmt.Sprintf("%d:basic.cancel", ch.ID())) })
+	for want := 1; want <= 4; want++ {
+		if d := nextDelivery(t, cons); string(d.Body) != fmt.Sprint(want) {
+			t.Fatalf("body %q, want %d", d.Body, want)
+		}
+	}
+	if n := countConsumes(); n != 1 {
+		t.Fatalf("%d basic.consume before the cancel-ok, want 1", n)
+	}
+	close(release)
+	waitFor(t, "the restart's basic.consume", func() bool { return countConsumes() == 2 })
+	fc.deliver(ch.ID(), "s", 5, "5")
+	if d := nextDelivery(t, cons); string(d.Body) != "5" {
+		t.Fatalf("after the restart: body %q", d.Body)
+	}
+	if s := cons.Stats(); s.Buffered != 0 || s.Suspended != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
