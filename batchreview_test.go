@@ -380,3 +380,64 @@ func TestReviewSuspendResumesAfterBatchDrained(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// TestReviewCancelledBufferDroppedAtLoss: a manual-ack consumer cancelled
+// with deliveries still buffered (some in Next's batch) keeps them
+// takeable, but once the channel closes, or the connection is lost, they
+// can no longer be acknowledged and the broker requeues them: they are
+// dropped as a running consumer's are, not handed out to fail their ack.
+func TestReviewCancelledBufferDroppedAtLoss(t *testing.T) {
+	for _, how := range []string{"channel close", "connection loss"} {
+		t.Run(how, func(t *testing.T) {
+			b := newFakeBroker(t)
+			rec := &settleRecorder{}
+			cfg := b.config()
+			cfg.Hooks = []Hook{rec}
+			c := dialFake(t, cfg)
+			rlog := watchRecovery(t, c)
+			ch := stallChannel(t, c)
+			fc := b.conn(1)
+			cons := batchConsume(t, fc, ch, ConsumeOptions{Tag: "c"}, 4)
+			if d := nextDelivery(t, cons); string(d.Body) != "1" {
+				t.Fatalf("first body %q", d.Body)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := cons.Cancel(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if s := cons.Stats(); s.Buffered != 3 {
+				t.Fatalf("after Cancel: %+v", s)
+			}
+			if how == "channel close" {
+				fc.send(ch.ID(), &wire.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - test"})
+				<-ch.Done()
+			} else {
+				fc.kill()
+				rlog.wait(RecoveryRecovered, 1, 10*time.Second)
+			}
+			if d, err := cons.Next(ctx); !errors.Is(err, ErrConsumerClosed) {
+				var body string
+				if d != nil {
+					body = string(d.Body)
+					t.Logf("its ack: %v", d.Ack(false))
+				}
+				t.Fatalf("Next after the %s: delivery %q, error %v; want none and ErrConsumerClosed", how, body, err)
+			}
+			if s := cons.Stats(); s.Buffered != 0 {
+				t.Fatalf("stats %+v", s)
+			}
+			select {
+			case <-cons.Done():
+			case <-ctx.Done():
+				t.Fatal("Done not closed")
+			}
+			if how == "channel close" {
+				waitFor(t, "the library's settlements", func() bool { return len(rec.got()) == 3 })
+				if got := rec.got(); !slices.Equal(got, []uint64{2, 3, 4}) {
+					t.Fatalf("dropped deliveries reported %v, want [2 3 4]", got)
+				}
+			}
+		})
+	}
+}
