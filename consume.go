@@ -873,8 +873,8 @@ func (cons *Consumer) resumeAtBrokerLocked() {
 // ones stay takeable, except a manual-ack consumer's when the channel
 // closed (they can no longer be acknowledged, and the broker requeues
 // them); after a cancel, a manual-ack consumer's stay until the channel
-// closes or the connection is lost (Channel.leftovers). An AutoAck consumer's were acknowledged when sent: dropping them
-// would lose them.
+// closes or the connection is lost (Channel.leftovers). An AutoAck
+// consumer's were acknowledged when sent: dropping them would lose them.
 func (cons *Consumer) endLocked(err error) {
 	if cons.ended {
 		return
