@@ -441,3 +441,64 @@ func TestReviewCancelledBufferDroppedAtLoss(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewCloseFromInlineHandlerDuringRestore: an inline consumer that
+// recovery restarted receives a delivery while the restore still waits
+// for another consumer's basic.consume-ok, and its handler closes the
+// Conn: Close returns (bounded by its ctx) instead of waiting for the
+// recovery, which waits for the reader, which is the caller.
+func TestReviewCloseFromInlineHandlerDuringRestore(t *testing.T) {
+	b := newFakeBroker(t)
+	b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+		// The second consumer's restart is never answered.
+		cm, ok := m.(*wire.BasicConsume)
+		return ok && fc.n == 2 && cm.ConsumerTag == "held"
+	})
+	cfg := b.config()
+	cfg.HandshakeTimeout = 30 * time.Second // the restore waits for "held" until Close
+	c := dialFake(t, cfg)
+	ch := stallChannel(t, c)
+	closed := make(chan error, 1)
+	entered := make(chan struct{}, 1)
+	cons := inlineConsume(t, ch, ConsumeOptions{Tag: "inl", AutoAck: true}, func(d *Delivery) {
+		if d.Body[0] != 'r' {
+			return
+		}
+		entered <- struct{}{}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		closed <- c.Close(ctx)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := ch.Consume(ctx, "q2", ConsumeOptions{Tag: "held", AutoAck: true}); err != nil {
+		t.Fatal(err)
+	}
+	b.conn(1).kill()
+	fc2 := waitConn(t, b, 2, 10*time.Second)
+	waitFor(t, "the restore's basic.consume of the held consumer", func() bool {
+		n := 0
+		for _, m := range fc2.methods() {
+			if strings.HasSuffix(m, ":basic.consume") {
+				n++
+			}
+		}
+		return n == 2
+	})
+	fc2.deliver(ch.ID(), cons.Tag(), 1, "r")
+	select {
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the restarted inline consumer's handler was not called")
+	}
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close from an inline handler during the restore hangs")
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the Conn did not end")
+	}
+}
