@@ -415,8 +415,8 @@ func (c *Conn) closedErr() error {
 // returns, none of the connection's goroutines is left running (consumer
 // handlers and notification callbacks still running or queued, OnClose
 // among them, finish on their own; Close may be called from a callback,
-// and from an inline handler, whose goroutine, the reader's, ends once the
-// handler returns).
+// and from an inline handler: its goroutine, the reader's, and a recovery
+// in progress end once the handler returns).
 // Calling Close again waits, bounded by its own ctx, for the first Close
 // to finish and returns nil (or ctx's error if ctx ends first). Close of a
 // connection that ended on its own (the broker closed it, or recovery
@@ -441,8 +441,8 @@ func (c *Conn) Close(ctx context.Context) error {
 		go func() {
 			if !onReader {
 				l.wg.Wait()
+				c.wg.Wait()
 			}
-			c.wg.Wait()
 			close(stopped)
 		}()
 		select {
@@ -503,8 +503,8 @@ func (c *Conn) Close(ctx context.Context) error {
 	}
 	if !c.onReader(l) {
 		l.wg.Wait()
+		c.wg.Wait()
 	}
-	c.wg.Wait()
 	// Notification callbacks are not waited for: Close may be called from
 	// one of them, and the mailbox cannot drain while it runs. Log records
 	// are, as long as ctx allows.

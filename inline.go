@@ -71,9 +71,10 @@ func (cons *Consumer) deliverInline() {
 var deliverInlineName = runtime.FuncForPC(reflect.ValueOf((*Consumer).deliverInline).Pointer()).Name()
 
 // onReader reports whether the caller is an inline handler running on l's
-// reader goroutine: Close must not wait for that goroutine, which ends
-// once the handler returns (l is closed by then). It walks the stack only
-// while l's reader runs inline handlers.
+// reader goroutine: Close must not wait for that goroutine, nor for a
+// recovery in progress (which waits for it, l being the link of its
+// attempt); both end once the handler returns (l is closed by then). It
+// walks the stack only while l's reader runs inline handlers.
 func (c *Conn) onReader(l *link) bool {
 	c.mu.Lock()
 	busy := c.readerBusy && c.l == l
