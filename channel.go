@@ -57,6 +57,11 @@ type Channel struct {
 	confSlab  []Confirmation // the rest of the slab PublishWithConfirm hands out (see Confirmation)
 	delivSlab []Delivery     // the rest of the slab small deliveries come from (see Delivery)
 
+	// Manual-ack consumers that a cancel ended with deliveries still
+	// buffered: dropped when the channel closes or its connection is
+	// lost, as a running consumer's are. Guarded by conn.mu.
+	leftovers []*Consumer
+
 	view standin.ChannelView // a stand-in's loop channel (see standin.go); nil otherwise
 }
 
@@ -351,6 +356,7 @@ func (ch *Channel) closedLocked(err error) {
 		delete(ch.consumers, tag)
 		cons.endLocked(err)
 	}
+	ch.dropLeftoversLocked(err)
 	ch.failConfirmsLocked(err)
 	if ch.paused != nil {
 		close(ch.paused)
@@ -385,6 +391,7 @@ func (ch *Channel) suspendLocked(cause error) {
 		close(ch.paused)
 		ch.paused = nil
 	}
+	ch.dropLeftoversLocked(nil)
 	for _, cons := range ch.consumers {
 		if !cons.autoAck {
 			cons.dropLocked(false)

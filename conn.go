@@ -414,22 +414,35 @@ func (c *Conn) closedErr() error {
 // send, and returns nil). When Close
 // returns, none of the connection's goroutines is left running (consumer
 // handlers and notification callbacks still running or queued, OnClose
-// among them, finish on their own; Close may be called from a callback).
+// among them, finish on their own; Close may be called from a callback,
+// and from an inline handler: its goroutine, the reader's, and a recovery
+// in progress end once the handler returns).
 // Calling Close again waits, bounded by its own ctx, for the first Close
-// to finish and returns nil (or ctx's error if ctx ends first).
+// to finish and returns nil (or ctx's error if ctx ends first). Close of a
+// connection that ended on its own (the broker closed it, or recovery
+// could not repair a loss) returns nil once its goroutines ended and the
+// hooks' last events, byte counts included, were handed over (that wait
+// bounded by ctx, or Config.CloseTimeout when ctx has no deadline).
 func (c *Conn) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.state == connClosed || c.closing {
+		l := c.l
 		c.mu.Unlock()
-		// Another Close is at work: wait for it as long as ctx allows.
+		// Another Close is at work, or the Conn ended on its own: wait
+		// for its goroutines as long as ctx allows (the link's writer may
+		// still be sending the close-ok of a broker's close).
 		select {
 		case <-c.done:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 		stopped := make(chan struct{})
+		onReader := c.onReader(l)
 		go func() {
-			c.wg.Wait()
+			if !onReader {
+				l.wg.Wait()
+				c.wg.Wait()
+			}
 			close(stopped)
 		}()
 		select {
@@ -437,6 +450,12 @@ func (c *Conn) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		// A Conn that ended on its own (the broker's close, a loss
+		// without recovery) has its last byte counts timed still. The
+		// wait for the hooks is bounded as the first Close's is.
+		ctx, cancel := c.closeCtx(ctx)
+		defer cancel()
+		c.flushHooks(ctx)
 		return nil
 	}
 	c.closing = true
@@ -459,11 +478,8 @@ func (c *Conn) Close(ctx context.Context) error {
 		c.afterLocked(l)
 		c.mu.Unlock()
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.CloseTimeout)
-		defer cancel()
-	}
+	ctx, cancel := c.closeCtx(ctx)
+	defer cancel()
 	var err error
 	select {
 	case <-c.done:
@@ -485,8 +501,10 @@ func (c *Conn) Close(ctx context.Context) error {
 		c.finalCloseLocked(nil)
 		c.mu.Unlock()
 	}
-	l.wg.Wait()
-	c.wg.Wait()
+	if !c.onReader(l) {
+		l.wg.Wait()
+		c.wg.Wait()
+	}
 	// Notification callbacks are not waited for: Close may be called from
 	// one of them, and the mailbox cannot drain while it runs. Log records
 	// are, as long as ctx allows.
@@ -494,14 +512,19 @@ func (c *Conn) Close(ctx context.Context) error {
 	// So are the hooks' events, the final OnDisconnect and the last byte
 	// counts included, unless Close runs in a hook or callback (which the
 	// wait could be behind).
-	c.flushBytes()
-	if !inCallback() {
-		c.hookBox.wait(ctx)
-	}
+	c.flushHooks(ctx)
 	if err == nil && c.err != nil && !errors.Is(c.err, ErrClosed) {
 		err = c.err
 	}
 	return err
+}
+
+// closeCtx bounds a Close by Config.CloseTimeout when ctx has no deadline.
+func (c *Conn) closeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.cfg.CloseTimeout)
 }
 
 // Done returns a channel that is closed when the connection has closed for

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -871,8 +872,9 @@ func (cons *Consumer) resumeAtBrokerLocked() {
 // endLocked ends the consumer: no more deliveries will arrive. Buffered
 // ones stay takeable, except a manual-ack consumer's when the channel
 // closed (they can no longer be acknowledged, and the broker requeues
-// them). An AutoAck consumer's were acknowledged when sent: dropping them
-// would lose them.
+// them); after a cancel, a manual-ack consumer's stay until the channel
+// closes or the connection is lost (Channel.leftovers). An AutoAck
+// consumer's were acknowledged when sent: dropping them would lose them.
 func (cons *Consumer) endLocked(err error) {
 	if cons.ended {
 		return
@@ -886,17 +888,19 @@ func (cons *Consumer) endLocked(err error) {
 		cons.endCtx(err)
 	}
 	cons.consumerEndLocked(err)
-	if err != ErrConsumerCancelled && err != ErrConsumerClosed && !cons.autoAck {
-		hooked := len(cons.ch.conn.hk.settle) > 0
-		dropped := cons.dropLocked(hooked)
-		if hooked {
-			// Nothing is sent: the broker requeues them as the channel
-			// closed.
-			tags := make([]uint64, 0, len(dropped))
-			for _, d := range dropped {
-				tags = append(tags, d.DeliveryTag)
-			}
-			cons.ch.librarySettleLocked(SettleReject, true, err, tags...)
+	if !cons.autoAck {
+		if err != ErrConsumerCancelled && err != ErrConsumerClosed {
+			cons.dropClosedLocked(err)
+		} else if n, _ := cons.bufferedLocked(); n > 0 {
+			// Takeable until the channel closes or the connection is
+			// lost (see Channel.dropLeftoversLocked). Those taken since
+			// leave the list: it holds only consumers with something left.
+			ch := cons.ch
+			ch.leftovers = slices.DeleteFunc(ch.leftovers, func(o *Consumer) bool {
+				n, _ := o.bufferedLocked()
+				return n == 0
+			})
+			ch.leftovers = append(ch.leftovers, cons)
 		}
 	}
 	// An ended consumer receives nothing more: its buffer, however full,
@@ -915,6 +919,37 @@ func (cons *Consumer) endLocked(err error) {
 		// closes done.
 		go cons.run()
 	}
+}
+
+// dropClosedLocked drops the buffer of a manual-ack consumer whose channel
+// closed with err, and reports the deliveries to the SettleHooks: nothing
+// is sent, the broker requeues them as the channel closed.
+func (cons *Consumer) dropClosedLocked(err error) {
+	hooked := len(cons.ch.conn.hk.settle) > 0
+	dropped := cons.dropLocked(hooked)
+	if hooked {
+		tags := make([]uint64, 0, len(dropped))
+		for _, d := range dropped {
+			tags = append(tags, d.DeliveryTag)
+		}
+		cons.ch.librarySettleLocked(SettleReject, true, err, tags...)
+	}
+}
+
+// dropLeftoversLocked drops what is left in the buffers of the manual-ack
+// consumers that a cancel ended (see Channel.leftovers): the channel closed
+// with err, or, with err nil, its connection was lost (nothing reported,
+// as for a running consumer). They can no longer be acknowledged.
+func (ch *Channel) dropLeftoversLocked(err error) {
+	for _, cons := range ch.leftovers {
+		if err != nil {
+			cons.dropClosedLocked(err)
+		} else {
+			cons.dropLocked(false)
+		}
+	}
+	clear(ch.leftovers)
+	ch.leftovers = ch.leftovers[:0]
 }
 
 // notFullLocked stops counting the consumer as full.
@@ -1224,7 +1259,9 @@ func (cons *Consumer) run() {
 
 // Cancel stops the consumer (basic.cancel) and waits for the broker's
 // cancel-ok, bounded by ctx. Deliveries already buffered remain takeable
-// with Next; then Next returns ErrConsumerClosed.
+// with Next; then Next returns ErrConsumerClosed. Those of a manual-ack
+// consumer are dropped if the channel closes or the connection is lost
+// first: they can no longer be acknowledged, and the broker requeues them.
 func (cons *Consumer) Cancel(ctx context.Context) error {
 	ch := cons.ch
 	c := ch.conn

@@ -239,7 +239,10 @@
 // [Consumer.Cancel], [Confirmation.Wait], [Channel.WaitConfirms],
 // [Channel.Close], any declaration — waits for a reply that cannot be read
 // until it returns: the call ends only with its ctx (and then fails with
-// ctx.Err()), after which the connection carries on. A handler that blocks
+// ctx.Err()), after which the connection carries on. [Conn.Close] from a
+// handler likewise ends with its ctx (or [Config].CloseTimeout) without the
+// broker's close-ok; it does not wait for the reader goroutine it runs on,
+// which ends when the handler returns. A handler that blocks
 // for long stalls the whole connection for that long; heartbeats are still
 // sent, and the broker's bytes waiting in the socket count as a sign of
 // life, so the connection is not closed for it. Use the default

@@ -527,6 +527,17 @@ func (c *Conn) flushBytes() {
 	}
 }
 
+// flushHooks reports the last byte counts (see flushBytes) and waits,
+// bounded by ctx, for the hooks' events queued so far, unless it runs in a
+// hook or callback (which the wait could be behind). Close calls it once
+// the socket's goroutines have ended.
+func (c *Conn) flushHooks(ctx context.Context) {
+	c.flushBytes()
+	if !inCallback() {
+		c.hookBox.wait(ctx)
+	}
+}
+
 // drainBytes runs the BytesHooks with the bytes counted since the last
 // call.
 func (c *Conn) drainBytes() {

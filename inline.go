@@ -1,5 +1,10 @@
 package pika
 
+import (
+	"reflect"
+	"runtime"
+)
+
 // Inline handlers (ConsumeOptions.Inline): the handler of such a consumer
 // runs on its connection's reader goroutine. After each socket read the
 // reader dispatches the engine's events under the connection's lock as
@@ -59,4 +64,20 @@ func (cons *Consumer) deliverInline() {
 		}
 		cons.handle(d)
 	}
+}
+
+// deliverInlineName is the name of the function that calls inline
+// handlers on the reader goroutine.
+var deliverInlineName = runtime.FuncForPC(reflect.ValueOf((*Consumer).deliverInline).Pointer()).Name()
+
+// onReader reports whether the caller is an inline handler running on l's
+// reader goroutine: Close must not wait for that goroutine, nor for a
+// recovery in progress (which waits for it, l being the link of its
+// attempt); both end once the handler returns (l is closed by then). It
+// walks the stack only while l's reader runs inline handlers.
+func (c *Conn) onReader(l *link) bool {
+	c.mu.Lock()
+	busy := c.readerBusy && c.l == l
+	c.mu.Unlock()
+	return busy && onStack(deliverInlineName)
 }

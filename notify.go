@@ -176,12 +176,16 @@ var mailboxRun = runtime.FuncForPC(reflect.ValueOf((*mailbox).run).Pointer()).Na
 // inCallback reports whether the calling goroutine runs a notification
 // callback: whether (*mailbox).run is on its stack. It walks the stack, so
 // it is for the rare path of a full queue only.
-func inCallback() bool {
+func inCallback() bool { return onStack(mailboxRun) }
+
+// onStack reports whether the function named fn is on the calling
+// goroutine's stack (within its innermost 512 frames).
+func onStack(fn string) bool {
 	var pcs [512]uintptr
 	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs[:])])
 	for {
 		f, more := frames.Next()
-		if f.Function == mailboxRun {
+		if f.Function == fn {
 			return true
 		}
 		if !more {
