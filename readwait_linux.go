@@ -13,9 +13,9 @@ import (
 )
 
 // blockingWaitSlice bounds one ppoll, which is also bounded by the
-// deadline (read or write) set when it starts. Close and a read deadline
-// already passed (what closedLocked sets) end a wait at once, by shutting
-// the socket down, so the bound is only a fallback: long, because every
+// deadline (read or write) set when it starts. Close and a deadline
+// passing (even one set during the wait, as closedLocked does) end a wait
+// at once, by shutting the socket down, so the bound is only a fallback: long, because every
 // wake-up of an idle connection costs a thread's wake-up (with 100 ms,
 // 50 idle connections cost 20 times the CPU of the poller's). (A variable
 // for the tests, which make it an hour to show that the shutdown alone
@@ -58,7 +58,8 @@ type fdConn struct {
 	ops      int  // Read and Write calls in progress
 	closing  bool // Close was called: fd is shut down
 	fdClosed bool
-	rdl, wdl time.Time // deadlines
+	rdl, wdl time.Time   // deadlines
+	rt, wt   *time.Timer // shut a direction down at its deadline
 }
 
 // newFdConn returns nc's socket as an fdConn, closing nc, or nil (nc
@@ -118,6 +119,11 @@ func (c *fdConn) closeIfDoneLocked() {
 	if c.closing && c.ops == 0 && !c.fdClosed {
 		c.fdClosed = true
 		syscall.Close(c.fd)
+		for _, tm := range []*time.Timer{c.rt, c.wt} {
+			if tm != nil {
+				tm.Stop()
+			}
+		}
 	}
 }
 
@@ -226,21 +232,48 @@ func (c *fdConn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
-// SetReadDeadline sets the read deadline; one already passed ends a
-// Read's wait at once (the read side is shut down).
+// SetReadDeadline sets the read deadline. When it passes, the read side
+// is shut down, which ends a Read's wait in ppoll at once, even one begun
+// before the deadline was set.
 func (c *fdConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.rdl = t
-	if !t.IsZero() && !time.Now().Before(t) && !c.fdClosed {
-		syscall.Shutdown(c.fd, syscall.SHUT_RD)
-	}
+	c.setDeadline(t, &c.rdl, &c.rt, syscall.SHUT_RD)
 	return nil
 }
 
+// SetWriteDeadline sets the write deadline. When it passes, the write
+// side is shut down, which ends a Write's wait for room in the socket
+// buffer at once: closedLocked bounds the final flush with one while the
+// writer may already wait, begun without a deadline.
 func (c *fdConn) SetWriteDeadline(t time.Time) error {
+	c.setDeadline(t, &c.wdl, &c.wt, syscall.SHUT_WR)
+	return nil
+}
+
+// setDeadline sets *dl to t and arms *tm to shut the socket down (how) at
+// t. An expired deadline thus ends its direction for good: the link ends
+// a connection with them and never moves one back.
+func (c *fdConn) setDeadline(t time.Time, dl *time.Time, tm **time.Timer, how int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.wdl = t
-	return nil
+	*dl = t
+	if *tm != nil {
+		(*tm).Stop()
+		*tm = nil
+	}
+	if t.IsZero() || c.fdClosed {
+		return
+	}
+	wait := time.Until(t)
+	if wait <= 0 {
+		syscall.Shutdown(c.fd, how)
+		return
+	}
+	*tm = time.AfterFunc(wait, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		// A timer stopped after it fired finds its deadline replaced.
+		if dl.Equal(t) && !c.fdClosed {
+			syscall.Shutdown(c.fd, how)
+		}
+	})
 }
