@@ -205,6 +205,13 @@ func TestBlockingReadHeartbeatTimeout(t *testing.T) {
 			return false
 		})
 	})
+	heartbeatTimeoutEnds(t, c)
+}
+
+// heartbeatTimeoutEnds fails the test unless c ends with a heartbeat
+// timeout and its link's goroutines end, each within 20 s.
+func heartbeatTimeoutEnds(t *testing.T, c *Conn) {
+	t.Helper()
 	select {
 	case <-c.Done():
 	case <-time.After(20 * time.Second):

@@ -3,9 +3,15 @@
 package pika
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
+	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,9 +21,15 @@ import (
 // Review tests of Config.BlockingRead: deadlines moved while a wait is in
 // progress, Close while the broker reads nothing, descriptor counts.
 
+// fdPair is an fdConn and the other end of its TCP connection.
+type fdPair struct {
+	*fdConn
+	peer net.Conn
+}
+
 // fdConnPair returns the client end of a TCP loopback connection as an
-// fdConn; the server end, which reads nothing, closes at the test's end.
-func fdConnPair(t *testing.T) *fdConn {
+// fdConn, with the server end, which closes at the test's end.
+func fdConnPair(t *testing.T) fdPair {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -30,7 +42,7 @@ func fdConnPair(t *testing.T) *fdConn {
 	if fc == nil {
 		t.Fatal("newFdConn of a TCP connection: nil")
 	}
-	return fc
+	return fdPair{fc, server}
 }
 
 // TestFdConnWriteDeadlineMovedDuringWait: a Write already waiting in ppoll
@@ -170,6 +182,17 @@ func TestBlockingReadNoFdLeak(t *testing.T) {
 			}
 		})
 	})
+	t.Run("DialCtxEnds", func(t *testing.T) {
+		cycle(t, func(b *fakeBroker, cfg *Config) {
+			b.silent = func(int) bool { return true }
+		}, func(b *fakeBroker, cfg Config) {
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			if _, err := DialConfig(ctx, cfg); err == nil {
+				t.Fatal("DialConfig to a broker that never answers: no error")
+			}
+		})
+	})
 	t.Run("Recovery", func(t *testing.T) {
 		b := newFakeBroker(t)
 		b.tcp = true
@@ -205,4 +228,127 @@ func TestBlockingReadNoFdLeak(t *testing.T) {
 		}
 		fdsBackTo(t, "after the recoveries", base)
 	})
+}
+
+// TestBlockingReadHeartbeatTimeoutWhileWriteBlocked: a broker that
+// neither reads nor sends is found dead by the heartbeat timer while the
+// writer waits in ppoll on a full socket buffer, and both of the link's
+// goroutines end (the writer at the final flush's bound, not the wait
+// bound of an hour).
+func TestBlockingReadHeartbeatTimeoutWhileWriteBlocked(t *testing.T) {
+	longWaitSlice(t)
+	stop := make(chan struct{})
+	_, c := blockingFake(t, func(b *fakeBroker, cfg *Config) {
+		cfg.Heartbeat = time.Second
+		b.setHook(func(fc *fakeConn, ch uint16, m wire.Method) bool {
+			switch m.(type) {
+			case *wire.ConnectionStartOk:
+				fc.send(0, &wire.ConnectionTune{ChannelMax: 2047, FrameMax: 128 << 10, Heartbeat: 1})
+				return true
+			case *wire.BasicPublish:
+				<-stop // the broker reads nothing more
+			}
+			return false
+		})
+	})
+	t.Cleanup(func() { close(stop) })
+	ch := stallChannel(t, c)
+	go func() {
+		body := make([]byte, 256<<10)
+		for ch.Publish(context.Background(), "", "q", Message{Body: body}) == nil {
+		}
+	}()
+	heartbeatTimeoutEnds(t, c)
+}
+
+// TestFdConnSignalsAndPartialWrites: 8 MiB each way through fdConn
+// while the threads of its Read and Write receive a stream of SIGURG (the
+// runtime's preemption signal, which ends a ppoll with EINTR), against a
+// peer that reads and writes in small slow steps, so that both wait in
+// ppoll often: every byte arrives, in order, although most writes are
+// partial (the socket buffers are far smaller).
+func TestFdConnSignalsAndPartialWrites(t *testing.T) {
+	fc := fdConnPair(t)
+	server := fc.peer
+	defer fc.Close()
+	const size = 8 << 20
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7 / 3)
+	}
+	fc.SetDeadline(time.Now().Add(60 * time.Second))
+	server.SetDeadline(time.Now().Add(60 * time.Second))
+	tids := make(chan int, 2)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		var ts []int
+		for {
+			select {
+			case <-stop:
+				return
+			case tid := <-tids:
+				ts = append(ts, tid)
+			default:
+			}
+			for _, tid := range ts {
+				syscall.Tgkill(os.Getpid(), tid, syscall.SIGURG)
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}()
+	// onThread runs f on a thread of its own, which receives the signals.
+	onThread := func(f func() error) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread()
+			tids <- syscall.Gettid()
+			done <- f()
+			// the thread is not unlocked: it exits with the goroutine
+		}()
+		return done
+	}
+	const step = 64 << 10
+	wrote := onThread(func() error { _, err := fc.Write(data); return err })
+	read := onThread(func() error {
+		got := make([]byte, size)
+		if _, err := io.ReadFull(fc, got); err != nil {
+			return fmt.Errorf("fdConn Read: %w", err)
+		}
+		if !bytes.Equal(got, data) {
+			return errors.New("fdConn Read: the bytes differ from the peer's")
+		}
+		return nil
+	})
+	peer := make(chan error, 2)
+	go func() {
+		for off := 0; off < size; off += step {
+			time.Sleep(time.Millisecond)
+			if _, err := server.Write(data[off : off+step]); err != nil {
+				peer <- err
+				return
+			}
+		}
+		peer <- nil
+	}()
+	go func() {
+		got := make([]byte, size)
+		for off := 0; off < size; off += step {
+			time.Sleep(time.Millisecond)
+			if _, err := io.ReadFull(server, got[off:off+step]); err != nil {
+				peer <- err
+				return
+			}
+		}
+		if !bytes.Equal(got, data) {
+			peer <- errors.New("the peer's bytes differ from fdConn's Write")
+			return
+		}
+		peer <- nil
+	}()
+	for _, ch := range []<-chan error{wrote, read, peer, peer} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
