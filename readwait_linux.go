@@ -15,9 +15,10 @@ import (
 // blockingWaitSlice bounds one ppoll, which is also bounded by the
 // deadline (read or write) set when it starts. Close and a deadline
 // passing (even one set during the wait, as closedLocked does) end a wait
-// at once, by shutting the socket down, so the bound is only a fallback: long, because every
-// wake-up of an idle connection costs a thread's wake-up (with 100 ms,
-// 50 idle connections cost 20 times the CPU of the poller's). (A variable
+// at once, by shutting the socket down, so the bound is only a fallback:
+// long, because every wake-up of an idle connection costs a thread's
+// wake-up (with 100 ms, 50 idle connections cost 20 times the CPU of the
+// poller's). (A variable
 // for the tests, which make it an hour to show that the shutdown alone
 // wakes the reader.)
 var blockingWaitSlice = 5 * time.Second

@@ -141,7 +141,7 @@ func fdsBackTo(t *testing.T, what string, base int) {
 
 // TestBlockingReadNoFdLeak: dials that succeed and close, dials whose
 // handshake times out (a broker that never answers) and recoveries of a
-// dropped connection leave no descriptor open; a recovered link uses
+// dropped or half-closed connection leave no descriptor open; a recovered link uses
 // BlockingRead too, and the dropped link's descriptor is closed.
 func TestBlockingReadNoFdLeak(t *testing.T) {
 	const rounds = 20
@@ -204,9 +204,15 @@ func TestBlockingReadNoFdLeak(t *testing.T) {
 			defer c.mu.Unlock()
 			return c.l
 		}
-		recoverOnce := func() {
+		// recoverOnce drops the connection, or half-closes it (the broker
+		// sends a FIN and reads on), and waits for the recovered link.
+		recoverOnce := func(halfClose bool) {
 			old := current()
-			b.conn(b.count()).kill()
+			if fc := b.conn(b.count()); halfClose {
+				fc.nc.(*net.TCPConn).CloseWrite()
+			} else {
+				fc.kill()
+			}
 			waitFor(t, "a recovered link", func() bool {
 				l := current()
 				return l != nil && l != old && l.isOpen() && !c.IsRecovering()
@@ -221,10 +227,10 @@ func TestBlockingReadNoFdLeak(t *testing.T) {
 				return ofc.fdClosed
 			})
 		}
-		recoverOnce()
+		recoverOnce(false)
 		base := openFds(t)
 		for range rounds {
-			recoverOnce()
+			recoverOnce(false)
 		}
 		fdsBackTo(t, "after the recoveries", base)
 	})
@@ -350,5 +356,48 @@ func TestFdConnSignalsAndPartialWrites(t *testing.T) {
 		if err := <-ch; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestFdConnCloseEndsBlockedWrite: Close from another goroutine ends a
+// Write waiting in ppoll for a peer that reads nothing (no deadline, a
+// wait bound of an hour), and the descriptor is closed once that Write
+// has returned, not before.
+func TestFdConnCloseEndsBlockedWrite(t *testing.T) {
+	longWaitSlice(t)
+	fc := fdConnPair(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := fc.Write(make([]byte, 64<<20))
+		done <- err
+	}()
+	waitFor(t, "the Write in progress", func() bool {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		return fc.ops == 1
+	})
+	time.Sleep(50 * time.Millisecond) // let it reach ppoll (passes without too)
+	if err := fc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fc.mu.Lock()
+	early := fc.fdClosed && fc.ops > 0
+	fc.mu.Unlock()
+	if early {
+		t.Fatal("the descriptor closed while a Write used it")
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Write across Close: no error")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Write still waits in ppoll after Close")
+	}
+	fc.mu.Lock()
+	closed := fc.fdClosed
+	fc.mu.Unlock()
+	if !closed {
+		t.Fatal("the descriptor stays open after Close and the Write's end")
 	}
 }
