@@ -401,3 +401,34 @@ func TestFdConnCloseEndsBlockedWrite(t *testing.T) {
 		t.Fatal("the descriptor stays open after Close and the Write's end")
 	}
 }
+
+// pipeConn is a net.Conn over a pipe, which offers SyscallConn like a
+// socket but cannot be shut down.
+type pipeConn struct{ *os.File }
+
+func (pipeConn) LocalAddr() net.Addr  { return &net.UnixAddr{Name: "pipe", Net: "unix"} }
+func (pipeConn) RemoteAddr() net.Addr { return &net.UnixAddr{Name: "pipe", Net: "unix"} }
+
+// TestFdConnOnlyForSockets: a Dial's connection that offers SyscallConn
+// but is no stream socket (here a pipe) stays with the runtime's poller:
+// fdConn ends waits by shutting its socket down, which a pipe cannot do,
+// so its Close would leave a Read waiting.
+func TestFdConnOnlyForSockets(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nc := pipeConn{r}
+	defer nc.Close()
+	if fc := newFdConn(nc); fc != nil {
+		fc.Close()
+		t.Fatal("newFdConn took over a pipe")
+	}
+	// nc is untouched: it still reads.
+	w.Write([]byte("x"))
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := nc.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("the pipe after newFdConn: %v", err)
+	}
+}
