@@ -64,8 +64,8 @@ type fdConn struct {
 }
 
 // newFdConn returns nc's socket as an fdConn, closing nc, or nil (nc
-// untouched) when nc offers no SyscallConn (TLS, a wrapper) or the dup
-// fails.
+// untouched) when nc offers no SyscallConn (TLS, a wrapper), its
+// descriptor is no non-blocking stream socket or the dup fails.
 func newFdConn(nc net.Conn) *fdConn {
 	tc, ok := nc.(interface {
 		net.Conn
@@ -80,6 +80,9 @@ func newFdConn(nc net.Conn) *fdConn {
 	}
 	nfd := -1
 	if err := rc.Control(func(fd uintptr) {
+		if !streamSocket(int(fd)) {
+			return
+		}
 		syscall.ForkLock.RLock()
 		if d, err := syscall.Dup(int(fd)); err == nil {
 			syscall.CloseOnExec(d)
@@ -92,6 +95,18 @@ func newFdConn(nc net.Conn) *fdConn {
 	c := &fdConn{fd: nfd, local: tc.LocalAddr(), remote: tc.RemoteAddr()}
 	tc.Close() // the dup keeps the socket open
 	return c
+}
+
+// streamSocket reports whether fd is a stream socket in non-blocking
+// mode: fdConn ends waits by shutting the socket down, which other files
+// (a pipe, say) cannot do, and waits in ppoll, not in read(2) or write(2).
+func streamSocket(fd int) bool {
+	typ, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE)
+	if err != nil || typ != syscall.SOCK_STREAM {
+		return false
+	}
+	fl, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFL, 0)
+	return errno == 0 && fl&syscall.O_NONBLOCK != 0
 }
 
 // acquire notes a Read or Write in progress, so that Close leaves the
