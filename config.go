@@ -75,8 +75,9 @@ type Config struct {
 	// BlockingRead takes the connection's socket away from the Go
 	// runtime's network poller, on Linux, for TCP connections (not TLS,
 	// and not a Dial's connection unless it offers SyscallConn, as
-	// *net.TCPConn does); elsewhere, and by package loop, which has I/O of
-	// its own, it is ignored. The reader then waits
+	// *net.TCPConn does, of a non-blocking stream socket); elsewhere,
+	// and by package loop, which has I/O of its own, it is ignored. The
+	// reader then waits
 	// for the broker's bytes in a blocking system call (ppoll) on its own
 	// thread and reads with read(2); the writer writes with write(2). Data
 	// that arrives wakes the reader's thread alone, instead of a thread in

@@ -13,11 +13,12 @@ import (
 )
 
 // blockingWaitSlice bounds one ppoll, which is also bounded by the
-// deadline (read or write) set when it starts. Close and a read deadline
-// already passed (what closedLocked sets) end a wait at once, by shutting
-// the socket down, so the bound is only a fallback: long, because every
-// wake-up of an idle connection costs a thread's wake-up (with 100 ms,
-// 50 idle connections cost 20 times the CPU of the poller's). (A variable
+// deadline (read or write) set when it starts. Close and a deadline
+// passing (even one set during the wait, as closedLocked does) end a wait
+// at once, by shutting the socket down, so the bound is only a fallback:
+// long, because every wake-up of an idle connection costs a thread's
+// wake-up (with 100 ms, 50 idle connections cost 20 times the CPU of the
+// poller's). (A variable
 // for the tests, which make it an hour to show that the shutdown alone
 // wakes the reader.)
 var blockingWaitSlice = 5 * time.Second
@@ -58,12 +59,13 @@ type fdConn struct {
 	ops      int  // Read and Write calls in progress
 	closing  bool // Close was called: fd is shut down
 	fdClosed bool
-	rdl, wdl time.Time // deadlines
+	rdl, wdl time.Time   // deadlines
+	rt, wt   *time.Timer // shut a direction down at its deadline
 }
 
 // newFdConn returns nc's socket as an fdConn, closing nc, or nil (nc
-// untouched) when nc offers no SyscallConn (TLS, a wrapper) or the dup
-// fails.
+// untouched) when nc offers no SyscallConn (TLS, a wrapper), its
+// descriptor is no non-blocking stream socket or the dup fails.
 func newFdConn(nc net.Conn) *fdConn {
 	tc, ok := nc.(interface {
 		net.Conn
@@ -78,6 +80,9 @@ func newFdConn(nc net.Conn) *fdConn {
 	}
 	nfd := -1
 	if err := rc.Control(func(fd uintptr) {
+		if !streamSocket(int(fd)) {
+			return
+		}
 		syscall.ForkLock.RLock()
 		if d, err := syscall.Dup(int(fd)); err == nil {
 			syscall.CloseOnExec(d)
@@ -90,6 +95,18 @@ func newFdConn(nc net.Conn) *fdConn {
 	c := &fdConn{fd: nfd, local: tc.LocalAddr(), remote: tc.RemoteAddr()}
 	tc.Close() // the dup keeps the socket open
 	return c
+}
+
+// streamSocket reports whether fd is a stream socket in non-blocking
+// mode: fdConn ends waits by shutting the socket down, which other files
+// (a pipe, say) cannot do, and waits in ppoll, not in read(2) or write(2).
+func streamSocket(fd int) bool {
+	typ, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE)
+	if err != nil || typ != syscall.SOCK_STREAM {
+		return false
+	}
+	fl, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFL, 0)
+	return errno == 0 && fl&syscall.O_NONBLOCK != 0
 }
 
 // acquire notes a Read or Write in progress, so that Close leaves the
@@ -118,6 +135,11 @@ func (c *fdConn) closeIfDoneLocked() {
 	if c.closing && c.ops == 0 && !c.fdClosed {
 		c.fdClosed = true
 		syscall.Close(c.fd)
+		for _, tm := range []*time.Timer{c.rt, c.wt} {
+			if tm != nil {
+				tm.Stop()
+			}
+		}
 	}
 }
 
@@ -226,21 +248,48 @@ func (c *fdConn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
-// SetReadDeadline sets the read deadline; one already passed ends a
-// Read's wait at once (the read side is shut down).
+// SetReadDeadline sets the read deadline. When it passes, the read side
+// is shut down, which ends a Read's wait in ppoll at once, even one begun
+// before the deadline was set.
 func (c *fdConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.rdl = t
-	if !t.IsZero() && !time.Now().Before(t) && !c.fdClosed {
-		syscall.Shutdown(c.fd, syscall.SHUT_RD)
-	}
+	c.setDeadline(t, &c.rdl, &c.rt, syscall.SHUT_RD)
 	return nil
 }
 
+// SetWriteDeadline sets the write deadline. When it passes, the write
+// side is shut down, which ends a Write's wait for room in the socket
+// buffer at once: closedLocked bounds the final flush with one while the
+// writer may already wait, begun without a deadline.
 func (c *fdConn) SetWriteDeadline(t time.Time) error {
+	c.setDeadline(t, &c.wdl, &c.wt, syscall.SHUT_WR)
+	return nil
+}
+
+// setDeadline sets *dl to t and arms *tm to shut the socket down (how) at
+// t. An expired deadline thus ends its direction for good: the link ends
+// a connection with them and never moves one back.
+func (c *fdConn) setDeadline(t time.Time, dl *time.Time, tm **time.Timer, how int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.wdl = t
-	return nil
+	*dl = t
+	if *tm != nil {
+		(*tm).Stop()
+		*tm = nil
+	}
+	if t.IsZero() || c.fdClosed {
+		return
+	}
+	wait := time.Until(t)
+	if wait <= 0 {
+		syscall.Shutdown(c.fd, how)
+		return
+	}
+	*tm = time.AfterFunc(wait, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		// A timer stopped after it fired finds its deadline replaced.
+		if dl.Equal(t) && !c.fdClosed {
+			syscall.Shutdown(c.fd, how)
+		}
+	})
 }

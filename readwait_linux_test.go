@@ -24,14 +24,7 @@ import (
 // to it with BlockingRead set, after checking that the link uses it.
 func blockingFake(t *testing.T, mod func(*fakeBroker, *Config)) (*fakeBroker, *Conn) {
 	t.Helper()
-	b := newFakeBroker(t)
-	b.tcp = true
-	cfg := b.config()
-	cfg.DisableRecovery = true
-	cfg.BlockingRead = true
-	if mod != nil {
-		mod(b, &cfg)
-	}
+	b, cfg := blockingFakeConfig(t, mod)
 	c := dialFake(t, cfg)
 	c.mu.Lock()
 	_, uses := c.l.nc.(*fdConn)
@@ -40,6 +33,20 @@ func blockingFake(t *testing.T, mod func(*fakeBroker, *Config)) (*fakeBroker, *C
 		t.Fatal("BlockingRead on a TCP connection: the link's socket stays with the poller")
 	}
 	return b, c
+}
+
+// blockingFakeConfig returns a fakeBroker serving over TCP and a Config
+// that dials it with BlockingRead set and no recovery, changed by mod.
+func blockingFakeConfig(t *testing.T, mod func(*fakeBroker, *Config)) (*fakeBroker, Config) {
+	b := newFakeBroker(t)
+	b.tcp = true
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.BlockingRead = true
+	if mod != nil {
+		mod(b, &cfg)
+	}
+	return b, cfg
 }
 
 // longWaitSlice makes a ppoll wait for up to an hour: only the shutdown of
@@ -198,6 +205,13 @@ func TestBlockingReadHeartbeatTimeout(t *testing.T) {
 			return false
 		})
 	})
+	heartbeatTimeoutEnds(t, c)
+}
+
+// heartbeatTimeoutEnds fails the test unless c ends with a heartbeat
+// timeout and its link's goroutines end, each within 20 s.
+func heartbeatTimeoutEnds(t *testing.T, c *Conn) {
+	t.Helper()
 	select {
 	case <-c.Done():
 	case <-time.After(20 * time.Second):
@@ -248,17 +262,7 @@ func TestBlockingReadPausedReader(t *testing.T) {
 // net.ErrClosed.
 func TestFdConnDeadlinesAndClose(t *testing.T) {
 	longWaitSlice(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	client, server, err := tcpPair(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	fc := newFdConn(client)
-	if fc == nil {
-		t.Fatal("newFdConn of a TCP connection: nil")
-	}
+	fc := fdConnPair(t)
 	fc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	if _, err := fc.Write(make([]byte, 64<<20)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Write to a peer that reads nothing: %v, want the deadline", err)
