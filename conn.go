@@ -440,7 +440,9 @@ func (c *Conn) Close(ctx context.Context) error {
 		onReader := c.onReader(l)
 		go func() {
 			if !onReader {
-				l.wg.Wait()
+				if l != nil { // nil for the hooks' stand-ins (standin.go), which have no link
+					l.wg.Wait()
+				}
 				c.wg.Wait()
 			}
 			close(stopped)
