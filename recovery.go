@@ -239,11 +239,7 @@ func (c *Conn) recover(ctx context.Context, lost *link, cause error) {
 		c.mu.Lock()
 		c.recoveryEventLocked(RecoveryEvent{Kind: RecoveryAttempt, Attempt: attempt, Delay: delay, Err: lastErr})
 		c.mu.Unlock()
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, delay) {
 			c.giveUp(nil)
 			return
 		}
@@ -347,11 +343,7 @@ func (c *Conn) restore(ctx context.Context, l *link, attempt int, inUseUntil tim
 	report := &RecoveryReport{Addr: l.nc.RemoteAddr().String(), RenamedQueues: map[string]string{}}
 	c.mu.Lock()
 	c.installLinkLocked(l)
-	ids := make([]uint16, 0, len(c.chans))
-	for id := range c.chans {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := slices.Sorted(maps.Keys(c.chans))
 	type step struct {
 		ch   *Channel
 		what string
@@ -675,4 +667,16 @@ func (c *Conn) restoreConsumers(ctx context.Context, l *link, report *RecoveryRe
 		report.Consumers++
 	}
 	return nil
+}
+
+// sleepCtx waits for d, or until ctx ends (false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -3,7 +3,6 @@ package pika
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/pika-go/pika/internal/recovery"
 )
@@ -77,11 +76,7 @@ func (c *Conn) revive(cons *Consumer, cause error) {
 			}
 			c.notify.recovery(RecoveryEvent{Kind: RecoveryConsumerWaiting, Attempt: attempt - 1, Delay: delay, Err: lastErr, Queue: queue, ConsumerTag: cons.tag})
 			c.mu.Unlock()
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
+			if !sleepCtx(ctx, delay) {
 				return
 			}
 		}

@@ -24,11 +24,7 @@ func TestRecoveryConsumerCheckTimesOut(t *testing.T) {
 		t.Run(stall, func(t *testing.T) {
 			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 				cfg, wait := recoveringConfig(t, pair, func(p *peer) {
-					p.handshake(0)
-					p.openChannel(1)
-					answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
-					p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
-					expect[*wire.BasicCancelOk](p, 1)
+					consumeThenCancel(p)
 					s := p.next()
 					if _, ok := s.Method.(*wire.ChannelOpen); !ok {
 						goTB{p.t, p.nc}.Fatalf("peer: want channel.open, got %v", s)
@@ -221,11 +217,7 @@ func TestRecoveryConsumerReconsumeTimesOut(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		stalled, late := make(chan struct{}), make(chan struct{})
 		cfg, wait := recoveringConfig(t, pair, func(p *peer) {
-			p.handshake(0)
-			p.openChannel(1)
-			answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
-			p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
-			expect[*wire.BasicCancelOk](p, 1)
+			consumeThenCancel(p)
 			check := p.openAnyChannel()
 			answer[*wire.QueueDeclare](p, check, &wire.QueueDeclareOk{Queue: "q"})
 			answer[*wire.ChannelClose](p, check, &wire.ChannelCloseOk{})

@@ -3,6 +3,7 @@ package loop
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -546,11 +547,7 @@ func (c *Conn) restoreLink() {
 // channels reopens every channel with its number, QoS and modes.
 func (rs *restore) channels() {
 	c := rs.c
-	ids := make([]uint16, 0, len(c.chans))
-	for id := range c.chans {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := slices.Sorted(maps.Keys(c.chans))
 	for _, id := range ids {
 		ch := c.chans[id]
 		for i, m := range recovery.ChannelMethods(ch.qosGlobal, ch.qos, ch.confirming, ch.tx) {
@@ -758,11 +755,7 @@ func (rs *restore) consumers() {
 // recovery.
 func (rs *restore) finish() {
 	c := rs.c
-	ids := make([]uint16, 0, len(c.chans))
-	for id := range c.chans {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := slices.Sorted(maps.Keys(c.chans))
 	for _, id := range ids {
 		rs.report.Republished += c.chans[id].republishKept()
 	}

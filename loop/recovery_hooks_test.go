@@ -34,15 +34,7 @@ func (h linkHooks) OnRecovery(_ *pika.Conn, ev pika.RecoveryEvent) {
 func TestRecoveryHooksAndReturnedMessage(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair,
-			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
-				expectPublish(p, 1)
-				expectPublish(p, 1)
-				p.send(scripted.Message(1, &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, nil, []byte("m1"), 0))
-				p.cut()
-			},
+			returnedThenCut,
 			func(p *peer) {
 				p.handshake(0)
 				p.openChannel(1)

@@ -595,13 +595,7 @@ func TestRunEndDuringRecovery(t *testing.T) {
 func TestRecoveryAckDuringRestore(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair,
-			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
-				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c2"})
-				p.cut()
-			},
+			twoConsumersThenCut,
 			func(p *peer) {
 				p.handshake(0)
 				p.openChannel(1)

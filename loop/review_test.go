@@ -246,11 +246,7 @@ func TestRecoveryHeartbeatTimeoutDuringRestore(t *testing.T) {
 func TestCancelDuringARevivalClosesItsChannel(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair, func(p *peer) {
-			p.handshake(0)
-			p.openChannel(1)
-			answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
-			p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
-			expect[*wire.BasicCancelOk](p, 1)
+			consumeThenCancel(p)
 			s := p.next()
 			if _, ok := s.Method.(*wire.ChannelOpen); !ok {
 				p.t.Errorf("peer: want the check's channel.open, got %v", s)
@@ -295,15 +291,7 @@ func (h outcomeHook) OnPublishOutcome(o pika.PublishOutcome) { h(o) }
 func TestChannelClosedFromAnOutcomeHookAtALoss(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair,
-			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
-				expectPublish(p, 1)
-				expectPublish(p, 1)
-				p.send(scripted.Message(1, &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, nil, []byte("m1"), 0))
-				p.cut()
-			},
+			returnedThenCut,
 			func(p *peer) {
 				p.handshake(0)
 				// The channel was closed: nothing to restore.
@@ -516,13 +504,7 @@ func TestRecoveryConfirmTagsAfterRepublish(t *testing.T) {
 func TestRecoveryCancelDuringRestore(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair,
-			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
-				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c2"})
-				p.cut()
-			},
+			twoConsumersThenCut,
 			func(p *peer) {
 				p.handshake(0)
 				p.openChannel(1)
@@ -603,11 +585,7 @@ func TestRecoveryCancelDuringRestore(t *testing.T) {
 func TestCloseWhileAConsumerWaits(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair, func(p *peer) {
-			p.handshake(0)
-			p.openChannel(1)
-			answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
-			p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
-			expect[*wire.BasicCancelOk](p, 1)
+			consumeThenCancel(p)
 			check := p.openAnyChannel()
 			answer[*wire.QueueDeclare](p, check, nodeDown("q"))
 			expect[*wire.ChannelCloseOk](p, check)

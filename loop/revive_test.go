@@ -42,11 +42,7 @@ func TestRecoveryConsumerWaitsForItsQueue(t *testing.T) {
 		t.Run(fmt.Sprint("deleted ", deleted), func(t *testing.T) {
 			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 				cfg, wait := recoveringConfig(t, pair, func(p *peer) {
-					p.handshake(0)
-					p.openChannel(1)
-					answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
-					p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
-					expect[*wire.BasicCancelOk](p, 1)
+					consumeThenCancel(p)
 					check := p.openAnyChannel()
 					if deleted {
 						answer[*wire.QueueDeclare](p, check, &wire.ChannelClose{ReplyCode: 404, ClassID: 50, MethodID: 10,
@@ -142,4 +138,37 @@ func TestRecoveryRestoreWaitsForAnUnavailableQueue(t *testing.T) {
 		wait()
 		expectCalls(t, got, []string{"lost 0", "attempt 1", "recovered 1", "consumer-restored 1"})
 	})
+}
+
+// consumeThenCancel is a first link's script up to a broker's cancel of
+// consumer c1 on channel 1 and the client's cancel-ok.
+func consumeThenCancel(p *peer) {
+	p.handshake(0)
+	p.openChannel(1)
+	answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+	p.send(scripted.Method(1, &wire.BasicCancel{ConsumerTag: "c1"}))
+	expect[*wire.BasicCancelOk](p, 1)
+}
+
+// twoConsumersThenCut is a first link's script: consumers c1 and c2 start
+// on channel 1, then the link is cut.
+func twoConsumersThenCut(p *peer) {
+	p.handshake(0)
+	p.openChannel(1)
+	answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
+	answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c2"})
+	p.cut()
+}
+
+// returnedThenCut is a first link's script: channel 1 in confirm mode
+// takes two publishes, the first ("m1") comes back as a return, and the
+// link is cut before any confirmation.
+func returnedThenCut(p *peer) {
+	p.handshake(0)
+	p.openChannel(1)
+	answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+	expectPublish(p, 1)
+	expectPublish(p, 1)
+	p.send(scripted.Message(1, &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, nil, []byte("m1"), 0))
+	p.cut()
 }
