@@ -64,6 +64,8 @@ type Conn struct {
 	inlineSpare   []*Consumer   // inlineReady's other buffer
 	wakes         []*Consumer   // consumers with a waiting Next call that the reader signals after its read (see Consumer.pushLocked)
 	readerBusy    bool          // the reader runs inline handlers
+	lingering     bool          // the reader lingers (Config.ReadLinger)
+	lingers       uint64        // lingers so far
 
 	closing       bool               // the application called Close
 	stopRecovery  context.CancelFunc // cancels a running recovery

@@ -62,6 +62,8 @@ type link struct {
 	blocked       bool
 	blockedReason string
 
+	lingerer *fdConn // the socket, when the reader lingers (Config.ReadLinger)
+
 	wake   chan struct{} // cap 1: output is ready
 	opened chan struct{} // closed on EventOpen
 	done   chan struct{} // closed on EventClosed
@@ -126,6 +128,9 @@ func (c *Conn) newLink(nc net.Conn, ecfg engine.Config) *link {
 	if c.cfg.BlockingRead {
 		if fc := newFdConn(nc); fc != nil {
 			l.nc = fc
+			if c.cfg.ReadLinger > 0 && fc.enableLinger() {
+				l.lingerer = fc
+			}
 		}
 	}
 	// Enabled is the handler's code: it runs here, outside the lock. The
@@ -198,6 +203,11 @@ func (c *Conn) afterLocked(l *link) {
 		// paused reader checks again.
 		c.unpauseReaderLocked()
 	}
+	if c.lingering && c.l == l && c.awaitingLocked() {
+		// A reply or confirmation is now awaited: no more lingering.
+		c.lingering = false
+		l.lingerer.unlinger()
+	}
 	if l.writerIdle && l.eng.OutgoingLen() > 0 {
 		l.writerIdle = false
 		select {
@@ -223,6 +233,11 @@ func (c *Conn) releaseSpaceLocked(l *link) {
 		c.space = nil
 	}
 }
+
+// lingerMinRead is the least a read must bring for the reader to linger
+// after it (Config.ReadLinger): several deliveries, a sign that the broker
+// sends fast enough for a wait to gather more.
+const lingerMinRead = 1024
 
 // readLoop reads from the socket and feeds the engine until the link ends.
 func (l *link) readLoop() {
@@ -277,6 +292,18 @@ func (l *link) readLoop() {
 		}
 		if c.l == l {
 			c.readPaused = false
+		}
+		if l.lingerer != nil && n >= lingerMinRead && n < len(buf) && c.l == l && !l.eng.IsClosed() && !c.awaitingLocked() {
+			// The broker sends fast (Config.ReadLinger): let its next
+			// writes pile up in the socket, to read them in one call.
+			wakes = c.takeWakesLocked(wakes)
+			c.lingering = true
+			c.lingers++
+			c.mu.Unlock()
+			wakeConsumers(wakes)
+			l.lingerer.linger(c.cfg.ReadLinger)
+			c.mu.Lock()
+			c.lingering = false
 		}
 		closed := l.eng.IsClosed()
 		wakes = c.takeWakesLocked(wakes)

@@ -31,8 +31,9 @@ type pollFd struct {
 }
 
 const (
-	pollIn  = 0x1 // POLLIN
-	pollOut = 0x4 // POLLOUT
+	pollIn    = 0x1    // POLLIN
+	pollOut   = 0x4    // POLLOUT
+	pollRdHup = 0x2000 // POLLRDHUP
 )
 
 // fdConn is a TCP connection for Config.BlockingRead, taken away from the
@@ -61,6 +62,7 @@ type fdConn struct {
 	fdClosed bool
 	rdl, wdl time.Time   // deadlines
 	rt, wt   *time.Timer // shut a direction down at its deadline
+	efd      int         // eventfd that ends a linger (Config.ReadLinger); -1 without
 }
 
 // newFdConn returns nc's socket as an fdConn, closing nc, or nil (nc
@@ -92,9 +94,48 @@ func newFdConn(nc net.Conn) *fdConn {
 	}); err != nil || nfd < 0 {
 		return nil
 	}
-	c := &fdConn{fd: nfd, local: tc.LocalAddr(), remote: tc.RemoteAddr()}
+	c := &fdConn{fd: nfd, local: tc.LocalAddr(), remote: tc.RemoteAddr(), efd: -1}
 	tc.Close() // the dup keeps the socket open
 	return c
+}
+
+// enableLinger gives c the eventfd that unlinger signals; false when the
+// system refuses one (the reader then never lingers).
+func (c *fdConn) enableLinger() bool {
+	fd, _, errno := syscall.RawSyscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+	if errno != 0 {
+		return false
+	}
+	c.efd = int(fd)
+	return true
+}
+
+// linger waits d (Config.ReadLinger) without reading, so that the
+// broker's writes meanwhile pile up in the socket for one read; less when
+// unlinger is called or the connection is closed or shut down (the
+// socket's POLLRDHUP and POLLHUP end the wait; its data does not).
+func (c *fdConn) linger(d time.Duration) {
+	if c.efd < 0 || !c.acquire() {
+		return
+	}
+	defer c.release()
+	pfd := [2]pollFd{{fd: int32(c.fd), events: pollRdHup}, {fd: int32(c.efd), events: pollIn}}
+	ts := syscall.NsecToTimespec(int64(d))
+	syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 2, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	if pfd[1].revents&pollIn != 0 {
+		var b [8]byte
+		syscall.Read(c.efd, b[:]) // reset the counter
+	}
+}
+
+// unlinger ends a linger in progress, or the next one, at once.
+func (c *fdConn) unlinger() {
+	if c.efd < 0 || !c.acquire() {
+		return
+	}
+	defer c.release()
+	one := [8]byte{1}
+	syscall.Write(c.efd, one[:])
 }
 
 // streamSocket reports whether fd is a stream socket in non-blocking
@@ -135,6 +176,9 @@ func (c *fdConn) closeIfDoneLocked() {
 	if c.closing && c.ops == 0 && !c.fdClosed {
 		c.fdClosed = true
 		syscall.Close(c.fd)
+		if c.efd >= 0 {
+			syscall.Close(c.efd)
+		}
 		for _, tm := range []*time.Timer{c.rt, c.wt} {
 			if tm != nil {
 				tm.Stop()

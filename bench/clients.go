@@ -59,6 +59,7 @@ func (pikaClient) dial(ctx context.Context, e *env) (*pika.Conn, *pika.Channel, 
 	// nothing on the hot path.
 	cfg.DisableRecovery = true
 	cfg.BlockingRead = pikaReadMode == "block"
+	cfg.ReadLinger = pikaReadLinger
 	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
 		nc, err := d.DialContext(ctx, network, addr)
@@ -198,6 +199,10 @@ var pikaConsumeMode = "next"
 // -pika-read flag): "poller" (the runtime's network poller, the default)
 // or "block" (Config.BlockingRead).
 var pikaReadMode = "poller"
+
+// pikaReadLinger is pika's Config.ReadLinger (the -pika-read-linger flag;
+// it takes effect with -pika-read block).
+var pikaReadLinger time.Duration
 
 // rawCountingConn is a countingConn that also offers its TCP socket's
 // SyscallConn, as Config.BlockingRead needs.

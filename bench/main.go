@@ -121,6 +121,7 @@ func mainErr() error {
 	flag.StringVar(&amqpConfirmMode, "amqp-confirm", amqpConfirmMode, "amqp091-go's publish-confirm style: ring (wait on the deferred confirmation window messages back), batch (publish window, then wait for all)")
 	flag.StringVar(&pikaConsumeMode, "pika-consume", pikaConsumeMode, "pika's consume style: next (Consumer.Next), handler (ConsumeFunc), inline (ConsumeFunc with ConsumeOptions.Inline)")
 	flag.StringVar(&pikaReadMode, "pika-read", pikaReadMode, "how pika's reader waits for the socket: poller (the Go runtime's network poller), block (Config.BlockingRead: the socket taken from the poller, a blocking ppoll on the reader's thread, Linux; pika's reads and writes then go uncounted)")
+	flag.DurationVar(&pikaReadLinger, "pika-read-linger", 0, "pika's Config.ReadLinger (with -pika-read block; 0: off)")
 	flag.IntVar(&idleN, "idle", 0, "idle mode: measure this many idle connections per client (loop, pika, amqp091-go) against the sink, -rounds times, instead of the workloads")
 	flag.DurationVar(&idleHB, "idle-heartbeat", 5*time.Second, "idle mode: the heartbeat interval the sink proposes (whole seconds)")
 	flag.DurationVar(&idleSettle, "idle-settle", 3*time.Second, "idle mode: wait after the last connection opened before measuring")

@@ -558,7 +558,7 @@ var perfKeys = []string{"sent", "confirmed", "nacked", "returned", "received", "
 func TestCLIPerfConsumeModes(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
-	for _, mode := range []string{"handler", "inline", "inline --blocking-read"} {
+	for _, mode := range []string{"handler", "inline", "inline --blocking-read", "next --blocking-read --read-linger 2ms"} {
 		args := append([]string{"perf", "--count", "3000", "--multi-ack-every", "100", "--consume-mode"}, strings.Fields(mode)...)
 		r := c.run("", append(args, "--json")...)
 		if r.code != 0 {

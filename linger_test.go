@@ -1,0 +1,294 @@
+//go:build linux
+
+package pika
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/pika-go/pika/internal/scripted"
+	"github.com/pika-go/pika/wire"
+)
+
+// Tests of Config.ReadLinger (with BlockingRead) against fakeBroker over
+// TCP loopback. Most make the linger an hour, so that a wait the library
+// fails to end shows as a hang (bounded at 10–20 s by waitFor and
+// closeReturns), never as a timing assertion.
+
+// hourLinger lets ReadLinger be an hour for the test's connections. Call
+// it before dialling.
+func hourLinger(t *testing.T) {
+	old := readLingerCap
+	readLingerCap = time.Hour
+	t.Cleanup(func() { readLingerCap = old })
+}
+
+// lingerFake returns a fakeBroker over TCP and a Conn with BlockingRead
+// and ReadLinger d, heartbeats off.
+func lingerFake(t *testing.T, d time.Duration, mod func(*fakeBroker, *Config)) (*fakeBroker, *Conn) {
+	t.Helper()
+	b, c := blockingFake(t, func(b *fakeBroker, cfg *Config) {
+		cfg.ReadLinger = d
+		cfg.Heartbeat = NoHeartbeat
+		if mod != nil {
+			mod(b, cfg)
+		}
+	})
+	c.mu.Lock()
+	on := c.l.lingerer != nil
+	c.mu.Unlock()
+	if !on {
+		t.Fatal("ReadLinger with BlockingRead: the link does not linger")
+	}
+	return b, c
+}
+
+// deliverBurst writes deliveries first..first+n-1 (bodies of size bytes)
+// to the client in one write, so that one read brings them all.
+func (fc *fakeConn) deliverBurst(ch uint16, tag string, first uint64, n, size int) {
+	var buf []byte
+	for i := range uint64(n) {
+		buf = append(buf, scripted.Message(ch, &wire.BasicDeliver{ConsumerTag: tag, DeliveryTag: first + i, RoutingKey: "q"}, &wire.Properties{}, make([]byte, size), 128<<10)...)
+	}
+	fc.wmu.Lock()
+	defer fc.wmu.Unlock()
+	fc.nc.Write(buf)
+}
+
+func lingering(c *Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lingering
+}
+
+func lingers(c *Conn) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lingers
+}
+
+// takeN takes n deliveries from cons and returns their tags.
+func takeN(t *testing.T, cons *Consumer, n int) []uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var tags []uint64
+	for range n {
+		d, err := cons.Next(ctx)
+		if err != nil {
+			t.Fatalf("Next after %d deliveries: %v", len(tags), err)
+		}
+		tags = append(tags, d.DeliveryTag)
+	}
+	return tags
+}
+
+// lingerAfterBurst delivers a burst of 20 (3–4 KiB) and waits until the
+// reader lingers after it.
+func lingerAfterBurst(t *testing.T, fc *fakeConn, c *Conn, ch *Channel, cons *Consumer, first uint64) {
+	t.Helper()
+	fc.deliverBurst(ch.ID(), cons.Tag(), first, 20, 100)
+	waitFor(t, "the reader to linger after a burst", func() bool { return lingering(c) })
+}
+
+// lingeringConsumer returns a connection whose reader lingers (for an
+// hour) after a burst of 20 deliveries to cons.
+func lingeringConsumer(t *testing.T) (*fakeBroker, *Conn, *fakeConn, *Channel, *Consumer) {
+	t.Helper()
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+	lingerAfterBurst(t, fc, c, ch, cons, 1)
+	return b, c, fc, ch, cons
+}
+
+// TestReadLingerDeliversInOrder: with a short linger, bursts and single
+// deliveries all arrive, in order, and the reader lingered after the
+// bursts.
+func TestReadLingerDeliversInOrder(t *testing.T) {
+	b, c := lingerFake(t, 2*time.Millisecond, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 10000})
+	const rounds = 30
+	go func() {
+		tag := uint64(1)
+		for i := range rounds {
+			fc.deliverBurst(ch.ID(), cons.Tag(), tag, 20, 100)
+			tag += 20
+			fc.deliverN(ch.ID(), cons.Tag(), tag, 50+i)
+			tag++
+		}
+	}()
+	got := takeN(t, cons, rounds*21)
+	if !slices.IsSorted(got) || got[0] != 1 || got[len(got)-1] != rounds*21 {
+		t.Fatalf("delivery order: first %d, last %d, sorted %v", got[0], got[len(got)-1], slices.IsSorted(got))
+	}
+	if lingers(c) == 0 {
+		t.Fatal("the reader never lingered after a burst of 20 deliveries")
+	}
+}
+
+// TestReadLingerNotForTrickle: reads of single small deliveries are never
+// followed by a linger (an hour here): each arrives.
+func TestReadLingerNotForTrickle(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true})
+	for i := uint64(1); i <= 50; i++ {
+		fc.deliverN(ch.ID(), cons.Tag(), i, 100)
+		if got := takeN(t, cons, 1); got[0] != i {
+			t.Fatalf("delivery %d, want %d", got[0], i)
+		}
+	}
+	if n := lingers(c); n != 0 {
+		t.Fatalf("%d lingers after single deliveries of 100 bytes", n)
+	}
+}
+
+// TestReadLingerEndsForReply: a request made while the reader lingers ends
+// the linger: its reply is read at once, not after the linger.
+func TestReadLingerEndsForReply(t *testing.T) {
+	b, c, fc, ch, cons := lingeringConsumer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := ch.QueueDeclare(ctx, "other", QueueDeclareOptions{}); err != nil {
+		t.Fatalf("QueueDeclare while the reader lingers: %v", err)
+	}
+	// And while a reply is awaited the reader does not linger: the
+	// burst and the withheld reply that follows it both arrive.
+	release := withheldReply(b, "third", nil)
+	res := awaitDeclare(ch, "third")
+	waitFor(t, "the declare to be awaited", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.l.waiters) > c.l.quiet
+	})
+	before := lingers(c)
+	fc.deliverBurst(ch.ID(), cons.Tag(), 21, 20, 100)
+	waitFor(t, "the burst", func() bool { return cons.Stats().Buffered == 40 })
+	if n := lingers(c) - before; n != 0 {
+		t.Errorf("%d lingers while a reply was awaited", n)
+	}
+	release()
+	if err := <-res; err != nil {
+		t.Fatalf("QueueDeclare awaited during a burst: %v", err)
+	}
+	if got := takeN(t, cons, 40); got[39] != 40 {
+		t.Fatalf("last delivery %d, want 40", got[39])
+	}
+}
+
+// TestReadLingerConfirms: publisher confirmations are awaited, so a
+// publish in confirm mode ends a linger in progress, and the reader does
+// not linger while confirmations are outstanding.
+func TestReadLingerConfirms(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	pub := stallChannel(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := pub.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acks := make(chan uint64, 10)
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); ok && chID == pub.ID() {
+			// The ack comes when the test says.
+			go func() { fc.send(chID, &wire.BasicAck{DeliveryTag: <-acks}) }()
+			return true
+		}
+		return false
+	})
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+
+	// A publish while the reader lingers: its ack arrives.
+	lingerAfterBurst(t, fc, c, ch, cons, 1)
+	conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acks <- 1
+	if err := conf.Wait(ctx); err != nil {
+		t.Fatalf("confirmation of a publish made while the reader lingered: %v", err)
+	}
+
+	// A burst while a confirmation is outstanding: no linger after it,
+	// and the ack that follows arrives.
+	conf, err = pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reader to stop lingering", func() bool { return !lingering(c) })
+	before := lingers(c)
+	fc.deliverBurst(ch.ID(), cons.Tag(), 21, 20, 100)
+	if got := takeN(t, cons, 40); got[39] != 40 {
+		t.Fatalf("last delivery %d, want 40", got[39])
+	}
+	if n := lingers(c) - before; n != 0 {
+		t.Errorf("%d lingers while a confirmation was outstanding", n)
+	}
+	acks <- 2
+	if err := conf.Wait(ctx); err != nil {
+		t.Fatalf("confirmation outstanding during a burst: %v", err)
+	}
+}
+
+// TestReadLingerEndsForClose: Close while the reader lingers completes
+// (the connection.close-ok is read at once).
+func TestReadLingerEndsForClose(t *testing.T) {
+	_, c, _, _, _ := lingeringConsumer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := closeReturns(ctx, t, c); err != nil {
+		t.Fatalf("Close while the reader lingers: %v", err)
+	}
+	readerEnds(t, c)
+}
+
+// TestReadLingerEndsAtPeerClose: the broker's end of the socket closing
+// while the reader lingers ends the linger and the connection.
+func TestReadLingerEndsAtPeerClose(t *testing.T) {
+	_, c, fc, _, cons := lingeringConsumer(t)
+	fc.kill()
+	readerEnds(t, c)
+	if got := takeN(t, cons, 20); got[19] != 20 {
+		t.Fatalf("last delivery %d, want 20", got[19])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := cons.Next(ctx); err == nil {
+		t.Fatal("Next after the connection ended: no error")
+	}
+}
+
+// TestReadLingerIgnoredWithoutBlockingRead: without BlockingRead the
+// reader never lingers.
+func TestReadLingerIgnoredWithoutBlockingRead(t *testing.T) {
+	hourLinger(t)
+	b := newFakeBroker(t)
+	b.tcp = true
+	cfg := b.config()
+	cfg.DisableRecovery = true
+	cfg.Heartbeat = NoHeartbeat
+	cfg.ReadLinger = time.Hour
+	c := dialFake(t, cfg)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+	for i := range 5 {
+		fc.deliverBurst(ch.ID(), cons.Tag(), uint64(i*20+1), 20, 100)
+		takeN(t, cons, 20)
+	}
+	if n := lingers(c); n != 0 {
+		t.Fatalf("%d lingers without BlockingRead", n)
+	}
+}
