@@ -92,19 +92,23 @@ type Config struct {
 	BlockingRead bool
 	// ReadLinger, with BlockingRead, makes the reader wait up to this long
 	// before its next read after a read that brought at least 1 KiB
-	// (several deliveries: the broker sends fast) without filling its
-	// buffer, while nothing is awaited from the broker (no reply to a
-	// request, no publisher confirmation, no close: anything awaited ends
-	// the wait at once). The broker's writes meanwhile pile up in the
-	// socket and the next read takes them all: a busy consumer costs less
-	// CPU per message (fewer reads, fewer thread wake-ups), and each of
-	// its deliveries may reach the application up to ReadLinger later. A
-	// slow trickle of messages (reads under 1 KiB) is never held back.
-	// Without BlockingRead, or off Linux, it is ignored: with the
-	// runtime's poller every write of the broker still wakes a thread,
-	// and lingering saved nothing (see BENCHMARKS.md). At most
-	// MaxReadLinger (longer is taken as that); default 0: read again at
-	// once.
+	// (several deliveries: the broker sends fast) or a publisher
+	// confirmation, unless the read filled its buffer, and while nothing
+	// waits for the broker: no reply to a request, no close, no goroutine
+	// in Confirmation.Wait, a select on Confirmation.Done, WaitConfirms or
+	// a publish waiting for room (MaxUnconfirmed). Whatever starts to wait
+	// ends a linger in progress at once. The broker's writes meanwhile pile
+	// up in the socket and the next read takes them all: a busy consumer,
+	// or a publisher with many confirmations outstanding, costs less CPU
+	// per message (fewer reads, fewer thread wake-ups). What it costs:
+	// deliveries, and confirmations nobody waits for yet (those that
+	// OnConfirm, PublishOutcomeHooks and a later Wait see), may reach the
+	// application up to ReadLinger later. A trickle of small deliveries
+	// (reads under 1 KiB) is never held back. Without BlockingRead, or off
+	// Linux, it is ignored: with the runtime's poller every write of the
+	// broker still wakes a thread, and lingering saved nothing (see
+	// BENCHMARKS.md). At most MaxReadLinger (longer is taken as that);
+	// default 0: read again at once. 1 ms is a good start.
 	ReadLinger time.Duration
 
 	// Logger receives the connection's log records; at Debug level every

@@ -121,8 +121,10 @@ func (r *pubRecord) release(free *keptFree) {
 //
 // Confirmations are carved from a per-channel slab (64 at a time), so that
 // PublishWithConfirm allocates nothing per message: a Confirmation the
-// application keeps keeps its slab (a few KiB) alive.
+// application keeps keeps its slab (a few KiB) and its Conn alive.
 type Confirmation struct {
+	c       *Conn // whose reader a wait must not leave lingering (Config.ReadLinger)
+	counted bool  // guarded by mu: done was made before the outcome, counted in c.confirmWaits
 	mu      sync.Mutex
 	tag     uint64 // guarded by mu: republishing after a recovery changes it
 	settled bool
@@ -158,6 +160,7 @@ func (ch *Channel) newConfirmationLocked(tag uint64) *Confirmation {
 	f := &ch.confSlab[0]
 	ch.confSlab = ch.confSlab[1:]
 	f.tag = tag
+	f.c = ch.conn
 	return f
 }
 
@@ -183,8 +186,19 @@ func (f *Confirmation) Done() <-chan struct{} {
 			return closedChan
 		}
 		f.done = make(chan struct{})
+		f.countWaitLocked()
 	}
 	return f.done
+}
+
+// countWaitLocked counts a Done channel made before the outcome as a
+// waiter until the outcome (the channel's reader is unknown), ending the
+// reader's linger.
+func (f *Confirmation) countWaitLocked() {
+	if !f.counted && f.c != nil {
+		f.counted = true
+		f.c.confirmWaitStart()
+	}
 }
 
 // Err returns the outcome once it is known (nil before, and nil when the
@@ -221,6 +235,7 @@ func (f *Confirmation) Wait(ctx context.Context) error {
 		// closed-on-settle channel.
 		if f.done == nil {
 			f.done = make(chan struct{})
+			f.countWaitLocked()
 		}
 		done := f.done
 		f.mu.Unlock()
@@ -236,10 +251,16 @@ func (f *Confirmation) Wait(ctx context.Context) error {
 	wake := waitSignals.Get().(chan struct{})
 	f.wake = wake
 	f.mu.Unlock()
+	if f.c != nil {
+		f.c.confirmWaitStart()
+	}
 	var err error
 	select {
 	case <-wake:
 	case <-ctx.Done():
+	}
+	if f.c != nil {
+		f.c.confirmWaitEnd()
 	}
 	f.mu.Lock()
 	f.wake = nil
@@ -266,6 +287,10 @@ func (f *Confirmation) settle(err error) {
 	}
 	f.settled = true
 	f.err = err
+	if f.counted {
+		f.counted = false
+		f.c.confirmWaitEnd()
+	}
 	if f.done != nil {
 		close(f.done)
 	}
@@ -381,6 +406,9 @@ func (ch *Channel) WaitConfirms(ctx context.Context) error {
 	ch.epoch++
 	ch.flushes = append(ch.flushes, fw)
 	ch.releaseFlushesLocked()
+	if len(ch.flushes) > 0 {
+		c.unlingerLocked()
+	}
 	c.mu.Unlock()
 	select {
 	case <-fw.done:
@@ -448,6 +476,7 @@ func (ch *Channel) unconfirmedLocked() int { return ch.confirms.Len() + len(ch.r
 
 // confirmLocked settles tags after an EventConfirm (tag is the client tag).
 func (ch *Channel) confirmLocked(tag uint64, multiple, ack bool) {
+	ch.conn.confirmsRead++
 	cf := ConfirmEvent{Tag: tag, Multiple: multiple, Ack: ack}
 	// Each record is decided in tag order as Settle hands it over: the
 	// return matcher may attribute returns to records still in the set

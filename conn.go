@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pika-go/pika/engine"
@@ -41,6 +42,11 @@ type Conn struct {
 	log  *slog.Logger
 	logs *logQueue // hands log records to log's handler; nil without a Logger
 
+	// The reader's linger (Config.ReadLinger), for the goroutines that
+	// end it without the lock (see confirmWaitStart).
+	lingerOn     atomic.Pointer[fdConn] // the lingering socket; nil when the reader does not linger
+	confirmWaits atomic.Int32           // goroutines waiting for a publisher confirmation
+
 	mu    sync.Mutex
 	l     *link         // the current link
 	eng   *engine.Conn  // l.eng
@@ -64,8 +70,8 @@ type Conn struct {
 	inlineSpare   []*Consumer   // inlineReady's other buffer
 	wakes         []*Consumer   // consumers with a waiting Next call that the reader signals after its read (see Consumer.pushLocked)
 	readerBusy    bool          // the reader runs inline handlers
-	lingering     bool          // the reader lingers (Config.ReadLinger)
-	lingers       uint64        // lingers so far
+	lingers       uint64        // lingers so far (Config.ReadLinger)
+	confirmsRead  uint64        // confirmation frames read so far
 
 	closing       bool               // the application called Close
 	stopRecovery  context.CancelFunc // cancels a running recovery

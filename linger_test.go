@@ -32,6 +32,9 @@ func lingerFake(t *testing.T, d time.Duration, mod func(*fakeBroker, *Config)) (
 	b, c := blockingFake(t, func(b *fakeBroker, cfg *Config) {
 		cfg.ReadLinger = d
 		cfg.Heartbeat = NoHeartbeat
+		// No timer may end a linger behind the test's back: the
+		// handshake's would, 2 s after the dial.
+		cfg.HandshakeTimeout = time.Hour
 		if mod != nil {
 			mod(b, cfg)
 		}
@@ -57,11 +60,7 @@ func (fc *fakeConn) deliverBurst(ch uint16, tag string, first uint64, n, size in
 	fc.nc.Write(buf)
 }
 
-func lingering(c *Conn) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.lingering
-}
+func lingering(c *Conn) bool { return c.lingerOn.Load() != nil }
 
 func lingers(c *Conn) uint64 {
 	c.mu.Lock()
@@ -185,60 +184,162 @@ func TestReadLingerEndsForReply(t *testing.T) {
 	}
 }
 
-// TestReadLingerConfirms: publisher confirmations are awaited, so a
-// publish in confirm mode ends a linger in progress, and the reader does
-// not linger while confirmations are outstanding.
-func TestReadLingerConfirms(t *testing.T) {
+// lingeringPublisher returns a connection with a channel in confirm mode
+// whose publishes the fake broker acks when the test sends their tag on
+// acks, and whose reader lingers (for an hour) after reading the ack of
+// a first message that nobody waited for.
+func lingeringPublisher(t *testing.T, mod func(*fakeBroker, *Config)) (b *fakeBroker, c *Conn, pub *Channel, acks chan<- uint64) {
+	t.Helper()
 	hourLinger(t)
-	b, c := lingerFake(t, time.Hour, nil)
-	fc := b.conn(1)
-	ch := stallChannel(t, c)
-	pub := stallChannel(t, c)
+	b, c = lingerFake(t, time.Hour, mod)
+	pub = stallChannel(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := pub.ConfirmSelect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	acks := make(chan uint64, 10)
+	ackc := make(chan uint64, 100)
 	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
 		if _, ok := m.(*wire.BasicPublish); ok && chID == pub.ID() {
-			// The ack comes when the test says.
-			go func() { fc.send(chID, &wire.BasicAck{DeliveryTag: <-acks}) }()
-			return true
+			return true // acked when the test says
 		}
 		return false
 	})
-	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
-
-	// A publish while the reader lingers: its ack arrives.
-	lingerAfterBurst(t, fc, c, ch, cons, 1)
-	conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("a")})
-	if err != nil {
+	fc := b.conn(1)
+	go func() {
+		for tag := range ackc {
+			fc.send(pub.ID(), &wire.BasicAck{DeliveryTag: tag})
+		}
+	}()
+	t.Cleanup(func() { close(ackc) })
+	if _, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("first")}); err != nil {
 		t.Fatal(err)
 	}
-	acks <- 1
-	if err := conf.Wait(ctx); err != nil {
-		t.Fatalf("confirmation of a publish made while the reader lingered: %v", err)
-	}
+	ackc <- 1
+	waitFor(t, "the reader to linger after an ack nobody waited for", func() bool { return lingering(c) })
+	return b, c, pub, ackc
+}
 
-	// A burst while a confirmation is outstanding: no linger after it,
-	// and the ack that follows arrives.
-	conf, err = pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("b")})
-	if err != nil {
+// TestReadLingerConfirmWaits: each way of waiting for a publisher
+// confirmation ends the reader's linger (an hour here), so that the ack
+// already in the socket is read at once.
+func TestReadLingerConfirmWaits(t *testing.T) {
+	waits := map[string]func(ctx context.Context, pub *Channel, conf *Confirmation) error{
+		"Wait": func(ctx context.Context, _ *Channel, conf *Confirmation) error { return conf.Wait(ctx) },
+		"Done": func(ctx context.Context, _ *Channel, conf *Confirmation) error {
+			select {
+			case <-conf.Done():
+				return conf.Err()
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+		"WaitConfirms": func(ctx context.Context, pub *Channel, _ *Confirmation) error { return pub.WaitConfirms(ctx) },
+	}
+	for name, wait := range waits {
+		t.Run(name, func(t *testing.T) {
+			_, c, pub, acks := lingeringPublisher(t, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("second")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !lingering(c) {
+				t.Fatal("a publish in confirm mode ended the linger: nobody waits for its confirmation yet")
+			}
+			acks <- 2
+			if err := wait(ctx, pub, conf); err != nil {
+				t.Fatalf("%s while the reader lingers: %v", name, err)
+			}
+		})
+	}
+}
+
+// TestReadLingerRoomToPublish: a publisher waiting for room under
+// MaxUnconfirmed ends the linger; the ack that makes room is read.
+func TestReadLingerRoomToPublish(t *testing.T) {
+	_, c, pub, acks := lingeringPublisher(t, func(_ *fakeBroker, cfg *Config) { cfg.MaxUnconfirmed = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := pub.Publish(ctx, "", "x", Message{Body: []byte("second")}); err != nil {
 		t.Fatal(err)
-	}
-	waitFor(t, "the reader to stop lingering", func() bool { return !lingering(c) })
-	before := lingers(c)
-	fc.deliverBurst(ch.ID(), cons.Tag(), 21, 20, 100)
-	if got := takeN(t, cons, 40); got[39] != 40 {
-		t.Fatalf("last delivery %d, want 40", got[39])
-	}
-	if n := lingers(c) - before; n != 0 {
-		t.Errorf("%d lingers while a confirmation was outstanding", n)
 	}
 	acks <- 2
-	if err := conf.Wait(ctx); err != nil {
-		t.Fatalf("confirmation outstanding during a burst: %v", err)
+	if !lingering(c) {
+		t.Fatal("the linger ended before anyone waited")
+	}
+	if err := pub.Publish(ctx, "", "x", Message{Body: []byte("third")}); err != nil {
+		t.Fatalf("Publish waiting for room while the reader lingers: %v", err)
+	}
+}
+
+// TestReadLingerNotWhileWaiting: while a goroutine waits for a
+// confirmation, a burst of deliveries is not followed by a linger, and
+// the confirmation that comes after it is read.
+func TestReadLingerNotWhileWaiting(t *testing.T) {
+	b, c, pub, acks := lingeringPublisher(t, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("second")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() { res <- conf.Wait(ctx) }()
+	waitFor(t, "the wait to start", func() bool { return c.confirmWaits.Load() == 1 })
+	before := lingers(c)
+	fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
+	if got := takeN(t, cons, 20); got[19] != 20 {
+		t.Fatalf("last delivery %d, want 20", got[19])
+	}
+	if n := lingers(c) - before; n != 0 {
+		t.Errorf("%d lingers while a confirmation was waited for", n)
+	}
+	acks <- 2
+	if err := <-res; err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if n := c.confirmWaits.Load(); n != 0 {
+		t.Errorf("%d confirmation waits counted after the wait", n)
+	}
+}
+
+// TestReadLingerConfirmRaces: publish, ack and wait, over and over, with
+// the ack racing the start of the wait and the reader's decision to
+// linger (after every ack it reads, as nobody waits then): no wait may
+// be left to the hour-long linger.
+func TestReadLingerConfirmRaces(t *testing.T) {
+	_, c, pub, acks := lingeringPublisher(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for tag := uint64(2); tag < 300; tag++ {
+		conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("m")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tag%2 == 0 {
+			acks <- tag // before the wait starts
+		} else {
+			go func() { acks <- tag }() // racing it
+		}
+		if tag%3 == 0 {
+			err = pub.WaitConfirms(ctx)
+		} else {
+			err = conf.Wait(ctx)
+		}
+		if err != nil {
+			t.Fatalf("message %d: %v", tag, err)
+		}
+	}
+	if lingers(c) == 0 {
+		t.Fatal("the reader never lingered")
+	}
+	if n := c.confirmWaits.Load(); n != 0 {
+		t.Errorf("%d confirmation waits counted after the waits", n)
 	}
 }
 

@@ -203,10 +203,9 @@ func (c *Conn) afterLocked(l *link) {
 		// paused reader checks again.
 		c.unpauseReaderLocked()
 	}
-	if c.lingering && c.l == l && c.awaitingLocked() {
-		// A reply or confirmation is now awaited: no more lingering.
-		c.lingering = false
-		l.lingerer.unlinger()
+	if c.lingerOn.Load() != nil && c.lingerBlockedLocked() {
+		// Something is now awaited: no more lingering.
+		c.unlingerLocked()
 	}
 	if l.writerIdle && l.eng.OutgoingLen() > 0 {
 		l.writerIdle = false
@@ -239,6 +238,45 @@ func (c *Conn) releaseSpaceLocked(l *link) {
 // sends fast enough for a wait to gather more.
 const lingerMinRead = 1024
 
+// lingerBlockedLocked reports whether the reader must not linger
+// (Config.ReadLinger), or must stop: something waits for the broker now —
+// a reply to a request, a close, a goroutine waiting for a publisher
+// confirmation (Confirmation.Wait or Done, WaitConfirms) or for room to
+// publish, messages to republish. Confirmations merely outstanding do not
+// count: nobody waits for them yet, and whoever starts to ends the linger.
+func (c *Conn) lingerBlockedLocked() bool {
+	if c.closing || c.state != connOpen || len(c.l.waiters) > c.l.quiet || c.confirmWaits.Load() > 0 {
+		return true
+	}
+	for _, ch := range c.chans {
+		if ch.closing || len(ch.flushes) > 0 || ch.room != nil || len(ch.republish) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// unlingerLocked ends the reader's linger in progress, if any.
+func (c *Conn) unlingerLocked() {
+	if fc := c.lingerOn.Swap(nil); fc != nil {
+		fc.unlinger()
+	}
+}
+
+// confirmWaitStart notes a goroutine about to wait for a publisher
+// confirmation, without the connection's lock, and ends the reader's
+// linger. The counter is raised before lingerOn is read, and the reader
+// sets lingerOn before it reads the counter: one of the two sees the
+// other, so no linger outlasts the start of a wait.
+func (c *Conn) confirmWaitStart() {
+	c.confirmWaits.Add(1)
+	if fc := c.lingerOn.Swap(nil); fc != nil {
+		fc.unlinger()
+	}
+}
+
+func (c *Conn) confirmWaitEnd() { c.confirmWaits.Add(-1) }
+
 // readLoop reads from the socket and feeds the engine until the link ends.
 func (l *link) readLoop() {
 	defer l.wg.Done()
@@ -261,6 +299,7 @@ func (l *link) readLoop() {
 			c.addBytes(n, 0)
 		}
 		c.mu.Lock()
+		confirms0 := c.confirmsRead
 		if n > 0 {
 			c.reads++
 			l.eng.Receive(buf[:n])
@@ -293,17 +332,24 @@ func (l *link) readLoop() {
 		if c.l == l {
 			c.readPaused = false
 		}
-		if l.lingerer != nil && n >= lingerMinRead && n < len(buf) && c.l == l && !l.eng.IsClosed() && !c.awaitingLocked() {
-			// The broker sends fast (Config.ReadLinger): let its next
-			// writes pile up in the socket, to read them in one call.
-			wakes = c.takeWakesLocked(wakes)
-			c.lingering = true
-			c.lingers++
-			c.mu.Unlock()
-			wakeConsumers(wakes)
-			l.lingerer.linger(c.cfg.ReadLinger)
-			c.mu.Lock()
-			c.lingering = false
+		if l.lingerer != nil && (n >= lingerMinRead || c.confirmsRead != confirms0) && n < len(buf) && c.l == l && !l.eng.IsClosed() {
+			// The broker sends fast, or confirms what was published
+			// (Config.ReadLinger): let its next writes pile up in the
+			// socket, to read them in one call. lingerOn is set before
+			// the check, for the waiters that do not take the lock (see
+			// Conn.confirmWaitStart).
+			c.lingerOn.Store(l.lingerer)
+			if c.lingerBlockedLocked() {
+				c.lingerOn.Store(nil)
+			} else {
+				c.lingers++
+				wakes = c.takeWakesLocked(wakes)
+				c.mu.Unlock()
+				wakeConsumers(wakes)
+				l.lingerer.linger(c.cfg.ReadLinger)
+				c.mu.Lock()
+				c.lingerOn.Store(nil)
+			}
 		}
 		closed := l.eng.IsClosed()
 		wakes = c.takeWakesLocked(wakes)

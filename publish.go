@@ -100,6 +100,8 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 		if wait == nil {
 			break
 		}
+		// What the publisher waits for may come from the broker.
+		c.unlingerLocked()
 		c.mu.Unlock()
 		select {
 		case <-wait:
