@@ -2,6 +2,7 @@ package pika
 
 import (
 	"context"
+	"sync/atomic"
 
 	"github.com/pika-go/pika/engine"
 	"github.com/pika-go/pika/internal/recovery"
@@ -22,6 +23,10 @@ import (
 type Channel struct {
 	conn *Conn
 	id   uint16
+	// lastPub is the sequence number of the newest message published in
+	// confirm mode: a wait for an older one's confirmation lets the
+	// reader linger (see Confirmation.Wait).
+	lastPub atomic.Uint64
 
 	// All below are guarded by conn.mu.
 	err       error         // why the channel closed; nil while open

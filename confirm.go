@@ -123,8 +123,8 @@ func (r *pubRecord) release(free *keptFree) {
 // PublishWithConfirm allocates nothing per message: a Confirmation the
 // application keeps keeps its slab (a few KiB) and its Conn alive.
 type Confirmation struct {
-	c       *Conn // whose reader a wait must not leave lingering (Config.ReadLinger)
-	counted bool  // guarded by mu: done was made before the outcome, counted in c.confirmWaits
+	ch      *Channel // whose connection's reader a wait may end the linger of (Config.ReadLinger)
+	counted bool     // guarded by mu: the wait (Done's or Wait's) is counted in confirmWaits
 	mu      sync.Mutex
 	tag     uint64 // guarded by mu: republishing after a recovery changes it
 	settled bool
@@ -160,7 +160,7 @@ func (ch *Channel) newConfirmationLocked(tag uint64) *Confirmation {
 	f := &ch.confSlab[0]
 	ch.confSlab = ch.confSlab[1:]
 	f.tag = tag
-	f.c = ch.conn
+	f.ch = ch
 	return f
 }
 
@@ -191,13 +191,18 @@ func (f *Confirmation) Done() <-chan struct{} {
 	return f.done
 }
 
-// countWaitLocked counts a Done channel made before the outcome as a
-// waiter until the outcome (the channel's reader is unknown), ending the
-// reader's linger.
+// countWaitLocked counts a wait for f's outcome (Wait's, or a Done
+// channel made before the outcome, whose reader is unknown), until the
+// outcome, in the connection's confirmWaits, ending the reader's linger
+// (Config.ReadLinger). Only a wait for the newest message published on
+// the channel counts: the broker then has nothing else of the publisher's
+// to work on, and a linger would idle both. While messages published
+// after f are unconfirmed the broker is busy with them, and f's outcome,
+// if it comes, is read at most one linger later.
 func (f *Confirmation) countWaitLocked() {
-	if !f.counted && f.c != nil {
+	if !f.counted && f.ch != nil && f.tag >= f.ch.lastPub.Load() {
 		f.counted = true
-		f.c.confirmWaitStart()
+		f.ch.conn.confirmWaitStart()
 	}
 }
 
@@ -250,20 +255,20 @@ func (f *Confirmation) Wait(ctx context.Context) error {
 	// made per confirmation.
 	wake := waitSignals.Get().(chan struct{})
 	f.wake = wake
+	f.countWaitLocked()
 	f.mu.Unlock()
-	if f.c != nil {
-		f.c.confirmWaitStart()
-	}
 	var err error
 	select {
 	case <-wake:
 	case <-ctx.Done():
 	}
-	if f.c != nil {
-		f.c.confirmWaitEnd()
-	}
 	f.mu.Lock()
 	f.wake = nil
+	if f.done == nil {
+		// (A Done channel made meanwhile stays counted until the
+		// outcome.)
+		f.uncountWaitLocked()
+	}
 	select {
 	case <-wake: // settle signalled after ctx ended: leave it empty
 	default:
@@ -278,6 +283,14 @@ func (f *Confirmation) Wait(ctx context.Context) error {
 	return err
 }
 
+// uncountWaitLocked ends what countWaitLocked counted.
+func (f *Confirmation) uncountWaitLocked() {
+	if f.counted {
+		f.counted = false
+		f.ch.conn.confirmWaitEnd()
+	}
+}
+
 // settle records the outcome once; later calls do nothing.
 func (f *Confirmation) settle(err error) {
 	f.mu.Lock()
@@ -287,10 +300,7 @@ func (f *Confirmation) settle(err error) {
 	}
 	f.settled = true
 	f.err = err
-	if f.counted {
-		f.counted = false
-		f.c.confirmWaitEnd()
-	}
+	f.uncountWaitLocked()
 	if f.done != nil {
 		close(f.done)
 	}
@@ -445,6 +455,7 @@ func (c *Conn) republishing() bool { return !c.cfg.DisableRepublish && !c.cfg.Di
 // PublishHooks' view of the message, nil without them.
 func (ch *Channel) recordPublishLocked(exchange, routingKey string, msg *Message, want bool, p *Publishing) *Confirmation {
 	tag := ch.confirms.Next()
+	ch.lastPub.Store(tag)
 	rec := pubRecord{seq: tag, epoch: ch.epoch, mandatory: msg.Mandatory}
 	if p != nil {
 		p.Seq = tag
@@ -723,6 +734,7 @@ func (ch *Channel) republishLocked() int {
 			continue
 		}
 		tag := ch.confirms.Next()
+		ch.lastPub.Store(tag)
 		if r.conf != nil {
 			r.conf.mu.Lock()
 			r.conf.tag = tag

@@ -72,6 +72,7 @@ type Conn struct {
 	readerBusy    bool          // the reader runs inline handlers
 	lingers       uint64        // lingers so far (Config.ReadLinger)
 	confirmsRead  uint64        // confirmation frames read so far
+	settlesSent   uint64        // acks, nacks and rejects of deliveries sent so far
 
 	closing       bool               // the application called Close
 	stopRecovery  context.CancelFunc // cancels a running recovery

@@ -314,6 +314,11 @@ func (ch *Channel) settleLocking(kind SettleKind, tag uint64, multiple, requeue,
 	if count {
 		n = before - c.eng.Unacked(ch.id)
 	}
+	// The broker may now send what the prefetch count held back: a
+	// lingering reader reads it at once, and one that has just read does
+	// not linger (Config.ReadLinger).
+	c.settlesSent++
+	c.unlingerLocked()
 	c.afterLocked(c.l)
 	return n, nil
 }

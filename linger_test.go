@@ -393,3 +393,39 @@ func TestReadLingerIgnoredWithoutBlockingRead(t *testing.T) {
 		t.Fatalf("%d lingers without BlockingRead", n)
 	}
 }
+
+// TestReadLingerOlderConfirmWait: a wait for a confirmation with newer
+// messages unconfirmed behind it is not counted and leaves the linger
+// alone (the broker is busy with the newer ones); a wait for the newest
+// ends it, and both waits then end.
+func TestReadLingerOlderConfirmWait(t *testing.T) {
+	_, c, pub, acks := lingeringPublisher(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	older, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("second")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("third")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acks <- 3 // a multiple ack would do as well; two singles here
+	acks <- 2
+	res := make(chan error, 1)
+	go func() { res <- older.Wait(ctx) }()
+	waitFor(t, "the wait for the older confirmation to start", func() bool {
+		older.mu.Lock()
+		defer older.mu.Unlock()
+		return older.wake != nil
+	})
+	if !lingering(c) || c.confirmWaits.Load() != 0 {
+		t.Fatalf("a wait for an older confirmation: lingering %v, %d waits counted", lingering(c), c.confirmWaits.Load())
+	}
+	if err := newest.Wait(ctx); err != nil {
+		t.Fatalf("Wait for the newest confirmation while the reader lingers: %v", err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("Wait for the older confirmation: %v", err)
+	}
+}

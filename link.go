@@ -299,7 +299,7 @@ func (l *link) readLoop() {
 			c.addBytes(n, 0)
 		}
 		c.mu.Lock()
-		confirms0 := c.confirmsRead
+		confirms0, settles0 := c.confirmsRead, c.settlesSent
 		if n > 0 {
 			c.reads++
 			l.eng.Receive(buf[:n])
@@ -332,12 +332,14 @@ func (l *link) readLoop() {
 		if c.l == l {
 			c.readPaused = false
 		}
-		if l.lingerer != nil && (n >= lingerMinRead || c.confirmsRead != confirms0) && n < len(buf) && c.l == l && !l.eng.IsClosed() {
+		if l.lingerer != nil && (n >= lingerMinRead || c.confirmsRead != confirms0) && n < len(buf) && c.settlesSent == settles0 && c.l == l && !l.eng.IsClosed() {
 			// The broker sends fast, or confirms what was published
 			// (Config.ReadLinger): let its next writes pile up in the
-			// socket, to read them in one call. lingerOn is set before
-			// the check, for the waiters that do not take the lock (see
-			// Conn.confirmWaitStart).
+			// socket, to read them in one call. Not when an ack went out
+			// since the read (an inline handler's, say): the broker may
+			// have been waiting for it to send more. lingerOn is set
+			// before the check, for the waiters that do not take the lock
+			// (see Conn.confirmWaitStart).
 			c.lingerOn.Store(l.lingerer)
 			if c.lingerBlockedLocked() {
 				c.lingerOn.Store(nil)

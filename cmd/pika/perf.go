@@ -80,9 +80,10 @@ Flags:
                        blocking system call on a thread of their own
                        instead of Go's network poller (Config.BlockingRead;
                        Linux, plain TCP): one thread per connection
-  --read-linger D      with --blocking-read: after a read of 1 KiB or more,
-                       the reader waits up to D (while nothing is awaited)
-                       so that its next read brings more deliveries
+  --read-linger D      with --blocking-read: after a read of 1 KiB or more
+                       or of a confirmation, the reader waits up to D
+                       (while nobody waits for the broker) so that its
+                       next read brings more deliveries and confirmations
                        (Config.ReadLinger): less CPU per message, up to D
                        more latency (default 0: off; at most 50ms)
   --queue NAME         use this queue (see above)
