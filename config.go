@@ -94,11 +94,12 @@ type Config struct {
 	// before its next read after a read that brought at least 1 KiB
 	// (several deliveries: the broker sends fast) without filling its
 	// buffer, while nothing is awaited from the broker (no reply to a
-	// request, no publisher confirmation, no close: anything awaited ends
-	// the wait at once). The broker's writes meanwhile pile up in the
-	// socket and the next read takes them all: a busy consumer costs less
-	// CPU per message (fewer reads, fewer thread wake-ups), and each of
-	// its deliveries may reach the application up to ReadLinger later. A
+	// request, no publisher confirmation, no close, no reply to an
+	// RPCClient.Call: anything awaited ends the wait at once). The
+	// broker's writes meanwhile pile up in the socket and the next read
+	// takes them all: a busy consumer costs less CPU per message (fewer
+	// reads, fewer thread wake-ups), and each of its deliveries may reach
+	// the application up to ReadLinger later. A
 	// slow trickle of messages (reads under 1 KiB) is never held back.
 	// Without BlockingRead, or off Linux, it is ignored: with the
 	// runtime's poller every write of the broker still wakes a thread,

@@ -66,6 +66,7 @@ type Conn struct {
 	readerBusy    bool          // the reader runs inline handlers
 	lingering     bool          // the reader lingers (Config.ReadLinger)
 	lingers       uint64        // lingers so far
+	rpcCalls      int           // RPCClient.Call calls in progress: their replies are awaited, so the reader does not linger
 
 	closing       bool               // the application called Close
 	stopRecovery  context.CancelFunc // cancels a running recovery

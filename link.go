@@ -203,7 +203,7 @@ func (c *Conn) afterLocked(l *link) {
 		// paused reader checks again.
 		c.unpauseReaderLocked()
 	}
-	if c.lingering && c.l == l && c.awaitingLocked() {
+	if c.lingering && c.l == l && c.lingerEndsLocked() {
 		// A reply or confirmation is now awaited: no more lingering.
 		c.lingering = false
 		l.lingerer.unlinger()
@@ -238,6 +238,14 @@ func (c *Conn) releaseSpaceLocked(l *link) {
 // after it (Config.ReadLinger): several deliveries, a sign that the broker
 // sends fast enough for a wait to gather more.
 const lingerMinRead = 1024
+
+// lingerEndsLocked reports whether something is awaited from the broker
+// that a lingering reader would hold up: what a paused reader would
+// (awaitingLocked), and the replies of RPCClient.Call, deliveries that a
+// caller waits for.
+func (c *Conn) lingerEndsLocked() bool {
+	return c.rpcCalls > 0 || c.awaitingLocked()
+}
 
 // readLoop reads from the socket and feeds the engine until the link ends.
 func (l *link) readLoop() {
@@ -293,7 +301,7 @@ func (l *link) readLoop() {
 		if c.l == l {
 			c.readPaused = false
 		}
-		if l.lingerer != nil && n >= lingerMinRead && n < len(buf) && c.l == l && !l.eng.IsClosed() && !c.awaitingLocked() {
+		if l.lingerer != nil && n >= lingerMinRead && n < len(buf) && c.l == l && !l.eng.IsClosed() && !c.lingerEndsLocked() {
 			// The broker sends fast (Config.ReadLinger): let its next
 			// writes pile up in the socket, to read them in one call.
 			wakes = c.takeWakesLocked(wakes)

@@ -1,0 +1,306 @@
+//go:build linux
+
+package pika
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pika-go/pika/internal/scripted"
+	"github.com/pika-go/pika/wire"
+)
+
+// Review tests of Config.ReadLinger: every call that makes something
+// awaited while the reader lingers (an hour: a missed wake-up hangs,
+// bounded by the calls' ctx of 20 s) ends the linger.
+
+func lingerCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestLingerReviewCallsEndLinger: each kind of request made while the
+// reader lingers completes.
+func TestLingerReviewCallsEndLinger(t *testing.T) {
+	calls := map[string]func(ctx context.Context, c *Conn, ch *Channel, cons *Consumer) error{
+		"Qos": func(ctx context.Context, c *Conn, ch *Channel, _ *Consumer) error {
+			return ch.Qos(ctx, QosOptions{PrefetchCount: 10})
+		},
+		"Cancel": func(ctx context.Context, c *Conn, ch *Channel, cons *Consumer) error {
+			return cons.Cancel(ctx)
+		},
+		"ConfirmSelect": func(ctx context.Context, c *Conn, ch *Channel, _ *Consumer) error {
+			return ch.ConfirmSelect(ctx)
+		},
+		"ChannelClose": func(ctx context.Context, c *Conn, ch *Channel, _ *Consumer) error {
+			return ch.Close(ctx)
+		},
+		"ChannelOpen": func(ctx context.Context, c *Conn, ch *Channel, _ *Consumer) error {
+			_, err := c.Channel(ctx)
+			return err
+		},
+		"ExchangeDeclare": func(ctx context.Context, c *Conn, ch *Channel, _ *Consumer) error {
+			return ch.ExchangeDeclare(ctx, "x", "direct", ExchangeDeclareOptions{})
+		},
+		"OtherChannelClose": func(ctx context.Context, c *Conn, ch *Channel, _ *Consumer) error {
+			other, err := c.Channel(ctx)
+			if err != nil {
+				return err
+			}
+			return other.Close(ctx)
+		},
+		"WaitConfirmsNothingOutstanding": func(ctx context.Context, c *Conn, ch *Channel, _ *Consumer) error {
+			if err := ch.ConfirmSelect(ctx); err != nil {
+				return err
+			}
+			return ch.WaitConfirms(ctx)
+		},
+	}
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			_, c, _, ch, cons := lingeringConsumer(t)
+			if err := call(lingerCtx(t), c, ch, cons); err != nil {
+				t.Fatalf("%s while the reader lingers: %v", name, err)
+			}
+		})
+	}
+}
+
+// TestLingerReviewRequestRace: requests made from another goroutine while
+// bursts arrive (the reader deciding to linger as the request goes out)
+// all complete.
+func TestLingerReviewRequestRace(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	other := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 100000})
+	const rounds = 300
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range rounds {
+			fc.deliverBurst(ch.ID(), cons.Tag(), uint64(i*20+1), 20, 100)
+		}
+	}()
+	ctx := lingerCtx(t)
+	for i := range rounds {
+		if _, err := other.QueueDeclare(ctx, "r", QueueDeclareOptions{}); err != nil {
+			t.Fatalf("declare %d: %v (lingers %d)", i, err, lingers(c))
+		}
+	}
+	wg.Wait()
+	takeN(t, cons, rounds*20)
+	if lingers(c) == 0 {
+		t.Fatal("never lingered")
+	}
+}
+
+// TestLingerReviewHeartbeatTimeout: a broker that goes silent is found dead
+// by the heartbeat timer while the reader lingers, and the reader ends.
+func TestLingerReviewHeartbeatTimeout(t *testing.T) {
+	hourLinger(t)
+	longWaitSlice(t)
+	b, c := blockingFake(t, func(b *fakeBroker, cfg *Config) {
+		cfg.ReadLinger = time.Hour
+		cfg.Heartbeat = time.Second
+	})
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+	lingerAfterBurst(t, fc, c, ch, cons, 1)
+	readerEnds(t, c)
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the Conn did not end after the heartbeat timeout")
+	}
+}
+
+// TestLingerReviewRecovery: a cut while the reader lingers is recovered
+// from; on the new link the reader lingers again and a request ends it.
+func TestLingerReviewRecovery(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, func(b *fakeBroker, cfg *Config) { cfg.DisableRecovery = false })
+	ch := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+	for round := range 5 {
+		old := c.currentLink()
+		lingerAfterBurst(t, b.conn(b.count()), c, ch, cons, 1)
+		b.conn(b.count()).kill()
+		waitFor(t, "a recovered link", func() bool {
+			l := c.currentLink()
+			return l != nil && l != old && l.isOpen() && !c.IsRecovering()
+		})
+		if c.currentLink().lingerer == nil {
+			t.Fatal("the recovered link does not linger")
+		}
+		lingerAfterBurst(t, b.conn(b.count()), c, ch, cons, 1)
+		if _, err := ch.QueueDeclare(lingerCtx(t), "after", QueueDeclareOptions{}); err != nil {
+			t.Fatalf("round %d: declare while the recovered link's reader lingers: %v", round, err)
+		}
+	}
+}
+
+func (c *Conn) currentLink() *link {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.l
+}
+
+// TestLingerReviewNoFdLeak: connections that linger and close, or are
+// dropped while lingering, leave no descriptor (socket or eventfd) open.
+func TestLingerReviewNoFdLeak(t *testing.T) {
+	hourLinger(t)
+	run := func(kill bool) {
+		b, c := lingerFake(t, time.Hour, nil)
+		fc := b.conn(1)
+		ch := stallChannel(t, c)
+		cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+		lingerAfterBurst(t, fc, c, ch, cons, 1)
+		if kill {
+			fc.kill()
+			readerEnds(t, c)
+		}
+		closeReturns(lingerCtx(t), t, c)
+		readerEnds(t, c)
+		fc.kill()
+	}
+	run(false)
+	base := openFds(t)
+	for i := range 40 {
+		run(i%2 == 0)
+	}
+	fdsBackTo(t, "after lingering connections", base)
+}
+
+// TestLingerReviewCloseRace: Close right after a burst, as the reader may
+// be deciding to linger, returns.
+func TestLingerReviewCloseRace(t *testing.T) {
+	hourLinger(t)
+	for range 50 {
+		b, c := lingerFake(t, time.Hour, nil)
+		fc := b.conn(1)
+		ch := stallChannel(t, c)
+		cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+		fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
+		closeReturns(lingerCtx(t), t, c)
+		readerEnds(t, c)
+	}
+}
+
+// TestLingerReviewPausedThenRequest: a reader paused by a full consumer
+// buffer lingers once drained; a request then ends the linger.
+func TestLingerReviewPausedThenRequest(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 10})
+	fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
+	waitFor(t, "the reader to pause", func() bool { return readerPaused(c) })
+	takeN(t, cons, 20)
+	if _, err := ch.QueueDeclare(lingerCtx(t), "p", QueueDeclareOptions{}); err != nil {
+		t.Fatalf("declare after the pause: %v", err)
+	}
+}
+
+// TestLingerReviewInlinePublishConfirm: an inline handler publishing in
+// confirm mode (on the reader goroutine) keeps the reader from lingering
+// with the confirmation outstanding.
+func TestLingerReviewInlinePublishConfirm(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	pub := stallChannel(t, c)
+	ctx := lingerCtx(t)
+	if err := pub.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); ok && chID == pub.ID() {
+			go fc.send(chID, &wire.BasicAck{DeliveryTag: 1})
+			return true
+		}
+		return false
+	})
+	confs := make(chan *Confirmation, 1)
+	var once sync.Once
+	cons, err := ch.ConsumeFunc(ctx, "q", ConsumeOptions{AutoAck: true, Inline: true}, func(_ context.Context, d *Delivery) {
+		once.Do(func() {
+			conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("a")})
+			if err != nil {
+				t.Error(err)
+			}
+			confs <- conf
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
+	if err := (<-confs).Wait(ctx); err != nil {
+		t.Fatalf("confirmation of a publish from an inline handler: %v", err)
+	}
+}
+
+// TestLingerReviewRPCCall: an RPCClient.Call made while the reader
+// lingers gets its reply: the call awaits it from the broker, like a
+// request's reply.
+func TestLingerReviewRPCCall(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	var mu sync.Mutex
+	var replyCh uint16
+	var replyTag, prefix string
+	n := 0
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		switch m := m.(type) {
+		case *wire.BasicConsume:
+			if m.Queue == directReplyTo {
+				replyCh, replyTag = chID, m.ConsumerTag
+			}
+		case *wire.BasicPublish:
+			if chID == replyCh {
+				n++
+				id := prefix + strconv.FormatUint(uint64(n), 36)
+				go func() {
+					fc.wmu.Lock()
+					defer fc.wmu.Unlock()
+					fc.nc.Write(scripted.Message(replyCh, &wire.BasicDeliver{ConsumerTag: replyTag, DeliveryTag: uint64(n), RoutingKey: "r"},
+						&wire.Properties{CorrelationID: id}, []byte("reply"), 128<<10))
+				}()
+				return true
+			}
+		}
+		return false
+	})
+	ctx := lingerCtx(t)
+	rpc, err := NewRPCClient(ctx, c, RPCClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rpc.Close(ctx)
+	mu.Lock()
+	prefix = rpc.prefix
+	mu.Unlock()
+	if _, err := rpc.Call(ctx, "", "srv", Message{Body: []byte("q")}); err != nil {
+		t.Fatalf("Call before any linger: %v", err)
+	}
+	ch := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+	lingerAfterBurst(t, fc, c, ch, cons, 1)
+	if _, err := rpc.Call(ctx, "", "srv", Message{Body: []byte("q")}); err != nil {
+		t.Fatalf("Call while the reader lingers: %v", err)
+	}
+}
