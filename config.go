@@ -90,22 +90,22 @@ type Config struct {
 	// 5 s. Default false. See BENCHMARKS.md (issue 14, "Blocking reads")
 	// for what it measured.
 	BlockingRead bool
-	// ReadLinger, with BlockingRead, makes the reader wait up to this long
-	// before its next read after a read that brought at least 1 KiB
+	// ReadLinger, with BlockingRead, makes the reader wait up to this
+	// long before its next read after a read that brought at least 1 KiB
 	// (several deliveries: the broker sends fast) without filling its
 	// buffer, while nothing is awaited from the broker (no reply to a
 	// request, no publisher confirmation, no close, no reply to an
-	// RPCClient.Call: anything awaited ends the wait at once). The
-	// broker's writes meanwhile pile up in the socket and the next read
-	// takes them all: a busy consumer costs less CPU per message (fewer
-	// reads, fewer thread wake-ups), and each of its deliveries may reach
-	// the application up to ReadLinger later. A
-	// slow trickle of messages (reads under 1 KiB) is never held back.
-	// Without BlockingRead, or off Linux, it is ignored: with the
-	// runtime's poller every write of the broker still wakes a thread,
-	// and lingering saved nothing (see BENCHMARKS.md). At most
-	// MaxReadLinger (longer is taken as that); default 0: read again at
-	// once.
+	// RPCClient.Call, no end of a connection.blocked or channel.flow:
+	// anything awaited ends the wait at once). The broker's writes
+	// meanwhile pile up in the socket and the next read takes them all: a
+	// busy consumer costs less CPU per message (fewer reads, fewer thread
+	// wake-ups), and each of its deliveries may reach the application up
+	// to ReadLinger later. A slow trickle of messages (reads under 1 KiB)
+	// is never held back. Without BlockingRead, or off Linux, it is
+	// ignored: with the runtime's poller every write of the broker still
+	// wakes a thread, and lingering saved nothing (see BENCHMARKS.md). At
+	// most MaxReadLinger (longer is taken as that); default 0: read again
+	// at once.
 	ReadLinger time.Duration
 
 	// Logger receives the connection's log records; at Debug level every

@@ -304,3 +304,57 @@ func TestLingerReviewRPCCall(t *testing.T) {
 		t.Fatalf("Call while the reader lingers: %v", err)
 	}
 }
+
+// TestLingerReviewBlockedPublisher: a Publish waiting for the broker to
+// unblock the connection (connection.blocked) gets going when
+// connection.unblocked comes, even if a burst came before it: the
+// publisher awaits the broker, so the reader does not linger.
+func TestLingerReviewBlockedPublisher(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	pub := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+	fc.send(0, &wire.ConnectionBlocked{Reason: "low on memory"})
+	waitFor(t, "the connection blocked", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.blocked
+	})
+	ctx := lingerCtx(t)
+	res := make(chan error, 1)
+	go func() { res <- pub.Publish(ctx, "", "x", Message{Body: []byte("a")}) }()
+	fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
+	takeN(t, cons, 20)
+	fc.send(0, &wire.ConnectionUnblocked{})
+	if err := <-res; err != nil {
+		t.Fatalf("Publish waiting for connection.unblocked: %v", err)
+	}
+}
+
+// TestLingerReviewFlowPausedPublisher: likewise for a channel the broker
+// stopped with channel.flow.
+func TestLingerReviewFlowPausedPublisher(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	pub := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+	fc.send(pub.ID(), &wire.ChannelFlow{Active: false})
+	waitFor(t, "the channel paused", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return pub.paused != nil
+	})
+	ctx := lingerCtx(t)
+	res := make(chan error, 1)
+	go func() { res <- pub.Publish(ctx, "", "x", Message{Body: []byte("a")}) }()
+	fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
+	takeN(t, cons, 20)
+	fc.send(pub.ID(), &wire.ChannelFlow{Active: true})
+	if err := <-res; err != nil {
+		t.Fatalf("Publish waiting for channel.flow: %v", err)
+	}
+}

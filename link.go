@@ -241,10 +241,19 @@ const lingerMinRead = 1024
 
 // lingerEndsLocked reports whether something is awaited from the broker
 // that a lingering reader would hold up: what a paused reader would
-// (awaitingLocked), and the replies of RPCClient.Call, deliveries that a
-// caller waits for.
+// (awaitingLocked); the replies of RPCClient.Call, deliveries that a
+// caller waits for; and the end of a block (connection.blocked, or a
+// channel.flow that stopped a channel), which publishers wait for.
 func (c *Conn) lingerEndsLocked() bool {
-	return c.rpcCalls > 0 || c.awaitingLocked()
+	if c.rpcCalls > 0 || c.blocked || c.awaitingLocked() {
+		return true
+	}
+	for _, ch := range c.chans {
+		if ch.paused != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // readLoop reads from the socket and feeds the engine until the link ends.
