@@ -4,6 +4,7 @@ package pika
 
 import (
 	"context"
+	"net"
 	"strconv"
 	"sync"
 	"testing"
@@ -357,4 +358,84 @@ func TestLingerReviewFlowPausedPublisher(t *testing.T) {
 	if err := <-res; err != nil {
 		t.Fatalf("Publish waiting for channel.flow: %v", err)
 	}
+}
+
+// TestLingerReviewClamp: a negative ReadLinger is none (the link gets no
+// eventfd), a longer one than MaxReadLinger is MaxReadLinger.
+func TestLingerReviewClamp(t *testing.T) {
+	for _, tc := range []struct {
+		in, want time.Duration
+	}{{-time.Second, 0}, {0, 0}, {time.Millisecond, time.Millisecond}, {MaxReadLinger, MaxReadLinger}, {time.Hour, MaxReadLinger}} {
+		_, c := blockingFake(t, func(b *fakeBroker, cfg *Config) { cfg.ReadLinger = tc.in })
+		c.mu.Lock()
+		got, on := c.cfg.ReadLinger, c.l.lingerer != nil
+		c.mu.Unlock()
+		if got != tc.want || on != (tc.want > 0) {
+			t.Errorf("ReadLinger %v: taken as %v, lingerer %v", tc.in, got, on)
+		}
+		closeReturns(lingerCtx(t), t, c)
+	}
+}
+
+// TestLingerReviewFdConnPrimitives: linger (an hour) ends at an unlinger
+// made before it or during it, at a read deadline passing, at Close and
+// at the peer's close; after Close both return at once and the eventfd
+// is closed with the socket.
+func TestLingerReviewFdConnPrimitives(t *testing.T) {
+	ends := func(t *testing.T, what string, fc *fdConn, during func()) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() {
+			fc.linger(time.Hour)
+			close(done)
+		}()
+		if during != nil {
+			during()
+		}
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("linger did not end at %s", what)
+		}
+	}
+	newPair := func(t *testing.T) fdPair {
+		p := fdConnPair(t)
+		if !p.enableLinger() {
+			t.Fatal("enableLinger: no eventfd")
+		}
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
+	t.Run("UnlingerBefore", func(t *testing.T) {
+		p := newPair(t)
+		p.unlinger()
+		p.unlinger()
+		ends(t, "an earlier unlinger", p.fdConn, nil)
+		// The count was reset: a second unlinger is needed and enough.
+		ends(t, "an unlinger during the wait", p.fdConn, func() { p.unlinger() })
+	})
+	t.Run("ReadDeadline", func(t *testing.T) {
+		p := newPair(t)
+		ends(t, "a read deadline passing", p.fdConn, func() { p.SetReadDeadline(time.Now().Add(10 * time.Millisecond)) })
+	})
+	t.Run("Close", func(t *testing.T) {
+		p := newPair(t)
+		ends(t, "Close", p.fdConn, func() { p.Close() })
+		p.mu.Lock()
+		closed := p.fdClosed
+		p.mu.Unlock()
+		if !closed {
+			t.Fatal("the descriptors stay open after Close and the linger's end")
+		}
+		ends(t, "a call after Close", p.fdConn, nil)
+		p.unlinger() // no write to a closed (maybe reused) descriptor
+	})
+	t.Run("PeerClose", func(t *testing.T) {
+		p := newPair(t)
+		ends(t, "the peer's close", p.fdConn, func() { p.peer.Close() })
+	})
+	t.Run("PeerHalfClose", func(t *testing.T) {
+		p := newPair(t)
+		ends(t, "the peer's FIN", p.fdConn, func() { p.peer.(*net.TCPConn).CloseWrite() })
+	})
 }
