@@ -439,3 +439,23 @@ func TestLingerReviewFdConnPrimitives(t *testing.T) {
 		ends(t, "the peer's FIN", p.fdConn, func() { p.peer.(*net.TCPConn).CloseWrite() })
 	})
 }
+
+// TestLingerReviewNoLingerAfterPause: a reader that paused for a full
+// consumer buffer does not linger once the application takes the
+// deliveries: the broker's writes piled up during the pause, and a linger
+// would leave the application, which just emptied its buffer, waiting (an
+// hour here) for the delivery that follows.
+func TestLingerReviewNoLingerAfterPause(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 10})
+	fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
+	waitFor(t, "the reader to pause", func() bool { return readerPaused(c) })
+	takeN(t, cons, 20)
+	fc.deliverN(ch.ID(), cons.Tag(), 21, 100)
+	if got := takeN(t, cons, 1); got[0] != 21 {
+		t.Fatalf("delivery %d, want 21", got[0])
+	}
+}

@@ -292,7 +292,9 @@ func (l *link) readLoop() {
 		}
 		// A consumer's full buffer stops the reader only while nothing is
 		// awaited from the broker; whatever may change that wakes it.
+		paused := false
 		for c.pauseLocked(l) {
+			paused = true
 			c.readPaused = true
 			if c.resume == nil {
 				c.resume = make(chan struct{})
@@ -310,9 +312,11 @@ func (l *link) readLoop() {
 		if c.l == l {
 			c.readPaused = false
 		}
-		if l.lingerer != nil && n >= lingerMinRead && n < len(buf) && c.l == l && !l.eng.IsClosed() && !c.lingerEndsLocked() {
+		if l.lingerer != nil && !paused && n >= lingerMinRead && n < len(buf) && c.l == l && !l.eng.IsClosed() && !c.lingerEndsLocked() {
 			// The broker sends fast (Config.ReadLinger): let its next
 			// writes pile up in the socket, to read them in one call.
+			// Not after a pause: they piled up meanwhile, and the
+			// application, which emptied a buffer to end it, waits.
 			wakes = c.takeWakesLocked(wakes)
 			c.lingering = true
 			c.lingers++
