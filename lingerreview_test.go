@@ -459,3 +459,44 @@ func TestLingerReviewNoLingerAfterPause(t *testing.T) {
 		t.Fatalf("delivery %d, want 21", got[0])
 	}
 }
+
+// TestLingerReviewSuspendResume: a consumer suspended at the broker
+// (basic.cancel when its buffer fills) is restarted once the application
+// takes its deliveries: the reader, after the burst that filled it, does
+// not linger (an hour here) with the cancel-ok the restart waits for
+// unread.
+func TestLingerReviewSuspendResume(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	ctx := lingerCtx(t)
+	if _, err := ch.QueueDeclare(ctx, "sq", QueueDeclareOptions{Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	consumes := 0
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicConsume); ok {
+			mu.Lock()
+			consumes++
+			mu.Unlock()
+		}
+		return false
+	})
+	cons := stallConsume(t, ch, "sq", ConsumeOptions{AutoAck: true, BufferSize: 10, Overflow: ConsumerSuspend})
+	fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
+	takeN(t, cons, 20)
+	waitFor(t, "the suspended consumer's restart", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return consumes == 2
+	})
+	fc.deliverN(ch.ID(), cons.Tag(), 21, 100)
+	if got := takeN(t, cons, 1); got[0] != 21 {
+		t.Fatalf("delivery %d, want 21", got[0])
+	}
+	if s := cons.Stats(); s.Suspended != 1 {
+		t.Fatalf("suspended %d times, want 1", s.Suspended)
+	}
+}

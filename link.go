@@ -241,11 +241,14 @@ const lingerMinRead = 1024
 
 // lingerEndsLocked reports whether something is awaited from the broker
 // that a lingering reader would hold up: what a paused reader would
-// (awaitingLocked); the replies of RPCClient.Call, deliveries that a
-// caller waits for; and the end of a block (connection.blocked, or a
-// channel.flow that stopped a channel), which publishers wait for.
+// (awaitingLocked); the replies to a consumer's suspension (see
+// suspendAtBrokerLocked: its restart waits for the cancel-ok, its
+// deliveries for the consume-ok); the replies of RPCClient.Call,
+// deliveries that a caller waits for; and the end of a block
+// (connection.blocked, or a channel.flow that stopped a channel), which
+// publishers wait for.
 func (c *Conn) lingerEndsLocked() bool {
-	if c.rpcCalls > 0 || c.blocked || c.awaitingLocked() {
+	if c.rpcCalls > 0 || c.blocked || c.awaitingLocked() || len(c.l.waiters) > 0 {
 		return true
 	}
 	for _, ch := range c.chans {
