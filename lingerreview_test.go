@@ -500,3 +500,50 @@ func TestLingerReviewSuspendResume(t *testing.T) {
 		t.Fatalf("suspended %d times, want 1", s.Suspended)
 	}
 }
+
+// TestLingerReviewResumeEndsLinger: the restart of a suspended consumer
+// (its cancel-ok read) while the reader lingers after another consumer's
+// burst ends the linger: the consume-ok and the deliveries that follow are
+// read at once.
+func TestLingerReviewResumeEndsLinger(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	ctx := lingerCtx(t)
+	if _, err := ch.QueueDeclare(ctx, "sq", QueueDeclareOptions{Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	consumes := 0
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicConsume); ok {
+			mu.Lock()
+			consumes++
+			mu.Unlock()
+		}
+		return false
+	})
+	susp := stallConsume(t, ch, "sq", ConsumeOptions{AutoAck: true, BufferSize: 4, Overflow: ConsumerSuspend})
+	for tag := uint64(1); tag <= 4; tag++ {
+		fc.deliverN(ch.ID(), susp.Tag(), tag, 100)
+	}
+	waitFor(t, "the suspension's cancel-ok", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return susp.susp == suspCancelled
+	})
+	other := stallChannel(t, c)
+	busy := stallConsume(t, other, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+	lingerAfterBurst(t, fc, c, other, busy, 1)
+	takeN(t, susp, 4)
+	waitFor(t, "the restart", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return consumes == 3
+	})
+	fc.deliverN(ch.ID(), susp.Tag(), 5, 100)
+	if got := takeN(t, susp, 1); got[0] != 5 {
+		t.Fatalf("delivery %d, want 5", got[0])
+	}
+}
