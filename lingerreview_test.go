@@ -547,3 +547,47 @@ func TestLingerReviewResumeEndsLinger(t *testing.T) {
 		t.Fatalf("delivery %d, want 5", got[0])
 	}
 }
+
+// TestLingerReviewConfirmRace: publishes in confirm mode from another
+// goroutine while bursts arrive all get their confirmation.
+func TestLingerReviewConfirmRace(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	pub := stallChannel(t, c)
+	ctx := lingerCtx(t)
+	if err := pub.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seq uint64
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); ok && chID == pub.ID() {
+			mu.Lock()
+			seq++
+			tag := seq
+			mu.Unlock()
+			go fc.send(chID, &wire.BasicAck{DeliveryTag: tag})
+			return true
+		}
+		return false
+	})
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 100000})
+	const rounds = 300
+	go func() {
+		for i := range rounds {
+			fc.deliverBurst(ch.ID(), cons.Tag(), uint64(i*20+1), 20, 100)
+		}
+	}()
+	for i := range rounds {
+		conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("a")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := conf.Wait(ctx); err != nil {
+			t.Fatalf("confirmation %d: %v (lingers %d)", i, err, lingers(c))
+		}
+	}
+	takeN(t, cons, rounds*20)
+}
