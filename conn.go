@@ -73,6 +73,7 @@ type Conn struct {
 	lingers       uint64        // lingers so far (Config.ReadLinger)
 	confirmsRead  uint64        // confirmation frames read so far
 	settlesSent   uint64        // acks, nacks and rejects of deliveries sent so far
+	rpcCalls      int           // RPCClient.Call calls in progress: their replies are awaited, so the reader does not linger
 
 	closing       bool               // the application called Close
 	stopRecovery  context.CancelFunc // cancels a running recovery

@@ -240,16 +240,20 @@ const lingerMinRead = 1024
 
 // lingerBlockedLocked reports whether the reader must not linger
 // (Config.ReadLinger), or must stop: something waits for the broker now —
-// a reply to a request, a close, a goroutine waiting for a publisher
-// confirmation (Confirmation.Wait or Done, WaitConfirms) or for room to
-// publish, messages to republish. Confirmations merely outstanding do not
-// count: nobody waits for them yet, and whoever starts to ends the linger.
+// a reply to a request (a consumer suspension's quiet ones included: the
+// restart waits for them), a close, a goroutine waiting for the newest
+// publisher confirmation of a channel (Confirmation.Wait or Done,
+// WaitConfirms) or for room to publish, messages to republish, the reply
+// of an RPCClient.Call, the end of a connection.blocked or of a
+// channel.flow that stopped a channel (publishers wait for it).
+// Confirmations merely outstanding do not count: nobody waits for them
+// yet, and whoever starts to ends the linger.
 func (c *Conn) lingerBlockedLocked() bool {
-	if c.closing || c.state != connOpen || len(c.l.waiters) > c.l.quiet || c.confirmWaits.Load() > 0 {
+	if c.closing || c.state != connOpen || len(c.l.waiters) > 0 || c.confirmWaits.Load() > 0 || c.rpcCalls > 0 || c.blocked {
 		return true
 	}
 	for _, ch := range c.chans {
-		if ch.closing || len(ch.flushes) > 0 || ch.room != nil || len(ch.republish) > 0 {
+		if ch.closing || len(ch.flushes) > 0 || ch.room != nil || len(ch.republish) > 0 || ch.paused != nil {
 			return true
 		}
 	}
@@ -314,7 +318,9 @@ func (l *link) readLoop() {
 		}
 		// A consumer's full buffer stops the reader only while nothing is
 		// awaited from the broker; whatever may change that wakes it.
+		paused := false
 		for c.pauseLocked(l) {
+			paused = true
 			c.readPaused = true
 			if c.resume == nil {
 				c.resume = make(chan struct{})
@@ -332,12 +338,14 @@ func (l *link) readLoop() {
 		if c.l == l {
 			c.readPaused = false
 		}
-		if l.lingerer != nil && (n >= lingerMinRead || c.confirmsRead != confirms0) && n < len(buf) && c.settlesSent == settles0 && c.l == l && !l.eng.IsClosed() {
+		if l.lingerer != nil && !paused && (n >= lingerMinRead || c.confirmsRead != confirms0) && n < len(buf) && c.settlesSent == settles0 && c.l == l && !l.eng.IsClosed() {
 			// The broker sends fast, or confirms what was published
 			// (Config.ReadLinger): let its next writes pile up in the
 			// socket, to read them in one call. Not when an ack went out
 			// since the read (an inline handler's, say): the broker may
-			// have been waiting for it to send more. lingerOn is set
+			// have been waiting for it to send more. Nor after a pause:
+			// the broker's writes piled up meanwhile, and the application,
+			// which emptied a buffer to end it, waits. lingerOn is set
 			// before the check, for the waiters that do not take the lock
 			// (see Conn.confirmWaitStart).
 			c.lingerOn.Store(l.lingerer)

@@ -268,6 +268,17 @@ func (c *RPCClient) Call(ctx context.Context, exchange, routingKey string, msg M
 	msg.ReplyTo = directReplyTo
 	msg.CorrelationID = id
 	msg.Mandatory = true
+	// The reply is awaited: a reader lingering (Config.ReadLinger) must not
+	// hold it up. Counted before the publish, whose afterLocked ends a
+	// linger in progress.
+	c.conn.mu.Lock()
+	c.conn.rpcCalls++
+	c.conn.mu.Unlock()
+	defer func() {
+		c.conn.mu.Lock()
+		c.conn.rpcCalls--
+		c.conn.mu.Unlock()
+	}()
 	if err := s.ch.Publish(ctx, exchange, routingKey, msg); err != nil {
 		if c.finish(id, rpcReply{}) {
 			c.mu.Lock()
