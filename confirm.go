@@ -200,7 +200,7 @@ func (f *Confirmation) Done() <-chan struct{} {
 // after f are unconfirmed the broker is busy with them, and f's outcome,
 // if it comes, is read at most one linger later.
 func (f *Confirmation) countWaitLocked() {
-	if !f.counted && f.ch != nil && f.tag >= f.ch.lastPub.Load() {
+	if !f.counted && f.ch != nil && f.ch.conn.cfg.ReadLinger > 0 && f.tag >= f.ch.lastPub.Load() {
 		f.counted = true
 		f.ch.conn.confirmWaitStart()
 	}
@@ -455,7 +455,9 @@ func (c *Conn) republishing() bool { return !c.cfg.DisableRepublish && !c.cfg.Di
 // PublishHooks' view of the message, nil without them.
 func (ch *Channel) recordPublishLocked(exchange, routingKey string, msg *Message, want bool, p *Publishing) *Confirmation {
 	tag := ch.confirms.Next()
-	ch.lastPub.Store(tag)
+	if ch.conn.cfg.ReadLinger > 0 {
+		ch.lastPub.Store(tag)
+	}
 	rec := pubRecord{seq: tag, epoch: ch.epoch, mandatory: msg.Mandatory}
 	if p != nil {
 		p.Seq = tag
@@ -734,7 +736,9 @@ func (ch *Channel) republishLocked() int {
 			continue
 		}
 		tag := ch.confirms.Next()
-		ch.lastPub.Store(tag)
+		if ch.conn.cfg.ReadLinger > 0 {
+			ch.lastPub.Store(tag)
+		}
 		if r.conf != nil {
 			r.conf.mu.Lock()
 			r.conf.tag = tag

@@ -317,8 +317,10 @@ func (ch *Channel) settleLocking(kind SettleKind, tag uint64, multiple, requeue,
 	// The broker may now send what the prefetch count held back: a
 	// lingering reader reads it at once, and one that has just read does
 	// not linger (Config.ReadLinger).
-	c.settlesSent++
-	c.unlingerLocked()
+	if c.cfg.ReadLinger > 0 {
+		c.settlesSent++
+		c.unlingerLocked()
+	}
 	c.afterLocked(c.l)
 	return n, nil
 }
