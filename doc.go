@@ -254,6 +254,16 @@
 // or more Ps it cut the CPU per consumed message by about a fifth in
 // BENCHMARKS.md's runs.
 //
+// With BlockingRead, [Config].ReadLinger (opt-in) trades latency for CPU:
+// after a read that brought several deliveries or a publisher
+// confirmation, the reader waits up to the linger before it reads again,
+// so that one read takes what the broker wrote meanwhile. Nothing anyone
+// waits for is held back — a reply, a close, the newest confirmation of a
+// channel that a goroutine waits for, an RPC reply, the end of a block —
+// and an ack ends the wait too; deliveries and confirmations nobody waits
+// for yet arrive up to the linger later. See [Config].ReadLinger for the
+// whole contract, and BENCHMARKS.md ("Lingering reads") for what it saves.
+//
 // When an inline consumer ends (Cancel, a broker cancel, its channel's
 // close), the deliveries still buffered go to its handler from a goroutine
 // of the library, after the reader's last call; [Consumer.Done] is closed
