@@ -100,7 +100,10 @@ type Config struct {
 	// channel (Confirmation.Wait, a select on Confirmation.Done,
 	// WaitConfirms) or for room to publish (MaxUnconfirmed). Whatever
 	// starts to wait ends a linger in progress at once, and so does an
-	// ack, nack or reject (the broker may hold deliveries back for it).
+	// ack, nack or reject sent while half or more of the channel's
+	// prefetch count is unacknowledged (the broker may be holding
+	// deliveries back for it); no linger follows a read during whose
+	// handling one was sent.
 	// The broker's writes meanwhile pile up in the socket and the next
 	// read takes them all: a busy consumer, or a publisher with many
 	// confirmations outstanding, costs less CPU per message (fewer reads,

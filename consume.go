@@ -295,7 +295,7 @@ func (ch *Channel) settleLocking(kind SettleKind, tag uint64, multiple, requeue,
 		brokerTag = tag - ch.tagBase
 	}
 	before := 0
-	if count {
+	if count || c.cfg.ReadLinger > 0 {
 		before = c.eng.Unacked(ch.id)
 	}
 	var err error
@@ -314,15 +314,31 @@ func (ch *Channel) settleLocking(kind SettleKind, tag uint64, multiple, requeue,
 	if count {
 		n = before - c.eng.Unacked(ch.id)
 	}
-	// The broker may now send what the prefetch count held back: a
-	// lingering reader reads it at once, and one that has just read does
-	// not linger (Config.ReadLinger).
-	if c.cfg.ReadLinger > 0 {
+	if c.cfg.ReadLinger > 0 && ch.creditShortLocked(before) {
+		// The broker may now send what the prefetch count held back: a
+		// lingering reader reads it at once, and one that has just read
+		// does not linger (Config.ReadLinger).
 		c.settlesSent++
 		c.unlingerLocked()
 	}
 	c.afterLocked(c.l)
 	return n, nil
+}
+
+// creditShortLocked reports whether unacked deliveries used half or more
+// of the channel's prefetch count (the smaller of the per-consumer and
+// the global one; unacked counts the whole channel's, so with several
+// consumers it errs towards true): the broker may be holding deliveries
+// back for an acknowledgement, and a lingering reader would leave it
+// idle. Without a prefetch count it never waits for one.
+func (ch *Channel) creditShortLocked(unacked int) bool {
+	p := 0
+	for _, q := range []*wire.BasicQos{ch.qos, ch.qosGlobal} {
+		if q != nil && q.PrefetchCount > 0 && (p == 0 || int(q.PrefetchCount) < p) {
+			p = int(q.PrefetchCount)
+		}
+	}
+	return p > 0 && 2*unacked >= p
 }
 
 // Consumer is a subscription to a queue. Deliveries are taken with Next or

@@ -260,7 +260,8 @@
 // so that one read takes what the broker wrote meanwhile. Nothing anyone
 // waits for is held back — a reply, a close, the newest confirmation of a
 // channel that a goroutine waits for, an RPC reply, the end of a block —
-// and an ack ends the wait too; deliveries and confirmations nobody waits
+// and an ack that gives the broker back the prefetch credit it may be
+// short of ends the wait too; deliveries and confirmations nobody waits
 // for yet arrive up to the linger later. See [Config].ReadLinger for the
 // whole contract, and BENCHMARKS.md ("Lingering reads") for what it saves.
 //

@@ -429,3 +429,102 @@ func TestReadLingerOlderConfirmWait(t *testing.T) {
 		t.Fatalf("Wait for the older confirmation: %v", err)
 	}
 }
+
+// TestReadLingerAckShortOfCredit: with a prefetch count of 2 and messages
+// of 2 KiB (each read brings 1 KiB or more), the broker sends the next
+// message only after the ack of the one before: the ack ends the linger
+// (Next) or forbids the one after its read (Inline), so that 50 messages
+// go through although the linger is an hour.
+func TestReadLingerAckShortOfCredit(t *testing.T) {
+	for _, inline := range []bool{false, true} {
+		name := "Next"
+		if inline {
+			name = "Inline"
+		}
+		t.Run(name, func(t *testing.T) {
+			hourLinger(t)
+			b, c := lingerFake(t, time.Hour, nil)
+			fc := b.conn(1)
+			ch := stallChannel(t, c)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := ch.Qos(ctx, QosOptions{PrefetchCount: 2}); err != nil {
+				t.Fatal(err)
+			}
+			const n = 50
+			var tag string
+			acked := make(chan uint64, n)
+			b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+				if a, ok := m.(*wire.BasicAck); ok && chID == ch.ID() {
+					acked <- a.DeliveryTag
+					if a.DeliveryTag < n {
+						go fc.deliverN(chID, tag, a.DeliveryTag+1, 2048)
+					}
+					return true
+				}
+				return false
+			})
+			var cons *Consumer
+			if inline {
+				cons = inlineConsume(t, ch, ConsumeOptions{}, func(d *Delivery) {
+					if err := d.Ack(false); err != nil {
+						t.Errorf("Ack: %v", err)
+					}
+				})
+			} else {
+				cons = stallConsume(t, ch, "q", ConsumeOptions{})
+			}
+			tag = cons.Tag()
+			go fc.deliverN(ch.ID(), tag, 1, 2048)
+			for i := uint64(1); i <= n; i++ {
+				if !inline {
+					d, err := cons.Next(ctx)
+					if err != nil {
+						t.Fatalf("Next %d: %v", i, err)
+					}
+					if err := d.Ack(false); err != nil {
+						t.Fatal(err)
+					}
+				}
+				select {
+				case got := <-acked:
+					if got != i {
+						t.Fatalf("ack of %d, want %d", got, i)
+					}
+				case <-ctx.Done():
+					t.Fatalf("message %d: the broker's next delivery waits behind a linger", i)
+				}
+			}
+		})
+	}
+}
+
+// TestReadLingerAckWithCreditLeft: an ack that leaves the prefetch window
+// far from full (20 unacked of 1,000) leaves the linger alone.
+func TestReadLingerAckWithCreditLeft(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := ch.Qos(ctx, QosOptions{PrefetchCount: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	cons := stallConsume(t, ch, "q", ConsumeOptions{})
+	lingerAfterBurst(t, fc, c, ch, cons, 1)
+	var last *Delivery
+	for range 20 {
+		d, err := cons.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = d
+	}
+	if err := last.Ack(true); err != nil {
+		t.Fatal(err)
+	}
+	if !lingering(c) {
+		t.Fatal("an ack of 20 with a prefetch count of 1,000 ended the linger")
+	}
+}
