@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pika-go/pika/internal/scripted"
 	"github.com/pika-go/pika/wire"
 )
 
@@ -239,5 +240,189 @@ func TestLingerReview2ConcurrentPublishers(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	waitFor(t, "no confirmation wait counted", func() bool { return c.confirmWaits.Load() == 0 })
+}
+
+// TestLingerReview2WaitCounts: every way a confirmation wait ends leaves
+// no wait counted (a count left behind would forbid lingering for good),
+// and each wait for the newest message ends the hour-long linger.
+func TestLingerReview2WaitCounts(t *testing.T) {
+	publish := func(t *testing.T, pub *Channel) *Confirmation {
+		t.Helper()
+		conf, err := pub.PublishWithConfirm(lingerCtx(t), "", "x", Message{Body: []byte("m")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return conf
+	}
+	zero := func(t *testing.T, c *Conn) {
+		t.Helper()
+		waitFor(t, "no confirmation wait counted", func() bool { return c.confirmWaits.Load() == 0 })
+	}
+	t.Run("Wait ends by ctx, then Wait again", func(t *testing.T) {
+		_, c, pub, acks := lingeringPublisher(t, nil)
+		conf := publish(t, pub)
+		ctx, cancel := context.WithCancel(context.Background())
+		res := make(chan error, 1)
+		go func() { res <- conf.Wait(ctx) }()
+		waitFor(t, "the wait to be counted", func() bool { return c.confirmWaits.Load() == 1 })
+		cancel()
+		if err := <-res; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Wait: %v", err)
+		}
+		zero(t, c)
+		acks <- 2
+		if err := conf.Wait(lingerCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		zero(t, c)
+	})
+	t.Run("Done twice, Wait and Wait ending by ctx", func(t *testing.T) {
+		_, c, pub, acks := lingeringPublisher(t, nil)
+		conf := publish(t, pub)
+		d1, d2 := conf.Done(), conf.Done()
+		if d1 != d2 {
+			t.Fatal("two Done channels")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		res := make(chan error, 2)
+		go func() { res <- conf.Wait(ctx) }()
+		go func() { res <- conf.Wait(lingerCtx(t)) }()
+		cancel()
+		if n := c.confirmWaits.Load(); n != 1 {
+			t.Fatalf("%d waits counted for one confirmation", n)
+		}
+		acks <- 2
+		select {
+		case <-d1:
+		case <-lingerCtx(t).Done():
+			t.Fatal("Done not closed")
+		}
+		for range 2 {
+			if err := <-res; err != nil && !errors.Is(err, context.Canceled) {
+				t.Fatal(err)
+			}
+		}
+		zero(t, c)
+	})
+	t.Run("Wait and Done concurrently", func(t *testing.T) {
+		_, c, pub, acks := lingeringPublisher(t, nil)
+		for tag := uint64(2); tag < 200; tag++ {
+			conf := publish(t, pub)
+			ctx, cancel := context.WithCancel(lingerCtx(t))
+			res := make(chan error, 1)
+			go func() { res <- conf.Wait(ctx) }()
+			done := conf.Done()
+			if tag%3 == 0 {
+				cancel()
+			}
+			acks <- tag
+			<-done
+			if err := <-res; err != nil && !errors.Is(err, context.Canceled) {
+				t.Fatal(err)
+			}
+			cancel()
+			zero(t, c)
+		}
+	})
+	for _, how := range []string{"Channel.Close", "Conn.Close", "channel closed by the broker"} {
+		t.Run(how, func(t *testing.T) {
+			b, c, pub, _ := lingeringPublisher(t, nil)
+			older, newest := publish(t, pub), publish(t, pub)
+			res := make(chan error, 2)
+			go func() { res <- older.Wait(lingerCtx(t)) }()
+			go func() {
+				select {
+				case <-newest.Done():
+					res <- newest.Err()
+				case <-lingerCtx(t).Done():
+					res <- lingerCtx(t).Err()
+				}
+			}()
+			waitFor(t, "the newest's wait to be counted", func() bool { return c.confirmWaits.Load() == 1 })
+			var err error
+			switch how {
+			case "Channel.Close":
+				err = pub.Close(lingerCtx(t))
+			case "Conn.Close":
+				err = closeReturns(lingerCtx(t), t, c)
+			default:
+				b.conn(1).send(pub.ID(), &wire.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED"})
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", how, err)
+			}
+			for range 2 {
+				if err := <-res; !errors.Is(err, ErrOutcomeUnknown) {
+					t.Fatalf("wait after %s: %v, want ErrOutcomeUnknown", how, err)
+				}
+			}
+			zero(t, c)
+		})
+	}
+}
+
+// TestLingerReview2RepublishedNewest: a wait for a message that a
+// recovery republishes as the newest of its channel (the newer one was
+// returned, so not republished) counts once republished: the reader of
+// the recovered connection does not linger (an hour) after a burst of
+// deliveries with the republished copy's ack left unread. Before the fix
+// the wait, not counted (a newer message was outstanding when it
+// started), waited out the linger.
+func TestLingerReview2RepublishedNewest(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, func(_ *fakeBroker, cfg *Config) { cfg.DisableRecovery = false })
+	pub := stallChannel(t, c)
+	ch := stallChannel(t, c)
+	ctx := lingerCtx(t)
+	if err := pub.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
+	published := make(chan int, 10) // the connection each publish came on
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); ok && chID == pub.ID() {
+			published <- fc.n
+			return true // acked when the test says
+		}
+		return false
+	})
+	older, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("older")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, err := pub.PublishWithConfirm(ctx, "", "nowhere", Message{Body: []byte("newest"), Mandatory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-published
+	<-published
+	fc := b.conn(1)
+	fc.wmu.Lock()
+	fc.nc.Write(scripted.Message(pub.ID(), &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, &wire.Properties{}, []byte("newest"), 128<<10))
+	fc.wmu.Unlock()
+	if err := newest.Wait(ctx); !errors.Is(err, ErrReturned) {
+		t.Fatalf("the returned message: %v", err)
+	}
+	res := make(chan error, 1)
+	go func() { res <- older.Wait(ctx) }()
+	waitFor(t, "the wait for the older confirmation to start", func() bool {
+		older.mu.Lock()
+		defer older.mu.Unlock()
+		return older.wake != nil
+	})
+	fc.kill()
+	if n := <-published; n != 2 {
+		t.Fatalf("republished on connection %d", n)
+	}
+	waitFor(t, "the recovery", func() bool { return b.count() == 2 && !c.IsRecovering() })
+	fc = b.conn(2)
+	before := lingers(c)
+	fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
+	takeN(t, cons, 20)
+	fc.send(pub.ID(), &wire.BasicAck{DeliveryTag: 1})
+	if err := <-res; err != nil {
+		t.Fatalf("Wait for the republished message (lingers since the recovery: %d): %v", lingers(c)-before, err)
+	}
 	waitFor(t, "no confirmation wait counted", func() bool { return c.confirmWaits.Load() == 0 })
 }
