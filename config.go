@@ -99,12 +99,14 @@ type Config struct {
 	// publishers, no goroutine waiting for the confirmation of the newest
 	// message of a channel still unconfirmed (Confirmation.Wait, a select
 	// on Confirmation.Done, WaitConfirms) or for room to publish
-	// (MaxUnconfirmed). Whatever starts to wait ends a linger in progress
-	// at once, and so does an ack, nack or reject (the broker may hold
-	// deliveries back for it). The broker's writes meanwhile pile up in
-	// the socket and the next read takes them all: a busy consumer, or a
-	// publisher with many confirmations outstanding, costs less CPU per
-	// message (fewer reads, fewer thread wake-ups).
+	// (MaxUnconfirmed, WriteBufferLimit: a broker may stop reading while
+	// its own writes wait for the client to read). Whatever starts to
+	// wait ends a linger in progress at once, and so does an ack, nack or
+	// reject (the broker may hold deliveries back for it). The broker's
+	// writes meanwhile pile up in the socket and the next read takes them
+	// all: a busy consumer, or a publisher with many confirmations
+	// outstanding, costs less CPU per message (fewer reads, fewer thread
+	// wake-ups).
 	//
 	// What it costs: what nobody waits for may reach the application up
 	// to ReadLinger later — deliveries, confirmations (those that

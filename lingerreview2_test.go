@@ -426,3 +426,57 @@ func TestLingerReview2RepublishedNewest(t *testing.T) {
 	}
 	waitFor(t, "no confirmation wait counted", func() bool { return c.confirmWaits.Load() == 0 })
 }
+
+// TestLingerReview2PublisherWaitsForSpace: a publisher waiting for the
+// write buffer (WriteBufferLimit) to drain waits for the broker to read,
+// and a broker may stop reading while the client does not read what it
+// sent (RabbitMQ's credit flow holds its reader back while its writer is
+// stuck): here the fake broker answers each publish with a delivery of
+// 2 KiB and reads nothing more until the consumer has it. The reader must
+// not start a linger (an hour) while such a publisher waits, or all wait
+// for each other until the linger ends.
+func TestLingerReview2PublisherWaitsForSpace(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, func(_ *fakeBroker, cfg *Config) { cfg.WriteBufferLimit = 8 << 10 })
+	ch := stallChannel(t, c)
+	pub := stallChannel(t, c)
+	ctx := lingerCtx(t)
+	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 100000})
+	got := make(chan uint64, 1000)
+	go func() {
+		for {
+			d, err := cons.Next(ctx)
+			if err != nil {
+				return
+			}
+			got <- d.DeliveryTag
+		}
+	}()
+	dtag := uint64(20) // after the burst's
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); !ok || chID != pub.ID() {
+			return false
+		}
+		dtag++
+		fc.deliverN(ch.ID(), cons.Tag(), dtag, 2048)
+		for {
+			select {
+			case tag := <-got:
+				if tag == dtag {
+					return true
+				}
+			case <-ctx.Done():
+				return true
+			}
+		}
+	})
+	// The reader lingers after a burst; the publisher then writes more
+	// than the sockets' buffers hold.
+	lingerAfterBurst(t, b.conn(1), c, ch, cons, 1)
+	body := make([]byte, 64<<10)
+	for i := range 400 {
+		if err := pub.Publish(ctx, "", "x", Message{Body: body}); err != nil {
+			t.Fatalf("publish %d (lingers %d): %v", i, lingers(c), err)
+		}
+	}
+}
