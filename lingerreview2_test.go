@@ -480,3 +480,93 @@ func TestLingerReview2PublisherWaitsForSpace(t *testing.T) {
 		}
 	}
 }
+
+// TestLingerReview2Transactions: tx.select, a publish and tx.commit made
+// while the reader lingers (an hour) all complete: each awaits a reply.
+func TestLingerReview2Transactions(t *testing.T) {
+	b, c, fc, ch, cons := lingeringConsumer(t)
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		switch m.(type) {
+		case *wire.TxSelect:
+			fc.send(chID, &wire.TxSelectOk{})
+		case *wire.TxCommit:
+			fc.send(chID, &wire.TxCommitOk{})
+		case *wire.TxRollback:
+			fc.send(chID, &wire.TxRollbackOk{})
+		default:
+			return false
+		}
+		return true
+	})
+	ctx := lingerCtx(t)
+	tx := stallChannel(t, c)
+	if err := tx.TxSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 5 {
+		lingerAfterBurst(t, fc, c, ch, cons, uint64(21+20*round))
+		if err := tx.Publish(ctx, "", "x", Message{Body: []byte("m")}); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if round%2 == 0 {
+			err = tx.TxCommit(ctx)
+		} else {
+			err = tx.TxRollback(ctx)
+		}
+		if err != nil {
+			t.Fatalf("round %d: commit or rollback while the reader lingers: %v", round, err)
+		}
+	}
+}
+
+// TestLingerReview2InlineHandlerWaits: an inline handler that publishes
+// with a confirmation and waits for it (its ctx ends the wait: the reader
+// runs the handler) leaves no wait counted, and a wait for that
+// confirmation outside the handler, while the reader lingers after the
+// read that ran it, ends the linger.
+func TestLingerReview2InlineHandlerWaits(t *testing.T) {
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, nil)
+	fc := b.conn(1)
+	ch := stallChannel(t, c)
+	pub := stallChannel(t, c)
+	ctx := lingerCtx(t)
+	if err := pub.ConfirmSelect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); ok && chID == pub.ID() {
+			go fc.send(chID, &wire.BasicAck{DeliveryTag: 1})
+			return true
+		}
+		return false
+	})
+	confs := make(chan *Confirmation, 1)
+	var once sync.Once
+	cons, err := ch.ConsumeFunc(ctx, "q", ConsumeOptions{AutoAck: true, Inline: true}, func(_ context.Context, d *Delivery) {
+		once.Do(func() {
+			conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("a")})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			wctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			defer cancel()
+			if err := conf.Wait(wctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Wait in an inline handler: %v, want the ctx's end (the reader runs the handler)", err)
+			}
+			confs <- conf
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
+	conf := <-confs
+	waitFor(t, "no confirmation wait counted", func() bool { return c.confirmWaits.Load() == 0 })
+	if err := conf.Wait(ctx); err != nil {
+		t.Fatalf("confirmation waited for outside the handler: %v", err)
+	}
+	waitFor(t, "no confirmation wait counted", func() bool { return c.confirmWaits.Load() == 0 })
+}
