@@ -570,3 +570,48 @@ func TestLingerReview2InlineHandlerWaits(t *testing.T) {
 	}
 	waitFor(t, "no confirmation wait counted", func() bool { return c.confirmWaits.Load() == 0 })
 }
+
+// TestLingerReview2NewestSettledFirstRace: over and over, two messages,
+// the newer acked first and waited for (which ends the linger and reads
+// its ack), and a wait for the older racing the reader's read of that
+// ack (which makes the older the newest unconfirmed, and is followed by
+// a linger): every wait for the older ends, and none stays counted.
+func TestLingerReview2NewestSettledFirstRace(t *testing.T) {
+	_, c, pub, acks := lingeringPublisher(t, nil)
+	ctx := lingerCtx(t)
+	for tag := uint64(2); tag < 300; tag += 2 {
+		older, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("older")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		newer, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("newer")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := make(chan error, 1)
+		acks <- tag + 1
+		if tag%4 == 0 {
+			go func() { res <- older.Wait(ctx) }()
+		} else {
+			go func() {
+				select {
+				case <-older.Done():
+					res <- older.Err()
+				case <-ctx.Done():
+					res <- ctx.Err()
+				}
+			}()
+		}
+		if err := newer.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		acks <- tag
+		if err := <-res; err != nil {
+			t.Fatalf("message %d (lingers %d): %v", tag, lingers(c), err)
+		}
+	}
+	if lingers(c) < 2 {
+		t.Fatal("the reader hardly lingered: the test tests nothing")
+	}
+	waitFor(t, "no confirmation wait counted", func() bool { return c.confirmWaits.Load() == 0 })
+}
