@@ -24,8 +24,10 @@ type Channel struct {
 	conn *Conn
 	id   uint16
 	// lastPub is the sequence number of the newest message published in
-	// confirm mode: a wait for an older one's confirmation lets the
-	// reader linger (see Confirmation.Wait).
+	// confirm mode, lowered to the newest one still unconfirmed when the
+	// broker confirms the newest before older ones (0 when none is): a
+	// wait for an older one's confirmation lets the reader linger (see
+	// Confirmation.countWaitLocked). Stored under conn.mu.
 	lastPub atomic.Uint64
 
 	// All below are guarded by conn.mu.

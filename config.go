@@ -96,29 +96,31 @@ type Config struct {
 	// confirmation, unless the read filled its buffer, and while nothing
 	// waits for the broker: no reply to a request or to an RPCClient.Call,
 	// no close, no end of a connection.blocked or channel.flow that holds
-	// publishers, no goroutine waiting for the newest confirmation of a
-	// channel (Confirmation.Wait, a select on Confirmation.Done,
-	// WaitConfirms) or for room to publish (MaxUnconfirmed). Whatever
-	// starts to wait ends a linger in progress at once, and so does an
-	// ack, nack or reject sent while half or more of the channel's
-	// prefetch count is unacknowledged (the broker may be holding
-	// deliveries back for it); no linger follows a read during whose
-	// handling one was sent.
-	// The broker's writes meanwhile pile up in the socket and the next
-	// read takes them all: a busy consumer, or a publisher with many
+	// publishers, no goroutine waiting for the confirmation of the newest
+	// message of a channel still unconfirmed (Confirmation.Wait, a select
+	// on Confirmation.Done, WaitConfirms) or for room to publish
+	// (MaxUnconfirmed, WriteBufferLimit: a broker may stop reading while
+	// its own writes wait for the client to read). Whatever starts to
+	// wait ends a linger in progress at once, and so does an ack, nack or
+	// reject sent while half or more of the channel's prefetch count is
+	// unacknowledged (the broker may be holding deliveries back for it);
+	// no linger follows a read during whose handling one was sent. The
+	// broker's writes meanwhile pile up in the socket and the next read
+	// takes them all: a busy consumer, or a publisher with many
 	// confirmations outstanding, costs less CPU per message (fewer reads,
 	// fewer thread wake-ups).
 	//
 	// What it costs: what nobody waits for may reach the application up
 	// to ReadLinger later — deliveries, confirmations (those that
 	// OnConfirm, PublishOutcomeHooks and a wait for an older message
-	// see: the broker is busy with the newer ones meanwhile), and the
-	// broker's own closes, cancels and returns. A trickle of small
-	// deliveries (reads under 1 KiB) is never held back. Without
-	// BlockingRead, or off Linux, it is ignored: with the runtime's poller
-	// every write of the broker still wakes a thread, and lingering saved
-	// nothing (see BENCHMARKS.md). At most MaxReadLinger (longer is taken
-	// as that); default 0: read again at once. 1 ms is a good start.
+	// see while newer ones are unconfirmed: the broker is busy with them
+	// meanwhile), and the broker's own closes, cancels and returns. A
+	// trickle of small deliveries (reads under 1 KiB) is never held back.
+	// Without BlockingRead, or off Linux, it is ignored: with the
+	// runtime's poller every write of the broker still wakes a thread, and
+	// lingering saved nothing (see BENCHMARKS.md). At most MaxReadLinger
+	// (longer is taken as that); default 0: read again at once. 1 ms is a
+	// good start.
 	ReadLinger time.Duration
 
 	// Logger receives the connection's log records; at Debug level every

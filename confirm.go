@@ -198,7 +198,9 @@ func (f *Confirmation) Done() <-chan struct{} {
 // the channel counts: the broker then has nothing else of the publisher's
 // to work on, and a linger would idle both. While messages published
 // after f are unconfirmed the broker is busy with them, and f's outcome,
-// if it comes, is read at most one linger later.
+// if it comes, is read at most one linger later; when they are confirmed
+// first, f is the newest unconfirmed and its wait is counted then (see
+// newestOutstandingLocked).
 func (f *Confirmation) countWaitLocked() {
 	if !f.counted && f.ch != nil && f.ch.conn.cfg.ReadLinger > 0 && f.tag >= f.ch.lastPub.Load() {
 		f.counted = true
@@ -507,8 +509,41 @@ func (ch *Channel) confirmLocked(tag uint64, multiple, ack bool) {
 	if len(ch.notify.onConfirm) > 0 {
 		ch.notify.confirmed(cf)
 	}
+	if ch.conn.cfg.ReadLinger > 0 {
+		if _, ok := ch.confirms.Lookup(ch.lastPub.Load()); !ok {
+			ch.newestOutstandingLocked()
+		}
+	}
 	ch.releaseFlushesLocked()
 	ch.roomLocked()
+}
+
+// newestOutstandingLocked sets lastPub to the newest message whose
+// outcome is pending (0 when none is), after the newest ones were settled
+// (the broker confirmed them before older ones) or republished, and counts
+// a wait in progress for that message (see countWaitLocked): the broker
+// has nothing newer of the channel's to work on, so its waiter must end
+// the linger like a wait for the newest published. The waiter checks
+// lastPub under its Confirmation's lock, which is taken here after the
+// store: either it sees the new lastPub, or this sees its wait.
+func (ch *Channel) newestOutstandingLocked() {
+	tag := ch.confirms.LastUnsettled()
+	if ch.lastPub.Load() != tag {
+		ch.lastPub.Store(tag)
+	}
+	if tag == 0 {
+		return
+	}
+	r, ok := ch.confirms.Lookup(tag)
+	if !ok || r.conf == nil {
+		return
+	}
+	f := r.conf
+	f.mu.Lock()
+	if !f.settled && (f.wake != nil || f.done != nil) {
+		f.countWaitLocked()
+	}
+	f.mu.Unlock()
 }
 
 // verdictLocked decides the outcome of a message the broker confirmed.
@@ -749,6 +784,11 @@ func (ch *Channel) republishLocked() int {
 	}
 	clear(ch.republish)
 	ch.republish = ch.republish[:0]
+	if n > 0 && ch.conn.cfg.ReadLinger > 0 {
+		// The newest copy may be of a message someone waits for, not
+		// counted before: newer messages were settled before the loss.
+		ch.newestOutstandingLocked()
+	}
 	ch.releaseFlushesLocked()
 	ch.roomLocked() // copies that failed to publish leave room
 	return n

@@ -243,13 +243,15 @@ const lingerMinRead = 1024
 // a reply to a request (a consumer suspension's quiet ones included: the
 // restart waits for them), a close, a goroutine waiting for the newest
 // publisher confirmation of a channel (Confirmation.Wait or Done,
-// WaitConfirms) or for room to publish, messages to republish, the reply
-// of an RPCClient.Call, the end of a connection.blocked or of a
-// channel.flow that stopped a channel (publishers wait for it).
+// WaitConfirms) or for room to publish (MaxUnconfirmed, or
+// WriteBufferLimit: the broker may not read while its own writes wait for
+// the client to read), messages to republish, the reply of an
+// RPCClient.Call, the end of a connection.blocked or of a channel.flow
+// that stopped a channel (publishers wait for it).
 // Confirmations merely outstanding do not count: nobody waits for them
 // yet, and whoever starts to ends the linger.
 func (c *Conn) lingerBlockedLocked() bool {
-	if c.closing || c.state != connOpen || len(c.l.waiters) > 0 || c.confirmWaits.Load() > 0 || c.rpcCalls > 0 || c.blocked {
+	if c.closing || c.state != connOpen || len(c.l.waiters) > 0 || c.confirmWaits.Load() > 0 || c.rpcCalls > 0 || c.blocked || c.space != nil {
 		return true
 	}
 	for _, ch := range c.chans {

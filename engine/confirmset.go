@@ -57,6 +57,20 @@ func (s *ConfirmSet[T]) FirstUnsettled() uint64 {
 	return next
 }
 
+// LastUnsettled returns the highest unsettled tag, or 0 when every tag is
+// settled. It looks back from the newest tag over the settled ones.
+func (s *ConfirmSet[T]) LastUnsettled() uint64 {
+	if s.open == 0 {
+		return 0
+	}
+	for i := len(s.buf) - 1; i >= s.head; i-- {
+		if !s.buf[i].settled {
+			return s.base + uint64(i-s.head)
+		}
+	}
+	return 0
+}
+
 // Each calls fn for every unsettled tag in order until fn returns false.
 func (s *ConfirmSet[T]) Each(fn func(tag uint64, v T) bool) {
 	for i, e := range s.buf[s.head:] {
