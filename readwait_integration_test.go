@@ -60,3 +60,88 @@ func TestBlockingReadBroker(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 }
+
+// TestReadLingerBroker: against RabbitMQ, with BlockingRead and a 1 ms
+// ReadLinger on both connections, a publisher waiting on the confirmation
+// of the message published 100 before (PublishWithConfirm) gets every
+// confirmation, a Next consumer acknowledging every 50 under a prefetch
+// of 200 gets every message in order, a declaration made in the middle
+// gets its reply, and both readers did linger.
+func TestReadLingerBroker(t *testing.T) {
+	t.Parallel()
+	url := testenv.Broker(t)
+	cfg, err := ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.BlockingRead = true
+	cfg.ReadLinger = time.Millisecond
+	cfg.DisableRecovery = true
+	pc := dialFake(t, cfg)
+	cc := dialFake(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, c := range []*Conn{pc, cc} {
+		c.mu.Lock()
+		on := c.l.lingerer != nil
+		c.mu.Unlock()
+		if !on {
+			t.Fatal("ReadLinger with BlockingRead against the broker: the reader does not linger")
+		}
+	}
+	cch := openChannel(t, cc)
+	q := slowQueue(t, cch)
+	if err := cch.Qos(ctx, QosOptions{PrefetchCount: 200}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := cch.Consume(ctx, q, ConsumeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	pubErr := make(chan error, 1)
+	go func() {
+		pch, err := pc.Channel(ctx)
+		if err == nil {
+			err = pch.ConfirmSelect(ctx)
+		}
+		var ring [100]*Confirmation
+		for i := 0; err == nil && i < n; i++ {
+			if f := ring[i%len(ring)]; f != nil {
+				if err = f.Wait(ctx); err != nil {
+					break
+				}
+			}
+			ring[i%len(ring)], err = pch.PublishWithConfirm(ctx, "", q, Message{Body: make([]byte, 100)})
+		}
+		if err == nil {
+			err = pch.WaitConfirms(ctx)
+		}
+		pubErr <- err
+	}()
+	for i := uint64(1); i <= n; i++ {
+		d, err := cons.Next(ctx)
+		if err != nil {
+			t.Fatalf("Next after %d: %v", i-1, err)
+		}
+		if d.DeliveryTag != i {
+			t.Fatalf("delivery tag %d, want %d", d.DeliveryTag, i)
+		}
+		if i%50 == 0 {
+			if err := d.Ack(true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i == n/2 {
+			if _, err := cch.QueueDeclarePassive(ctx, q); err != nil {
+				t.Fatalf("passive declare while consuming: %v", err)
+			}
+		}
+	}
+	if err := <-pubErr; err != nil {
+		t.Fatalf("publisher: %v", err)
+	}
+	if lingers(pc) == 0 || lingers(cc) == 0 {
+		t.Errorf("lingers: publisher %d, consumer %d; want some on both", lingers(pc), lingers(cc))
+	}
+}
