@@ -4,7 +4,7 @@ package pika
 
 import (
 	"context"
-	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,8 +14,9 @@ import (
 
 // Tests of Config.ReadLinger (with BlockingRead) against fakeBroker over
 // TCP loopback. Most make the linger an hour, so that a wait the library
-// fails to end shows as a hang (bounded at 10–20 s by waitFor and
-// closeReturns), never as a timing assertion.
+// fails to end shows as a hang (bounded at 10–20 s by waitFor, lingerCtx
+// and closeReturns), never as a timing assertion. The helpers here serve
+// the review regressions in lingerreview_test.go as well.
 
 // hourLinger lets ReadLinger be an hour for the test's connections. Call
 // it before dialling.
@@ -23,6 +24,14 @@ func hourLinger(t *testing.T) {
 	old := readLingerCap
 	readLingerCap = time.Hour
 	t.Cleanup(func() { readLingerCap = old })
+}
+
+// lingerCtx is the bound of the test's calls: 20 s, against an hour's
+// linger.
+func lingerCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 // lingerFake returns a fakeBroker over TCP and a Conn with BlockingRead
@@ -46,6 +55,106 @@ func lingerFake(t *testing.T, d time.Duration, mod func(*fakeBroker, *Config)) (
 		t.Fatal("ReadLinger with BlockingRead: the link does not linger")
 	}
 	return b, c
+}
+
+// hourChannel returns a Conn with an hour-long ReadLinger (lingerFake,
+// config changed by mod), the broker's end of its socket and a channel.
+func hourChannel(t *testing.T, mod func(*fakeBroker, *Config)) (*fakeBroker, *Conn, *fakeConn, *Channel) {
+	t.Helper()
+	hourLinger(t)
+	b, c := lingerFake(t, time.Hour, mod)
+	return b, c, b.conn(1), stallChannel(t, c)
+}
+
+// hourQos is hourChannel (no config change) with a prefetch count set on
+// the channel.
+func hourQos(t *testing.T, prefetch int) (*fakeBroker, *Conn, *fakeConn, *Channel) {
+	t.Helper()
+	b, c, fc, ch := hourChannel(t, nil)
+	if err := ch.Qos(lingerCtx(t), QosOptions{PrefetchCount: prefetch}); err != nil {
+		t.Fatal(err)
+	}
+	return b, c, fc, ch
+}
+
+// confirmChannel opens a channel in confirm mode.
+func confirmChannel(t *testing.T, c *Conn) *Channel {
+	t.Helper()
+	pub := stallChannel(t, c)
+	if err := pub.ConfirmSelect(lingerCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// confirmPublishes makes the fake broker confirm every publish on pub:
+// confirm runs with the tags 1, 2, … in the order the broker reads them,
+// one call at a time, and must not block (it sends from another
+// goroutine).
+func confirmPublishes(b *fakeBroker, pub *Channel, confirm func(fc *fakeConn, tag uint64)) {
+	var mu sync.Mutex
+	var seq uint64
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); !ok || chID != pub.ID() {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		seq++
+		confirm(fc, seq)
+		return true
+	})
+}
+
+// ackPublishes makes the fake broker ack every publish on pub at once.
+func ackPublishes(b *fakeBroker, pub *Channel) {
+	confirmPublishes(b, pub, func(fc *fakeConn, tag uint64) {
+		go fc.send(pub.ID(), &wire.BasicAck{DeliveryTag: tag})
+	})
+}
+
+// publishConfirm publishes body on pub, in confirm mode.
+func publishConfirm(t *testing.T, ctx context.Context, pub *Channel, body string) *Confirmation {
+	t.Helper()
+	conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conf
+}
+
+// async runs f on another goroutine; its error comes on the channel.
+func async(f func() error) <-chan error {
+	res := make(chan error, 1)
+	go func() { res <- f() }()
+	return res
+}
+
+// viaDone waits for conf through its Done channel (not Wait, so not
+// counted as a confirmation wait).
+func viaDone(ctx context.Context, conf *Confirmation) error {
+	select {
+	case <-conf.Done():
+		return conf.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// waitStarted waits until a goroutine is in conf.Wait.
+func waitStarted(t *testing.T, conf *Confirmation) {
+	t.Helper()
+	waitFor(t, "the wait for the older confirmation to start", func() bool {
+		conf.mu.Lock()
+		defer conf.mu.Unlock()
+		return conf.wake != nil
+	})
+}
+
+// noConfirmWaits waits until no confirmation wait is counted on c.
+func noConfirmWaits(t *testing.T, c *Conn) {
+	t.Helper()
+	waitFor(t, "no confirmation wait counted", func() bool { return c.confirmWaits.Load() == 0 })
 }
 
 // deliverBurst writes deliveries first..first+n-1 (bodies of size bytes)
@@ -84,6 +193,17 @@ func takeN(t *testing.T, cons *Consumer, n int) []uint64 {
 	return tags
 }
 
+// takeThrough takes n deliveries from cons and checks that they are
+// last-n+1 … last, in order.
+func takeThrough(t *testing.T, cons *Consumer, n int, last uint64) {
+	t.Helper()
+	for i, tag := range takeN(t, cons, n) {
+		if want := last - uint64(n-1-i); tag != want {
+			t.Fatalf("delivery %d, want %d (of %d through %d)", tag, want, n, last)
+		}
+	}
+}
+
 // lingerAfterBurst delivers a burst of 20 (3–4 KiB) and waits until the
 // reader lingers after it.
 func lingerAfterBurst(t *testing.T, fc *fakeConn, c *Conn, ch *Channel, cons *Consumer, first uint64) {
@@ -92,17 +212,149 @@ func lingerAfterBurst(t *testing.T, fc *fakeConn, c *Conn, ch *Channel, cons *Co
 	waitFor(t, "the reader to linger after a burst", func() bool { return lingering(c) })
 }
 
+// burstWithoutLinger delivers a burst of 20 to cons, waits until cons has
+// it buffered, and checks that the reader did not linger after it (while
+// why).
+func burstWithoutLinger(t *testing.T, fc *fakeConn, c *Conn, ch *Channel, cons *Consumer, first uint64, why string) {
+	t.Helper()
+	before := lingers(c)
+	buffered := cons.Stats().Buffered
+	fc.deliverBurst(ch.ID(), cons.Tag(), first, 20, 100)
+	waitFor(t, "the burst", func() bool { return cons.Stats().Buffered == buffered+20 })
+	if n := lingers(c) - before; n != 0 {
+		t.Errorf("%d lingers while %s", n, why)
+	}
+}
+
+// whileLingering checks that c's reader lingers, then that call, made
+// now, completes (within lingerCtx's 20 s: a wake-up the call misses
+// leaves it to the hour-long linger).
+func whileLingering(t *testing.T, c *Conn, what string, call func(ctx context.Context) error) {
+	t.Helper()
+	if !lingering(c) {
+		t.Fatalf("%s: the reader does not linger before the call", what)
+	}
+	if err := call(lingerCtx(t)); err != nil {
+		t.Fatalf("%s while the reader lingers: %v", what, err)
+	}
+}
+
 // lingeringConsumer returns a connection whose reader lingers (for an
 // hour) after a burst of 20 deliveries to cons.
 func lingeringConsumer(t *testing.T) (*fakeBroker, *Conn, *fakeConn, *Channel, *Consumer) {
 	t.Helper()
-	hourLinger(t)
-	b, c := lingerFake(t, time.Hour, nil)
-	fc := b.conn(1)
-	ch := stallChannel(t, c)
+	b, c, fc, ch := hourChannel(t, nil)
 	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
 	lingerAfterBurst(t, fc, c, ch, cons, 1)
 	return b, c, fc, ch, cons
+}
+
+// lingeringPublisher returns a connection with a channel in confirm mode
+// whose publishes the fake broker acks when the test sends their tag on
+// acks, and whose reader lingers (for an hour) after reading the ack of
+// a first message that nobody waited for.
+func lingeringPublisher(t *testing.T, mod func(*fakeBroker, *Config)) (b *fakeBroker, c *Conn, pub *Channel, acks chan<- uint64) {
+	t.Helper()
+	hourLinger(t)
+	b, c = lingerFake(t, time.Hour, mod)
+	pub = confirmChannel(t, c)
+	ackc := make(chan uint64, 100)
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		if _, ok := m.(*wire.BasicPublish); ok && chID == pub.ID() {
+			return true // acked when the test says
+		}
+		return false
+	})
+	fc := b.conn(1)
+	go func() {
+		for tag := range ackc {
+			fc.send(pub.ID(), &wire.BasicAck{DeliveryTag: tag})
+		}
+	}()
+	t.Cleanup(func() { close(ackc) })
+	publishConfirm(t, lingerCtx(t), pub, "first")
+	ackc <- 1
+	waitFor(t, "the reader to linger after an ack nobody waited for", func() bool { return lingering(c) })
+	return b, c, pub, ackc
+}
+
+// settledInTurn: the fake broker sends each delivery (2 KiB) to a
+// consumer on a channel with the given prefetch count only once it has
+// read the settle (ack, nack or reject) of the one before, as a broker
+// does with the prefetch window full. total deliveries must pass in turn
+// although the linger is an hour: mode "inline" acks from an inline
+// handler, "ack", "nack" and "reject" settle after Next. It returns the
+// Conn.
+func settledInTurn(t *testing.T, prefetch int, total uint64, mode string) *Conn {
+	t.Helper()
+	b, c, fc, ch := hourQos(t, prefetch)
+	ctx := lingerCtx(t)
+	var tag string
+	settled := make(chan uint64, total)
+	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
+		var dtag uint64
+		switch m := m.(type) {
+		case *wire.BasicAck:
+			dtag = m.DeliveryTag
+		case *wire.BasicNack:
+			dtag = m.DeliveryTag
+		case *wire.BasicReject:
+			dtag = m.DeliveryTag
+		default:
+			return false
+		}
+		if chID != ch.ID() {
+			return false
+		}
+		settled <- dtag
+		if dtag < total {
+			go fc.deliverN(chID, tag, dtag+1, 2048)
+		}
+		return true
+	})
+	var cons *Consumer
+	if mode == "inline" {
+		cons = inlineConsume(t, ch, ConsumeOptions{}, func(d *Delivery) {
+			if err := d.Ack(false); err != nil {
+				t.Errorf("Ack: %v", err)
+			}
+		})
+	} else {
+		cons = stallConsume(t, ch, "q", ConsumeOptions{})
+	}
+	tag = cons.Tag()
+	go fc.deliverN(ch.ID(), tag, 1, 2048)
+	for i := uint64(1); i <= total; i++ {
+		if mode != "inline" {
+			d, err := cons.Next(ctx)
+			if err != nil {
+				t.Fatalf("delivery %d: %v (lingers %d)", i, err, lingers(c))
+			}
+			if d.DeliveryTag != i {
+				t.Fatalf("delivery %d, want %d", d.DeliveryTag, i)
+			}
+			switch mode {
+			case "ack":
+				err = d.Ack(false)
+			case "nack":
+				err = d.Nack(false, false)
+			case "reject":
+				err = d.Reject(false)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case got := <-settled:
+			if got != i {
+				t.Fatalf("settle of %d, want %d", got, i)
+			}
+		case <-ctx.Done():
+			t.Fatalf("delivery %d: the broker's next delivery waits behind a linger (lingers %d)", i, lingers(c))
+		}
+	}
+	return c
 }
 
 // TestReadLingerDeliversInOrder: with a short linger, bursts and single
@@ -123,10 +375,7 @@ func TestReadLingerDeliversInOrder(t *testing.T) {
 			tag++
 		}
 	}()
-	got := takeN(t, cons, rounds*21)
-	if !slices.IsSorted(got) || got[0] != 1 || got[len(got)-1] != rounds*21 {
-		t.Fatalf("delivery order: first %d, last %d, sorted %v", got[0], got[len(got)-1], slices.IsSorted(got))
-	}
+	takeThrough(t, cons, rounds*21, rounds*21)
 	if lingers(c) == 0 {
 		t.Fatal("the reader never lingered after a burst of 20 deliveries")
 	}
@@ -135,16 +384,11 @@ func TestReadLingerDeliversInOrder(t *testing.T) {
 // TestReadLingerNotForTrickle: reads of single small deliveries are never
 // followed by a linger (an hour here): each arrives.
 func TestReadLingerNotForTrickle(t *testing.T) {
-	hourLinger(t)
-	b, c := lingerFake(t, time.Hour, nil)
-	fc := b.conn(1)
-	ch := stallChannel(t, c)
+	_, c, fc, ch := hourChannel(t, nil)
 	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true})
 	for i := uint64(1); i <= 50; i++ {
 		fc.deliverN(ch.ID(), cons.Tag(), i, 100)
-		if got := takeN(t, cons, 1); got[0] != i {
-			t.Fatalf("delivery %d, want %d", got[0], i)
-		}
+		takeThrough(t, cons, 1, i)
 	}
 	if n := lingers(c); n != 0 {
 		t.Fatalf("%d lingers after single deliveries of 100 bytes", n)
@@ -155,11 +399,10 @@ func TestReadLingerNotForTrickle(t *testing.T) {
 // the linger: its reply is read at once, not after the linger.
 func TestReadLingerEndsForReply(t *testing.T) {
 	b, c, fc, ch, cons := lingeringConsumer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if _, err := ch.QueueDeclare(ctx, "other", QueueDeclareOptions{}); err != nil {
-		t.Fatalf("QueueDeclare while the reader lingers: %v", err)
-	}
+	whileLingering(t, c, "QueueDeclare", func(ctx context.Context) error {
+		_, err := ch.QueueDeclare(ctx, "other", QueueDeclareOptions{})
+		return err
+	})
 	// And while a reply is awaited the reader does not linger: the
 	// burst and the withheld reply that follows it both arrive.
 	release := withheldReply(b, "third", nil)
@@ -169,55 +412,12 @@ func TestReadLingerEndsForReply(t *testing.T) {
 		defer c.mu.Unlock()
 		return len(c.l.waiters) > c.l.quiet
 	})
-	before := lingers(c)
-	fc.deliverBurst(ch.ID(), cons.Tag(), 21, 20, 100)
-	waitFor(t, "the burst", func() bool { return cons.Stats().Buffered == 40 })
-	if n := lingers(c) - before; n != 0 {
-		t.Errorf("%d lingers while a reply was awaited", n)
-	}
+	burstWithoutLinger(t, fc, c, ch, cons, 21, "a reply was awaited")
 	release()
 	if err := <-res; err != nil {
 		t.Fatalf("QueueDeclare awaited during a burst: %v", err)
 	}
-	if got := takeN(t, cons, 40); got[39] != 40 {
-		t.Fatalf("last delivery %d, want 40", got[39])
-	}
-}
-
-// lingeringPublisher returns a connection with a channel in confirm mode
-// whose publishes the fake broker acks when the test sends their tag on
-// acks, and whose reader lingers (for an hour) after reading the ack of
-// a first message that nobody waited for.
-func lingeringPublisher(t *testing.T, mod func(*fakeBroker, *Config)) (b *fakeBroker, c *Conn, pub *Channel, acks chan<- uint64) {
-	t.Helper()
-	hourLinger(t)
-	b, c = lingerFake(t, time.Hour, mod)
-	pub = stallChannel(t, c)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := pub.ConfirmSelect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ackc := make(chan uint64, 100)
-	b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
-		if _, ok := m.(*wire.BasicPublish); ok && chID == pub.ID() {
-			return true // acked when the test says
-		}
-		return false
-	})
-	fc := b.conn(1)
-	go func() {
-		for tag := range ackc {
-			fc.send(pub.ID(), &wire.BasicAck{DeliveryTag: tag})
-		}
-	}()
-	t.Cleanup(func() { close(ackc) })
-	if _, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("first")}); err != nil {
-		t.Fatal(err)
-	}
-	ackc <- 1
-	waitFor(t, "the reader to linger after an ack nobody waited for", func() bool { return lingering(c) })
-	return b, c, pub, ackc
+	takeThrough(t, cons, 40, 40)
 }
 
 // TestReadLingerConfirmWaits: each way of waiting for a publisher
@@ -225,33 +425,19 @@ func lingeringPublisher(t *testing.T, mod func(*fakeBroker, *Config)) (b *fakeBr
 // already in the socket is read at once.
 func TestReadLingerConfirmWaits(t *testing.T) {
 	waits := map[string]func(ctx context.Context, pub *Channel, conf *Confirmation) error{
-		"Wait": func(ctx context.Context, _ *Channel, conf *Confirmation) error { return conf.Wait(ctx) },
-		"Done": func(ctx context.Context, _ *Channel, conf *Confirmation) error {
-			select {
-			case <-conf.Done():
-				return conf.Err()
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		},
+		"Wait":         func(ctx context.Context, _ *Channel, conf *Confirmation) error { return conf.Wait(ctx) },
+		"Done":         func(ctx context.Context, _ *Channel, conf *Confirmation) error { return viaDone(ctx, conf) },
 		"WaitConfirms": func(ctx context.Context, pub *Channel, _ *Confirmation) error { return pub.WaitConfirms(ctx) },
 	}
 	for name, wait := range waits {
 		t.Run(name, func(t *testing.T) {
 			_, c, pub, acks := lingeringPublisher(t, nil)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("second")})
-			if err != nil {
-				t.Fatal(err)
-			}
+			conf := publishConfirm(t, lingerCtx(t), pub, "second")
 			if !lingering(c) {
 				t.Fatal("a publish in confirm mode ended the linger: nobody waits for its confirmation yet")
 			}
 			acks <- 2
-			if err := wait(ctx, pub, conf); err != nil {
-				t.Fatalf("%s while the reader lingers: %v", name, err)
-			}
+			whileLingering(t, c, name, func(ctx context.Context) error { return wait(ctx, pub, conf) })
 		})
 	}
 }
@@ -260,18 +446,15 @@ func TestReadLingerConfirmWaits(t *testing.T) {
 // MaxUnconfirmed ends the linger; the ack that makes room is read.
 func TestReadLingerRoomToPublish(t *testing.T) {
 	_, c, pub, acks := lingeringPublisher(t, func(_ *fakeBroker, cfg *Config) { cfg.MaxUnconfirmed = 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := pub.Publish(ctx, "", "x", Message{Body: []byte("second")}); err != nil {
+	if err := pub.Publish(lingerCtx(t), "", "x", Message{Body: []byte("second")}); err != nil {
 		t.Fatal(err)
 	}
 	acks <- 2
-	if !lingering(c) {
-		t.Fatal("the linger ended before anyone waited")
-	}
-	if err := pub.Publish(ctx, "", "x", Message{Body: []byte("third")}); err != nil {
-		t.Fatalf("Publish waiting for room while the reader lingers: %v", err)
-	}
+	// whileLingering checks first that the linger did not end before
+	// anyone waited.
+	whileLingering(t, c, "Publish waiting for room", func(ctx context.Context) error {
+		return pub.Publish(ctx, "", "x", Message{Body: []byte("third")})
+	})
 }
 
 // TestReadLingerNotWhileWaiting: while a goroutine waits for a
@@ -282,23 +465,12 @@ func TestReadLingerNotWhileWaiting(t *testing.T) {
 	fc := b.conn(1)
 	ch := stallChannel(t, c)
 	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("second")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := make(chan error, 1)
-	go func() { res <- conf.Wait(ctx) }()
+	ctx := lingerCtx(t)
+	conf := publishConfirm(t, ctx, pub, "second")
+	res := async(func() error { return conf.Wait(ctx) })
 	waitFor(t, "the wait to start", func() bool { return c.confirmWaits.Load() == 1 })
-	before := lingers(c)
-	fc.deliverBurst(ch.ID(), cons.Tag(), 1, 20, 100)
-	if got := takeN(t, cons, 20); got[19] != 20 {
-		t.Fatalf("last delivery %d, want 20", got[19])
-	}
-	if n := lingers(c) - before; n != 0 {
-		t.Errorf("%d lingers while a confirmation was waited for", n)
-	}
+	burstWithoutLinger(t, fc, c, ch, cons, 1, "a confirmation was waited for")
+	takeThrough(t, cons, 20, 20)
 	acks <- 2
 	if err := <-res; err != nil {
 		t.Fatalf("Wait: %v", err)
@@ -314,24 +486,19 @@ func TestReadLingerNotWhileWaiting(t *testing.T) {
 // be left to the hour-long linger.
 func TestReadLingerConfirmRaces(t *testing.T) {
 	_, c, pub, acks := lingeringPublisher(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	ctx := lingerCtx(t)
 	for tag := uint64(2); tag < 300; tag++ {
-		conf, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("m")})
-		if err != nil {
-			t.Fatal(err)
-		}
+		conf := publishConfirm(t, ctx, pub, "m")
 		if tag%2 == 0 {
 			acks <- tag // before the wait starts
 		} else {
 			go func() { acks <- tag }() // racing it
 		}
+		wait := conf.Wait
 		if tag%3 == 0 {
-			err = pub.WaitConfirms(ctx)
-		} else {
-			err = conf.Wait(ctx)
+			wait = pub.WaitConfirms
 		}
-		if err != nil {
+		if err := wait(ctx); err != nil {
 			t.Fatalf("message %d: %v", tag, err)
 		}
 	}
@@ -347,11 +514,7 @@ func TestReadLingerConfirmRaces(t *testing.T) {
 // (the connection.close-ok is read at once).
 func TestReadLingerEndsForClose(t *testing.T) {
 	_, c, _, _, _ := lingeringConsumer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := closeReturns(ctx, t, c); err != nil {
-		t.Fatalf("Close while the reader lingers: %v", err)
-	}
+	whileLingering(t, c, "Close", func(ctx context.Context) error { return closeReturns(ctx, t, c) })
 	readerEnds(t, c)
 }
 
@@ -361,12 +524,8 @@ func TestReadLingerEndsAtPeerClose(t *testing.T) {
 	_, c, fc, _, cons := lingeringConsumer(t)
 	fc.kill()
 	readerEnds(t, c)
-	if got := takeN(t, cons, 20); got[19] != 20 {
-		t.Fatalf("last delivery %d, want 20", got[19])
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if _, err := cons.Next(ctx); err == nil {
+	takeThrough(t, cons, 20, 20)
+	if _, err := cons.Next(lingerCtx(t)); err == nil {
 		t.Fatal("Next after the connection ended: no error")
 	}
 }
@@ -387,7 +546,7 @@ func TestReadLingerIgnoredWithoutBlockingRead(t *testing.T) {
 	cons := stallConsume(t, ch, "q", ConsumeOptions{AutoAck: true, BufferSize: 1000})
 	for i := range 5 {
 		fc.deliverBurst(ch.ID(), cons.Tag(), uint64(i*20+1), 20, 100)
-		takeN(t, cons, 20)
+		takeThrough(t, cons, 20, uint64(i*20+20))
 	}
 	if n := lingers(c); n != 0 {
 		t.Fatalf("%d lingers without BlockingRead", n)
@@ -400,31 +559,16 @@ func TestReadLingerIgnoredWithoutBlockingRead(t *testing.T) {
 // ends it, and both waits then end.
 func TestReadLingerOlderConfirmWait(t *testing.T) {
 	_, c, pub, acks := lingeringPublisher(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	older, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("second")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	newest, err := pub.PublishWithConfirm(ctx, "", "x", Message{Body: []byte("third")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := lingerCtx(t)
+	older, newest := publishConfirm(t, ctx, pub, "second"), publishConfirm(t, ctx, pub, "third")
 	acks <- 3 // a multiple ack would do as well; two singles here
 	acks <- 2
-	res := make(chan error, 1)
-	go func() { res <- older.Wait(ctx) }()
-	waitFor(t, "the wait for the older confirmation to start", func() bool {
-		older.mu.Lock()
-		defer older.mu.Unlock()
-		return older.wake != nil
-	})
+	res := async(func() error { return older.Wait(ctx) })
+	waitStarted(t, older)
 	if !lingering(c) || c.confirmWaits.Load() != 0 {
 		t.Fatalf("a wait for an older confirmation: lingering %v, %d waits counted", lingering(c), c.confirmWaits.Load())
 	}
-	if err := newest.Wait(ctx); err != nil {
-		t.Fatalf("Wait for the newest confirmation while the reader lingers: %v", err)
-	}
+	whileLingering(t, c, "Wait for the newest confirmation", newest.Wait)
 	if err := <-res; err != nil {
 		t.Fatalf("Wait for the older confirmation: %v", err)
 	}
@@ -436,81 +580,16 @@ func TestReadLingerOlderConfirmWait(t *testing.T) {
 // (Next) or forbids the one after its read (Inline), so that 50 messages
 // go through although the linger is an hour.
 func TestReadLingerAckShortOfCredit(t *testing.T) {
-	for _, inline := range []bool{false, true} {
-		name := "Next"
-		if inline {
-			name = "Inline"
-		}
-		t.Run(name, func(t *testing.T) {
-			hourLinger(t)
-			b, c := lingerFake(t, time.Hour, nil)
-			fc := b.conn(1)
-			ch := stallChannel(t, c)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			if err := ch.Qos(ctx, QosOptions{PrefetchCount: 2}); err != nil {
-				t.Fatal(err)
-			}
-			const n = 50
-			var tag string
-			acked := make(chan uint64, n)
-			b.setHook(func(fc *fakeConn, chID uint16, m wire.Method) bool {
-				if a, ok := m.(*wire.BasicAck); ok && chID == ch.ID() {
-					acked <- a.DeliveryTag
-					if a.DeliveryTag < n {
-						go fc.deliverN(chID, tag, a.DeliveryTag+1, 2048)
-					}
-					return true
-				}
-				return false
-			})
-			var cons *Consumer
-			if inline {
-				cons = inlineConsume(t, ch, ConsumeOptions{}, func(d *Delivery) {
-					if err := d.Ack(false); err != nil {
-						t.Errorf("Ack: %v", err)
-					}
-				})
-			} else {
-				cons = stallConsume(t, ch, "q", ConsumeOptions{})
-			}
-			tag = cons.Tag()
-			go fc.deliverN(ch.ID(), tag, 1, 2048)
-			for i := uint64(1); i <= n; i++ {
-				if !inline {
-					d, err := cons.Next(ctx)
-					if err != nil {
-						t.Fatalf("Next %d: %v", i, err)
-					}
-					if err := d.Ack(false); err != nil {
-						t.Fatal(err)
-					}
-				}
-				select {
-				case got := <-acked:
-					if got != i {
-						t.Fatalf("ack of %d, want %d", got, i)
-					}
-				case <-ctx.Done():
-					t.Fatalf("message %d: the broker's next delivery waits behind a linger", i)
-				}
-			}
-		})
+	for name, mode := range map[string]string{"Next": "ack", "Inline": "inline"} {
+		t.Run(name, func(t *testing.T) { settledInTurn(t, 2, 50, mode) })
 	}
 }
 
 // TestReadLingerAckWithCreditLeft: an ack that leaves the prefetch window
 // far from full (20 unacked of 1,000) leaves the linger alone.
 func TestReadLingerAckWithCreditLeft(t *testing.T) {
-	hourLinger(t)
-	b, c := lingerFake(t, time.Hour, nil)
-	fc := b.conn(1)
-	ch := stallChannel(t, c)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := ch.Qos(ctx, QosOptions{PrefetchCount: 1000}); err != nil {
-		t.Fatal(err)
-	}
+	_, c, fc, ch := hourQos(t, 1000)
+	ctx := lingerCtx(t)
 	cons := stallConsume(t, ch, "q", ConsumeOptions{})
 	lingerAfterBurst(t, fc, c, ch, cons, 1)
 	var last *Delivery
