@@ -10,20 +10,26 @@ import (
 	"github.com/pika-go/pika/internal/testenv"
 )
 
+// blockingBrokerConfig returns the test broker's Config with BlockingRead,
+// the given ReadLinger and no recovery.
+func blockingBrokerConfig(t *testing.T, linger time.Duration) Config {
+	cfg, err := ParseURL(testenv.Broker(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.BlockingRead = true
+	cfg.ReadLinger = linger
+	cfg.DisableRecovery = true
+	return cfg
+}
+
 // TestBlockingReadBroker: against RabbitMQ, a connection with
 // BlockingRead reads through an fdConn, an inline consumer acknowledging
 // in multiples gets every message in order (the prefetch lets them come
 // only as the acks reach the broker), and Close returns.
 func TestBlockingReadBroker(t *testing.T) {
 	t.Parallel()
-	url := testenv.Broker(t)
-	cfg, err := ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.BlockingRead = true
-	cfg.DisableRecovery = true
-	c := dialFake(t, cfg) // a plain DialConfig, closed at the end
+	c := dialFake(t, blockingBrokerConfig(t, 0)) // a plain DialConfig, closed at the end
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c.mu.Lock()
@@ -42,7 +48,7 @@ func TestBlockingReadBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan uint64, n)
-	_, err = ch.ConsumeFunc(ctx, q, ConsumeOptions{Inline: true}, func(_ context.Context, d *Delivery) {
+	_, err := ch.ConsumeFunc(ctx, q, ConsumeOptions{Inline: true}, func(_ context.Context, d *Delivery) {
 		if d.DeliveryTag%100 == 0 {
 			if err := d.Ack(true); err != nil {
 				t.Errorf("Ack: %v", err)
@@ -69,14 +75,7 @@ func TestBlockingReadBroker(t *testing.T) {
 // gets its reply, and both readers did linger.
 func TestReadLingerBroker(t *testing.T) {
 	t.Parallel()
-	url := testenv.Broker(t)
-	cfg, err := ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.BlockingRead = true
-	cfg.ReadLinger = time.Millisecond
-	cfg.DisableRecovery = true
+	cfg := blockingBrokerConfig(t, time.Millisecond)
 	pc := dialFake(t, cfg)
 	cc := dialFake(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
