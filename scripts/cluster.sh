@@ -29,6 +29,11 @@
 # that pid if it is still a beam process of that node), then removes the
 # directory. The shared epmd daemon (the default broker's) is left alone.
 #
+# Nodes 2 and 3 join node 1 at the same time; one whose join fails (two
+# joins at once can make mnesia fail to start on one node) joins again,
+# alone, after a reset, before start gives up. PIKA_CLUSTER_FAIL_JOIN=N
+# makes node N's first join fail on purpose, to try that path.
+#
 # When RabbitMQ is missing, scripts/ensure-rabbitmq.sh installs it (apt-get,
 # as root).
 set -euo pipefail
@@ -224,9 +229,29 @@ join_step() {
 	fi
 }
 
-# join_node joins node $1 to node 1: stop_app, join_cluster, start_app.
+# join_node joins node $1 to node 1: stop_app, join_cluster, start_app;
+# on success it leaves a "joined" file in the node's directory.
 join_node() {
-	join_step "$1" stop_app && join_step "$1" join_cluster && join_step "$1" start_app
+	if [[ ${PIKA_CLUSTER_FAIL_JOIN:-} == "$1" ]]; then
+		# For testing the retry: node $1 joins but its app is left
+		# stopped, as after a start_app that failed.
+		join_step "$1" stop_app && join_step "$1" join_cluster
+		err "PIKA_CLUSTER_FAIL_JOIN=$1: the first join of $(node_name "$1") fails on purpose"
+		return 1
+	fi
+	join_step "$1" stop_app && join_step "$1" join_cluster && join_step "$1" start_app &&
+		touch "$(node_dir "$1")/joined"
+}
+
+# rejoin_node joins node $1 again, alone, after a reset: two nodes joining
+# at once can make mnesia fail to start on one of them (start_app then
+# fails with {mnesia_app,start,...}), which a second, lone join gets past.
+rejoin_node() {
+	local n=$1
+	say "joining $(node_name "$n") again, alone, after a reset"
+	ctl "$n" -q stop_app >>"$(node_dir "$n")/join.log" 2>&1 || true
+	join_step "$n" reset && join_step "$n" join_cluster && join_step "$n" start_app &&
+		touch "$(node_dir "$n")/joined"
 }
 
 # in_parallel runs "$1 N" for nodes 2 and 3 at once and fails if any
@@ -299,8 +324,13 @@ cmd_start() {
 	# Nodes 2 and 3 join at the same time (each: stop_app, join_cluster,
 	# start_app): rabbitmqctl runs take seconds each on a busy machine.
 	if ! in_parallel join_node; then
-		cmd_stop >&2 || true
-		exit 1
+		for n in "${nodes[@]:1}"; do
+			[[ -e $(node_dir "$n")/joined ]] && continue
+			if ! rejoin_node "$n"; then
+				cmd_stop >&2 || true
+				exit 1
+			fi
+		done
 	fi
 	# Fresh 3.10 nodes enable every feature flag (stream_queue and
 	# quorum_queue included); make sure of it for the whole cluster.
