@@ -95,18 +95,14 @@ func TestRepublishKeepsHeadersAsPublished(t *testing.T) {
 		}
 		cfg, wait := recoveringConfig(t, pair,
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				if got := headers(p); got != want {
 					p.t.Errorf("published headers %s, want %s", got, want)
 				}
 				p.cut()
 			},
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				if got := headers(p); got != want {
 					p.t.Errorf("republished headers %s, want %s", got, want)
 				}

@@ -131,6 +131,14 @@ func (p *peer) openChannel(ch uint16) {
 	p.send(scripted.Method(ch, &wire.ChannelOpenOk{}))
 }
 
+// confirmChannel plays the handshake (no heartbeats), the opening of
+// channel 1 and its confirm.select.
+func (p *peer) confirmChannel() {
+	p.handshake(0)
+	p.openChannel(1)
+	answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+}
+
 // closeConn answers the client's connection.close.
 func (p *peer) closeConn() {
 	p.t.Helper()

@@ -36,9 +36,7 @@ func TestRecoveryHooksAndReturnedMessage(t *testing.T) {
 		cfg, wait := recoveringConfig(t, pair,
 			returnedThenCut,
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				if body := expectPublish(p, 1); body != "m2" {
 					p.t.Errorf("republished %q, want m2 only", body)
 				}

@@ -264,9 +264,7 @@ func TestRecoveryOrderRenamesAndStaleTags(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair,
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				answer[*wire.QueueDeclare](p, 1, &wire.QueueDeclareOk{Queue: "amq.gen-1"})
 				answer[*wire.QueueBind](p, 1, &wire.QueueBindOk{})
 				answer[*wire.BasicConsume](p, 1, &wire.BasicConsumeOk{ConsumerTag: "c1"})
@@ -276,9 +274,7 @@ func TestRecoveryOrderRenamesAndStaleTags(t *testing.T) {
 				p.cut()
 			},
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				p.openChannel(2)
 				if m := answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "amq.gen-2"}); m.Queue != "" || !m.Exclusive {
 					p.t.Errorf("server-named queue declared again as %q (exclusive %v), want a new name", m.Queue, m.Exclusive)

@@ -43,9 +43,7 @@ func TestCloseFromARecoveryHook(t *testing.T) {
 		t.Run(at, func(t *testing.T) {
 			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 				scripts := []func(p *peer){func(p *peer) {
-					p.handshake(0)
-					p.openChannel(1)
-					answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+					p.confirmChannel()
 					expectPublish(p, 1)
 					p.cut()
 				}}
@@ -438,9 +436,7 @@ func TestRecoveryConfirmTagsAfterRepublish(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair,
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				for _, want := range []string{"m1", "m2", "m3"} {
 					if body := expectPublish(p, 1); body != want {
 						p.t.Errorf("published %q, want %q", body, want)
@@ -452,9 +448,7 @@ func TestRecoveryConfirmTagsAfterRepublish(t *testing.T) {
 				p.cut()
 			},
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				// "sync" was declared through the Conn: restored.
 				p.openChannel(2)
 				answer[*wire.QueueDeclare](p, 2, &wire.QueueDeclareOk{Queue: "sync"})
@@ -694,9 +688,7 @@ func TestChannelCloseRacingPublishConfirm(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair,
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				expectPublish(p, 1)
 				expectPublish(p, 1)
 				p.send(scripted.Message(1, &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, nil, []byte("m0"), 0),

@@ -164,9 +164,7 @@ func twoConsumersThenCut(p *peer) {
 // takes two publishes, the first ("m1") comes back as a return, and the
 // link is cut before any confirmation.
 func returnedThenCut(p *peer) {
-	p.handshake(0)
-	p.openChannel(1)
-	answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+	p.confirmChannel()
 	expectPublish(p, 1)
 	expectPublish(p, 1)
 	p.send(scripted.Message(1, &wire.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, nil, []byte("m1"), 0))

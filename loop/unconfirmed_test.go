@@ -128,17 +128,13 @@ func TestMaxUnconfirmedAcrossRecovery(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair,
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				expectPublish(p, 1)
 				expectPublish(p, 1)
 				p.cut()
 			},
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				for _, want := range []string{"m1", "m2"} {
 					if body := expectPublish(p, 1); body != want {
 						p.t.Errorf("republished %q, want %q", body, want)
@@ -234,9 +230,7 @@ func TestLongOutageHoldsNothingMore(t *testing.T) {
 		t.Run(fmt.Sprintf("kept %v hooks %v", kept, tc.hooked), func(t *testing.T) {
 			both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 				cfg, wait := recoveringConfig(t, pair, func(p *peer) {
-					p.handshake(0)
-					p.openChannel(1)
-					answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+					p.confirmChannel()
 					if kept {
 						expectPublish(p, 1)
 					}
@@ -330,17 +324,13 @@ func TestMaxUnconfirmedWithoutRepublish(t *testing.T) {
 	both(t, func(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) {
 		cfg, wait := recoveringConfig(t, pair,
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				expectPublish(p, 1)
 				expectPublish(p, 1)
 				p.cut()
 			},
 			func(p *peer) {
-				p.handshake(0)
-				p.openChannel(1)
-				answer[*wire.ConfirmSelect](p, 1, &wire.ConfirmSelectOk{})
+				p.confirmChannel()
 				for _, want := range []string{"m3", "m4"} {
 					if body := expectPublish(p, 1); body != want {
 						p.t.Errorf("published %q, want %q (nothing republished)", body, want)
